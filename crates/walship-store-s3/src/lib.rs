@@ -1,0 +1,1 @@
+//! walship-store-s3

@@ -1,0 +1,104 @@
+//! The one storage interface every backend implements, plus the local-filesystem store.
+//!
+//! walship talks to S3, Azure Blob Storage, Google Cloud Storage and a plain directory
+//! through the [`Store`] trait. The trait is deliberately small (create-only put, get,
+//! head, list, delete) so that each cloud maps it onto its own primitives, and "the
+//! object already exists" is a typed error ([`StoreError::AlreadyExists`]) rather than a
+//! string: the no-overwrite rule of WAL archiving is built on it.
+//!
+//! This crate knows nothing of WAL, configuration or any cloud SDK. Keys are relative to
+//! the store's root (the bucket, the container or the directory) and always use `/`.
+//!
+//! Dependencies: `async-trait` (object-safe async trait, so the binary can hold a
+//! `Box<dyn Store>` chosen at run time), `bytes` (cheap shared object bodies), `tokio`
+//! (the local store's blocking file work runs on its blocking pool), `thiserror`.
+
+mod local;
+
+pub use local::LocalStore;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// User metadata stored with an object (S3 `x-amz-meta-*`, Azure metadata, GCS metadata).
+/// Keys are lower-case ASCII.
+pub type Metadata = BTreeMap<String, String>;
+
+/// What a create-only put carries besides the body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Stored with the object; walship puts the raw segment's SHA-256 here.
+    pub metadata: Metadata,
+    /// Object tags (S3 tags, Azure blob index tags); stores without tags ignore them.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// An object as seen by `head` or `list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// User metadata. `list` may leave it empty on stores that do not return it there.
+    pub metadata: Metadata,
+}
+
+/// Why a store operation failed. Messages name the key and the store, never a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{key}: an object with this key already exists in {store}")]
+    AlreadyExists { store: String, key: String },
+    #[error("{key}: no such object in {store}")]
+    NotFound { store: String, key: String },
+    #[error("{store}: the bucket or container does not exist: {detail}")]
+    ContainerMissing { store: String, detail: String },
+    #[error("{store}: access denied ({detail}); check the credentials and their permissions")]
+    Denied { store: String, detail: String },
+    #[error("{store}: cannot reach the store: {detail}")]
+    Unreachable { store: String, detail: String },
+    #[error("{store}: {detail}")]
+    Other {
+        store: String,
+        detail: String,
+        /// Whether retrying the same request may succeed (5xx, throttling, timeouts).
+        transient: bool,
+    },
+}
+
+impl StoreError {
+    /// Whether the same request may succeed later without anything being changed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Unreachable { .. } => true,
+            StoreError::Other { transient, .. } => *transient,
+            _ => false,
+        }
+    }
+}
+
+/// An object store rooted at a bucket, a container or a directory.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// A short description for logs and errors, such as `s3://bucket` (never credentials).
+    fn describe(&self) -> String;
+
+    /// Stores `body` under `key` only if no object has that key yet. When one exists the
+    /// call fails with [`StoreError::AlreadyExists`] and the existing object is untouched.
+    /// Returns only once the store has durably accepted the object.
+    async fn put_create(&self, key: &str, body: Bytes, options: &PutOptions)
+    -> Result<(), StoreError>;
+
+    /// The whole object, or [`StoreError::NotFound`].
+    async fn get(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError>;
+
+    /// The object's size and metadata, or `None` when there is no such object.
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
+
+    /// Every object whose key starts with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+
+    /// Removes the object; removing a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+}

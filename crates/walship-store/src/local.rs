@@ -1,0 +1,400 @@
+//! `file:///PATH`: a store in a local directory, walship's embedded default.
+//!
+//! Durability follows the usual POSIX recipe: write a temporary file, fsync it, publish
+//! it, fsync the directory. Publishing uses `link(2)`, which (unlike `rename(2)`) fails
+//! when the target exists, so create-only puts are atomic even between processes.
+//! Metadata lives beside the objects under `.walship-meta/`, written after the object is
+//! published: a crash in between leaves an object without metadata, which callers treat
+//! like an object written by another tool (they compare contents instead).
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::{Metadata, ObjectInfo, PutOptions, Store, StoreError};
+
+const META_DIR: &str = ".walship-meta";
+const TMP_PREFIX: &str = ".walship-tmp-";
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A store rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// A store rooted at `root`, which is created when missing.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStore { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
+        // Keys come from our own layout code, but a key that escapes the root would be a
+        // bug with consequences, so refuse it outright.
+        if key.is_empty()
+            || key.starts_with('/')
+            || key
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == ".." || part == META_DIR)
+        {
+            return Err(self.other(format!("{key:?} is not a valid object key"), false));
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn meta_path_of(&self, key: &str) -> PathBuf {
+        self.root.join(META_DIR).join(key)
+    }
+
+    fn other(&self, detail: String, transient: bool) -> StoreError {
+        StoreError::Other {
+            store: self.describe(),
+            detail,
+            transient,
+        }
+    }
+
+    fn io_error(&self, what: &str, path: &Path, err: io::Error) -> StoreError {
+        self.other(format!("{what} {}: {err}", path.display()), false)
+    }
+
+    fn put_blocking(&self, key: &str, body: &[u8], options: &PutOptions) -> Result<(), StoreError> {
+        let target = self.path_of(key)?;
+        let dir = target.parent().expect("a key always has a parent").to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| self.io_error("creating", &dir, e))?;
+        let tmp = write_temp(&dir, body).map_err(|e| self.io_error("writing into", &dir, e))?;
+        let linked = std::fs::hard_link(&tmp, &target);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::AlreadyExists {
+                    store: self.describe(),
+                    key: key.to_string(),
+                });
+            }
+            Err(e) => return Err(self.io_error("publishing", &target, e)),
+        }
+        fsync_dir(&dir).map_err(|e| self.io_error("syncing", &dir, e))?;
+        if !options.metadata.is_empty() {
+            self.write_meta(key, &options.metadata)?;
+        }
+        Ok(())
+    }
+
+    fn write_meta(&self, key: &str, metadata: &Metadata) -> Result<(), StoreError> {
+        let path = self.meta_path_of(key);
+        let dir = path.parent().expect("a key always has a parent").to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| self.io_error("creating", &dir, e))?;
+        let mut text = String::new();
+        for (k, v) in metadata {
+            text.push_str(k);
+            text.push('=');
+            text.push_str(v);
+            text.push('\n');
+        }
+        let tmp = write_temp(&dir, text.as_bytes()).map_err(|e| self.io_error("writing", &dir, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| self.io_error("publishing", &path, e))?;
+        fsync_dir(&dir).map_err(|e| self.io_error("syncing", &dir, e))
+    }
+
+    fn read_meta(&self, key: &str) -> Metadata {
+        let Ok(text) = std::fs::read_to_string(self.meta_path_of(key)) else {
+            return Metadata::new();
+        };
+        text.lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn info_blocking(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let path = self.path_of(key)?;
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: m.len(),
+                metadata: self.read_meta(key),
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_error("reading", &path, e)),
+        }
+    }
+
+    fn list_blocking(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        // Walk only the directory that can contain matches.
+        let start = match prefix.rfind('/') {
+            Some(i) => self.root.join(&prefix[..i]),
+            None => self.root.clone(),
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io_error("listing", &dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| self.io_error("listing", &dir, e))?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name == META_DIR || name.starts_with(TMP_PREFIX) {
+                    continue;
+                }
+                let path = entry.path();
+                let file_type = entry.file_type().map_err(|e| self.io_error("listing", &path, e))?;
+                let Ok(rel) = path.strip_prefix(&self.root) else {
+                    continue;
+                };
+                let key = rel.to_string_lossy().replace('\\', "/");
+                if file_type.is_dir() {
+                    if key.starts_with(prefix) || prefix.starts_with(&format!("{key}/")) {
+                        stack.push(path);
+                    }
+                } else if file_type.is_file() && key.starts_with(prefix) {
+                    let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    let metadata = self.read_meta(&key);
+                    out.push(ObjectInfo { key, size, metadata });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+}
+
+fn write_temp(dir: &Path, body: &[u8]) -> io::Result<PathBuf> {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    let written = file.write_all(body).and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(tmp)
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[async_trait]
+impl Store for LocalStore {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    async fn put_create(
+        &self,
+        key: &str,
+        body: Bytes,
+        options: &PutOptions,
+    ) -> Result<(), StoreError> {
+        let (this, key, options) = (self.clone(), key.to_string(), options.clone());
+        spawn(move || this.put_blocking(&key, &body, &options)).await
+    }
+
+    async fn get(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
+        let (this, key) = (self.clone(), key.to_string());
+        spawn(move || {
+            let path = this.path_of(&key)?;
+            match std::fs::read(&path) {
+                Ok(body) => {
+                    let info = ObjectInfo {
+                        key: key.clone(),
+                        size: body.len() as u64,
+                        metadata: this.read_meta(&key),
+                    };
+                    Ok((Bytes::from(body), info))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound {
+                    store: this.describe(),
+                    key,
+                }),
+                Err(e) => Err(this.io_error("reading", &path, e)),
+            }
+        })
+        .await
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let (this, key) = (self.clone(), key.to_string());
+        spawn(move || this.info_blocking(&key)).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let (this, prefix) = (self.clone(), prefix.to_string());
+        spawn(move || this.list_blocking(&prefix)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let (this, key) = (self.clone(), key.to_string());
+        spawn(move || {
+            let path = this.path_of(&key)?;
+            for p in [path, this.meta_path_of(&key)] {
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(this.io_error("removing", &p, e)),
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+async fn spawn<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| {
+            Err(StoreError::Other {
+                store: "file".into(),
+                detail: format!("local store task failed: {e}"),
+                transient: false,
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, LocalStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("archive"));
+        (dir, store)
+    }
+
+    fn opts(sha: &str) -> PutOptions {
+        let mut o = PutOptions::default();
+        o.metadata.insert("walship-sha256".into(), sha.into());
+        o
+    }
+
+    #[tokio::test]
+    async fn put_get_head_round_trip_with_metadata() {
+        let (_dir, s) = store();
+        s.put_create("p/srv/wals/a/b.gz", Bytes::from_static(b"hello"), &opts("abc"))
+            .await
+            .unwrap();
+        let (body, info) = s.get("p/srv/wals/a/b.gz").await.unwrap();
+        assert_eq!(&body[..], b"hello");
+        assert_eq!(info.size, 5);
+        assert_eq!(info.metadata.get("walship-sha256").unwrap(), "abc");
+        let head = s.head("p/srv/wals/a/b.gz").await.unwrap().unwrap();
+        assert_eq!(head, info);
+        assert!(s.head("p/srv/wals/a/missing").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn create_only_never_overwrites() {
+        let (_dir, s) = store();
+        s.put_create("k/x", Bytes::from_static(b"first"), &opts("1"))
+            .await
+            .unwrap();
+        let err = s
+            .put_create("k/x", Bytes::from_static(b"second"), &opts("2"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
+        let (body, info) = s.get("k/x").await.unwrap();
+        assert_eq!(&body[..], b"first");
+        assert_eq!(info.metadata.get("walship-sha256").unwrap(), "1");
+    }
+
+    #[tokio::test]
+    async fn concurrent_creates_have_exactly_one_winner() {
+        let (_dir, s) = store();
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.put_create("race/key", Bytes::from(vec![i as u8; 1000]), &PutOptions::default())
+                    .await
+            }));
+        }
+        let mut winners = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => winners += 1,
+                Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(winners, 1);
+        // No temporary files are left behind.
+        let listed = s.list("race/").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        let leftovers: Vec<_> = std::fs::read_dir(s.root().join("race"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn list_filters_by_prefix_and_hides_internal_files() {
+        let (_dir, s) = store();
+        for key in ["a/wals/1/x", "a/wals/1/y", "a/wals/2/z", "a/base/q", "ab/wals/1/x"] {
+            s.put_create(key, Bytes::from_static(b"."), &opts("s"))
+                .await
+                .unwrap();
+        }
+        let keys: Vec<_> = s
+            .list("a/wals/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, ["a/wals/1/x", "a/wals/1/y", "a/wals/2/z"]);
+        let keys: Vec<_> = s.list("a").await.unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(keys.len(), 5);
+        assert!(s.list("nothing/").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn get_missing_is_not_found_and_delete_is_idempotent() {
+        let (_dir, s) = store();
+        assert!(matches!(
+            s.get("x/y").await.unwrap_err(),
+            StoreError::NotFound { .. }
+        ));
+        s.put_create("x/y", Bytes::from_static(b"1"), &opts("s"))
+            .await
+            .unwrap();
+        s.delete("x/y").await.unwrap();
+        s.delete("x/y").await.unwrap();
+        assert!(s.head("x/y").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn keys_cannot_escape_the_root() {
+        let (_dir, s) = store();
+        for key in ["../x", "/etc/passwd", "a//b", "a/./b", ".walship-meta/x", ""] {
+            let err = s
+                .put_create(key, Bytes::from_static(b"."), &PutOptions::default())
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("not a valid object key"), "{key}: {err}");
+        }
+    }
+}

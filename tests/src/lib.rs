@@ -1,0 +1,37 @@
+//! Real servers for walship's end-to-end tests and for `cargo xtask`.
+//!
+//! This crate starts and stops the things walship talks to — an S3-compatible
+//! object store (`s3s-fs`, or `minio` when one is on `PATH`) and throwaway
+//! PostgreSQL 15 clusters — and finds the tools and binaries the tests drive
+//! (`walship` itself, `s3s-fs`, the barman-cloud virtualenv). Everything listens
+//! on 127.0.0.1 on ports picked free at start, every handle owns its temporary
+//! directory, and every handle stops its process when dropped, so a test stops
+//! exactly what it started. PostgreSQL refuses to run as root, so when the tests
+//! run as root the kit runs the PostgreSQL tools as an unprivileged system user
+//! (`walship-pg`), creating it on first use.
+//!
+//! The API is synchronous (`std::process`): the tests wait on real processes and
+//! have no use for an async runtime. It must never depend on walship's own
+//! crates, so that it keeps testing the product from the outside.
+//!
+//! Dependencies, and why each is here:
+//! - `anyhow`: every failure here ends a test, so one error type with context
+//!   (which command, its stderr, the server log's tail) serves better than a
+//!   typed enum.
+//! - `tempfile`: temporary directories that are removed when their handle drops.
+//! - `sha2` and `hex`: the few signed S3 requests the kit makes itself (creating a
+//!   bucket on MinIO, checking that a bucket exists) need SigV4, which is
+//!   SHA-256 and HMAC-SHA-256.
+
+mod paths;
+mod pg;
+mod s3;
+mod sigv4;
+mod util;
+
+pub use paths::{WalshipBin, barman_venv, target_dir, tool_path, workspace_root};
+pub use pg::{
+    InitOptions, PgCluster, PgUser, make_readable_by_pg, pg_bin_dir, pg_temp_dir, pg_user,
+};
+pub use s3::{S3Kind, S3Options, S3Server};
+pub use util::{free_port, port_is_open, random_token, wait_until};

@@ -118,7 +118,11 @@ fn copy_for_everyone(built: &Path) -> Result<PathBuf> {
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
     let mut name = OsString::from(built.file_name().unwrap_or_default());
-    name.push(format!("-{}-{}", meta.size(), meta.mtime_nsec() + meta.mtime() * 1_000_000_000));
+    name.push(format!(
+        "-{}-{}",
+        meta.size(),
+        meta.mtime_nsec() + meta.mtime() * 1_000_000_000
+    ));
     let target = dir.join(&name);
     if !target.exists() {
         // Copy under a private name, then rename: a concurrent reader never sees half a file.
@@ -148,7 +152,10 @@ mod tests {
     #[test]
     fn tool_path_names_the_fix_when_a_tool_is_missing() {
         let err = tool_path("walship-no-such-tool").unwrap_err();
-        assert!(err.to_string().contains("cargo xtask install-tools"), "{err}");
+        assert!(
+            err.to_string().contains("cargo xtask install-tools"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -81,7 +81,13 @@ fn ensure_user(name: &str) -> Result<PgUser> {
     }
     let mut useradd = Command::new("useradd");
     useradd
-        .args(["--system", "--create-home", "--user-group", "--shell", "/bin/sh"])
+        .args([
+            "--system",
+            "--create-home",
+            "--user-group",
+            "--shell",
+            "/bin/sh",
+        ])
         .arg(name);
     let added = run_checked(&mut useradd);
     // Another test process may have created the user meanwhile: look again before failing.
@@ -130,7 +136,14 @@ fn as_pg_user(program: &Path, cwd: &Path) -> Result<Command> {
         None => Command::new(program),
     };
     // Connection settings from the caller's environment must not redirect the tools.
-    for var in ["PGHOST", "PGPORT", "PGDATA", "PGUSER", "PGDATABASE", "PGSERVICE"] {
+    for var in [
+        "PGHOST",
+        "PGPORT",
+        "PGDATA",
+        "PGUSER",
+        "PGDATABASE",
+        "PGSERVICE",
+    ] {
         cmd.env_remove(var);
     }
     cmd.current_dir(cwd);
@@ -221,10 +234,15 @@ impl PgCluster {
         make_readable_by_pg(dir)?;
         let cluster = PgCluster::at(dir)?;
         let mut initdb = as_pg_user(&pg_bin_dir().join("initdb"), dir)?;
-        initdb
-            .arg("-D")
-            .arg(&cluster.data)
-            .args(["-A", "trust", "-U", SUPERUSER, "-E", "UTF8", "--locale=C"]);
+        initdb.arg("-D").arg(&cluster.data).args([
+            "-A",
+            "trust",
+            "-U",
+            SUPERUSER,
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]);
         if let Some(mb) = options.wal_segsize_mb {
             initdb.arg(format!("--wal-segsize={mb}"));
         }
@@ -387,7 +405,10 @@ impl PgCluster {
     /// Runs `pgbench` with `args` against database `postgres`; returns its stdout.
     pub fn pgbench(&self, args: &[&str]) -> Result<String> {
         let mut pgbench = as_pg_user(&pg_bin_dir().join("pgbench"), &self.dir)?;
-        pgbench.args(self.connection_args()).args(args).arg("postgres");
+        pgbench
+            .args(self.connection_args())
+            .args(args)
+            .arg("postgres");
         let output = run_checked(&mut pgbench)?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
@@ -466,7 +487,10 @@ impl PgCluster {
 
     /// A libpq connection string for this cluster (e.g. for `primary_conninfo`).
     pub fn conninfo(&self) -> String {
-        format!("host=127.0.0.1 port={} user={SUPERUSER} dbname=postgres", self.port)
+        format!(
+            "host=127.0.0.1 port={} user={SUPERUSER} dbname=postgres",
+            self.port
+        )
     }
 
     /// The server log file.
@@ -519,7 +543,10 @@ impl PgCluster {
                 .is_some_and(|last| segment_part(wal).is_some_and(|want| last >= want)))
         });
         waited.with_context(|| {
-            format!("archiver: {stats:?}; log tail:\n{}", tail(&self.log_contents(), 20))
+            format!(
+                "archiver: {stats:?}; log tail:\n{}",
+                tail(&self.log_contents(), 20)
+            )
         })?;
         Ok(stats)
     }
@@ -537,7 +564,9 @@ impl PgCluster {
                 bail!("PostgreSQL is not running");
             }
             // Connection errors while the server is still starting up are expected.
-            Ok(self.psql("SELECT pg_is_in_recovery()").is_ok_and(|v| v == "f"))
+            Ok(self
+                .psql("SELECT pg_is_in_recovery()")
+                .is_ok_and(|v| v == "f"))
         });
         waited.with_context(|| format!("log tail:\n{}", tail(&self.log_contents(), 30)))
     }
@@ -565,18 +594,26 @@ mod tests {
 
     #[test]
     fn segment_names_compare_in_wal_order() {
-        assert_eq!(segment_part("000000010000000000000003"), Some("000000010000000000000003"));
+        assert_eq!(
+            segment_part("000000010000000000000003"),
+            Some("000000010000000000000003")
+        );
         assert_eq!(
             segment_part("000000010000000000000003.partial"),
             Some("000000010000000000000003")
         );
         assert_eq!(segment_part("00000002.history"), None);
-        assert!(segment_part("00000001000000010000000A") > segment_part("0000000100000000000000FF"));
+        assert!(
+            segment_part("00000001000000010000000A") > segment_part("0000000100000000000000FF")
+        );
     }
 
     #[test]
     fn pg_runs_as_an_unprivileged_user_and_answers_queries() {
-        let mut pg = PgCluster::init_temp(InitOptions { wal_segsize_mb: Some(1) }).unwrap();
+        let mut pg = PgCluster::init_temp(InitOptions {
+            wal_segsize_mb: Some(1),
+        })
+        .unwrap();
         pg.set_conf(&[("application_name", "it's-quoted")]).unwrap();
         pg.start().unwrap();
         assert!(port_is_open(pg.port()));
@@ -593,7 +630,11 @@ mod tests {
         };
         let data_dir = pg.psql("SHOW data_directory").unwrap();
         assert_eq!(Path::new(&data_dir), pg.data_dir());
-        let owner = Command::new("stat").args(["-c", "%U"]).arg(pg.data_dir()).output().unwrap();
+        let owner = Command::new("stat")
+            .args(["-c", "%U"])
+            .arg(pg.data_dir())
+            .output()
+            .unwrap();
         assert_eq!(String::from_utf8_lossy(&owner.stdout).trim(), expected_user);
         let err = pg.psql("SELECT no_such_function()").unwrap_err();
         assert!(format!("{err:#}").contains("no_such_function"), "{err:#}");
@@ -608,17 +649,28 @@ mod tests {
         let archive = temp.path().join("archive");
         fs::create_dir(&archive).unwrap();
         make_readable_by_pg(&archive).unwrap();
-        let mut pg = PgCluster::init(&temp.path().join("pg"), InitOptions { wal_segsize_mb: Some(1) })
-            .unwrap();
+        let mut pg = PgCluster::init(
+            &temp.path().join("pg"),
+            InitOptions {
+                wal_segsize_mb: Some(1),
+            },
+        )
+        .unwrap();
         pg.set_conf(&[
             ("archive_mode", "on"),
-            ("archive_command", &format!("cp %p {}/%f", archive.display())),
+            (
+                "archive_command",
+                &format!("cp %p {}/%f", archive.display()),
+            ),
         ])
         .unwrap();
         pg.start().unwrap();
-        pg.psql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS i").unwrap();
+        pg.psql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS i")
+            .unwrap();
         let segment = pg.switch_wal().unwrap();
-        let stats = pg.wait_for_archived(&segment, Duration::from_secs(60)).unwrap();
+        let stats = pg
+            .wait_for_archived(&segment, Duration::from_secs(60))
+            .unwrap();
         assert!(stats.archived_count >= 1);
         assert!(archive.join(&segment).is_file());
 

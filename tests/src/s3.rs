@@ -37,7 +37,11 @@ impl S3Kind {
         }
         let minio_on_path = env::var_os("PATH")
             .is_some_and(|p| env::split_paths(&p).any(|dir| dir.join("minio").is_file()));
-        Ok(if minio_on_path { S3Kind::Minio } else { S3Kind::S3sFs })
+        Ok(if minio_on_path {
+            S3Kind::Minio
+        } else {
+            S3Kind::S3sFs
+        })
     }
 
     fn program(self) -> &'static str {
@@ -104,7 +108,9 @@ impl S3Server {
                     .tempdir_in("/tmp")
                     .context("creating a temporary directory for the S3 server")?;
                 let root = temp.path().join("data");
-                let log = options.log.unwrap_or_else(|| temp.path().join("server.log"));
+                let log = options
+                    .log
+                    .unwrap_or_else(|| temp.path().join("server.log"));
                 (Some(temp), root, log)
             }
         };
@@ -113,7 +119,9 @@ impl S3Server {
             kind,
             program,
             port: 0,
-            access_key: options.access_key.unwrap_or_else(|| format!("WS{}", random_token(18))),
+            access_key: options
+                .access_key
+                .unwrap_or_else(|| format!("WS{}", random_token(18))),
             // MinIO wants at least 8 characters; AWS-style secrets are 40.
             secret_key: options.secret_key.unwrap_or_else(|| random_token(40)),
             root,
@@ -179,7 +187,11 @@ impl S3Server {
         let port = self.port;
         let what = format!("{} to listen on 127.0.0.1:{port}", self.kind.program());
         let waited = wait_until(START_TIMEOUT, &what, || {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("the server exited ({status})");
             }
             Ok(port_is_open(port))
@@ -257,7 +269,13 @@ impl S3Server {
                 // MinIO may accept connections a moment before it serves requests.
                 let mut status = 0;
                 wait_until(Duration::from_secs(10), "MinIO to create a bucket", || {
-                    status = sigv4::send(self.port, "PUT", &format!("/{name}"), &self.access_key, &self.secret_key)?;
+                    status = sigv4::send(
+                        self.port,
+                        "PUT",
+                        &format!("/{name}"),
+                        &self.access_key,
+                        &self.secret_key,
+                    )?;
                     Ok(status != 503)
                 })?;
                 if status != 200 {
@@ -271,7 +289,13 @@ impl S3Server {
     /// Whether the bucket exists, asked over the S3 API (a signed HeadBucket), which
     /// also proves the keys are accepted.
     pub fn bucket_exists(&self, name: &str) -> Result<bool> {
-        match sigv4::send(self.port, "HEAD", &format!("/{name}"), &self.access_key, &self.secret_key)? {
+        match sigv4::send(
+            self.port,
+            "HEAD",
+            &format!("/{name}"),
+            &self.access_key,
+            &self.secret_key,
+        )? {
             200 => Ok(true),
             404 => Ok(false),
             other => bail!("HeadBucket {name}: HTTP {other}"),
@@ -281,7 +305,10 @@ impl S3Server {
     /// The objects of a bucket as `(key, size)`, sorted, read from disk (`s3s-fs` only).
     pub fn objects_on_disk(&self, bucket: &str) -> Result<Vec<(String, u64)>> {
         if self.kind != S3Kind::S3sFs {
-            bail!("objects_on_disk reads s3s-fs's layout; this server is {:?}", self.kind);
+            bail!(
+                "objects_on_disk reads s3s-fs's layout; this server is {:?}",
+                self.kind
+            );
         }
         let base = self.root.join(bucket);
         let mut out = Vec::new();
@@ -363,7 +390,11 @@ mod tests {
         assert!(root.is_dir());
         drop(server);
         assert!(!port_is_open(port), "port {port} still open after drop");
-        assert!(!root.exists(), "temporary root {} left behind", root.display());
+        assert!(
+            !root.exists(),
+            "temporary root {} left behind",
+            root.display()
+        );
     }
 
     #[test]
@@ -379,7 +410,8 @@ mod tests {
     fn s3s_fs_rejects_a_wrong_secret() {
         let server = s3s_fs();
         server.create_bucket("b").unwrap();
-        let status = sigv4::send(server.port(), "HEAD", "/b", server.access_key(), "wrong").unwrap();
+        let status =
+            sigv4::send(server.port(), "HEAD", "/b", server.access_key(), "wrong").unwrap();
         assert_eq!(status, 403);
     }
 

@@ -65,13 +65,23 @@ fn hmac(key: &[u8], message: &[u8]) -> Vec<u8> {
     }
     let inner_pad: Vec<u8> = block_key.iter().map(|b| b ^ 0x36).collect();
     let outer_pad: Vec<u8> = block_key.iter().map(|b| b ^ 0x5c).collect();
-    let inner = Sha256::new().chain_update(&inner_pad).chain_update(message).finalize();
-    Sha256::new().chain_update(&outer_pad).chain_update(inner).finalize().to_vec()
+    let inner = Sha256::new()
+        .chain_update(&inner_pad)
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(&outer_pad)
+        .chain_update(inner)
+        .finalize()
+        .to_vec()
 }
 
 /// `(YYYYMMDDTHHMMSSZ, YYYYMMDD)` in UTC.
 fn timestamps(now: SystemTime) -> (String, String) {
-    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     let (y, m, d) = civil_from_days(days);
     let date = format!("{y:04}{m:02}{d:02}");
@@ -119,6 +129,9 @@ mod tests {
             assert_eq!(civil_from_days(days), want, "day {days}");
         }
         let (amz, date) = timestamps(UNIX_EPOCH + Duration::from_secs(86_400 + 3_723));
-        assert_eq!((amz.as_str(), date.as_str()), ("19700102T010203Z", "19700102"));
+        assert_eq!(
+            (amz.as_str(), date.as_str()),
+            ("19700102T010203Z", "19700102")
+        );
     }
 }

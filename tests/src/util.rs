@@ -122,7 +122,11 @@ mod tests {
         for len in [0, 1, 9, 10, 11, 40] {
             let token = random_token(len);
             assert_eq!(token.len(), len);
-            assert!(token.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()));
+            assert!(
+                token
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+            );
         }
         assert_ne!(random_token(20), random_token(20));
     }

@@ -1,1 +1,79 @@
-fn main() {}
+//! `cargo xtask`: everything around walship that is not the product itself.
+//!
+//! Installing the tools the end-to-end tests drive, starting an S3 server for
+//! manual use, running the test suite the way CI does, and (later) the demo and
+//! the benchmarks live here, in Rust, rather than in shell scripts scattered
+//! around the repository. `.ci/run` only installs system packages and then calls
+//! `cargo xtask test`. This crate must never be a dependency of the product: it
+//! drives walship from the outside, like a user or CI would.
+//!
+//! Dependencies, and why each is here:
+//! - `walship-testkit`: the same server handles and tool lookups the tests use
+//!   (`S3Server`, `tool_path`, `barman_venv`, `pg_bin_dir`, `target_dir`), so
+//!   what `install-tools` installs is exactly what the tests then find.
+//! - `anyhow`: every failure here ends the command with a message for a human;
+//!   context on each step beats a typed error.
+//! - `clap`: the subcommands and their flags, with generated `--help`.
+//! - `serde_json`: the state file of `services up`, read back by `services down`
+//!   and `services status` (and readable by other scripts).
+
+mod cargo;
+mod demo;
+mod services;
+mod test;
+mod tools;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Development tasks for walship", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the end-to-end tests need (s3s-fs, the barman-cloud
+    /// virtualenv) unless present, and check that PostgreSQL 15 is installed.
+    InstallTools,
+    /// Start, stop or inspect local servers for manual use.
+    Services {
+        #[command(subcommand)]
+        action: services::Action,
+    },
+    /// Install the tools, build the walship binary, then run
+    /// `cargo test --workspace` with the extra arguments given after `--`.
+    Test {
+        /// Passed on to `cargo test` (e.g. `-- -p walship-wal -- --nocapture`).
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Show walship in action (for now: its `--help`).
+    Demo,
+    /// Benchmarks (not implemented yet).
+    Bench,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::InstallTools => tools::install().map(|_| 0),
+        Command::Services { action } => services::run(action),
+        Command::Test { cargo_args } => test::run(&cargo_args),
+        Command::Demo => demo::demo(),
+        Command::Bench => {
+            eprintln!("cargo xtask bench: not implemented yet (issue 5)");
+            Ok(2)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("cargo xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,194 @@
-fn main() {}
+//! `walship`: the command line. Argument parsing, logging set-up and wiring of the
+//! library crates; no archiving logic lives here.
+//!
+//! Exit statuses follow PostgreSQL's contracts:
+//! - `wal-push` (archive_command): 0 once the file is durably archived (or an identical
+//!   copy already was); 1 for any failure, so PostgreSQL retries; 2 for a bad
+//!   configuration. Never above 125, which would make the archiver process exit.
+//! - `wal-fetch` (restore_command): 0 restored; 1 not in the archive. Any other failure
+//!   (bad configuration, store unreachable after retries, corrupt object) exits 126:
+//!   PostgreSQL treats a status above 125 as fatal and stops recovery, instead of taking
+//!   the segment as missing and ending recovery early on a timeline with a gap.
+//! - `check`: 0 usable, 1 store problem, 2 bad configuration.
+//!
+//! Dependencies: `clap` (arguments and environment variables), `anyhow` (errors at this
+//! edge only), `tokio` (the runtime), `tracing` and `tracing-subscriber` (logs to
+//! stderr, which PostgreSQL copies into its own log for archive and restore commands).
+
+mod wiring;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing::{error, warn};
+use walship_engine::{FetchOutcome, PushOutcome};
+
+#[derive(Debug, Parser)]
+#[command(name = "walship", version, about, long_about = None)]
+struct Cli {
+    /// The ObjectStore manifest (apiVersion barmancloud.cnpg.io/v1).
+    #[arg(
+        long,
+        env = "WALSHIP_CONFIG",
+        default_value = "/etc/walship/objectstore.yaml",
+        global = true
+    )]
+    config: PathBuf,
+
+    /// Where the Secrets the manifest names are mounted: <dir>/<secret>/<key>.
+    #[arg(
+        long,
+        env = "WALSHIP_SECRETS_DIR",
+        default_value = "/etc/walship/secrets",
+        global = true
+    )]
+    secrets_dir: PathBuf,
+
+    /// The server name in the archive (barman's `serverName`; the cluster name under
+    /// CloudNativePG). Overrides spec.configuration.serverName.
+    #[arg(long, env = "WALSHIP_SERVER_NAME", global = true)]
+    server_name: Option<String>,
+
+    /// Log line format.
+    #[arg(long, env = "WALSHIP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+
+    /// Log filter, e.g. `info` or `walship_engine=debug`.
+    #[arg(long, env = "WALSHIP_LOG", default_value = "info", global = true)]
+    log_level: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// archive_command: archive one WAL file (`walship wal-push %p`).
+    WalPush {
+        /// Path of the file, as PostgreSQL's %p gives it.
+        path: PathBuf,
+    },
+    /// restore_command: restore one WAL file (`walship wal-fetch %f %p`).
+    WalFetch {
+        /// The WAL file name PostgreSQL asks for (%f).
+        name: String,
+        /// Where to write it (%p).
+        dest: PathBuf,
+        /// How long to keep retrying a failing store before giving up (seconds).
+        #[arg(long, env = "WALSHIP_FETCH_RETRY_SECONDS", default_value_t = 60)]
+        retry_seconds: u64,
+    },
+    /// Check the configuration, the credentials and that the archive can be listed.
+    Check,
+}
+
+const EXIT_RESTORE_FATAL: u8 = 126;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let is_fetch = matches!(cli.command, Command::WalFetch { .. });
+    let config_failure = if is_fetch { EXIT_RESTORE_FATAL } else { 2 };
+    let archiver =
+        match wiring::archiver(&cli.config, &cli.secrets_dir, cli.server_name.as_deref()).await {
+            Ok(a) => a,
+            Err(e) => {
+                error!("{e:#}");
+                eprintln!("walship: {e:#}");
+                return ExitCode::from(config_failure);
+            }
+        };
+    match cli.command {
+        Command::WalPush { path } => match archiver.push(&path).await {
+            Ok(PushOutcome::Uploaded { .. } | PushOutcome::AlreadyArchived { .. }) => {
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                error!("not archived: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::WalFetch {
+            name,
+            dest,
+            retry_seconds,
+        } => {
+            let deadline = Instant::now() + Duration::from_secs(retry_seconds);
+            let mut delay = Duration::from_millis(500);
+            loop {
+                match archiver.fetch(&name, &dest).await {
+                    Ok(FetchOutcome::Restored { .. }) => return ExitCode::SUCCESS,
+                    Ok(FetchOutcome::NotFound) => return ExitCode::from(1),
+                    Err(e) if e.is_store_failure() && Instant::now() + delay < deadline => {
+                        warn!("{e}; retrying in {delay:?}");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                    Err(e) => {
+                        error!(
+                            "{e}; exiting with status {EXIT_RESTORE_FATAL} so that PostgreSQL \
+                             stops recovery instead of treating {name} as missing"
+                        );
+                        return ExitCode::from(EXIT_RESTORE_FATAL);
+                    }
+                }
+            }
+        }
+        Command::Check => match archiver.check().await {
+            Ok(report) => {
+                println!(
+                    "ok: {} reachable; {} WAL files archived under {}{}",
+                    archiver.store().describe(),
+                    report.wal_objects,
+                    archiver.layout().wals_prefix(),
+                    report
+                        .newest
+                        .map(|n| format!(", newest segment {n}"))
+                        .unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                error!("{e}");
+                eprintln!("walship: {e}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

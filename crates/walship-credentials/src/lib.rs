@@ -1,1 +1,37 @@
-//! walship-credentials
+//! Where walship's identities come from: secrets mounted from Kubernetes, or the
+//! ambient identity of the pod (IRSA's web-identity token, instance roles, and later
+//! Azure and GKE workload identity).
+//!
+//! The config crate says *which* secret holds a credential; this crate reads it and turns
+//! it into something a cloud client can sign with. Each cloud gets one resolved type
+//! ([`S3Access`] today; Azure and Google join as their stores land) so callers match on
+//! a closed set of sources instead of re-reading configuration. Secret values stay inside
+//! [`walship_config::Secret`] (redacting `Debug`) until the moment a client needs them.
+//!
+//! Expiring tokens are refreshed by the providers handed to the SDKs: for S3 that is
+//! aws-config's default chain, whose web-identity provider re-assumes the role before the
+//! session expires, behind the SDK's identity cache.
+//!
+//! Dependencies: `walship-config` (secret references and the secrets directory),
+//! `aws-config` (the default credential chain: environment, web identity/IRSA, ECS,
+//! instance metadata), `aws-credential-types` (the provider type the S3 client takes),
+//! `thiserror`, `tracing`.
+
+mod s3;
+
+pub use s3::{S3Access, S3CredentialSource, s3_access};
+
+/// Why a credential could not be resolved. Names the secret and key, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("{field}: {source}")]
+    Secret {
+        /// The configuration field that referenced the secret, e.g.
+        /// `spec.configuration.s3Credentials.accessKeyId`.
+        field: String,
+        #[source]
+        source: walship_config::SecretError,
+    },
+    #[error("{field}: {problem}")]
+    Invalid { field: String, problem: String },
+}

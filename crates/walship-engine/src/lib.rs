@@ -1,1 +1,29 @@
-//! walship-engine
+//! What walship does with WAL files: ship one to the archive ([`Archiver::push`]),
+//! bring one back ([`Archiver::fetch`]), and check that an archive is usable
+//! ([`Archiver::check`]). Later the daemon's queue, journal and prefetch live here too.
+//!
+//! The rules that keep WAL safe are all in this crate:
+//! - a segment is validated (size, page header) before it leaves the machine, so a
+//!   truncated or foreign file is never archived under a WAL name;
+//! - every upload is create-only; when the object exists, its content is compared
+//!   (walship's stored SHA-256, or the decompressed bytes of an object another tool
+//!   wrote): identical is success, because PostgreSQL re-archives after a crash, and
+//!   different is an error naming both checksums; the existing object is never touched;
+//! - the raw file's SHA-256 goes into the object's metadata and is checked on fetch;
+//! - fetched files are written next to their destination, fsynced, then renamed, so
+//!   PostgreSQL never sees half a segment.
+//!
+//! The engine knows the store only through [`walship_store::Store`] and the bucket
+//! layout only through [`walship_wal::Layout`]: it knows nothing of clouds, credentials
+//! or configuration files.
+//!
+//! Dependencies: `walship-wal` (names, validation, layout, codecs), `walship-store`,
+//! `tokio` (file I/O and blocking compression off the async threads), `bytes`,
+//! `thiserror`, `tracing` (spans carry the WAL name).
+
+mod archiver;
+
+pub use archiver::{
+    Archiver, ArchiverSettings, CheckReport, FetchError, FetchOutcome, META_SHA256, META_SIZE,
+    PushError, PushOutcome,
+};

@@ -87,8 +87,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Stores `body` under `key` only if no object has that key yet. When one exists the
     /// call fails with [`StoreError::AlreadyExists`] and the existing object is untouched.
     /// Returns only once the store has durably accepted the object.
-    async fn put_create(&self, key: &str, body: Bytes, options: &PutOptions)
-    -> Result<(), StoreError>;
+    async fn put_create(
+        &self,
+        key: &str,
+        body: Bytes,
+        options: &PutOptions,
+    ) -> Result<(), StoreError>;
 
     /// The whole object, or [`StoreError::NotFound`].
     async fn get(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError>;

@@ -69,7 +69,10 @@ impl LocalStore {
 
     fn put_blocking(&self, key: &str, body: &[u8], options: &PutOptions) -> Result<(), StoreError> {
         let target = self.path_of(key)?;
-        let dir = target.parent().expect("a key always has a parent").to_path_buf();
+        let dir = target
+            .parent()
+            .expect("a key always has a parent")
+            .to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| self.io_error("creating", &dir, e))?;
         let tmp = write_temp(&dir, body).map_err(|e| self.io_error("writing into", &dir, e))?;
         let linked = std::fs::hard_link(&tmp, &target);
@@ -93,7 +96,10 @@ impl LocalStore {
 
     fn write_meta(&self, key: &str, metadata: &Metadata) -> Result<(), StoreError> {
         let path = self.meta_path_of(key);
-        let dir = path.parent().expect("a key always has a parent").to_path_buf();
+        let dir = path
+            .parent()
+            .expect("a key always has a parent")
+            .to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| self.io_error("creating", &dir, e))?;
         let mut text = String::new();
         for (k, v) in metadata {
@@ -102,7 +108,8 @@ impl LocalStore {
             text.push_str(v);
             text.push('\n');
         }
-        let tmp = write_temp(&dir, text.as_bytes()).map_err(|e| self.io_error("writing", &dir, e))?;
+        let tmp =
+            write_temp(&dir, text.as_bytes()).map_err(|e| self.io_error("writing", &dir, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| self.io_error("publishing", &path, e))?;
         fsync_dir(&dir).map_err(|e| self.io_error("syncing", &dir, e))
     }
@@ -153,7 +160,9 @@ impl LocalStore {
                     continue;
                 }
                 let path = entry.path();
-                let file_type = entry.file_type().map_err(|e| self.io_error("listing", &path, e))?;
+                let file_type = entry
+                    .file_type()
+                    .map_err(|e| self.io_error("listing", &path, e))?;
                 let Ok(rel) = path.strip_prefix(&self.root) else {
                     continue;
                 };
@@ -165,7 +174,11 @@ impl LocalStore {
                 } else if file_type.is_file() && key.starts_with(prefix) {
                     let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
                     let metadata = self.read_meta(&key);
-                    out.push(ObjectInfo { key, size, metadata });
+                    out.push(ObjectInfo {
+                        key,
+                        size,
+                        metadata,
+                    });
                 }
             }
         }
@@ -262,15 +275,13 @@ impl Store for LocalStore {
 async fn spawn<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| {
-            Err(StoreError::Other {
-                store: "file".into(),
-                detail: format!("local store task failed: {e}"),
-                transient: false,
-            })
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StoreError::Other {
+            store: "file".into(),
+            detail: format!("local store task failed: {e}"),
+            transient: false,
         })
+    })
 }
 
 #[cfg(test)]
@@ -292,9 +303,13 @@ mod tests {
     #[tokio::test]
     async fn put_get_head_round_trip_with_metadata() {
         let (_dir, s) = store();
-        s.put_create("p/srv/wals/a/b.gz", Bytes::from_static(b"hello"), &opts("abc"))
-            .await
-            .unwrap();
+        s.put_create(
+            "p/srv/wals/a/b.gz",
+            Bytes::from_static(b"hello"),
+            &opts("abc"),
+        )
+        .await
+        .unwrap();
         let (body, info) = s.get("p/srv/wals/a/b.gz").await.unwrap();
         assert_eq!(&body[..], b"hello");
         assert_eq!(info.size, 5);
@@ -327,8 +342,12 @@ mod tests {
         for i in 0..8 {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
-                s.put_create("race/key", Bytes::from(vec![i as u8; 1000]), &PutOptions::default())
-                    .await
+                s.put_create(
+                    "race/key",
+                    Bytes::from(vec![i as u8; 1000]),
+                    &PutOptions::default(),
+                )
+                .await
             }));
         }
         let mut winners = 0;
@@ -353,7 +372,13 @@ mod tests {
     #[tokio::test]
     async fn list_filters_by_prefix_and_hides_internal_files() {
         let (_dir, s) = store();
-        for key in ["a/wals/1/x", "a/wals/1/y", "a/wals/2/z", "a/base/q", "ab/wals/1/x"] {
+        for key in [
+            "a/wals/1/x",
+            "a/wals/1/y",
+            "a/wals/2/z",
+            "a/base/q",
+            "ab/wals/1/x",
+        ] {
             s.put_create(key, Bytes::from_static(b"."), &opts("s"))
                 .await
                 .unwrap();
@@ -366,7 +391,13 @@ mod tests {
             .map(|o| o.key)
             .collect();
         assert_eq!(keys, ["a/wals/1/x", "a/wals/1/y", "a/wals/2/z"]);
-        let keys: Vec<_> = s.list("a").await.unwrap().into_iter().map(|o| o.key).collect();
+        let keys: Vec<_> = s
+            .list("a")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         assert_eq!(keys.len(), 5);
         assert!(s.list("nothing/").await.unwrap().is_empty());
     }
@@ -389,12 +420,22 @@ mod tests {
     #[tokio::test]
     async fn keys_cannot_escape_the_root() {
         let (_dir, s) = store();
-        for key in ["../x", "/etc/passwd", "a//b", "a/./b", ".walship-meta/x", ""] {
+        for key in [
+            "../x",
+            "/etc/passwd",
+            "a//b",
+            "a/./b",
+            ".walship-meta/x",
+            "",
+        ] {
             let err = s
                 .put_create(key, Bytes::from_static(b"."), &PutOptions::default())
                 .await
                 .unwrap_err();
-            assert!(err.to_string().contains("not a valid object key"), "{key}: {err}");
+            assert!(
+                err.to_string().contains("not a valid object key"),
+                "{key}: {err}"
+            );
         }
     }
 }

@@ -43,7 +43,11 @@ pub enum WalError {
 
     /// Fewer bytes of the first page than the long page header needs.
     #[error("{name}: only {len} bytes of the first page given; the long page header needs {need}")]
-    ShortFirstPage { name: String, len: usize, need: usize },
+    ShortFirstPage {
+        name: String,
+        len: usize,
+        need: usize,
+    },
 
     /// The header bytes are all zero: a recycled or preallocated file that
     /// PostgreSQL never wrote.
@@ -93,7 +97,9 @@ pub enum WalError {
     },
 
     /// `xlp_seg_size` disagrees with the size of the file.
-    #[error("{name}: page header says segments are {header} bytes, but the file is {file_len} bytes")]
+    #[error(
+        "{name}: page header says segments are {header} bytes, but the file is {file_len} bytes"
+    )]
     SegSizeMismatch {
         name: String,
         header: u32,
@@ -119,6 +125,16 @@ pub enum WalError {
     #[error("{codec} decompression failed (corrupt, truncated or not {codec} data): {source}")]
     Decompress {
         codec: Compression,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Reading the input or writing the output of a streaming
+    /// (de)compression failed; the data itself may be fine.
+    #[error("{codec}: {op} failed: {source}")]
+    Io {
+        codec: Compression,
+        op: &'static str,
         #[source]
         source: io::Error,
     },

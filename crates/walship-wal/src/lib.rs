@@ -5,17 +5,21 @@
 //! `archive_command` and `restore_command` ([`WalName`]), checks that a segment
 //! really is a PostgreSQL WAL segment before it leaves the machine
 //! ([`validate_segment`]), maps names to the object keys barman-cloud uses in a
-//! bucket and back ([`Layout`]), and compresses and decompresses WAL in the
-//! exact container formats barman-cloud writes and reads ([`Compression`]).
-//! Every rule here was checked against barman 3.19 (`barman/xlog.py`,
-//! `barman/cloud.py`, `barman/compression.py`, `barman/clients/cloud_wal*.py`)
-//! and PostgreSQL's `src/include/access/xlog_internal.h`, so that
+//! bucket and back, including which object a restore should fetch
+//! ([`Layout`]), and compresses and decompresses WAL in the exact container
+//! formats barman-cloud writes and reads, in memory or streaming
+//! ([`Compression`]). Every rule here was checked against barman 3.19
+//! (`barman/xlog.py`, `barman/cloud.py`, `barman/compression.py`,
+//! `barman/clients/cloud_wal*.py`), PostgreSQL's
+//! `src/include/access/xlog_internal.h`, fixtures made with barman's own
+//! codecs and first pages of real PostgreSQL 15 WAL (`testdata/`), so that
 //! barman-cloud tools read what walship writes and the other way round.
 //!
-//! It must never do I/O beyond the byte slices it is given, never block on
-//! anything, never know about clouds, credentials, configuration or async
-//! runtimes, and never panic on untrusted input (names, keys, pages or
-//! compressed objects all come from outside).
+//! It must never open files or sockets itself (it reads and writes only the
+//! slices, readers and writers it is given), never know about clouds,
+//! credentials, configuration or async runtimes, and never panic on
+//! untrusted input (names, keys, pages and compressed objects all come from
+//! outside; decompressed output is bounded by [`MAX_DECOMPRESSED_LEN`]).
 //!
 //! Dependencies, and why each is here: `thiserror` for the one error enum;
 //! `sha2` and `hex` for [`sha256_hex`] (content checksums for uploads and
@@ -35,7 +39,8 @@ pub use layout::{Layout, PartialPolicy, RestorePick};
 pub use name::{WalName, format_lsn, is_valid_segment_size, segments_per_xlog_id};
 pub use segment::{
     LongPageHeader, SIZE_OF_LONG_PAGE_HEADER, SegmentInfo, XLOG_PAGE_MAGICS, XLP_ALL_FLAGS,
-    XLP_LONG_HEADER, pg_version_for_magic, validate_segment,
+    XLP_BKP_REMOVABLE, XLP_FIRST_IS_CONTRECORD, XLP_FIRST_IS_OVERWRITE_CONTRECORD, XLP_LONG_HEADER,
+    pg_version_for_magic, validate_segment,
 };
 
 use sha2::{Digest, Sha256};

@@ -25,10 +25,25 @@ const MAX_SEGMENT_SIZE: u64 = 1 << 30;
 /// `0123456789ABCDEF`) and `Display` must give back exactly the name parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WalName {
-    Segment { timeline: u32, log: u32, seg: u32 },
-    History { timeline: u32 },
-    Backup { timeline: u32, log: u32, seg: u32, offset: u32 },
-    Partial { timeline: u32, log: u32, seg: u32 },
+    Segment {
+        timeline: u32,
+        log: u32,
+        seg: u32,
+    },
+    History {
+        timeline: u32,
+    },
+    Backup {
+        timeline: u32,
+        log: u32,
+        seg: u32,
+        offset: u32,
+    },
+    Partial {
+        timeline: u32,
+        log: u32,
+        seg: u32,
+    },
 }
 
 impl WalName {
@@ -157,7 +172,9 @@ impl WalName {
 impl fmt::Display for WalName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            WalName::Segment { timeline, log, seg } => write!(f, "{timeline:08X}{log:08X}{seg:08X}"),
+            WalName::Segment { timeline, log, seg } => {
+                write!(f, "{timeline:08X}{log:08X}{seg:08X}")
+            }
             WalName::History { timeline } => write!(f, "{timeline:08X}.history"),
             WalName::Backup {
                 timeline,
@@ -203,7 +220,9 @@ fn parse_with(name: &str, allow_lower: bool) -> Option<WalName> {
     let hex = |range: std::ops::Range<usize>| -> Option<u32> {
         let part = b.get(range)?;
         let ok = part.iter().all(|c| {
-            c.is_ascii_digit() || (b'A'..=b'F').contains(c) || (allow_lower && (b'a'..=b'f').contains(c))
+            c.is_ascii_digit()
+                || (b'A'..=b'F').contains(c)
+                || (allow_lower && (b'a'..=b'f').contains(c))
         });
         if !ok {
             return None;
@@ -217,7 +236,7 @@ fn parse_with(name: &str, allow_lower: bool) -> Option<WalName> {
             log: hex(8..16)?,
             seg: hex(16..24)?,
         }),
-        15 if name.ends_with(".history") => Some(WalName::History {
+        16 if name.ends_with(".history") => Some(WalName::History {
             timeline: hex(0..8)?,
         }),
         32 if name.ends_with(".partial") => Some(WalName::Partial {
@@ -225,7 +244,7 @@ fn parse_with(name: &str, allow_lower: bool) -> Option<WalName> {
             log: hex(8..16)?,
             seg: hex(16..24)?,
         }),
-        40 if b[24] == b'.' && name.ends_with(".backup") => Some(WalName::Backup {
+        40 if b.get(24) == Some(&b'.') && name.ends_with(".backup") => Some(WalName::Backup {
             timeline: hex(0..8)?,
             log: hex(8..16)?,
             seg: hex(16..24)?,
@@ -300,7 +319,7 @@ mod tests {
     fn rejects_what_barman_rejects_and_lowercase() {
         let bad = [
             "",
-            "00000001000000000000000",    // 23 digits
+            "00000001000000000000000",   // 23 digits
             "0000000100000000000000030", // 25 digits
             "00000001000000000000000G",
             "00000001.History",
@@ -329,12 +348,19 @@ mod tests {
 
     #[test]
     fn error_messages_say_what_is_wrong() {
-        let lower = WalName::parse("00000001000000000000000a").unwrap_err().to_string();
+        let lower = WalName::parse("00000001000000000000000a")
+            .unwrap_err()
+            .to_string();
         assert!(lower.contains("must be uppercase"), "{lower}");
-        let path = WalName::parse("pg_wal/00000001000000000000000A").unwrap_err().to_string();
+        let path = WalName::parse("pg_wal/00000001000000000000000A")
+            .unwrap_err()
+            .to_string();
         assert!(path.contains("not a path"), "{path}");
         let other = WalName::parse("foo").unwrap_err().to_string();
-        assert!(other.starts_with("\"foo\" is not a WAL file name"), "{other}");
+        assert!(
+            other.starts_with("\"foo\" is not a WAL file name"),
+            "{other}"
+        );
     }
 
     #[test]
@@ -378,36 +404,91 @@ mod tests {
     fn next_segment_rolls_over_like_postgres() {
         // (size, name, next)
         let cases = [
-            (MIB16, "000000010000000000000001", "000000010000000000000002"),
-            (MIB16, "0000000100000000000000FE", "0000000100000000000000FF"),
-            (MIB16, "0000000100000000000000FF", "000000010000000100000000"),
-            (MIB16, "00000003000000AB000000FF", "00000003000000AC00000000"),
-            (1 << 20, "0000000100000000000000FF", "000000010000000000000100"),
-            (1 << 20, "000000010000000000000FFF", "000000010000000100000000"),
-            (64 << 20, "00000001000000000000003F", "000000010000000100000000"),
-            (1 << 30, "000000010000000000000003", "000000010000000100000000"),
+            (
+                MIB16,
+                "000000010000000000000001",
+                "000000010000000000000002",
+            ),
+            (
+                MIB16,
+                "0000000100000000000000FE",
+                "0000000100000000000000FF",
+            ),
+            (
+                MIB16,
+                "0000000100000000000000FF",
+                "000000010000000100000000",
+            ),
+            (
+                MIB16,
+                "00000003000000AB000000FF",
+                "00000003000000AC00000000",
+            ),
+            (
+                1 << 20,
+                "0000000100000000000000FF",
+                "000000010000000000000100",
+            ),
+            (
+                1 << 20,
+                "000000010000000000000FFF",
+                "000000010000000100000000",
+            ),
+            (
+                64 << 20,
+                "00000001000000000000003F",
+                "000000010000000100000000",
+            ),
+            (
+                1 << 30,
+                "000000010000000000000003",
+                "000000010000000100000000",
+            ),
         ];
         for (size, from, want) in cases {
             let got = WalName::parse(from).unwrap().next_segment(size);
-            assert_eq!(got.map(|n| n.to_string()).as_deref(), Some(want), "{from} @ {size}");
+            assert_eq!(
+                got.map(|n| n.to_string()).as_deref(),
+                Some(want),
+                "{from} @ {size}"
+            );
         }
     }
 
     #[test]
     fn next_segment_refuses_what_has_no_successor() {
         // Segment 0x100 does not exist with 16 MiB segments.
-        assert_eq!(WalName::parse("000000010000000000000100").unwrap().next_segment(MIB16), None);
+        assert_eq!(
+            WalName::parse("000000010000000000000100")
+                .unwrap()
+                .next_segment(MIB16),
+            None
+        );
         // The last segment a 64-bit LSN can address.
-        assert_eq!(WalName::parse("00000001FFFFFFFF000000FF").unwrap().next_segment(MIB16), None);
+        assert_eq!(
+            WalName::parse("00000001FFFFFFFF000000FF")
+                .unwrap()
+                .next_segment(MIB16),
+            None
+        );
         // Invalid size.
-        assert_eq!(WalName::parse("000000010000000000000001").unwrap().next_segment(3 << 20), None);
+        assert_eq!(
+            WalName::parse("000000010000000000000001")
+                .unwrap()
+                .next_segment(3 << 20),
+            None
+        );
         // Only plain segments have a successor.
         for other in [
             "00000002.history",
             "000000010000000000000001.partial",
             "000000010000000000000001.00000028.backup",
         ] {
-            assert_eq!(WalName::parse(other).unwrap().next_segment(MIB16), None, "{other}");
+            assert_eq!(
+                WalName::parse(other).unwrap().next_segment(MIB16),
+                None,
+                "{other}"
+            );
         }
     }
 
@@ -417,7 +498,10 @@ mod tests {
         assert_eq!(name.segment_number(MIB16), Some(2 * 256 + 10));
         assert_eq!(name.start_lsn(MIB16), Some(0x2_0A00_0000));
         assert_eq!(format_lsn(name.start_lsn(MIB16).unwrap()), "2/0A000000");
-        assert_eq!(WalName::from_segment_number(1, 2 * 256 + 10, MIB16), Some(name));
+        assert_eq!(
+            WalName::from_segment_number(1, 2 * 256 + 10, MIB16),
+            Some(name)
+        );
         for size in [1u64 << 20, 16 << 20, 1 << 30] {
             for n in [0u64, 1, 255, 256, 4095, 4096, 123_456, (1 << 32) - 1] {
                 let name = WalName::from_segment_number(7, n, size).unwrap();

@@ -1,0 +1,98 @@
+//! From an ObjectStore manifest to an [`Archiver`]: the one place that knows every crate.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use walship_config::{Destination, Encryption, ObjectStore, SecretsDir};
+use walship_engine::{Archiver, ArchiverSettings};
+use walship_store::{LocalStore, Store};
+use walship_store_s3::{S3Store, S3StoreConfig, Sse};
+use walship_wal::{Compression, Layout};
+
+pub async fn archiver(
+    config_path: &Path,
+    secrets_dir: &Path,
+    server_override: Option<&str>,
+) -> Result<Archiver> {
+    let doc = walship_config::load(config_path).map_err(|errors| {
+        anyhow::anyhow!(
+            "invalid configuration in {}:\n{errors}",
+            config_path.display()
+        )
+    })?;
+    let server = doc
+        .server_name(server_override)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let configuration = &doc.spec.configuration;
+    let destination = configuration.destination();
+    let secrets = SecretsDir::new(secrets_dir);
+    let store = store_for(&doc, &destination, &secrets).await?;
+    let compression = configuration
+        .wal_compression()
+        .map(|c| {
+            Compression::from_name(c.as_str())
+                .with_context(|| format!("wal.compression {:?} has no codec", c.as_str()))
+        })
+        .transpose()?;
+    let settings = ArchiverSettings {
+        compression,
+        tags: configuration.tags.clone().into_iter().collect(),
+        history_tags: configuration.history_tags.clone().into_iter().collect(),
+    };
+    Ok(Archiver::new(
+        store,
+        Layout::new(destination.prefix(), &server),
+        settings,
+    ))
+}
+
+async fn store_for(
+    doc: &ObjectStore,
+    destination: &Destination,
+    secrets: &SecretsDir,
+) -> Result<Arc<dyn Store>> {
+    let configuration = &doc.spec.configuration;
+    match destination {
+        Destination::File { root, .. } => Ok(Arc::new(LocalStore::new(root.clone()))),
+        Destination::S3 { bucket, .. } => {
+            let access =
+                walship_credentials::s3_access(configuration.s3_credentials.as_ref(), secrets)?;
+            let ca_bundle_pem = match &configuration.endpoint_ca {
+                Some(r) => Some(
+                    secrets
+                        .read_bytes(r)
+                        .map_err(|e| anyhow::anyhow!("spec.configuration.endpointCA: {e}"))?
+                        .into_exposed(),
+                ),
+                None => None,
+            };
+            let sse = configuration
+                .wal
+                .as_ref()
+                .and_then(|w| w.encryption)
+                .map(|e| match e {
+                    Encryption::Aes256 => Sse::Aes256,
+                    Encryption::AwsKms => Sse::AwsKms,
+                });
+            let store = S3Store::new(S3StoreConfig {
+                bucket: bucket.clone(),
+                endpoint_url: configuration.endpoint_url.clone(),
+                ca_bundle_pem,
+                region: access.region.clone(),
+                credentials: access.provider().await,
+                sse,
+            })
+            .await?;
+            Ok(Arc::new(store))
+        }
+        Destination::Azure { .. } => bail!(
+            "spec.configuration.destinationPath: Azure Blob Storage is not yet supported by \
+             this walship version (planned); use s3://, or file:// for a local archive"
+        ),
+        Destination::Gcs { .. } => bail!(
+            "spec.configuration.destinationPath: Google Cloud Storage is not yet supported by \
+             this walship version (planned); use s3://, or file:// for a local archive"
+        ),
+    }
+}

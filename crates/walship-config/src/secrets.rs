@@ -1,0 +1,368 @@
+//! Reading Secret values from a directory laid out like Kubernetes Secret
+//! volumes: `<dir>/<secret name>/<key>`, where each key is usually a symlink
+//! through `..data` to a timestamped directory. Symlinks are followed.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::model::SecretRef;
+use crate::validate::secret_part_problem;
+
+/// A directory holding mounted Secrets, one sub-directory per Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretsDir {
+    root: PathBuf,
+}
+
+/// A secret string. Its `Debug` and `Display` never show the value.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a value (for tests and for values from other sources).
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value itself; call this only where it is handed to a client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Secret bytes, exactly as stored (CA bundles, JSON keys). Redacted like [`Secret`].
+#[derive(Clone)]
+pub struct SecretBytes(Vec<u8>);
+
+impl SecretBytes {
+    /// The bytes themselves.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Take the bytes out.
+    pub fn into_exposed(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Why a Secret value could not be read. Names the Secret, key and path,
+/// never the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret {name:?} key {key:?}: the reference is invalid: {reason}")]
+    InvalidRef {
+        name: String,
+        key: String,
+        reason: String,
+    },
+    #[error(
+        "secret {name:?} not found: {} is not a directory (is the Secret mounted there?)",
+        path.display()
+    )]
+    MissingSecret {
+        name: String,
+        key: String,
+        path: PathBuf,
+    },
+    #[error(
+        "missing key {key:?} inside secret {name:?}: {} does not exist; available keys: {}",
+        path.display(),
+        if available.is_empty() { "none".to_string() } else { available.join(", ") }
+    )]
+    MissingKey {
+        name: String,
+        key: String,
+        path: PathBuf,
+        available: Vec<String>,
+    },
+    #[error("secret {name:?} key {key:?}: cannot read {}: {source}", path.display())]
+    Unreadable {
+        name: String,
+        key: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("secret {name:?} key {key:?}: {} is not UTF-8 text", path.display())]
+    NotUtf8 {
+        name: String,
+        key: String,
+        path: PathBuf,
+    },
+}
+
+impl SecretsDir {
+    /// Secrets under `path` (e.g. `/etc/walship/secrets`).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SecretsDir { root: path.into() }
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the value of `r` is expected: `<dir>/<name>/<key>`.
+    pub fn path_of(&self, r: &SecretRef) -> PathBuf {
+        self.root.join(&r.name).join(&r.key)
+    }
+
+    /// Read a text value (access keys, tokens, account names), dropping one
+    /// trailing `\n` or `\r\n`: Kubernetes stores values as given, but values
+    /// made with `echo` or an editor often end with a newline that would
+    /// otherwise become part of a key.
+    pub fn read(&self, r: &SecretRef) -> Result<Secret, SecretError> {
+        let path = self.path_of(r);
+        let bytes = self.read_bytes(r)?.into_exposed();
+        let mut s = String::from_utf8(bytes).map_err(|_| SecretError::NotUtf8 {
+            name: r.name.clone(),
+            key: r.key.clone(),
+            path,
+        })?;
+        if s.ends_with('\n') {
+            s.pop();
+            if s.ends_with('\r') {
+                s.pop();
+            }
+        }
+        Ok(Secret(s))
+    }
+
+    /// Read a value byte for byte (CA bundles, JSON key files).
+    pub fn read_bytes(&self, r: &SecretRef) -> Result<SecretBytes, SecretError> {
+        for part in [&r.name, &r.key] {
+            if let Some(reason) = secret_part_problem(part) {
+                return Err(SecretError::InvalidRef {
+                    name: r.name.clone(),
+                    key: r.key.clone(),
+                    reason: format!("{part:?} {reason}"),
+                });
+            }
+        }
+        let dir = self.root.join(&r.name);
+        let path = dir.join(&r.key);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(SecretBytes(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !dir.is_dir() {
+                    return Err(SecretError::MissingSecret {
+                        name: r.name.clone(),
+                        key: r.key.clone(),
+                        path: dir,
+                    });
+                }
+                Err(SecretError::MissingKey {
+                    name: r.name.clone(),
+                    key: r.key.clone(),
+                    available: list_keys(&dir),
+                    path,
+                })
+            }
+            Err(source) => Err(SecretError::Unreadable {
+                name: r.name.clone(),
+                key: r.key.clone(),
+                path,
+                source,
+            }),
+        }
+    }
+}
+
+/// Key names in a Secret directory, without Kubernetes' own `..data` and
+/// `..<timestamp>` entries.
+fn list_keys(dir: &Path) -> Vec<String> {
+    let mut keys: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with(".."))
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    /// Build the layout the kubelet creates for a Secret volume:
+    /// `<dir>/..2026_01_01_00_00_00.1/<key>`, `..data -> ..2026...`,
+    /// `<key> -> ..data/<key>`.
+    fn kube_secret(root: &Path, name: &str, entries: &[(&str, &[u8])]) {
+        let dir = root.join(name);
+        let ts = dir.join("..2026_01_01_00_00_00.123");
+        fs::create_dir_all(&ts).unwrap();
+        for (k, v) in entries {
+            fs::write(ts.join(k), v).unwrap();
+        }
+        symlink("..2026_01_01_00_00_00.123", dir.join("..data")).unwrap();
+        for (k, _) in entries {
+            symlink(format!("..data/{k}"), dir.join(k)).unwrap();
+        }
+    }
+
+    #[test]
+    fn reads_through_data_symlinks_and_trims_one_newline() {
+        let tmp = tempfile::tempdir().unwrap();
+        kube_secret(
+            tmp.path(),
+            "aws-creds",
+            &[
+                ("ACCESS_KEY_ID", b"AKIAEXAMPLE\n"),
+                ("ACCESS_SECRET_KEY", b"s3cr3t-value\r\n"),
+                ("TWO_NEWLINES", b"v\n\n"),
+                ("ca.crt", b"-----BEGIN-----\n"),
+            ],
+        );
+        let dir = SecretsDir::new(tmp.path());
+        let id = dir
+            .read(&SecretRef::new("aws-creds", "ACCESS_KEY_ID"))
+            .unwrap();
+        assert_eq!(id.expose(), "AKIAEXAMPLE");
+        let sk = dir
+            .read(&SecretRef::new("aws-creds", "ACCESS_SECRET_KEY"))
+            .unwrap();
+        assert_eq!(sk.expose(), "s3cr3t-value");
+        let two = dir
+            .read(&SecretRef::new("aws-creds", "TWO_NEWLINES"))
+            .unwrap();
+        assert_eq!(two.expose(), "v\n");
+        let ca = dir
+            .read_bytes(&SecretRef::new("aws-creds", "ca.crt"))
+            .unwrap();
+        assert_eq!(ca.expose(), b"-----BEGIN-----\n");
+    }
+
+    #[test]
+    fn redacted() {
+        let tmp = tempfile::tempdir().unwrap();
+        kube_secret(tmp.path(), "s", &[("k", b"hunter2-very-secret")]);
+        let dir = SecretsDir::new(tmp.path());
+        let s = dir.read(&SecretRef::new("s", "k")).unwrap();
+        let b = dir.read_bytes(&SecretRef::new("s", "k")).unwrap();
+        for shown in [
+            format!("{s:?}"),
+            format!("{s}"),
+            format!("{b:?}"),
+            format!("{b}"),
+            format!("{:?}", Some(&s)),
+        ] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn missing_secret_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SecretsDir::new(tmp.path());
+        let e = dir.read(&SecretRef::new("nope", "KEY")).unwrap_err();
+        assert!(matches!(e, SecretError::MissingSecret { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains("\"nope\""), "{msg}");
+        assert!(
+            msg.contains(&tmp.path().join("nope").display().to_string()),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_key_lists_available_keys_but_not_internals() {
+        let tmp = tempfile::tempdir().unwrap();
+        kube_secret(
+            tmp.path(),
+            "azure-creds",
+            &[("AZURE_STORAGE_KEY", b"x"), ("AZURE_STORAGE_ACCOUNT", b"y")],
+        );
+        let dir = SecretsDir::new(tmp.path());
+        let e = dir
+            .read(&SecretRef::new("azure-creds", "AZURE_CONNECTION_STRING"))
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(
+                "missing key \"AZURE_CONNECTION_STRING\" inside secret \"azure-creds\""
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("available keys: AZURE_STORAGE_ACCOUNT, AZURE_STORAGE_KEY"),
+            "{msg}"
+        );
+        assert!(!msg.contains("..data"), "{msg}");
+    }
+
+    #[test]
+    fn not_utf8_and_unreadable() {
+        let tmp = tempfile::tempdir().unwrap();
+        kube_secret(tmp.path(), "s", &[("bin", &[0xff, 0xfe, 0x00])]);
+        fs::create_dir(tmp.path().join("s").join("adir")).unwrap();
+        let dir = SecretsDir::new(tmp.path());
+        let e = dir.read(&SecretRef::new("s", "bin")).unwrap_err();
+        assert!(matches!(e, SecretError::NotUtf8 { .. }), "{e:?}");
+        assert!(e.to_string().contains("not UTF-8"));
+        // The bytes are still available raw.
+        assert_eq!(
+            dir.read_bytes(&SecretRef::new("s", "bin"))
+                .unwrap()
+                .expose(),
+            &[0xff, 0xfe, 0x00]
+        );
+        let e = dir.read(&SecretRef::new("s", "adir")).unwrap_err();
+        assert!(matches!(e, SecretError::Unreadable { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn dangling_key_symlink_is_a_missing_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        kube_secret(tmp.path(), "s", &[("k", b"v")]);
+        symlink("..data/gone", tmp.path().join("s").join("gone")).unwrap();
+        let e = SecretsDir::new(tmp.path())
+            .read(&SecretRef::new("s", "gone"))
+            .unwrap_err();
+        assert!(matches!(e, SecretError::MissingKey { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn rejects_traversal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SecretsDir::new(tmp.path());
+        for r in [
+            SecretRef::new("..", "k"),
+            SecretRef::new("a", "../../etc/passwd"),
+            SecretRef::new("", "k"),
+            SecretRef::new("a", ""),
+        ] {
+            let e = dir.read(&r).unwrap_err();
+            assert!(matches!(e, SecretError::InvalidRef { .. }), "{e:?}");
+        }
+    }
+}

@@ -1,0 +1,728 @@
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tracing::{Instrument, debug, info, info_span, warn};
+use walship_store::{PutOptions, Store, StoreError};
+use walship_wal::{
+    Compression, Layout, PartialPolicy, RestorePick, WalError, WalName, sha256_hex,
+    validate_segment,
+};
+
+/// Object metadata key holding the SHA-256 of the raw (uncompressed) file.
+pub const META_SHA256: &str = "walship-sha256";
+/// Object metadata key holding the size of the raw file in bytes.
+pub const META_SIZE: &str = "walship-size";
+
+/// How WAL is written to the archive.
+#[derive(Debug, Clone, Default)]
+pub struct ArchiverSettings {
+    /// `wal.compression`; `None` stores files as they are.
+    pub compression: Option<Compression>,
+    /// `tags`: set on every WAL object.
+    pub tags: BTreeMap<String, String>,
+    /// `historyTags`: set on `.history` files instead of `tags`.
+    pub history_tags: BTreeMap<String, String>,
+}
+
+/// Ships WAL files to one server's archive and brings them back.
+#[derive(Debug, Clone)]
+pub struct Archiver {
+    store: Arc<dyn Store>,
+    layout: Layout,
+    settings: ArchiverSettings,
+}
+
+/// What a successful push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The file was uploaded to `key`.
+    Uploaded { key: String, sha256: String },
+    /// An identical copy was already archived at `key` (PostgreSQL retries an
+    /// archive_command whose success it did not see).
+    AlreadyArchived { key: String, sha256: String },
+}
+
+/// Why a push failed. Every variant means "not archived": PostgreSQL must retry.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("{path}: cannot read the file: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    NotWal {
+        path: PathBuf,
+        #[source]
+        source: WalError,
+    },
+    #[error(transparent)]
+    Compression(WalError),
+    #[error("{name}: {source}")]
+    Store {
+        name: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error(
+        "{name}: refusing to overwrite {key}: the archived copy differs from the file being \
+         archived (archived sha256 {archived_sha256}, local sha256 {local_sha256}); the \
+         archive may belong to another cluster, or the file was rewritten. Check \
+         serverName and destinationPath"
+    )]
+    Conflict {
+        name: String,
+        key: String,
+        archived_sha256: String,
+        local_sha256: String,
+    },
+    #[error("{name}: the archived copy {key} cannot be compared: {source}")]
+    Unreadable {
+        name: String,
+        key: String,
+        #[source]
+        source: WalError,
+    },
+}
+
+/// What a successful fetch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// `key` was written to the destination.
+    Restored { key: String, bytes: u64 },
+    /// The archive has no such file (restore_command exits 1: "not found").
+    NotFound,
+}
+
+/// Why a fetch failed. Unlike [`FetchOutcome::NotFound`], these must not be reported to
+/// PostgreSQL as a missing file: it would end recovery early.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{name:?}: {source}")]
+    BadName {
+        name: String,
+        #[source]
+        source: WalError,
+    },
+    #[error("{name}: {source}")]
+    Store {
+        name: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("{name}: the archived copy {key} is corrupt: {problem}")]
+    Corrupt {
+        name: String,
+        key: String,
+        problem: String,
+    },
+    #[error("{name}: cannot write {path}: {source}")]
+    Write {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl FetchError {
+    /// Whether the store itself failed (as opposed to bad data or a local problem).
+    pub fn is_store_failure(&self) -> bool {
+        matches!(self, FetchError::Store { .. })
+    }
+}
+
+/// The result of [`Archiver::check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// WAL objects found under `wals/` (at most the first page of a listing).
+    pub wal_objects: usize,
+    /// The newest WAL name found, if any.
+    pub newest: Option<String>,
+}
+
+impl Archiver {
+    pub fn new(store: Arc<dyn Store>, layout: Layout, settings: ArchiverSettings) -> Archiver {
+        Archiver {
+            store,
+            layout,
+            settings,
+        }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Archives the file at `path` (PostgreSQL's `%p`). Returns only once the store has
+    /// confirmed the object, or an identical copy was already there.
+    pub async fn push(&self, path: &Path) -> Result<PushOutcome, PushError> {
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let span = info_span!("wal_push", wal = %file_name);
+        self.push_inner(path, &file_name).instrument(span).await
+    }
+
+    async fn push_inner(&self, path: &Path, file_name: &str) -> Result<PushOutcome, PushError> {
+        let name = WalName::parse(file_name).map_err(|source| PushError::NotWal {
+            path: path.to_owned(),
+            source,
+        })?;
+        let raw = tokio::fs::read(path)
+            .await
+            .map_err(|source| PushError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        if name.has_page_headers() {
+            validate_segment(&name, raw.len() as u64, &raw).map_err(|source| {
+                PushError::NotWal {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
+        }
+        let raw = Bytes::from(raw);
+        let sha256 = sha256_hex(&raw);
+        let key = self.layout.wal_key(&name, self.settings.compression);
+
+        // The same file may already be archived, under this key or under another
+        // compression's (barman-cloud, or an earlier configuration). Compare first, so
+        // that two copies with different contents can never coexist.
+        let existing = self
+            .store
+            .list(&self.layout.restore_listing_prefix(&name))
+            .await
+            .map_err(|source| PushError::Store {
+                name: file_name.to_owned(),
+                source,
+            })?;
+        for object in &existing {
+            if let Some((found, compression)) = self.layout.parse_wal_key(&object.key)
+                && found == name
+            {
+                return self
+                    .compare_existing(&name, &object.key, compression, &sha256, &raw)
+                    .await;
+            }
+        }
+
+        let body = match self.settings.compression {
+            None => raw.clone(),
+            Some(codec) => {
+                let raw = raw.clone();
+                tokio::task::spawn_blocking(move || codec.compress(&raw))
+                    .await
+                    .expect("compression task panicked")
+                    .map(Bytes::from)
+                    .map_err(PushError::Compression)?
+            }
+        };
+        let mut options = PutOptions::default();
+        options
+            .metadata
+            .insert(META_SHA256.to_owned(), sha256.clone());
+        options
+            .metadata
+            .insert(META_SIZE.to_owned(), raw.len().to_string());
+        options.tags = if name.is_history() {
+            self.settings.history_tags.clone()
+        } else {
+            self.settings.tags.clone()
+        };
+        match self.store.put_create(&key, body, &options).await {
+            Ok(()) => {
+                info!(key = %key, bytes = raw.len(), "archived");
+                Ok(PushOutcome::Uploaded { key, sha256 })
+            }
+            Err(StoreError::AlreadyExists { .. }) => {
+                // Someone (a concurrent push, a retry whose reply was lost) won the race.
+                self.compare_existing(&name, &key, self.settings.compression, &sha256, &raw)
+                    .await
+            }
+            Err(source) => Err(PushError::Store {
+                name: file_name.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    async fn compare_existing(
+        &self,
+        name: &WalName,
+        key: &str,
+        compression: Option<Compression>,
+        sha256: &str,
+        raw: &Bytes,
+    ) -> Result<PushOutcome, PushError> {
+        let store_err = |source| PushError::Store {
+            name: name.to_string(),
+            source,
+        };
+        let head = self.store.head(key).await.map_err(store_err)?;
+        let archived_sha256 = match head.as_ref().and_then(|h| h.metadata.get(META_SHA256)) {
+            Some(sha) => sha.clone(),
+            None => {
+                // Written by barman-cloud (no metadata), or metadata was lost: compare
+                // the decompressed content itself.
+                let (body, _) = self.store.get(key).await.map_err(store_err)?;
+                let content = match compression {
+                    None => body.to_vec(),
+                    Some(codec) => tokio::task::spawn_blocking(move || codec.decompress(&body))
+                        .await
+                        .expect("decompression task panicked")
+                        .map_err(|source| PushError::Unreadable {
+                            name: name.to_string(),
+                            key: key.to_owned(),
+                            source,
+                        })?,
+                };
+                sha256_hex(&content)
+            }
+        };
+        if archived_sha256 == sha256 {
+            debug!(key, "already archived with identical content");
+            info!(key = %key, bytes = raw.len(), "already archived (identical)");
+            Ok(PushOutcome::AlreadyArchived {
+                key: key.to_owned(),
+                sha256: sha256.to_owned(),
+            })
+        } else {
+            Err(PushError::Conflict {
+                name: name.to_string(),
+                key: key.to_owned(),
+                archived_sha256,
+                local_sha256: sha256.to_owned(),
+            })
+        }
+    }
+
+    /// Restores the archived file `name` (PostgreSQL's `%f`) to `dest` (`%p`).
+    pub async fn fetch(&self, name: &str, dest: &Path) -> Result<FetchOutcome, FetchError> {
+        let span = info_span!("wal_fetch", wal = %name);
+        self.fetch_inner(name, dest).instrument(span).await
+    }
+
+    async fn fetch_inner(&self, wanted: &str, dest: &Path) -> Result<FetchOutcome, FetchError> {
+        let name = WalName::parse(wanted).map_err(|source| FetchError::BadName {
+            name: wanted.to_owned(),
+            source,
+        })?;
+        let store_err = |source| FetchError::Store {
+            name: wanted.to_owned(),
+            source,
+        };
+        let listing = self
+            .store
+            .list(&self.layout.restore_listing_prefix(&name))
+            .await
+            .map_err(store_err)?;
+        let keys: Vec<String> = listing.into_iter().map(|o| o.key).collect();
+        let (key, compression) = match self.layout.pick_restore(&name, &keys, PartialPolicy::Never)
+        {
+            RestorePick::Found {
+                key, compression, ..
+            } => (key, compression),
+            RestorePick::NotFound { skipped_partial } => {
+                if let Some(partial) = skipped_partial {
+                    info!(partial = %partial, "not archived; only a .partial copy exists");
+                } else {
+                    debug!("not in the archive");
+                }
+                return Ok(FetchOutcome::NotFound);
+            }
+        };
+        let (body, info) = match self.store.get(&key).await {
+            Ok(found) => found,
+            // Listed a moment ago: deleted in between (retention) counts as not found.
+            Err(StoreError::NotFound { .. }) => return Ok(FetchOutcome::NotFound),
+            Err(source) => return Err(store_err(source)),
+        };
+        let corrupt = |problem: String| FetchError::Corrupt {
+            name: wanted.to_owned(),
+            key: key.clone(),
+            problem,
+        };
+        let content = match compression {
+            None => body.to_vec(),
+            Some(codec) => tokio::task::spawn_blocking(move || codec.decompress(&body))
+                .await
+                .expect("decompression task panicked")
+                .map_err(|e| corrupt(e.to_string()))?,
+        };
+        if let Some(expected) = info.metadata.get(META_SHA256) {
+            let actual = sha256_hex(&content);
+            if &actual != expected {
+                return Err(corrupt(format!(
+                    "content sha256 {actual} does not match the sha256 recorded at upload, {expected}"
+                )));
+            }
+        }
+        if name.has_page_headers() {
+            validate_segment(&name, content.len() as u64, &content)
+                .map_err(|e| corrupt(e.to_string()))?;
+        }
+        let bytes = content.len() as u64;
+        let dest_owned = dest.to_owned();
+        tokio::task::spawn_blocking(move || write_atomically(&dest_owned, &content))
+            .await
+            .expect("write task panicked")
+            .map_err(|source| FetchError::Write {
+                name: wanted.to_owned(),
+                path: dest.to_owned(),
+                source,
+            })?;
+        info!(key = %key, bytes, "restored");
+        Ok(FetchOutcome::Restored { key, bytes })
+    }
+
+    /// Checks that the archive can be listed and reports what it holds. Fails on any
+    /// store error (wrong credentials, missing bucket, unreachable endpoint).
+    pub async fn check(&self) -> Result<CheckReport, StoreError> {
+        let objects = self.store.list(&self.layout.wals_prefix()).await?;
+        let mut names: Vec<WalName> = objects
+            .iter()
+            .filter_map(|o| self.layout.parse_wal_key(&o.key).map(|(n, _)| n))
+            .collect();
+        names.sort_by_key(|n| n.to_string());
+        if names.is_empty() && !objects.is_empty() {
+            warn!(
+                objects = objects.len(),
+                "objects under wals/ that are not WAL files"
+            );
+        }
+        Ok(CheckReport {
+            wal_objects: names.len(),
+            newest: names
+                .iter()
+                .filter(|n| n.is_segment())
+                .max_by_key(|n| n.segment_parts())
+                .map(|n| n.to_string()),
+        })
+    }
+}
+
+/// Writes `content` to a temporary file beside `dest`, fsyncs it, renames it over
+/// `dest` and fsyncs the directory, so `dest` is either absent or complete.
+fn write_atomically(dest: &Path, content: &[u8]) -> std::io::Result<()> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.walship-{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(content)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, dest)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use walship_store::LocalStore;
+
+    const SEG: &str = "000000010000000000000006";
+
+    /// A 1 MiB segment: a real PostgreSQL 15 first page, then deterministic filler.
+    fn segment_bytes(name: &str, salt: u8) -> Vec<u8> {
+        let page = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../walship-wal/testdata/pg15")
+                .join(format!("{name}.page")),
+        )
+        .unwrap();
+        let mut data = page;
+        let mut x = salt as u32;
+        while data.len() < 1 << 20 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            data.push((x >> 16) as u8 & 0x0f);
+        }
+        data
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        pg_wal: PathBuf,
+        store_root: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let pg_wal = dir.path().join("pg_wal");
+        let store_root = dir.path().join("store");
+        std::fs::create_dir_all(&pg_wal).unwrap();
+        Fixture {
+            _dir: dir,
+            pg_wal,
+            store_root,
+        }
+    }
+
+    fn archiver(f: &Fixture, compression: Option<Compression>) -> Archiver {
+        Archiver::new(
+            Arc::new(LocalStore::new(&f.store_root)),
+            Layout::new("prefix", "pg"),
+            ArchiverSettings {
+                compression,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn write(f: &Fixture, name: &str, data: &[u8]) -> PathBuf {
+        let path = f.pg_wal.join(name);
+        std::fs::write(&path, data).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn push_then_fetch_round_trips_with_every_codec() {
+        for codec in [None]
+            .into_iter()
+            .chain(Compression::ALL.iter().copied().map(Some))
+        {
+            let f = fixture();
+            let a = archiver(&f, codec);
+            let data = segment_bytes(SEG, 1);
+            let path = write(&f, SEG, &data);
+            let out = a.push(&path).await.unwrap();
+            let PushOutcome::Uploaded { key, sha256 } = out else {
+                panic!("{codec:?}: expected an upload, got {out:?}")
+            };
+            assert_eq!(sha256, sha256_hex(&data));
+            let ext = codec.map_or("", |c| c.extension());
+            assert_eq!(key, format!("prefix/pg/wals/0000000100000000/{SEG}{ext}"));
+            assert!(f.store_root.join(&key).is_file());
+            let dest = f.pg_wal.join("RECOVERYXLOG");
+            let got = a.fetch(SEG, &dest).await.unwrap();
+            assert_eq!(
+                got,
+                FetchOutcome::Restored {
+                    key,
+                    bytes: data.len() as u64
+                }
+            );
+            assert!(
+                std::fs::read(&dest).unwrap() == data,
+                "{codec:?}: content differs"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn repushing_identical_content_succeeds_and_different_content_conflicts() {
+        let f = fixture();
+        let a = archiver(&f, Some(Compression::Gzip));
+        let data = segment_bytes(SEG, 1);
+        let path = write(&f, SEG, &data);
+        a.push(&path).await.unwrap();
+        let again = a.push(&path).await.unwrap();
+        assert!(
+            matches!(again, PushOutcome::AlreadyArchived { .. }),
+            "{again:?}"
+        );
+
+        // Same name, other content (another cluster writing to the same place).
+        let other = segment_bytes(SEG, 2);
+        let path = write(&f, SEG, &other);
+        let err = a.push(&path).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, PushError::Conflict { .. }), "{text}");
+        assert!(text.contains(&sha256_hex(&data)), "{text}");
+        assert!(text.contains(&sha256_hex(&other)), "{text}");
+        // The archived copy is untouched.
+        let dest = f.pg_wal.join("RESTORED");
+        a.fetch(SEG, &dest).await.unwrap();
+        assert!(std::fs::read(&dest).unwrap() == data);
+    }
+
+    #[tokio::test]
+    async fn a_copy_under_another_compression_is_compared_not_duplicated() {
+        let f = fixture();
+        let data = segment_bytes(SEG, 1);
+        let path = write(&f, SEG, &data);
+        archiver(&f, Some(Compression::Bzip2))
+            .push(&path)
+            .await
+            .unwrap();
+        let again = archiver(&f, Some(Compression::Zstd))
+            .push(&path)
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            PushOutcome::AlreadyArchived {
+                key: format!("prefix/pg/wals/0000000100000000/{SEG}.bz2"),
+                sha256: sha256_hex(&data)
+            }
+        );
+        let other = write(&f, SEG, &segment_bytes(SEG, 3));
+        let err = archiver(&f, Some(Compression::Zstd)).push(&other).await;
+        assert!(matches!(err, Err(PushError::Conflict { .. })), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn objects_without_metadata_are_compared_by_content() {
+        // What barman-cloud-wal-archive leaves: a compressed object, no metadata.
+        let f = fixture();
+        let data = segment_bytes(SEG, 1);
+        let key = format!("prefix/pg/wals/0000000100000000/{SEG}.gz");
+        let store = LocalStore::new(&f.store_root);
+        store
+            .put_create(
+                &key,
+                Bytes::from(Compression::Gzip.compress(&data).unwrap()),
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        let path = write(&f, SEG, &data);
+        let a = archiver(&f, Some(Compression::Gzip));
+        assert!(matches!(
+            a.push(&path).await.unwrap(),
+            PushOutcome::AlreadyArchived { .. }
+        ));
+        let path = write(&f, SEG, &segment_bytes(SEG, 9));
+        assert!(matches!(
+            a.push(&path).await,
+            Err(PushError::Conflict { .. })
+        ));
+        let dest = f.pg_wal.join("X");
+        a.fetch(SEG, &dest).await.unwrap();
+        assert!(std::fs::read(&dest).unwrap() == data);
+    }
+
+    #[tokio::test]
+    async fn truncated_zeroed_and_foreign_files_are_never_shipped() {
+        let f = fixture();
+        let a = archiver(&f, None);
+        let data = segment_bytes(SEG, 1);
+        let truncated = write(&f, SEG, &data[..data.len() - 8192]);
+        let err = a.push(&truncated).await.unwrap_err().to_string();
+        assert!(err.contains("power of two"), "{err}");
+        let zeroed = write(&f, SEG, &vec![0u8; 1 << 20]);
+        let err = a.push(&zeroed).await.unwrap_err().to_string();
+        assert!(err.contains("all zeros"), "{err}");
+        let foreign = write(&f, "notes.txt", b"hello");
+        let err = a.push(&foreign).await.unwrap_err().to_string();
+        assert!(err.contains("not a WAL file name"), "{err}");
+        // A valid page under the wrong name (renamed file).
+        let renamed = write(&f, "000000010000000000000007", &data);
+        let err = a.push(&renamed).await.unwrap_err().to_string();
+        assert!(err.contains("page address"), "{err}");
+        assert!(std::fs::read_dir(&f.store_root).map_or(true, |mut d| {
+            d.all(|e| e.unwrap().file_name() == ".walship-meta")
+        }));
+    }
+
+    #[tokio::test]
+    async fn history_files_go_directly_under_wals_and_round_trip() {
+        let f = fixture();
+        let a = archiver(&f, Some(Compression::Zstd));
+        let history = b"1\t0/9000000\tno recovery target specified\n";
+        let path = write(&f, "00000002.history", history);
+        let out = a.push(&path).await.unwrap();
+        assert_eq!(
+            out,
+            PushOutcome::Uploaded {
+                key: "prefix/pg/wals/00000002.history.zst".to_owned(),
+                sha256: sha256_hex(history)
+            }
+        );
+        let path = write(&f, "00000002.history", b"1\t0/A000000\tother\n");
+        assert!(matches!(
+            a.push(&path).await,
+            Err(PushError::Conflict { .. })
+        ));
+        let dest = f.pg_wal.join("RECOVERYHISTORY");
+        a.fetch("00000002.history", &dest).await.unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), history);
+    }
+
+    #[tokio::test]
+    async fn fetch_reports_missing_files_as_not_found() {
+        let f = fixture();
+        let a = archiver(&f, None);
+        let dest = f.pg_wal.join("RECOVERYXLOG");
+        assert_eq!(a.fetch(SEG, &dest).await.unwrap(), FetchOutcome::NotFound);
+        assert_eq!(
+            a.fetch("00000003.history", &dest).await.unwrap(),
+            FetchOutcome::NotFound
+        );
+        assert!(!dest.exists());
+        let err = a.fetch("../../etc/passwd", &dest).await.unwrap_err();
+        assert!(matches!(err, FetchError::BadName { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn corrupt_archived_copies_are_refused_not_restored() {
+        let f = fixture();
+        let a = archiver(&f, Some(Compression::Gzip));
+        let data = segment_bytes(SEG, 1);
+        let path = write(&f, SEG, &data);
+        let PushOutcome::Uploaded { key, .. } = a.push(&path).await.unwrap() else {
+            panic!()
+        };
+        // Swap the archived object for a well-formed gzip of other content: only the
+        // recorded checksum can tell.
+        let object = f.store_root.join(&key);
+        std::fs::write(
+            &object,
+            Compression::Gzip.compress(&segment_bytes(SEG, 5)).unwrap(),
+        )
+        .unwrap();
+        let dest = f.pg_wal.join("RECOVERYXLOG");
+        let err = a.fetch(SEG, &dest).await.unwrap_err();
+        assert!(matches!(err, FetchError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("sha256"), "{err}");
+        // A truncated compressed object.
+        let good = Compression::Gzip.compress(&data).unwrap();
+        std::fs::write(&object, &good[..good.len() / 2]).unwrap();
+        let err = a.fetch(SEG, &dest).await.unwrap_err();
+        assert!(matches!(err, FetchError::Corrupt { .. }), "{err}");
+        assert!(!dest.exists(), "nothing may be left at the destination");
+    }
+
+    #[tokio::test]
+    async fn check_reports_the_newest_segment() {
+        let f = fixture();
+        let a = archiver(&f, None);
+        assert_eq!(
+            a.check().await.unwrap(),
+            CheckReport {
+                wal_objects: 0,
+                newest: None
+            }
+        );
+        for seg in ["000000010000000000000006", "000000010000000000000008"] {
+            let path = write(&f, seg, &segment_bytes(seg, 1));
+            a.push(&path).await.unwrap();
+        }
+        let report = a.check().await.unwrap();
+        assert_eq!(report.wal_objects, 2);
+        assert_eq!(report.newest.as_deref(), Some("000000010000000000000008"));
+    }
+}

@@ -1,0 +1,251 @@
+//! `cargo xtask services up|down|status`: servers for trying walship by hand.
+//!
+//! The test kit's handles stop their server when dropped, which is what tests want;
+//! here the server must outlive `cargo xtask`, so `up` detaches it (with a data
+//! directory under the target directory, which the handle does not delete) and
+//! records what `down` and `status` need in `<target>/xtask-services.json`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use serde_json::{Value, json};
+use walship_testkit::{S3Options, S3Server, port_is_open, target_dir, wait_until};
+
+/// The bucket `up` creates.
+const BUCKET: &str = "walship";
+/// The region the printed environment names; local servers accept any.
+const REGION: &str = "us-east-1";
+
+#[derive(Subcommand)]
+pub enum Action {
+    /// Start the servers in the background and print their environment as
+    /// `export` lines (so `eval "$(cargo xtask services up)"` works).
+    Up {
+        /// Start the S3-compatible server (the default, and for now the only one).
+        #[arg(long)]
+        s3: bool,
+    },
+    /// Stop the servers `up` started.
+    Down,
+    /// Say whether the servers are running, and print their environment.
+    Status,
+}
+
+pub fn run(action: Action) -> Result<u8> {
+    match action {
+        // With no service named, start every kind there is; `--s3` is the only one yet.
+        Action::Up { s3: _ } => up(),
+        Action::Down => down(),
+        Action::Status => status(),
+    }
+}
+
+fn state_file() -> PathBuf {
+    target_dir().join("xtask-services.json")
+}
+
+fn services_dir() -> PathBuf {
+    target_dir().join("xtask-services")
+}
+
+fn read_state() -> Result<Option<Value>> {
+    let path = state_file();
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn up() -> Result<u8> {
+    if let Some(state) = read_state()?
+        && let Some(s3) = state.get("s3").filter(|s3| service_alive(s3))
+    {
+        eprintln!(
+            "s3: already running (pid {}); `cargo xtask services down` stops it",
+            s3["pid"]
+        );
+        print_env(s3);
+        return Ok(0);
+    }
+    let dir = services_dir().join("s3");
+    // Each `up` starts from an empty store; `down` leaves the data for inspection.
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let root = dir.join("data");
+    let log = dir.join("server.log");
+    let server = S3Server::start_with(S3Options {
+        root: Some(root.clone()),
+        log: Some(log.clone()),
+        ..S3Options::default()
+    })?;
+    server.create_bucket(BUCKET)?;
+    if !server.bucket_exists(BUCKET)? {
+        bail!("the S3 server does not see bucket {BUCKET} after creating it");
+    }
+    let mut s3 = json!({
+        "kind": format!("{:?}", server.kind()),
+        "program": program_name(&server),
+        "endpoint": server.endpoint(),
+        "port": server.port(),
+        "access_key": server.access_key(),
+        "secret_key": server.secret_key(),
+        "region": REGION,
+        "bucket": BUCKET,
+        "root": root,
+        "log": log,
+    });
+    let pid = server.detach().context("the S3 server has no process")?;
+    s3["pid"] = json!(pid);
+    let state = json!({ "s3": s3 });
+    let path = state_file();
+    fs::write(&path, serde_json::to_string_pretty(&state)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "s3: {} running at {} (pid {pid}), bucket {BUCKET}, data in {}, log {}",
+        s3["program"].as_str().unwrap_or("?"),
+        s3["endpoint"].as_str().unwrap_or("?"),
+        root.display(),
+        log.display()
+    );
+    eprintln!(
+        "state in {}; stop with `cargo xtask services down`",
+        path.display()
+    );
+    print_env(&s3);
+    Ok(0)
+}
+
+fn down() -> Result<u8> {
+    let Some(state) = read_state()? else {
+        eprintln!("no services recorded in {}", state_file().display());
+        return Ok(0);
+    };
+    if let Some(s3) = state.get("s3") {
+        stop_service("s3", s3)?;
+    }
+    let path = state_file();
+    fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    Ok(0)
+}
+
+fn status() -> Result<u8> {
+    let Some(state) = read_state()? else {
+        eprintln!("no services running (no {})", state_file().display());
+        return Ok(1);
+    };
+    let mut all_up = true;
+    if let Some(s3) = state.get("s3") {
+        if service_alive(s3) {
+            let port = s3["port"].as_u64().unwrap_or(0) as u16;
+            let listening = if port_is_open(port) {
+                "listening"
+            } else {
+                "NOT listening"
+            };
+            eprintln!(
+                "s3: running (pid {}), {listening} on {}",
+                s3["pid"],
+                s3["endpoint"].as_str().unwrap_or("?")
+            );
+            print_env(s3);
+        } else {
+            eprintln!(
+                "s3: NOT running (pid {} is gone); `cargo xtask services up` restarts it",
+                s3["pid"]
+            );
+            all_up = false;
+        }
+    }
+    Ok(if all_up { 0 } else { 1 })
+}
+
+/// The environment a client (walship, the AWS CLI, barman-cloud) needs, as shell
+/// `export` lines on stdout; everything else goes to stderr.
+fn print_env(s3: &Value) {
+    let field = |name: &str| s3[name].as_str().unwrap_or_default().to_owned();
+    println!("export AWS_ACCESS_KEY_ID={}", field("access_key"));
+    println!("export AWS_SECRET_ACCESS_KEY={}", field("secret_key"));
+    println!("export AWS_REGION={}", field("region"));
+    println!("export AWS_ENDPOINT_URL={}", field("endpoint"));
+    println!("# bucket: s3://{}/", field("bucket"));
+}
+
+fn program_name(server: &S3Server) -> &'static str {
+    match server.kind() {
+        walship_testkit::S3Kind::S3sFs => "s3s-fs",
+        walship_testkit::S3Kind::Minio => "minio",
+    }
+}
+
+/// Whether the recorded process still runs and is still the program we started
+/// (a pid can be reused after a reboot or a crash).
+fn service_alive(service: &Value) -> bool {
+    let (Some(pid), Some(program)) = (service["pid"].as_u64(), service["program"].as_str()) else {
+        return false;
+    };
+    process_runs(pid, program)
+}
+
+fn process_runs(pid: u64, program: &str) -> bool {
+    let proc_dir = Path::new("/proc").join(pid.to_string());
+    let Ok(status) = fs::read_to_string(proc_dir.join("status")) else {
+        return false;
+    };
+    // A zombie has exited; it only waits for its parent to reap it.
+    let zombie = status
+        .lines()
+        .any(|l| l.starts_with("State:") && l.contains('Z'));
+    let cmdline = fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    !zombie && String::from_utf8_lossy(argv0).ends_with(program)
+}
+
+fn stop_service(name: &str, service: &Value) -> Result<()> {
+    let pid = service["pid"].as_u64().unwrap_or(0);
+    if !service_alive(service) {
+        eprintln!("{name}: not running (pid {pid} is gone)");
+        return Ok(());
+    }
+    let program = service["program"].as_str().unwrap_or_default();
+    signal(pid, "TERM")?;
+    let stopped = wait_until(
+        Duration::from_secs(10),
+        &format!("{name} (pid {pid}) to exit"),
+        || Ok(!process_runs(pid, program)),
+    );
+    if stopped.is_err() {
+        signal(pid, "KILL")?;
+        wait_until(
+            Duration::from_secs(5),
+            &format!("{name} (pid {pid}) to die"),
+            || Ok(!process_runs(pid, program)),
+        )?;
+    }
+    eprintln!(
+        "{name}: stopped pid {pid}; its data stays in {} until the next `up`",
+        service["root"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+/// Sends a signal with `kill(1)`, which saves a dependency on libc.
+fn signal(pid: u64, signal: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .context("running kill")?;
+    if !status.success() {
+        bail!("kill -{signal} {pid} failed ({status})");
+    }
+    Ok(())
+}

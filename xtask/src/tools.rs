@@ -1,0 +1,195 @@
+//! `cargo xtask install-tools`: makes present what the end-to-end tests drive, and
+//! says what it found, installed or is missing.
+//!
+//! Each step first asks the test kit where it would look (`tool_path`,
+//! `barman_venv`, `pg_bin_dir`), so a tool is installed only when the tests
+//! would not find it, and a second run does nothing but report.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use walship_testkit::{barman_venv, pg_bin_dir, target_dir, tool_path};
+
+use crate::cargo::{cargo, describe, run_step_checked};
+
+/// The S3 server the suite runs by default; 0.15 and later need a newer rustc.
+const S3S_FS: &str = "s3s-fs@0.14.1";
+
+/// barman-cloud, the peer whose layout walship must read and write. 3.19.1 is the
+/// newest release that supports Python 3.11 (Debian 12's python3); 3.20 needs 3.12.
+/// The extras bring the S3, Azure and GCS clients and the compressors barman can
+/// use for WAL.
+const BARMAN: &str = "barman[cloud,azure,google,snappy,zstandard,lz4]==3.19.1";
+
+/// PostgreSQL programs the test kit runs.
+const PG_PROGRAMS: &[&str] = &[
+    "initdb",
+    "pg_ctl",
+    "postgres",
+    "psql",
+    "pgbench",
+    "pg_basebackup",
+];
+
+/// Where the tools are once [`install`] succeeded.
+pub struct Tools {
+    /// The `s3s-fs` binary.
+    pub s3s_fs: PathBuf,
+    /// The barman-cloud virtualenv (its `bin/` holds `barman-cloud-*`).
+    pub barman_venv: PathBuf,
+}
+
+/// Installs what is missing, checks PostgreSQL, and reports every step; fails
+/// (after trying every step) when something is still missing.
+pub fn install() -> Result<Tools> {
+    let s3s_fs = ensure_s3s_fs();
+    let venv = ensure_barman_venv();
+    let pg = check_postgres();
+    let mut problems = Vec::new();
+    for err in [
+        s3s_fs.as_ref().err(),
+        venv.as_ref().err(),
+        pg.as_ref().err(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        problems.push(format!("{err:#}"));
+    }
+    if !problems.is_empty() {
+        bail!("some tools are missing:\n- {}", problems.join("\n- "));
+    }
+    Ok(Tools {
+        s3s_fs: s3s_fs?,
+        barman_venv: venv?,
+    })
+}
+
+/// Finds `s3s-fs` where the test kit looks (PATH, `$CARGO_HOME/bin`,
+/// `~/.cargo/bin`), else installs it with plain `cargo install`, which puts it in
+/// `$CARGO_HOME/bin` (`~/.cargo/bin` by default): one of those places.
+fn ensure_s3s_fs() -> Result<PathBuf> {
+    if let Ok(path) = tool_path("s3s-fs") {
+        println!("s3s-fs: found at {}", path.display());
+        return Ok(path);
+    }
+    println!("s3s-fs: not found; installing {S3S_FS} (a release build, a few minutes)");
+    let mut install = cargo();
+    install
+        .args(["install", S3S_FS, "--locked", "--features", "binary"])
+        // Build in cargo's own temporary directory, not the workspace's target
+        // directory that `cargo run` handed us: nothing there is reused.
+        .env_remove("CARGO_TARGET_DIR");
+    run_step_checked(&mut install).context("installing s3s-fs")?;
+    let path = tool_path("s3s-fs").context("s3s-fs was installed but cannot be found")?;
+    println!("s3s-fs: installed at {}", path.display());
+    Ok(path)
+}
+
+/// Finds a working barman-cloud virtualenv (`$WALSHIP_BARMAN_VENV`, or the one
+/// the test kit finds by default), else creates `<target>/tools/barman-venv`.
+fn ensure_barman_venv() -> Result<PathBuf> {
+    let ours = target_dir().join("tools/barman-venv");
+    let candidates = barman_venv().into_iter().chain([ours.clone()]);
+    for venv in candidates {
+        if let Some(version) = barman_version(&venv) {
+            println!("barman-cloud: found {version} in {}", venv.display());
+            hint_if_tests_miss(&venv);
+            return Ok(venv);
+        }
+    }
+    println!("barman-cloud: not found; creating {}", ours.display());
+    if ours.exists() {
+        // A half-made or broken venv: pip would build on top of the breakage.
+        fs::remove_dir_all(&ours).with_context(|| format!("removing {}", ours.display()))?;
+    }
+    if let Some(parent) = ours.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    run_step_checked(Command::new("python3").args(["-m", "venv"]).arg(&ours)).context(
+        "creating the barman-cloud virtualenv (on Debian/Ubuntu, `apt-get install python3-venv`)",
+    )?;
+    run_step_checked(Command::new(ours.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        BARMAN,
+    ]))
+    .context("installing barman-cloud into its virtualenv")?;
+    let version = barman_version(&ours).with_context(|| {
+        format!(
+            "{} does not run after the install",
+            ours.join("bin/barman-cloud-wal-archive").display()
+        )
+    })?;
+    println!("barman-cloud: installed {version} in {}", ours.display());
+    hint_if_tests_miss(&ours);
+    Ok(ours)
+}
+
+/// The test kit finds `<workspace>/target/tools/barman-venv` by itself; anywhere
+/// else (another `CARGO_TARGET_DIR`) a plain `cargo test` needs the variable.
+/// `cargo xtask test` always sets it.
+fn hint_if_tests_miss(venv: &Path) {
+    if barman_venv().as_deref() != Some(venv) {
+        println!(
+            "barman-cloud: for a plain `cargo test`, export WALSHIP_BARMAN_VENV={}",
+            venv.display()
+        );
+    }
+}
+
+/// `barman-cloud-wal-archive --version`'s answer, when the venv works.
+fn barman_version(venv: &Path) -> Option<String> {
+    let output = Command::new(venv.join("bin/barman-cloud-wal-archive"))
+        .arg("--version")
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    // argparse prints the version on stdout (older Pythons on stderr).
+    let text = if output.stdout.is_empty() {
+        output.stderr
+    } else {
+        output.stdout
+    };
+    Some(String::from_utf8_lossy(&text).trim().to_owned())
+}
+
+/// Checks that PostgreSQL 15's programs are where the test kit runs them from.
+fn check_postgres() -> Result<PathBuf> {
+    let dir = pg_bin_dir();
+    let missing: Vec<&str> = PG_PROGRAMS
+        .iter()
+        .copied()
+        .filter(|p| !dir.join(p).is_file())
+        .collect();
+    if !missing.is_empty() {
+        println!("postgresql: NOT FOUND in {}", dir.display());
+        bail!(
+            "PostgreSQL 15 is not installed at {} (missing {}). Install it with \
+             `apt-get install postgresql-15` (Debian 12 ships it; elsewhere add the \
+             PGDG repository first, see https://wiki.postgresql.org/wiki/Apt), or point \
+             WALSHIP_PG_BIN at a PostgreSQL 15 bin directory",
+            dir.display(),
+            missing.join(", ")
+        );
+    }
+    let mut version = Command::new(dir.join("postgres"));
+    version.arg("--version");
+    let output = version
+        .output()
+        .with_context(|| format!("running `{}`", describe(&version)))?;
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || !text.contains(" 15.") {
+        bail!(
+            "`{}` says {text:?}: the tests need PostgreSQL 15 (`apt-get install postgresql-15`)",
+            describe(&version)
+        );
+    }
+    println!("postgresql: found {text} in {}", dir.display());
+    Ok(dir)
+}

@@ -58,7 +58,7 @@ pub fn barman_venv() -> Option<PathBuf> {
     if let Some(dir) = env::var_os("WALSHIP_BARMAN_VENV").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(dir));
     }
-    let default = workspace_root().join("target/tools/barman-venv");
+    let default = target_dir().join("tools/barman-venv");
     default.join("bin").is_dir().then_some(default)
 }
 

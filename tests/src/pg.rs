@@ -614,13 +614,14 @@ mod tests {
             wal_segsize_mb: Some(1),
         })
         .unwrap();
-        pg.set_conf(&[("application_name", "it's-quoted")]).unwrap();
+        pg.set_conf(&[("cluster_name", "it's-quoted")]).unwrap();
         pg.start().unwrap();
         assert!(port_is_open(pg.port()));
         assert_eq!(pg.psql("SELECT 1 + 1").unwrap(), "2");
         assert_eq!(pg.psql("SHOW wal_segment_size").unwrap(), "1MB");
         assert_eq!(pg.psql("SHOW fsync").unwrap(), "off");
-        assert_eq!(pg.psql("SHOW application_name").unwrap(), "it's-quoted");
+        // psql sets its own application_name, so a server-only setting checks the quoting.
+        assert_eq!(pg.psql("SHOW cluster_name").unwrap(), "it's-quoted");
         let expected_user = match pg_user().unwrap() {
             Some(user) => user.name.clone(),
             None => String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)

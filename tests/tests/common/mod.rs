@@ -1,0 +1,183 @@
+//! Shared set-up for the end-to-end tests: an S3 server with a bucket, an ObjectStore
+//! manifest and its secrets as Kubernetes would mount them, and a way to run the
+//! `walship` binary with them.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{Context, Result};
+use tempfile::TempDir;
+use walship_testkit::{S3Server, WalshipBin, make_readable_by_pg, pg_temp_dir};
+
+pub const BUCKET: &str = "walship-e2e";
+pub const PREFIX: &str = "cluster-archive";
+pub const SERVER: &str = "pg-main";
+
+/// An S3-compatible server with a bucket, plus a manifest and secrets pointing at it.
+pub struct Archive {
+    pub s3: S3Server,
+    /// Holds `objectstore.yaml` and `secrets/`; readable by the PostgreSQL user.
+    pub dir: TempDir,
+    pub compression: Option<&'static str>,
+}
+
+impl Archive {
+    pub fn start(compression: Option<&'static str>) -> Result<Archive> {
+        let s3 = S3Server::start()?;
+        s3.create_bucket(BUCKET)?;
+        let dir = pg_temp_dir()?;
+        let archive = Archive {
+            s3,
+            dir,
+            compression,
+        };
+        archive.write_secret("aws-creds", "ACCESS_KEY_ID", archive.s3.access_key())?;
+        archive.write_secret("aws-creds", "ACCESS_SECRET_KEY", archive.s3.secret_key())?;
+        archive.write_manifest(&archive.manifest())?;
+        Ok(archive)
+    }
+
+    pub fn destination(&self) -> String {
+        format!("s3://{BUCKET}/{PREFIX}")
+    }
+
+    /// The manifest as a user writes it (the seed's MinIO example, with our endpoint).
+    pub fn manifest(&self) -> String {
+        let wal = match self.compression {
+            Some(c) => format!("    wal:\n      compression: {c}\n      maxParallel: 4\n"),
+            None => String::new(),
+        };
+        format!(
+            "apiVersion: barmancloud.cnpg.io/v1\n\
+             kind: ObjectStore\n\
+             metadata:\n  name: minio-store\n\
+             spec:\n  configuration:\n    destinationPath: {dest}\n    endpointURL: {endpoint}\n\
+             \x20   s3Credentials:\n      accessKeyId:\n        name: aws-creds\n        key: ACCESS_KEY_ID\n\
+             \x20     secretAccessKey:\n        name: aws-creds\n        key: ACCESS_SECRET_KEY\n{wal}",
+            dest = self.destination(),
+            endpoint = self.s3.endpoint(),
+        )
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("objectstore.yaml")
+    }
+
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.dir.path().join("secrets")
+    }
+
+    pub fn write_manifest(&self, yaml: &str) -> Result<()> {
+        fs::write(self.config_path(), yaml)?;
+        make_readable_by_pg(&self.config_path())
+    }
+
+    pub fn write_secret(&self, name: &str, key: &str, value: &str) -> Result<()> {
+        let dir = self.secrets_dir().join(name);
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join(key), value)?;
+        make_readable_by_pg(&self.secrets_dir())
+    }
+
+    /// The arguments every walship invocation gets.
+    pub fn global_args(&self) -> Vec<String> {
+        vec![
+            "--config".into(),
+            self.config_path().display().to_string(),
+            "--secrets-dir".into(),
+            self.secrets_dir().display().to_string(),
+            "--server-name".into(),
+            SERVER.into(),
+        ]
+    }
+
+    /// `archive_command` for PostgreSQL.
+    pub fn archive_command(&self) -> Result<String> {
+        Ok(format!(
+            "{} {} wal-push %p",
+            WalshipBin::for_pg()?.display(),
+            self.global_args().join(" ")
+        ))
+    }
+
+    /// `restore_command` for PostgreSQL.
+    pub fn restore_command(&self) -> Result<String> {
+        Ok(format!(
+            "{} {} wal-fetch %f %p",
+            WalshipBin::for_pg()?.display(),
+            self.global_args().join(" ")
+        ))
+    }
+
+    /// Runs `walship <global args> <args>` as the current user.
+    pub fn walship(&self, args: &[&str]) -> Result<Output> {
+        let mut cmd = Command::new(WalshipBin::path()?);
+        cmd.args(self.global_args()).args(args);
+        // The tests' own environment must not leak credentials into the binary.
+        for var in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.output().context("running walship")
+    }
+
+    /// Object keys in the bucket (read from the server's directory).
+    pub fn keys(&self) -> Result<Vec<String>> {
+        Ok(self
+            .s3
+            .objects_on_disk(BUCKET)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !k.contains(".s3s-fs") && !k.ends_with(".meta"))
+            .collect())
+    }
+
+    /// The env and arguments barman-cloud tools need for this server.
+    pub fn barman(&self, tool: &str) -> Result<Command> {
+        let venv = walship_testkit::barman_venv().context(
+            "the barman-cloud virtualenv is missing: run `cargo xtask install-tools` \
+             (or set WALSHIP_BARMAN_VENV)",
+        )?;
+        let mut cmd = Command::new(venv.join("bin").join(tool));
+        cmd.env("AWS_ACCESS_KEY_ID", self.s3.access_key())
+            .env("AWS_SECRET_ACCESS_KEY", self.s3.secret_key())
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            // boto3's default CRC checksums are what S3-compatible servers reject.
+            .env("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+            .env("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
+            .args(["--cloud-provider", "aws-s3", "--endpoint-url"])
+            .arg(self.s3.endpoint());
+        Ok(cmd)
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(Sha256::digest(&data)))
+}
+
+/// Segment file names in `pg_wal` whose archiving PostgreSQL has completed (`.done`).
+pub fn archived_in_pg_wal(data_dir: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = fs::read_dir(data_dir.join("pg_wal/archive_status"))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".done"))
+                .map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}

@@ -113,8 +113,15 @@ impl Archive {
 
     /// Runs `walship <global args> <args>` as the current user.
     pub fn walship(&self, args: &[&str]) -> Result<Output> {
+        self.walship_as(SERVER, args)
+    }
+
+    /// Like [`Archive::walship`] for another server name in the same bucket.
+    pub fn walship_as(&self, server: &str, args: &[&str]) -> Result<Output> {
         let mut cmd = Command::new(WalshipBin::path()?);
-        cmd.args(self.global_args()).args(args);
+        let mut global = self.global_args();
+        global.truncate(4);
+        cmd.args(global).args(["--server-name", server]).args(args);
         // The tests' own environment must not leak credentials into the binary.
         for var in [
             "AWS_ACCESS_KEY_ID",
@@ -180,4 +187,36 @@ pub fn archived_in_pg_wal(data_dir: &Path) -> Result<Vec<String>> {
         .collect();
     names.sort();
     Ok(names)
+}
+
+/// Real WAL files: a throwaway 1 MiB-segment cluster archives with `cp` into a
+/// directory, which is returned with the names of the segments in it (oldest first).
+pub fn real_segments(count: usize) -> Result<(TempDir, Vec<String>)> {
+    use walship_testkit::{InitOptions, PgCluster};
+    let out = pg_temp_dir()?;
+    let mut pg = PgCluster::init_temp(InitOptions {
+        wal_segsize_mb: Some(1),
+    })?;
+    pg.set_conf(&[
+        ("archive_mode", "on"),
+        (
+            "archive_command",
+            &format!("cp %p {}/%f", out.path().display()),
+        ),
+    ])?;
+    pg.start()?;
+    pg.psql("CREATE TABLE t (x int)")?;
+    let mut last = String::new();
+    for _ in 0..count {
+        pg.psql("INSERT INTO t SELECT generate_series(1, 3000)")?;
+        last = pg.switch_wal()?;
+    }
+    pg.wait_for_archived(&last, std::time::Duration::from_secs(60))?;
+    pg.stop()?;
+    let mut names: Vec<String> = fs::read_dir(out.path())?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.len() == 24)
+        .collect();
+    names.sort();
+    Ok((out, names))
 }

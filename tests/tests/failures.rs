@@ -204,3 +204,102 @@ fn truncated_zeroed_and_foreign_files_are_refused() -> Result<()> {
     assert!(archive.keys()?.is_empty(), "{:?}", archive.keys()?);
     Ok(())
 }
+
+#[test]
+fn a_missing_bucket_is_named_and_nothing_is_created() -> Result<()> {
+    let archive = Archive::start(None)?;
+    let (wal_dir, segments) = real_segments(1)?;
+    archive.write_manifest(
+        &archive
+            .manifest()
+            .replace(&format!("s3://{}/", common::BUCKET), "s3://no-such-bucket/"),
+    )?;
+    let out = archive.walship(&[
+        "wal-push",
+        wal_dir.path().join(&segments[0]).to_str().unwrap(),
+    ])?;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("bucket or container does not exist"), "{err}");
+    let out = archive.walship(&["check"])?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!archive.s3.bucket_exists("no-such-bucket")?);
+    Ok(())
+}
+
+#[test]
+fn a_terminated_wal_push_exits_1_instead_of_dying_on_the_signal() -> Result<()> {
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::process::{Command, Stdio};
+
+    // An endpoint that accepts connections and never answers: the upload hangs.
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let archive = Archive::start(None)?;
+    archive.write_manifest(
+        &archive
+            .manifest()
+            .replace(&archive.s3.endpoint(), &format!("http://127.0.0.1:{port}")),
+    )?;
+    let (wal_dir, segments) = real_segments(1)?;
+    let child = Command::new(walship_testkit::WalshipBin::path()?)
+        .args(archive.global_args())
+        .args([
+            "wal-push",
+            wal_dir.path().join(&segments[0]).to_str().unwrap(),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Wait for the request to arrive, so the signal lands mid-upload.
+    let (mut conn, _) = listener.accept()?;
+    let mut first = [0u8; 16];
+    conn.read_exact(&mut first)?;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    assert!(status.success());
+    let out = child.wait_with_output()?;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{:?} {}",
+        out.status,
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("interrupted by a signal"),
+        "{}",
+        stderr(&out)
+    );
+    Ok(())
+}
+
+#[test]
+fn check_reports_an_empty_or_continuing_archive() -> Result<()> {
+    let archive = Archive::start(Some("zstd"))?;
+    let out = archive.walship(&["check", "--expect-empty"])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is empty"));
+
+    let (wal_dir, segments) = real_segments(1)?;
+    let out = archive.walship(&[
+        "wal-push",
+        wal_dir.path().join(&segments[0]).to_str().unwrap(),
+    ])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = archive.walship(&["check"])?;
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("1 WAL files already archived") && text.contains(&segments[0]),
+        "{text}"
+    );
+    let out = archive.walship(&["check", "--expect-empty"])?;
+    assert_eq!(out.status.code(), Some(1));
+    // A promoted cluster on timeline 2 may continue an archive of timeline 1.
+    let out = archive.walship(&["check", "--expect-empty", "--timeline", "2"])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    Ok(())
+}

@@ -86,8 +86,18 @@ enum Command {
         #[arg(long, env = "WALSHIP_FETCH_RETRY_SECONDS", default_value_t = 60)]
         retry_seconds: u64,
     },
-    /// Check the configuration, the credentials and that the archive can be listed.
-    Check,
+    /// Check the configuration, the credentials and that the archive can be listed, and
+    /// report whether the server's WAL archive is empty or already holds WAL.
+    Check {
+        /// Fail (exit 1) when the archive already holds WAL, as
+        /// barman-cloud-check-wal-archive does before a new cluster's first archiving.
+        #[arg(long)]
+        expect_empty: bool,
+        /// Count only WAL of this timeline and later (a promoted cluster continues the
+        /// archive of its former primary on a new timeline).
+        #[arg(long, value_name = "N")]
+        timeline: Option<u32>,
+    },
 }
 
 const EXIT_RESTORE_FATAL: u8 = 126;
@@ -116,13 +126,13 @@ async fn run(cli: Cli) -> ExitCode {
         match wiring::archiver(&cli.config, &cli.secrets_dir, cli.server_name.as_deref()).await {
             Ok(a) => a,
             Err(e) => {
-                error!("{e:#}");
+                // Printed plainly: a list of config errors reads best one per line.
                 eprintln!("walship: {e:#}");
                 return ExitCode::from(config_failure);
             }
         };
     match cli.command {
-        Command::WalPush { path } => match archiver.push(&path).await {
+        Command::WalPush { path } => match push_unless_signalled(&archiver, &path).await {
             Ok(PushOutcome::Uploaded { .. } | PushOutcome::AlreadyArchived { .. }) => {
                 ExitCode::SUCCESS
             }
@@ -157,10 +167,24 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Check => match archiver.check().await {
+        Command::Check {
+            expect_empty,
+            timeline,
+        } => match archiver.check(timeline).await {
             Ok(report) => {
+                let scope =
+                    timeline.map_or(String::new(), |t| format!(" (timeline {t} and later)"));
+                if report.wal_objects == 0 {
+                    println!(
+                        "ok: {} reachable; the WAL archive under {} is empty{scope}",
+                        archiver.store().describe(),
+                        archiver.layout().wals_prefix(),
+                    );
+                    return ExitCode::SUCCESS;
+                }
                 println!(
-                    "ok: {} reachable; {} WAL files archived under {}{}",
+                    "{}: {} reachable; {} WAL files already archived under {}{scope}{}",
+                    if expect_empty { "not empty" } else { "ok" },
                     archiver.store().describe(),
                     report.wal_objects,
                     archiver.layout().wals_prefix(),
@@ -169,7 +193,15 @@ async fn run(cli: Cli) -> ExitCode {
                         .map(|n| format!(", newest segment {n}"))
                         .unwrap_or_default()
                 );
-                ExitCode::SUCCESS
+                if expect_empty {
+                    eprintln!(
+                        "walship: expected an empty WAL archive: another cluster may be \
+                         archiving here; check serverName and destinationPath"
+                    );
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                }
             }
             Err(e) => {
                 error!("{e}");
@@ -190,5 +222,33 @@ fn init_logging(format: LogFormat, filter: &str) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// archive_command must never die on a signal: PostgreSQL's archiver treats that as
+/// fatal and restarts. A termination request instead abandons the upload (nothing was
+/// acknowledged) and exits 1, so PostgreSQL retries the file later.
+async fn push_unless_signalled(
+    archiver: &walship_engine::Archiver,
+    path: &std::path::Path,
+) -> Result<PushOutcome, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+        signal(SignalKind::hangup()),
+    ) else {
+        warn!("cannot install signal handlers; a signal would end this upload abruptly");
+        return archiver.push(path).await.map_err(|e| e.to_string());
+    };
+    let interrupted =
+        || Err("interrupted by a signal before the store confirmed the upload".to_owned());
+    tokio::select! {
+        result = archiver.push(path) => result.map_err(|e| e.to_string()),
+        _ = term.recv() => interrupted(),
+        _ = int.recv() => interrupted(),
+        _ = quit.recv() => interrupted(),
+        _ = hup.recv() => interrupted(),
     }
 }

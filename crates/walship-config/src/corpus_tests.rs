@@ -666,7 +666,9 @@ fn empty_enum_strings_mean_unset() {
 
 #[test]
 fn server_name_rules() {
-    let store = parse(&s3("")).unwrap();
+    let mut store = parse(&s3("")).unwrap();
+    assert_eq!(store.server_name(None).unwrap(), store.metadata.name);
+    store.metadata.name.clear();
     let e = store.server_name(None).unwrap_err();
     assert_eq!(e.path, "spec.configuration.serverName");
     assert!(e.to_string().contains("--server-name"), "{e}");

@@ -404,21 +404,23 @@ impl ObjectStoreSpec {
 
 impl ObjectStore {
     /// The server name (the directory under the prefix): `cli_override`, else
-    /// `spec.configuration.serverName`, else an error asking for one.
+    /// `spec.configuration.serverName`, else `metadata.name`, else an error asking for one.
+    /// (Under CloudNativePG the plugin uses the Cluster's name: pass it with
+    /// `--server-name`.)
     pub fn server_name(&self, cli_override: Option<&str>) -> Result<String, ConfigError> {
-        let (path, name) = match cli_override {
-            Some(name) => ("--server-name", name),
-            None => match self.spec.configuration.server_name.as_deref() {
-                Some(name) => ("spec.configuration.serverName", name),
-                None => {
-                    return Err(ConfigError::new(
-                        "spec.configuration.serverName",
-                        "no server name given",
-                        "--server-name NAME (the plugin uses the Cluster's name) \
-                         or spec.configuration.serverName",
-                    ));
-                }
-            },
+        let (path, name) = match (cli_override, self.spec.configuration.server_name.as_deref()) {
+            (Some(name), _) => ("--server-name", name),
+            (None, Some(name)) => ("spec.configuration.serverName", name),
+            (None, None) if !self.metadata.name.is_empty() => {
+                ("metadata.name", &*self.metadata.name)
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "spec.configuration.serverName",
+                    "no server name given",
+                    "--server-name NAME (the plugin uses the Cluster's name),                      spec.configuration.serverName or metadata.name",
+                ));
+            }
         };
         check_server_name(path, name)?;
         Ok(name.to_string())

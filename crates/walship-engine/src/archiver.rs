@@ -387,13 +387,16 @@ impl Archiver {
         Ok(FetchOutcome::Restored { key, bytes })
     }
 
-    /// Checks that the archive can be listed and reports what it holds. Fails on any
-    /// store error (wrong credentials, missing bucket, unreachable endpoint).
-    pub async fn check(&self) -> Result<CheckReport, StoreError> {
+    /// Checks that the archive can be listed and reports what it holds, counting only
+    /// WAL of timelines from `min_timeline` on (barman-cloud-check-wal-archive's
+    /// `--timeline`: after a promotion the new timeline may continue an archive). Fails
+    /// on any store error (wrong credentials, missing bucket, unreachable endpoint).
+    pub async fn check(&self, min_timeline: Option<u32>) -> Result<CheckReport, StoreError> {
         let objects = self.store.list(&self.layout.wals_prefix()).await?;
         let mut names: Vec<WalName> = objects
             .iter()
             .filter_map(|o| self.layout.parse_wal_key(&o.key).map(|(n, _)| n))
+            .filter(|n| min_timeline.is_none_or(|min| n.timeline() >= min))
             .collect();
         names.sort_by_key(|n| n.to_string());
         if names.is_empty() && !objects.is_empty() {
@@ -711,7 +714,7 @@ mod tests {
         let f = fixture();
         let a = archiver(&f, None);
         assert_eq!(
-            a.check().await.unwrap(),
+            a.check(None).await.unwrap(),
             CheckReport {
                 wal_objects: 0,
                 newest: None
@@ -721,8 +724,11 @@ mod tests {
             let path = write(&f, seg, &segment_bytes(seg, 1));
             a.push(&path).await.unwrap();
         }
-        let report = a.check().await.unwrap();
+        let report = a.check(None).await.unwrap();
         assert_eq!(report.wal_objects, 2);
         assert_eq!(report.newest.as_deref(), Some("000000010000000000000008"));
+        // Only timeline 2 and later: as good as empty.
+        assert_eq!(a.check(Some(2)).await.unwrap().wal_objects, 0);
+        assert_eq!(a.check(Some(1)).await.unwrap().wal_objects, 2);
     }
 }

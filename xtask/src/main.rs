@@ -51,7 +51,7 @@ enum Command {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
-    /// Show walship in action (for now: its `--help`).
+    /// Run walship's main job: a throwaway PostgreSQL archiving to a local store.
     Demo,
     /// Benchmarks (not implemented yet).
     Bench,

@@ -32,6 +32,7 @@ mod util;
 pub use paths::{WalshipBin, barman_venv, target_dir, tool_path, workspace_root};
 pub use pg::{
     InitOptions, PgCluster, PgUser, make_readable_by_pg, pg_bin_dir, pg_temp_dir, pg_user,
+    pg_user_command,
 };
 pub use s3::{S3Kind, S3Options, S3Server};
 pub use util::{free_port, port_is_open, random_token, wait_until};

@@ -150,6 +150,13 @@ fn as_pg_user(program: &Path, cwd: &Path) -> Result<Command> {
     Ok(cmd)
 }
 
+/// A command that runs `program` as the PostgreSQL user (when the tests run as root;
+/// as the current user otherwise) in `cwd`: for processes that must share files with
+/// PostgreSQL, such as the walship daemon reading `pg_wal`.
+pub fn pg_user_command(program: &Path, cwd: &Path) -> Result<Command> {
+    as_pg_user(program, cwd)
+}
+
 /// Whether the PostgreSQL user can execute `path` (every directory above it must be
 /// searchable by that user too).
 pub(crate) fn pg_can_execute(path: &Path) -> Result<bool> {

@@ -15,6 +15,7 @@
 //! edge only), `tokio` (the runtime), `tracing` and `tracing-subscriber` (logs to
 //! stderr, which PostgreSQL copies into its own log for archive and restore commands).
 
+mod daemon;
 mod wiring;
 
 use std::path::PathBuf;
@@ -22,7 +23,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 use walship_engine::{FetchOutcome, PushOutcome};
 
 #[derive(Debug, Parser)]
@@ -51,9 +52,18 @@ struct Cli {
     #[arg(long, env = "WALSHIP_SERVER_NAME", global = true)]
     server_name: Option<String>,
 
-    /// Log line format.
-    #[arg(long, env = "WALSHIP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
+    /// The daemon's Unix socket: `daemon` listens on it, `wal-push` asks it first.
+    #[arg(
+        long,
+        env = "WALSHIP_SOCKET",
+        default_value = "/run/walship/walship.sock",
+        global = true
+    )]
+    socket: PathBuf,
+
+    /// Log line format [default: json for `daemon`, text otherwise].
+    #[arg(long, env = "WALSHIP_LOG_FORMAT", value_enum, global = true)]
+    log_format: Option<LogFormat>,
 
     /// Log filter, e.g. `info` or `walship_engine=debug`.
     #[arg(long, env = "WALSHIP_LOG", default_value = "info", global = true)]
@@ -86,6 +96,30 @@ enum Command {
         #[arg(long, env = "WALSHIP_FETCH_RETRY_SECONDS", default_value_t = 60)]
         retry_seconds: u64,
     },
+    /// Run the daemon: watch pg_wal/archive_status, ship every ready file concurrently,
+    /// answer wal-push over the socket, serve /metrics, /healthz and /readyz.
+    Daemon {
+        /// PostgreSQL's data directory.
+        #[arg(long, env = "PGDATA")]
+        pgdata: PathBuf,
+        /// Where acknowledged uploads are journaled; must be outside the data directory
+        /// [default: <pgdata>/../walship-journal].
+        #[arg(long, env = "WALSHIP_JOURNAL_DIR")]
+        journal_dir: Option<PathBuf>,
+        /// Address for /metrics, /healthz and /readyz.
+        #[arg(long, env = "WALSHIP_METRICS_ADDR", default_value = "127.0.0.1:9188")]
+        metrics_addr: std::net::SocketAddr,
+        /// Seconds to let in-flight uploads finish after SIGTERM.
+        #[arg(long, default_value_t = 30)]
+        shutdown_grace_seconds: u64,
+        /// /readyz fails when uploads have failed continuously for this many seconds.
+        #[arg(long, default_value_t = 60)]
+        unready_after_seconds: u64,
+        /// Full rescan of archive_status every this many seconds (a safety net for
+        /// missed notifications).
+        #[arg(long, default_value_t = 5)]
+        rescan_seconds: u64,
+    },
     /// Check the configuration, the credentials and that the archive can be listed, and
     /// report whether the server's WAL archive is empty or already holds WAL.
     Check {
@@ -102,9 +136,17 @@ enum Command {
 
 const EXIT_RESTORE_FATAL: u8 = 126;
 
+/// How long wal-push waits for the daemon; the daemon gives up a little earlier, so
+/// its answer (not a timeout) normally arrives.
+const PUSH_WAIT: Duration = Duration::from_secs(30);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log_level);
+    let format = cli.log_format.unwrap_or(match cli.command {
+        Command::Daemon { .. } => LogFormat::Json,
+        _ => LogFormat::Text,
+    });
+    init_logging(format, &cli.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -122,16 +164,53 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     let is_fetch = matches!(cli.command, Command::WalFetch { .. });
     let config_failure = if is_fetch { EXIT_RESTORE_FATAL } else { 2 };
-    let archiver =
+    if let Command::WalPush { path } = &cli.command
+        && let Some(code) = push_through_daemon(&cli.socket, path).await
+    {
+        return code;
+    }
+    let wired =
         match wiring::archiver(&cli.config, &cli.secrets_dir, cli.server_name.as_deref()).await {
-            Ok(a) => a,
+            Ok(w) => w,
             Err(e) => {
                 // Printed plainly: a list of config errors reads best one per line.
                 eprintln!("walship: {e:#}");
                 return ExitCode::from(config_failure);
             }
         };
+    let archiver = wired.archiver;
     match cli.command {
+        Command::Daemon {
+            pgdata,
+            journal_dir,
+            metrics_addr,
+            shutdown_grace_seconds,
+            unready_after_seconds,
+            rescan_seconds,
+        } => {
+            let journal_dir = journal_dir.unwrap_or_else(|| {
+                pgdata
+                    .parent()
+                    .unwrap_or(std::path::Path::new("/"))
+                    .join("walship-journal")
+            });
+            let config = walship_engine::daemon::DaemonConfig {
+                pgdata,
+                journal_dir,
+                socket_path: Some(cli.socket.clone()),
+                max_parallel: wired.max_parallel,
+                rescan_interval: Duration::from_secs(rescan_seconds.max(1)),
+                push_wait: PUSH_WAIT - Duration::from_secs(2),
+                shutdown_grace: Duration::from_secs(shutdown_grace_seconds),
+            };
+            match daemon::run(config, archiver, metrics_addr, unready_after_seconds).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::WalPush { path } => match push_unless_signalled(&archiver, &path).await {
             Ok(PushOutcome::Uploaded { .. } | PushOutcome::AlreadyArchived { .. }) => {
                 ExitCode::SUCCESS
@@ -250,5 +329,37 @@ async fn push_unless_signalled(
         _ = int.recv() => interrupted(),
         _ = quit.recv() => interrupted(),
         _ = hup.recv() => interrupted(),
+    }
+}
+
+/// The fast path of wal-push: ask the daemon. `None` means no daemon could answer for
+/// this file, and the caller uploads it directly, exactly as without a daemon.
+async fn push_through_daemon(socket: &std::path::Path, path: &std::path::Path) -> Option<ExitCode> {
+    use walship_engine::daemon::socket::{Reply, ask_push};
+    if !socket.exists() {
+        return None;
+    }
+    // PostgreSQL runs archive_command in the data directory with a relative %p.
+    let absolute = match std::env::current_dir() {
+        Ok(cwd) => cwd.join(path),
+        Err(_) => return None,
+    };
+    match ask_push(socket, &absolute, PUSH_WAIT).await {
+        Ok(Reply::Archived(_)) => Some(ExitCode::SUCCESS),
+        Ok(Reply::Failed(msg)) => {
+            error!("not archived: {msg}");
+            Some(ExitCode::from(1))
+        }
+        Ok(Reply::NotMine(msg)) => {
+            info!("the daemon does not archive this file ({msg}); uploading directly");
+            None
+        }
+        Err(e) => {
+            warn!(
+                "no answer from the daemon at {} ({e}); uploading directly",
+                socket.display()
+            );
+            None
+        }
     }
 }

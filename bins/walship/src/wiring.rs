@@ -10,11 +10,18 @@ use walship_store::{LocalStore, Store};
 use walship_store_s3::{S3Store, S3StoreConfig, Sse};
 use walship_wal::{Compression, Layout};
 
+/// What the commands need from a manifest.
+pub struct Wired {
+    pub archiver: Archiver,
+    /// `wal.maxParallel` (the plugin's default, 1, when unset).
+    pub max_parallel: usize,
+}
+
 pub async fn archiver(
     config_path: &Path,
     secrets_dir: &Path,
     server_override: Option<&str>,
-) -> Result<Archiver> {
+) -> Result<Wired> {
     let doc = walship_config::load(config_path).map_err(|errors| {
         anyhow::anyhow!(
             "invalid configuration in {}:\n{errors}",
@@ -40,11 +47,10 @@ pub async fn archiver(
         tags: configuration.tags.clone().into_iter().collect(),
         history_tags: configuration.history_tags.clone().into_iter().collect(),
     };
-    Ok(Archiver::new(
-        store,
-        Layout::new(destination.prefix(), &server),
-        settings,
-    ))
+    Ok(Wired {
+        archiver: Archiver::new(store, Layout::new(destination.prefix(), &server), settings),
+        max_parallel: configuration.wal_max_parallel().max(1) as usize,
+    })
 }
 
 async fn store_for(

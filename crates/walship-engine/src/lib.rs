@@ -18,10 +18,13 @@
 //! or configuration files.
 //!
 //! Dependencies: `walship-wal` (names, validation, layout, codecs), `walship-store`,
-//! `tokio` (file I/O and blocking compression off the async threads), `bytes`,
+//! `walship-metrics` (the daemon's counters and health), `tokio` (file I/O, blocking
+//! compression off the async threads, the Unix socket), `tokio-util` (cancellation and
+//! task tracking for shutdown), `notify` (inotify on `archive_status`), `bytes`,
 //! `thiserror`, `tracing` (spans carry the WAL name).
 
 mod archiver;
+pub mod daemon;
 
 pub use archiver::{
     Archiver, ArchiverSettings, CheckReport, FetchError, FetchOutcome, META_SHA256, META_SIZE,

@@ -1,0 +1,560 @@
+//! The long-running daemon: watches `pg_wal/archive_status`, ships every `.ready` file
+//! concurrently before PostgreSQL asks, remembers what the store confirmed, and answers
+//! `wal-push` over a Unix socket so PostgreSQL's serial archive_command returns at once.
+//!
+//! Components, composed in [`Daemon::run`]:
+//! - a notify watcher on `archive_status` (plus a periodic rescan as a safety net) that
+//!   wakes the dispatcher;
+//! - the dispatcher, which keeps up to `max_parallel` uploads running, oldest first
+//!   (history files before segments, as PostgreSQL orders them), and backs off a failing
+//!   file with jittered exponential delays;
+//! - the ack [`journal`](journal::Journal), written only after the store confirmed;
+//! - the socket server ([`socket`]), where a `wal-push` for an acked file returns at once,
+//!   one in flight waits for it, and an unknown one is shipped ahead of the queue.
+//!
+//! Nothing here renames `.ready` to `.done`: only PostgreSQL does, after wal-push exits 0.
+
+pub mod journal;
+pub mod socket;
+pub mod status;
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+use walship_metrics::{FailureReason, Health, Metrics};
+use walship_store::StoreError;
+use walship_wal::WalName;
+
+use crate::{Archiver, PushError, PushOutcome};
+use journal::{AckRecord, FileIdentity, Journal};
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// PostgreSQL's data directory; WAL is read from `<pgdata>/pg_wal`.
+    pub pgdata: PathBuf,
+    /// Where acks are recorded (outside the data directory).
+    pub journal_dir: PathBuf,
+    /// The Unix socket `wal-push` asks; `None` disables it.
+    pub socket_path: Option<PathBuf>,
+    /// Uploads at once (`wal.maxParallel`).
+    pub max_parallel: usize,
+    /// Full rescan period, a safety net for missed notifications.
+    pub rescan_interval: Duration,
+    /// How long a `wal-push` request may wait for its upload.
+    pub push_wait: Duration,
+    /// How long shutdown waits for in-flight uploads before abandoning them.
+    pub shutdown_grace: Duration,
+}
+
+/// The result of one upload, as waiters see it.
+type UploadResult = Result<String, String>;
+
+#[derive(Default)]
+struct State {
+    /// Confirmed by the store (and journaled), keyed by WAL file name.
+    acked: HashMap<String, AckRecord>,
+    /// Uploads running now; waiters subscribe to the channel.
+    in_flight: HashMap<String, watch::Receiver<Option<UploadResult>>>,
+    /// Files whose last upload failed: attempts so far and when to try again.
+    backoff: HashMap<String, (u32, Instant)>,
+    /// `.ready` files from the last scan, in archive order, neither acked nor running.
+    queue: Vec<String>,
+}
+
+struct Inner {
+    config: DaemonConfig,
+    pg_wal: PathBuf,
+    archiver: Archiver,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    journal: Journal,
+    state: Mutex<State>,
+    /// Wakes the dispatcher: a notification, a finished upload, shutdown.
+    wake: Notify,
+    /// Set when `archive_status` may have changed.
+    rescan: std::sync::atomic::AtomicBool,
+    tracker: TaskTracker,
+}
+
+/// The daemon. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Daemon {
+    inner: Arc<Inner>,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("watching {path}: {source}")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("socket {path}: another walship daemon is already listening there")]
+    SocketInUse { path: PathBuf },
+}
+
+impl Daemon {
+    /// Loads the journal and prepares the daemon; nothing runs until [`Daemon::run`].
+    pub fn new(
+        config: DaemonConfig,
+        archiver: Archiver,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Result<Daemon, DaemonError> {
+        let pg_wal = config.pgdata.join("pg_wal");
+        if !pg_wal.join("archive_status").is_dir() {
+            return Err(DaemonError::Io {
+                path: pg_wal.join("archive_status"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "not a PostgreSQL data directory's archive_status (check --pgdata)",
+                ),
+            });
+        }
+        let (journal, acked) =
+            Journal::open(&config.journal_dir).map_err(|source| DaemonError::Io {
+                path: config.journal_dir.clone(),
+                source,
+            })?;
+        info!(acked = acked.len(), journal = %config.journal_dir.display(), "journal loaded");
+        let state = State {
+            acked,
+            ..State::default()
+        };
+        Ok(Daemon {
+            inner: Arc::new(Inner {
+                config,
+                pg_wal,
+                archiver,
+                metrics,
+                health,
+                journal,
+                state: Mutex::new(state),
+                wake: Notify::new(),
+                rescan: std::sync::atomic::AtomicBool::new(true),
+                tracker: TaskTracker::new(),
+            }),
+        })
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops taking work, waits up to the grace
+    /// period for in-flight uploads and returns.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), DaemonError> {
+        let inner = &self.inner;
+        let _watcher = self.watch_archive_status()?;
+        let socket = match &inner.config.socket_path {
+            Some(path) => Some(socket::Server::bind(path).await?),
+            None => None,
+        };
+        if let Some(server) = socket {
+            let daemon = self.clone();
+            let token = shutdown.clone();
+            tokio::spawn(async move { server.serve(daemon, token).await });
+        }
+        self.probe_store().await;
+        let mut next_rescan = Instant::now();
+        while !shutdown.is_cancelled() {
+            if Instant::now() >= next_rescan {
+                inner
+                    .rescan
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                next_rescan = Instant::now() + inner.config.rescan_interval;
+            }
+            if inner
+                .rescan
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                self.scan();
+            }
+            let wait = self
+                .dispatch()
+                .min(next_rescan.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = inner.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        info!(
+            in_flight = self.in_flight_count(),
+            "shutting down: no new uploads; waiting for those in flight"
+        );
+        inner.tracker.close();
+        if tokio::time::timeout(inner.config.shutdown_grace, inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                in_flight = self.in_flight_count(),
+                "grace period over: abandoning uploads in flight (none of them was acknowledged)"
+            );
+        }
+        Ok(())
+    }
+
+    fn in_flight_count(&self) -> usize {
+        self.inner.state.lock().expect("state lock").in_flight.len()
+    }
+
+    /// One notify watcher on `archive_status`; every event just asks for a rescan,
+    /// which also covers overflows (a rescan finds whatever was missed).
+    fn watch_archive_status(&self) -> Result<notify::RecommendedWatcher, DaemonError> {
+        use notify::{RecursiveMode, Watcher};
+        let path = self.inner.pg_wal.join("archive_status");
+        let weak = Arc::downgrade(&self.inner);
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Err(e) = &event {
+                    warn!("archive_status watcher: {e}; rescanning");
+                }
+                if let Some(inner) = weak.upgrade() {
+                    inner
+                        .rescan
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    inner.wake.notify_one();
+                }
+            })
+            .map_err(|source| DaemonError::Watch {
+                path: path.clone(),
+                source,
+            })?;
+        watcher
+            .watch(&path, RecursiveMode::NonRecursive)
+            .map_err(|source| DaemonError::Watch {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(watcher)
+    }
+
+    async fn probe_store(&self) {
+        match self.inner.archiver.check(None).await {
+            Ok(report) => {
+                info!(
+                    store = %self.inner.archiver.store().describe(),
+                    archived = report.wal_objects,
+                    "store reachable"
+                );
+                self.inner.health.record_store_probe(true);
+            }
+            Err(e) => {
+                error!("store probe failed: {e}");
+                self.inner.health.record_store_probe(false);
+            }
+        }
+    }
+
+    /// Re-reads `archive_status`: rebuilds the queue, forgets acks PostgreSQL has marked
+    /// done, and updates the backlog gauges.
+    fn scan(&self) {
+        let inner = &self.inner;
+        let ready = match status::scan(&inner.pg_wal) {
+            Ok(r) => r,
+            Err(e) => {
+                error!(
+                    "scanning {}: {e}",
+                    inner.pg_wal.join("archive_status").display()
+                );
+                return;
+            }
+        };
+        let now = SystemTime::now();
+        let mut state = inner.state.lock().expect("state lock");
+        let ready_names: HashSet<String> = ready.iter().map(|r| r.name.to_string()).collect();
+        let done: Vec<String> = state
+            .acked
+            .keys()
+            .filter(|n| !ready_names.contains(*n))
+            .cloned()
+            .collect();
+        for name in done {
+            state.acked.remove(&name);
+            if let Err(e) = inner.journal.forget(&name) {
+                warn!(wal = %name, "cannot drop the journal record: {e}");
+            }
+        }
+        state.backoff.retain(|n, _| ready_names.contains(n));
+        let (mut files, mut bytes, mut oldest) = (0i64, 0i64, None::<SystemTime>);
+        let mut queue = Vec::new();
+        for r in &ready {
+            let name = r.name.to_string();
+            if state.acked.contains_key(&name) {
+                continue;
+            }
+            files += 1;
+            bytes += r.size as i64;
+            if let Some(since) = r.since {
+                oldest = Some(oldest.map_or(since, |o| o.min(since)));
+            }
+            if !state.in_flight.contains_key(&name) {
+                queue.push(name);
+            }
+        }
+        state.queue = queue;
+        drop(state);
+        inner.metrics.ready_backlog_files.set(files);
+        inner.metrics.ready_backlog_bytes.set(bytes);
+        inner.metrics.oldest_ready_age_seconds.set(
+            oldest
+                .and_then(|o| now.duration_since(o).ok())
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
+    }
+
+    /// Starts uploads while there is room; returns how long until a backed-off file is
+    /// due (or a long time when none is).
+    fn dispatch(&self) -> Duration {
+        let inner = &self.inner;
+        let now = Instant::now();
+        let mut next_due = Duration::from_secs(3600);
+        let mut state = inner.state.lock().expect("state lock");
+        let mut started = Vec::new();
+        let mut i = 0;
+        while state.in_flight.len() < inner.config.max_parallel && i < state.queue.len() {
+            let name = state.queue[i].clone();
+            if let Some((_, due)) = state.backoff.get(&name)
+                && *due > now
+            {
+                next_due = next_due.min(*due - now);
+                i += 1;
+                continue;
+            }
+            state.queue.remove(i);
+            let tx = Self::register(&mut state, &name);
+            started.push((name, tx));
+        }
+        drop(state);
+        for (name, tx) in started {
+            self.spawn_upload(name, tx);
+        }
+        next_due
+    }
+
+    fn register(state: &mut State, name: &str) -> watch::Sender<Option<UploadResult>> {
+        let (tx, rx) = watch::channel(None);
+        state.in_flight.insert(name.to_owned(), rx);
+        tx
+    }
+
+    fn spawn_upload(&self, name: String, tx: watch::Sender<Option<UploadResult>>) {
+        let daemon = self.clone();
+        let span = info_span!("upload", wal = %name);
+        self.inner.tracker.spawn(
+            async move {
+                let result = daemon.upload(&name).await;
+                {
+                    let mut state = daemon.inner.state.lock().expect("state lock");
+                    state.in_flight.remove(&name);
+                    match &result {
+                        Ok(_) => {
+                            state.backoff.remove(&name);
+                        }
+                        Err(_) => {
+                            let attempts = state.backoff.get(&name).map_or(0, |(a, _)| *a) + 1;
+                            let delay = backoff_delay(attempts);
+                            debug!(attempts, ?delay, "will retry");
+                            state
+                                .backoff
+                                .insert(name.clone(), (attempts, Instant::now() + delay));
+                            if !state.queue.contains(&name) {
+                                state.queue.insert(0, name.clone());
+                            }
+                        }
+                    }
+                }
+                let _ = tx.send(Some(result));
+                daemon.inner.wake.notify_one();
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Uploads one file and journals the ack. The file's identity is taken before and
+    /// after, so a file that changed meanwhile is never acked.
+    async fn upload(&self, name: &str) -> UploadResult {
+        let inner = &self.inner;
+        let path = inner.pg_wal.join(name);
+        let before = FileIdentity::of(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let started = Instant::now();
+        let outcome = inner.archiver.push(&path).await;
+        inner
+            .metrics
+            .upload_duration_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(outcome) => {
+                let sha256 = match &outcome {
+                    PushOutcome::Uploaded { sha256, .. } => sha256.clone(),
+                    PushOutcome::AlreadyArchived { sha256, .. } => {
+                        inner.metrics.duplicates_total.inc();
+                        sha256.clone()
+                    }
+                };
+                inner.health.record_upload_success();
+                inner.metrics.segments_archived_total.inc();
+                inner.metrics.archived_bytes_total.inc_by(before.size);
+                let unix = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                inner.metrics.set_last_archived(name, unix);
+                let after = FileIdentity::of(&path).ok();
+                if after == Some(before) {
+                    let record = AckRecord {
+                        identity: before,
+                        sha256: sha256.clone(),
+                    };
+                    if let Err(e) = inner.journal.record(name, &record) {
+                        // Still stored; the ack just is not remembered across restarts.
+                        warn!("cannot journal the ack: {e}");
+                    }
+                    inner
+                        .state
+                        .lock()
+                        .expect("state lock")
+                        .acked
+                        .insert(name.to_owned(), record);
+                } else {
+                    warn!("the file changed during the upload; not acknowledging it");
+                    return Err("the file changed during the upload".to_owned());
+                }
+                Ok(sha256)
+            }
+            Err(e) => {
+                inner.health.record_upload_failure();
+                inner.metrics.archive_failures_total.inc(failure_reason(&e));
+                if matches!(e, PushError::Conflict { .. }) {
+                    inner.metrics.conflicts_total.inc();
+                }
+                warn!("upload failed: {e}");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// What `wal-push` gets for `path`: answered from the journal when the same file is
+    /// acked, else after waiting (at most `push_wait`) for its upload, started now if it
+    /// was not running.
+    pub async fn request_push(&self, path: &Path) -> socket::Reply {
+        let started = Instant::now();
+        let reply = self.request_push_inner(path).await;
+        self.inner
+            .metrics
+            .archive_command_ack_seconds
+            .observe(started.elapsed().as_secs_f64());
+        reply
+    }
+
+    async fn request_push_inner(&self, path: &Path) -> socket::Reply {
+        let inner = &self.inner;
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            return socket::Reply::NotMine("no file name".to_owned());
+        };
+        if WalName::parse(name).is_err() {
+            return socket::Reply::NotMine(format!("{name:?} is not a WAL file name"));
+        }
+        let ours = inner.pg_wal.join(name);
+        let same_dir = match (
+            path.parent().map(Path::canonicalize),
+            inner.pg_wal.canonicalize(),
+        ) {
+            (Some(Ok(a)), Ok(b)) => a == b,
+            _ => false,
+        };
+        if !same_dir {
+            return socket::Reply::NotMine(format!(
+                "{} is not in this daemon's {}",
+                path.display(),
+                inner.pg_wal.display()
+            ));
+        }
+        let identity = match FileIdentity::of(&ours) {
+            Ok(id) => id,
+            Err(e) => return socket::Reply::Failed(format!("{}: {e}", ours.display())),
+        };
+        let mut rx = {
+            let mut state = inner.state.lock().expect("state lock");
+            if let Some(record) = state.acked.get(name) {
+                if record.identity == identity {
+                    return socket::Reply::Archived(record.sha256.clone());
+                }
+                // Same name, another file (recycled or rewritten): ship it again; the
+                // create-only rule compares it with what is stored.
+                state.acked.remove(name);
+            }
+            match state.in_flight.get(name) {
+                Some(rx) => rx.clone(),
+                None => {
+                    state.queue.retain(|n| n != name);
+                    let tx = Self::register(&mut state, name);
+                    let rx = tx.subscribe();
+                    drop(state);
+                    self.spawn_upload(name.to_owned(), tx);
+                    rx
+                }
+            }
+        };
+        match tokio::time::timeout(inner.config.push_wait, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(result)) => match result.clone() {
+                Some(Ok(sha)) => socket::Reply::Archived(sha),
+                Some(Err(e)) => socket::Reply::Failed(e),
+                None => socket::Reply::Failed("upload ended without a result".to_owned()),
+            },
+            Ok(Err(_)) => socket::Reply::Failed("the upload was abandoned".to_owned()),
+            Err(_) => socket::Reply::Failed(format!(
+                "still uploading after {:?}; PostgreSQL will ask again",
+                inner.config.push_wait
+            )),
+        }
+    }
+}
+
+fn failure_reason(e: &PushError) -> FailureReason {
+    match e {
+        PushError::Conflict { .. } => FailureReason::Conflict,
+        PushError::NotWal { .. } | PushError::Read { .. } => FailureReason::InvalidFile,
+        PushError::Store { source, .. } => match source {
+            StoreError::Unreachable { .. } => FailureReason::StoreUnreachable,
+            StoreError::Denied { .. } => FailureReason::AccessDenied,
+            _ => FailureReason::Other,
+        },
+        _ => FailureReason::Other,
+    }
+}
+
+/// 0.5 s doubling per attempt up to 30 s, times a random factor in [0.5, 1.5) so many
+/// files failing together do not retry in lockstep.
+fn backoff_delay(attempts: u32) -> Duration {
+    let base = 0.5 * 2f64.powi(attempts.saturating_sub(1).min(6) as i32);
+    let jitter = (RandomState::new().hash_one(Instant::now()) % 1000) as f64 / 1000.0 + 0.5;
+    Duration::from_secs_f64(base.min(30.0) * jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempts in 1..20 {
+            let d = backoff_delay(attempts).as_secs_f64();
+            let base = (0.5 * 2f64.powi((attempts - 1).min(6) as i32)).min(30.0);
+            assert!(d >= base * 0.5 && d < base * 1.5, "{attempts}: {d}");
+        }
+    }
+}

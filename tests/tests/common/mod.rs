@@ -3,6 +3,8 @@
 //! `walship` binary with them.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,111 @@
+//! A `walship daemon` process for end-to-end tests.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use walship_testkit::{PgCluster, WalshipBin, free_port, pg_user_command, wait_until};
+
+use super::Archive;
+
+/// A running `walship daemon`, as the PostgreSQL user; killed when dropped.
+pub struct DaemonProcess {
+    pub child: Child,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+}
+
+impl DaemonProcess {
+    pub fn start(archive: &Archive, pg: &PgCluster, socket: &Path) -> Result<DaemonProcess> {
+        let metrics_port = free_port()?;
+        let log = archive
+            .dir
+            .path()
+            .join(format!("daemon-{metrics_port}.log"));
+        let log_file = fs::File::create(&log)?;
+        let mut cmd = pg_user_command(&WalshipBin::for_pg()?, archive.dir.path())?;
+        cmd.args(archive.global_args())
+            .arg("--socket")
+            .arg(socket)
+            .args(["--log-format", "text", "daemon", "--pgdata"])
+            .arg(pg.data_dir())
+            .arg("--journal-dir")
+            .arg(archive.dir.path().join("journal"))
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--rescan-seconds", "2"])
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        let child = cmd.spawn().context("starting walship daemon")?;
+        let mut daemon = DaemonProcess {
+            child,
+            metrics_port,
+            log,
+        };
+        wait_until(
+            Duration::from_secs(30),
+            "the daemon's socket and /healthz",
+            || {
+                if let Some(status) = daemon.child.try_wait()? {
+                    bail!("the daemon exited with {status}: {}", daemon.log_contents());
+                }
+                Ok(socket.exists() && daemon.get("/healthz").is_ok())
+            },
+        )?;
+        Ok(daemon)
+    }
+
+    pub fn get(&self, path: &str) -> Result<(u16, String)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.metrics_port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("no HTTP status")?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
+    /// The value of an unlabelled metric.
+    pub fn metric(&self, name: &str) -> Result<f64> {
+        let (_, body) = self.get("/metrics")?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .with_context(|| format!("{name} not in /metrics"))?
+            .trim()
+            .parse()
+            .context("parsing the metric")
+    }
+
+    pub fn log_contents(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} failed");
+        Ok(())
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

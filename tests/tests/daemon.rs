@@ -120,3 +120,62 @@ fn killing_the_daemon_repeatedly_loses_nothing() -> Result<()> {
     drop(daemon);
     Ok(())
 }
+
+#[test]
+fn recovery_through_the_daemon_is_served_from_its_prefetch_spool() -> Result<()> {
+    let (archive, mut primary, _) = setup()?;
+    // The primary archives directly (no daemon); the daemon serves the restore.
+    primary.set_conf(&[("archive_command", &archive.archive_command()?)])?;
+    primary.start()?;
+    primary.psql("CREATE TABLE t (x int)")?;
+    primary.psql("INSERT INTO t SELECT generate_series(1, 20000)")?;
+    let mut restored = primary.basebackup_temp(&["-X", "none"])?;
+    for _ in 0..8 {
+        primary.psql("INSERT INTO t SELECT generate_series(1, 30000)")?;
+    }
+    let expected = primary.psql("SELECT count(*) || ':' || sum(x) FROM t")?;
+    let target = primary.psql("SELECT clock_timestamp()")?;
+    primary.psql("DELETE FROM t")?;
+    let last = primary.switch_wal()?;
+    primary.wait_for_archived(&last, Duration::from_secs(120))?;
+    primary.stop()?;
+
+    let socket = archive.dir.path().join("restore.sock");
+    let command = archive.restore_command()?.replace(
+        " wal-fetch ",
+        &format!(" --socket {} wal-fetch ", socket.display()),
+    );
+    restored.set_conf(&[
+        ("restore_command", &command),
+        ("recovery_target_time", &target),
+        ("recovery_target_action", "promote"),
+        ("archive_mode", "off"),
+    ])?;
+    restored.create_recovery_signal()?;
+    let daemon = DaemonProcess::start(&archive, &restored, &socket)?;
+    restored.start()?;
+    restored.wait_for_recovery_end_within(Duration::from_secs(120))?;
+    assert_eq!(
+        restored.psql("SELECT count(*) || ':' || sum(x) FROM t")?,
+        expected
+    );
+
+    let hits = daemon.metric("walship_restore_hits_total")?;
+    let misses = daemon.metric("walship_restore_misses_total")?;
+    eprintln!(
+        "restore through the daemon: {hits} prefetch hits, {misses} misses (hit rate {:.0}%), {} bytes prefetched",
+        100.0 * hits / (hits + misses).max(1.0),
+        daemon.metric("walship_restore_prefetched_bytes_total")?
+    );
+    assert!(
+        hits > 0.0,
+        "no prefetch hit; daemon log:\n{}",
+        daemon.log_contents()
+    );
+    assert!(
+        !restored.log_contents().contains("fetching directly"),
+        "{}",
+        restored.log_contents()
+    );
+    Ok(())
+}

@@ -109,6 +109,17 @@ enum Command {
         /// Address for /metrics, /healthz and /readyz.
         #[arg(long, env = "WALSHIP_METRICS_ADDR", default_value = "127.0.0.1:9188")]
         metrics_addr: std::net::SocketAddr,
+        /// Where restore prefetches are spooled: same filesystem as pg_wal, outside it
+        /// [default: <pgdata>/../walship-spool].
+        #[arg(long, env = "WALSHIP_SPOOL_DIR")]
+        spool_dir: Option<PathBuf>,
+        /// Segments to prefetch ahead of PostgreSQL's restore requests (0 disables);
+        /// also bounded by --prefetch-max-mib.
+        #[arg(long, default_value_t = 64)]
+        prefetch: usize,
+        /// Upper bound on prefetched data held in the spool, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        prefetch_max_mib: u64,
         /// Seconds to let in-flight uploads finish after SIGTERM.
         #[arg(long, default_value_t = 30)]
         shutdown_grace_seconds: u64,
@@ -169,6 +180,11 @@ async fn run(cli: Cli) -> ExitCode {
     {
         return code;
     }
+    if let Command::WalFetch { name, dest, .. } = &cli.command
+        && let Some(code) = fetch_through_daemon(&cli.socket, name, dest).await
+    {
+        return code;
+    }
     let wired =
         match wiring::archiver(&cli.config, &cli.secrets_dir, cli.server_name.as_deref()).await {
             Ok(w) => w,
@@ -183,17 +199,22 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Daemon {
             pgdata,
             journal_dir,
+            spool_dir,
+            prefetch,
+            prefetch_max_mib,
             metrics_addr,
             shutdown_grace_seconds,
             unready_after_seconds,
             rescan_seconds,
         } => {
-            let journal_dir = journal_dir.unwrap_or_else(|| {
+            let beside_pgdata = |name: &str| {
                 pgdata
                     .parent()
                     .unwrap_or(std::path::Path::new("/"))
-                    .join("walship-journal")
-            });
+                    .join(name)
+            };
+            let journal_dir = journal_dir.unwrap_or_else(|| beside_pgdata("walship-journal"));
+            let spool_dir = spool_dir.unwrap_or_else(|| beside_pgdata("walship-spool"));
             let config = walship_engine::daemon::DaemonConfig {
                 pgdata,
                 journal_dir,
@@ -202,8 +223,24 @@ async fn run(cli: Cli) -> ExitCode {
                 rescan_interval: Duration::from_secs(rescan_seconds.max(1)),
                 push_wait: PUSH_WAIT - Duration::from_secs(2),
                 shutdown_grace: Duration::from_secs(shutdown_grace_seconds),
+                spool_dir,
+                prefetch_window: prefetch,
+                prefetch_max_bytes: prefetch_max_mib.saturating_mul(1 << 20),
             };
-            match daemon::run(config, archiver, metrics_addr, unready_after_seconds).await {
+            let sources = daemon::Sources {
+                config: cli.config.clone(),
+                secrets_dir: cli.secrets_dir.clone(),
+                server_name: cli.server_name.clone(),
+            };
+            match daemon::run(
+                config,
+                archiver,
+                sources,
+                metrics_addr,
+                unready_after_seconds,
+            )
+            .await
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!("{e:#}");
@@ -354,9 +391,42 @@ async fn push_through_daemon(socket: &std::path::Path, path: &std::path::Path) -
             info!("the daemon does not archive this file ({msg}); uploading directly");
             None
         }
+        Ok(Reply::NotFound) => {
+            warn!("unexpected answer from the daemon; uploading directly");
+            None
+        }
         Err(e) => {
             warn!(
                 "no answer from the daemon at {} ({e}); uploading directly",
+                socket.display()
+            );
+            None
+        }
+    }
+}
+
+/// The prefetching path of wal-fetch: ask the daemon. `None` means it could not answer
+/// authoritatively, and the caller fetches directly (with its own retries).
+async fn fetch_through_daemon(
+    socket: &std::path::Path,
+    name: &str,
+    dest: &std::path::Path,
+) -> Option<ExitCode> {
+    use walship_engine::daemon::socket::{Reply, ask_fetch};
+    if !socket.exists() {
+        return None;
+    }
+    let absolute = std::env::current_dir().ok()?.join(dest);
+    match ask_fetch(socket, name, &absolute, Duration::from_secs(120)).await {
+        Ok(Reply::Archived(_)) => Some(ExitCode::SUCCESS),
+        Ok(Reply::NotFound) => Some(ExitCode::from(1)),
+        Ok(Reply::Failed(msg) | Reply::NotMine(msg)) => {
+            warn!("the daemon could not restore {name} ({msg}); fetching directly");
+            None
+        }
+        Err(e) => {
+            warn!(
+                "no answer from the daemon at {} ({e}); fetching directly",
                 socket.display()
             );
             None

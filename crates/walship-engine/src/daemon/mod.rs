@@ -15,13 +15,15 @@
 //! Nothing here renames `.ready` to `.done`: only PostgreSQL does, after wal-push exits 0.
 
 pub mod journal;
+mod prefetch;
 pub mod socket;
 pub mod status;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Notify, watch};
@@ -52,6 +54,13 @@ pub struct DaemonConfig {
     pub push_wait: Duration,
     /// How long shutdown waits for in-flight uploads before abandoning them.
     pub shutdown_grace: Duration,
+    /// Where restore prefetches land; on the same filesystem as `pg_wal` (so a hit is a
+    /// rename) but outside it. Emptied at start.
+    pub spool_dir: PathBuf,
+    /// Segments to prefetch ahead of the latest restore request (0 disables).
+    pub prefetch_window: usize,
+    /// Upper bound on the bytes the prefetch window may hold.
+    pub prefetch_max_bytes: u64,
 }
 
 /// The result of one upload, as waiters see it.
@@ -72,7 +81,9 @@ struct State {
 struct Inner {
     config: DaemonConfig,
     pg_wal: PathBuf,
-    archiver: Archiver,
+    /// Replaced as a whole on reload; each upload keeps the one it started with.
+    archiver: RwLock<Archiver>,
+    max_parallel: AtomicUsize,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     journal: Journal,
@@ -82,6 +93,7 @@ struct Inner {
     /// Set when `archive_status` may have changed.
     rescan: std::sync::atomic::AtomicBool,
     tracker: TaskTracker,
+    prefetch: Arc<prefetch::Prefetcher>,
 }
 
 /// The daemon. Cheap to clone; all clones share one state.
@@ -133,15 +145,26 @@ impl Daemon {
                 source,
             })?;
         info!(acked = acked.len(), journal = %config.journal_dir.display(), "journal loaded");
+        let prefetch = prefetch::Prefetcher::new(
+            &config.spool_dir,
+            config.prefetch_window,
+            config.prefetch_max_bytes,
+            metrics.clone(),
+        )
+        .map_err(|source| DaemonError::Io {
+            path: config.spool_dir.clone(),
+            source,
+        })?;
         let state = State {
             acked,
             ..State::default()
         };
         Ok(Daemon {
             inner: Arc::new(Inner {
+                max_parallel: AtomicUsize::new(config.max_parallel.max(1)),
                 config,
                 pg_wal,
-                archiver,
+                archiver: RwLock::new(archiver),
                 metrics,
                 health,
                 journal,
@@ -149,6 +172,7 @@ impl Daemon {
                 wake: Notify::new(),
                 rescan: std::sync::atomic::AtomicBool::new(true),
                 tracker: TaskTracker::new(),
+                prefetch: Arc::new(prefetch),
             }),
         })
     }
@@ -171,15 +195,10 @@ impl Daemon {
         let mut next_rescan = Instant::now();
         while !shutdown.is_cancelled() {
             if Instant::now() >= next_rescan {
-                inner
-                    .rescan
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                inner.rescan.store(true, Ordering::SeqCst);
                 next_rescan = Instant::now() + inner.config.rescan_interval;
             }
-            if inner
-                .rescan
-                .swap(false, std::sync::atomic::Ordering::SeqCst)
-            {
+            if inner.rescan.swap(false, Ordering::SeqCst) {
                 self.scan();
             }
             let wait = self
@@ -208,6 +227,20 @@ impl Daemon {
         Ok(())
     }
 
+    /// Uses `archiver` (a reloaded configuration) for every upload from now on; uploads
+    /// in flight finish with the one they started with.
+    pub fn reconfigure(&self, archiver: Archiver, max_parallel: usize) {
+        *self.inner.archiver.write().expect("archiver lock") = archiver;
+        self.inner
+            .max_parallel
+            .store(max_parallel.max(1), Ordering::SeqCst);
+        self.inner.wake.notify_one();
+    }
+
+    fn archiver(&self) -> Archiver {
+        self.inner.archiver.read().expect("archiver lock").clone()
+    }
+
     fn in_flight_count(&self) -> usize {
         self.inner.state.lock().expect("state lock").in_flight.len()
     }
@@ -224,9 +257,7 @@ impl Daemon {
                     warn!("archive_status watcher: {e}; rescanning");
                 }
                 if let Some(inner) = weak.upgrade() {
-                    inner
-                        .rescan
-                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    inner.rescan.store(true, Ordering::SeqCst);
                     inner.wake.notify_one();
                 }
             })
@@ -244,10 +275,11 @@ impl Daemon {
     }
 
     async fn probe_store(&self) {
-        match self.inner.archiver.check(None).await {
+        let archiver = self.archiver();
+        match archiver.check(None).await {
             Ok(report) => {
                 info!(
-                    store = %self.inner.archiver.store().describe(),
+                    store = %archiver.store().describe(),
                     archived = report.wal_objects,
                     "store reachable"
                 );
@@ -326,7 +358,8 @@ impl Daemon {
         let mut state = inner.state.lock().expect("state lock");
         let mut started = Vec::new();
         let mut i = 0;
-        while state.in_flight.len() < inner.config.max_parallel && i < state.queue.len() {
+        let max_parallel = inner.max_parallel.load(Ordering::SeqCst);
+        while state.in_flight.len() < max_parallel && i < state.queue.len() {
             let name = state.queue[i].clone();
             if let Some((_, due)) = state.backoff.get(&name)
                 && *due > now
@@ -392,7 +425,7 @@ impl Daemon {
         let path = inner.pg_wal.join(name);
         let before = FileIdentity::of(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let started = Instant::now();
-        let outcome = inner.archiver.push(&path).await;
+        let outcome = self.archiver().push(&path).await;
         inner
             .metrics
             .upload_duration_seconds
@@ -444,6 +477,17 @@ impl Daemon {
                 warn!("upload failed: {e}");
                 Err(e.to_string())
             }
+        }
+    }
+
+    /// What `wal-fetch` gets: `name` restored to `dest` from the prefetch spool or the
+    /// store, and the window moved on.
+    pub async fn request_fetch(&self, name: &str, dest: &Path) -> socket::Reply {
+        let archiver = self.archiver();
+        match self.inner.prefetch.fetch(&archiver, name, dest).await {
+            Ok(crate::FetchOutcome::Restored { key, .. }) => socket::Reply::Archived(key),
+            Ok(crate::FetchOutcome::NotFound) => socket::Reply::NotFound,
+            Err(e) => socket::Reply::Failed(e),
         }
     }
 

@@ -27,6 +27,8 @@ pub enum Reply {
     Failed(String),
     /// Not a file this daemon archives; the client should upload it itself.
     NotMine(String),
+    /// (restore) The archive has no such file.
+    NotFound,
 }
 
 impl Reply {
@@ -36,6 +38,7 @@ impl Reply {
             Reply::Archived(sha) => format!("OK {sha}\n"),
             Reply::Failed(msg) => format!("ERR {}\n", one_line(msg)),
             Reply::NotMine(msg) => format!("NOTMINE {}\n", one_line(msg)),
+            Reply::NotFound => "NOTFOUND\n".to_owned(),
         }
     }
 
@@ -46,6 +49,7 @@ impl Reply {
             "OK" => Some(Reply::Archived(rest.to_owned())),
             "ERR" => Some(Reply::Failed(rest.to_owned())),
             "NOTMINE" => Some(Reply::NotMine(rest.to_owned())),
+            "NOTFOUND" => Some(Reply::NotFound),
             _ => None,
         }
     }
@@ -114,6 +118,12 @@ async fn handle(stream: UnixStream, daemon: Daemon) -> io::Result<()> {
         Some(("PUSH", path)) if Path::new(path).is_absolute() => {
             daemon.request_push(Path::new(path)).await
         }
+        Some(("FETCH", rest)) => match rest.split_once(' ') {
+            Some((name, dest)) if Path::new(dest).is_absolute() => {
+                daemon.request_fetch(name, Path::new(dest)).await
+            }
+            _ => Reply::Failed(format!("bad request {:?}", line.trim_end())),
+        },
         _ => Reply::Failed(format!("bad request {:?}", line.trim_end())),
     };
     write.write_all(reply.to_line().as_bytes()).await?;
@@ -125,11 +135,29 @@ use tokio::io::AsyncReadExt as _;
 /// Asks the daemon at `socket` to confirm `path` (absolute). An `Err` means no daemon
 /// answered (none running, stale socket, timeout): the caller uploads by itself.
 pub async fn ask_push(socket: &Path, path: &Path, timeout: Duration) -> io::Result<Reply> {
+    ask(socket, format!("PUSH {}\n", path.display()), timeout).await
+}
+
+/// Asks the daemon at `socket` to restore `name` to `dest` (absolute). An `Err` means
+/// no daemon answered: the caller fetches by itself.
+pub async fn ask_fetch(
+    socket: &Path,
+    name: &str,
+    dest: &Path,
+    timeout: Duration,
+) -> io::Result<Reply> {
+    ask(
+        socket,
+        format!("FETCH {name} {}\n", dest.display()),
+        timeout,
+    )
+    .await
+}
+
+async fn ask(socket: &Path, request: String, timeout: Duration) -> io::Result<Reply> {
     let exchange = async {
         let mut stream = UnixStream::connect(socket).await?;
-        stream
-            .write_all(format!("PUSH {}\n", path.display()).as_bytes())
-            .await?;
+        stream.write_all(request.as_bytes()).await?;
         let mut line = String::new();
         BufReader::new(stream).read_line(&mut line).await?;
         Reply::from_line(&line).ok_or_else(|| {
@@ -151,6 +179,7 @@ mod tests {
             Reply::Archived("ab".repeat(32)),
             Reply::Failed("store down\nsecond line".to_owned()),
             Reply::NotMine("elsewhere".to_owned()),
+            Reply::NotFound,
         ] {
             let line = reply.to_line();
             assert_eq!(line.matches('\n').count(), 1, "{line:?}");

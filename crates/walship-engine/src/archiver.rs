@@ -38,8 +38,13 @@ pub struct Archiver {
 /// What a successful push did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushOutcome {
-    /// The file was uploaded to `key`.
-    Uploaded { key: String, sha256: String },
+    /// The file was uploaded to `key`; `stored_bytes` is the object's size (after
+    /// compression).
+    Uploaded {
+        key: String,
+        sha256: String,
+        stored_bytes: u64,
+    },
     /// An identical copy was already archived at `key` (PostgreSQL retries an
     /// archive_command whose success it did not see).
     AlreadyArchived { key: String, sha256: String },
@@ -241,10 +246,15 @@ impl Archiver {
         } else {
             self.settings.tags.clone()
         };
+        let stored_bytes = body.len() as u64;
         match self.store.put_create(&key, body, &options).await {
             Ok(()) => {
-                info!(key = %key, bytes = raw.len(), "archived");
-                Ok(PushOutcome::Uploaded { key, sha256 })
+                info!(key = %key, bytes = raw.len(), stored_bytes, "archived");
+                Ok(PushOutcome::Uploaded {
+                    key,
+                    sha256,
+                    stored_bytes,
+                })
             }
             Err(StoreError::AlreadyExists { .. }) => {
                 // Someone (a concurrent push, a retry whose reply was lost) won the race.
@@ -512,7 +522,7 @@ mod tests {
             let data = segment_bytes(SEG, 1);
             let path = write(&f, SEG, &data);
             let out = a.push(&path).await.unwrap();
-            let PushOutcome::Uploaded { key, sha256 } = out else {
+            let PushOutcome::Uploaded { key, sha256, .. } = out else {
                 panic!("{codec:?}: expected an upload, got {out:?}")
             };
             assert_eq!(sha256, sha256_hex(&data));
@@ -648,13 +658,11 @@ mod tests {
         let history = b"1\t0/9000000\tno recovery target specified\n";
         let path = write(&f, "00000002.history", history);
         let out = a.push(&path).await.unwrap();
-        assert_eq!(
-            out,
-            PushOutcome::Uploaded {
-                key: "prefix/pg/wals/00000002.history.zst".to_owned(),
-                sha256: sha256_hex(history)
-            }
-        );
+        let PushOutcome::Uploaded { key, sha256, .. } = out else {
+            panic!("expected an upload, got {out:?}")
+        };
+        assert_eq!(key, "prefix/pg/wals/00000002.history.zst");
+        assert_eq!(sha256, sha256_hex(history));
         let path = write(&f, "00000002.history", b"1\t0/A000000\tother\n");
         assert!(matches!(
             a.push(&path).await,

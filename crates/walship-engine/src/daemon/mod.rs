@@ -30,7 +30,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span, warn};
-use walship_metrics::{FailureReason, Health, Metrics};
+use walship_metrics::{FailureReason, Health, Metrics, RetryReason};
 use walship_store::StoreError;
 use walship_wal::WalName;
 
@@ -433,7 +433,14 @@ impl Daemon {
         match outcome {
             Ok(outcome) => {
                 let sha256 = match &outcome {
-                    PushOutcome::Uploaded { sha256, .. } => sha256.clone(),
+                    PushOutcome::Uploaded {
+                        sha256,
+                        stored_bytes,
+                        ..
+                    } => {
+                        inner.metrics.uploaded_bytes_total.inc_by(*stored_bytes);
+                        sha256.clone()
+                    }
                     PushOutcome::AlreadyArchived { sha256, .. } => {
                         inner.metrics.duplicates_total.inc();
                         sha256.clone()
@@ -471,6 +478,8 @@ impl Daemon {
             Err(e) => {
                 inner.health.record_upload_failure();
                 inner.metrics.archive_failures_total.inc(failure_reason(&e));
+                // Every failed file is retried by the dispatcher (with backoff).
+                inner.metrics.retries_total.inc(retry_reason(&e));
                 if matches!(e, PushError::Conflict { .. }) {
                     inner.metrics.conflicts_total.inc();
                 }
@@ -578,6 +587,27 @@ fn failure_reason(e: &PushError) -> FailureReason {
             _ => FailureReason::Other,
         },
         _ => FailureReason::Other,
+    }
+}
+
+fn retry_reason(e: &PushError) -> RetryReason {
+    match e {
+        PushError::Store { source, .. } => match source {
+            StoreError::Unreachable { detail, .. } if detail.contains("timeout") => {
+                RetryReason::Timeout
+            }
+            StoreError::Unreachable { .. } => RetryReason::Connection,
+            StoreError::Other {
+                transient: true,
+                detail,
+                ..
+            } if detail.contains("429") || detail.contains("SlowDown") => RetryReason::Throttled,
+            StoreError::Other {
+                transient: true, ..
+            } => RetryReason::ServerError,
+            _ => RetryReason::Other,
+        },
+        _ => RetryReason::Other,
     }
 }
 

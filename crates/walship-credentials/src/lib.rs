@@ -4,7 +4,7 @@
 //!
 //! The config crate says *which* secret holds a credential; this crate reads it and turns
 //! it into something a cloud client can sign with. Each cloud gets one resolved type
-//! ([`S3Access`] today; Azure and Google join as their stores land) so callers match on
+//! ([`S3Access`], [`AzureCredentialSource`]; Google joins with its store) so callers match on
 //! a closed set of sources instead of re-reading configuration. Secret values stay inside
 //! [`walship_config::Secret`] (redacting `Debug`) until the moment a client needs them.
 //!
@@ -17,8 +17,10 @@
 //! instance metadata), `aws-credential-types` (the provider type the S3 client takes),
 //! `thiserror`, `tracing`.
 
+mod azure;
 mod s3;
 
+pub use azure::{AzureCredentialSource, azure_access};
 pub use s3::{S3Access, S3CredentialSource, s3_access};
 
 /// Why a credential could not be resolved. Names the secret and key, never a value.

@@ -19,16 +19,20 @@
 //!   (which command, its stderr, the server log's tail) serves better than a
 //!   typed enum.
 //! - `tempfile`: temporary directories that are removed when their handle drops.
+//! - `base64`: Azure Shared Key signatures (the one request the kit signs for Azurite,
+//!   creating a container) decode the key and encode the signature in base64.
 //! - `sha2` and `hex`: the few signed S3 requests the kit makes itself (creating a
 //!   bucket on MinIO, checking that a bucket exists) need SigV4, which is
 //!   SHA-256 and HMAC-SHA-256.
 
+mod azurite;
 mod paths;
 mod pg;
 mod s3;
 mod sigv4;
 mod util;
 
+pub use azurite::{AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer, azurite_path};
 pub use paths::{WalshipBin, barman_venv, target_dir, tool_path, workspace_root};
 pub use pg::{
     InitOptions, PgCluster, PgUser, make_readable_by_pg, pg_bin_dir, pg_temp_dir, pg_user,

@@ -55,7 +55,7 @@ pub(crate) fn send(port: u16, method: &str, path: &str, access: &str, secret: &s
 }
 
 /// HMAC-SHA-256 (RFC 2104), written out because it is eight lines.
-fn hmac(key: &[u8], message: &[u8]) -> Vec<u8> {
+pub(crate) fn hmac(key: &[u8], message: &[u8]) -> Vec<u8> {
     const BLOCK: usize = 64;
     let mut block_key = [0u8; BLOCK];
     if key.len() > BLOCK {
@@ -91,7 +91,7 @@ fn timestamps(now: SystemTime) -> (String, String) {
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (the era-based method
 /// described by Howard Hinnant in "chrono-Compatible Low-Level Date Algorithms").
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -37,7 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install what the end-to-end tests need (s3s-fs, the barman-cloud
-    /// virtualenv) unless present, and check that PostgreSQL 15 is installed.
+    /// virtualenv, Azurite) unless present, and check that PostgreSQL 15 is installed.
     InstallTools,
     /// Start, stop or inspect local servers for manual use.
     Services {

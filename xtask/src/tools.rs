@@ -23,6 +23,9 @@ const S3S_FS: &str = "s3s-fs@0.14.1";
 /// use for WAL.
 const BARMAN: &str = "barman[cloud,azure,google,snappy,zstandard,lz4]==3.19.1";
 
+/// Azure's storage emulator, from the npm registry, into `<target>/tools`.
+const AZURITE: &str = "azurite@3.35.0";
+
 /// PostgreSQL programs the test kit runs.
 const PG_PROGRAMS: &[&str] = &[
     "initdb",
@@ -46,11 +49,13 @@ pub struct Tools {
 pub fn install() -> Result<Tools> {
     let s3s_fs = ensure_s3s_fs();
     let venv = ensure_barman_venv();
+    let azurite = ensure_azurite();
     let pg = check_postgres();
     let mut problems = Vec::new();
     for err in [
         s3s_fs.as_ref().err(),
         venv.as_ref().err(),
+        azurite.as_ref().err(),
         pg.as_ref().err(),
     ]
     .into_iter()
@@ -86,6 +91,26 @@ fn ensure_s3s_fs() -> Result<PathBuf> {
     let path = tool_path("s3s-fs").context("s3s-fs was installed but cannot be found")?;
     println!("s3s-fs: installed at {}", path.display());
     Ok(path)
+}
+
+/// Finds `azurite-blob` where the test kit looks, else installs Azurite with npm into
+/// `<target>/tools` (where the kit looks last).
+fn ensure_azurite() -> Result<PathBuf> {
+    if let Ok(path) = walship_testkit::azurite_path() {
+        println!("azurite: found at {}", path.display());
+        return Ok(path);
+    }
+    let prefix = target_dir().join("tools");
+    fs::create_dir_all(&prefix).with_context(|| format!("creating {}", prefix.display()))?;
+    println!("azurite: not found; installing {AZURITE} into {}", prefix.display());
+    run_step_checked(
+        Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&prefix)
+            .arg(AZURITE),
+    )
+    .context("installing Azurite with npm (needs Node.js and npm: `apt-get install nodejs npm`)")?;
+    walship_testkit::azurite_path().context("Azurite was installed but cannot be found")
 }
 
 /// Finds a working barman-cloud virtualenv (`$WALSHIP_BARMAN_VENV`, or the one

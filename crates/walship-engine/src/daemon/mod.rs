@@ -274,15 +274,14 @@ impl Daemon {
         Ok(watcher)
     }
 
+    /// A cheap reachability and authorization check: a HEAD of a key that does not
+    /// exist (listing a large archive would take many requests).
     async fn probe_store(&self) {
         let archiver = self.archiver();
-        match archiver.check(None).await {
-            Ok(report) => {
-                info!(
-                    store = %archiver.store().describe(),
-                    archived = report.wal_objects,
-                    "store reachable"
-                );
+        let probe = format!("{}walship-probe", archiver.layout().wals_prefix());
+        match archiver.store().head(&probe).await {
+            Ok(_) => {
+                info!(store = %archiver.store().describe(), "store reachable");
                 self.inner.health.record_store_probe(true);
             }
             Err(e) => {

@@ -74,7 +74,11 @@ impl AzuriteServer {
             log,
         };
         wait_until(Duration::from_secs(30), "Azurite to listen", || {
-            if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = server
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("Azurite exited ({status}): {}", server.log_contents());
             }
             Ok(port_is_open(port))
@@ -105,9 +109,16 @@ impl AzuriteServer {
 
     /// Creates a container with a Shared Key signed request (Create Container).
     pub fn create_container(&self, name: &str) -> Result<()> {
-        let status = self.signed("PUT", &format!("/{AZURITE_ACCOUNT}/{name}"), "restype=container")?;
+        let status = self.signed(
+            "PUT",
+            &format!("/{AZURITE_ACCOUNT}/{name}"),
+            "restype=container",
+        )?;
         if status != 201 {
-            bail!("creating container {name}: HTTP {status}: {}", self.log_contents());
+            bail!(
+                "creating container {name}: HTTP {status}: {}",
+                self.log_contents()
+            );
         }
         Ok(())
     }
@@ -125,7 +136,9 @@ impl AzuriteServer {
         let string_to_sign = format!(
             "{method}\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}{path}{canonical_query}"
         );
-        let key = STANDARD.decode(AZURITE_KEY).context("decoding the account key")?;
+        let key = STANDARD
+            .decode(AZURITE_KEY)
+            .context("decoding the account key")?;
         let signature = STANDARD.encode(hmac(&key, string_to_sign.as_bytes()));
         let request = format!(
             "{method} {path}?{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nx-ms-date: {date}\r\n\
@@ -165,7 +178,10 @@ fn http_date(now: SystemTime) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     let (y, m, d) = civil_from_days(days);
     format!(

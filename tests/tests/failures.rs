@@ -64,7 +64,7 @@ fn a_bad_manifest_exits_2_names_the_field_and_ships_nothing() -> Result<()> {
 }
 
 #[test]
-fn azure_and_google_destinations_say_not_yet_supported() -> Result<()> {
+fn google_destinations_say_not_yet_supported() -> Result<()> {
     let archive = Archive::start(None)?;
     archive.write_secret("gcs", "key.json", "{}")?;
     archive.write_manifest(

@@ -102,7 +102,10 @@ fn ensure_azurite() -> Result<PathBuf> {
     }
     let prefix = target_dir().join("tools");
     fs::create_dir_all(&prefix).with_context(|| format!("creating {}", prefix.display()))?;
-    println!("azurite: not found; installing {AZURITE} into {}", prefix.display());
+    println!(
+        "azurite: not found; installing {AZURITE} into {}",
+        prefix.display()
+    );
     run_step_checked(
         Command::new("npm")
             .args(["install", "--no-audit", "--no-fund", "--prefix"])

@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use walship_config::{Destination, Encryption, ObjectStore, SecretsDir};
+use walship_credentials::AzureCredentialSource;
 use walship_engine::{Archiver, ArchiverSettings};
 use walship_store::{LocalStore, Store};
+use walship_store_azure::{AzureAuth, AzureStore, AzureStoreConfig};
 use walship_store_s3::{S3Store, S3StoreConfig, Sse};
 use walship_wal::{Compression, Layout};
 
@@ -92,13 +94,43 @@ async fn store_for(
             .await?;
             Ok(Arc::new(store))
         }
-        Destination::Azure { .. } => bail!(
-            "spec.configuration.destinationPath: Azure Blob Storage is not yet supported by \
-             this walship version (planned); use s3://, or file:// for a local archive"
-        ),
+        Destination::Azure {
+            endpoint,
+            account,
+            container,
+            ..
+        } => {
+            let creds = configuration.azure_credentials.as_ref().context(
+                "spec.configuration.azureCredentials: required for an Azure destinationPath",
+            )?;
+            let auth = match walship_credentials::azure_access(creds, secrets)? {
+                AzureCredentialSource::ConnectionString(s) => {
+                    AzureAuth::ConnectionString(s.expose().trim().to_owned())
+                }
+                AzureCredentialSource::SharedKey { account, key } => AzureAuth::SharedKey {
+                    account,
+                    key: key.expose().trim().to_owned(),
+                },
+                AzureCredentialSource::Sas { account, token } => AzureAuth::Sas {
+                    account,
+                    token: token.expose().trim().to_owned(),
+                },
+                AzureCredentialSource::WorkloadIdentity => AzureAuth::WorkloadIdentity,
+                AzureCredentialSource::DefaultCredential => AzureAuth::DefaultCredential,
+            };
+            let store = AzureStore::new(AzureStoreConfig {
+                endpoint: endpoint.clone(),
+                account: account.clone(),
+                container: container.clone(),
+                auth,
+                encryption_scope: None,
+            })?;
+            Ok(Arc::new(store))
+        }
         Destination::Gcs { .. } => bail!(
             "spec.configuration.destinationPath: Google Cloud Storage is not yet supported by \
-             this walship version (planned); use s3://, or file:// for a local archive"
+             this walship version (planned); use s3://, an Azure URL, or file:// for a local \
+             archive"
         ),
     }
 }

@@ -4,54 +4,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::daemon::DaemonProcess;
-use common::{Archive, PREFIX, SERVER, archived_in_pg_wal, sha256_file, stderr};
-use walship_testkit::{InitOptions, PgCluster, pg_temp_dir};
-
-fn setup() -> Result<(Archive, PgCluster, PathBuf)> {
-    let archive = Archive::start(Some("zstd"))?;
-    let socket = archive.dir.path().join("walship.sock");
-    let pg = PgCluster::init_temp(InitOptions {
-        wal_segsize_mb: Some(1),
-    })?;
-    let command = archive.archive_command()?.replace(
-        " wal-push ",
-        &format!(" --socket {} wal-push ", socket.display()),
-    );
-    pg.set_conf(&[
-        ("archive_mode", "on"),
-        ("archive_command", &command),
-        ("wal_keep_size", "1GB"),
-        ("max_wal_size", "1GB"),
-    ])?;
-    Ok((archive, pg, socket))
-}
-
-fn assert_all_archived_identical(archive: &Archive, pg: &PgCluster) -> Result<usize> {
-    let keys = archive.keys()?;
-    let fetch_dir = pg_temp_dir()?;
-    let archived = archived_in_pg_wal(pg.data_dir())?;
-    for name in &archived {
-        let key = format!("{PREFIX}/{SERVER}/wals/{}/{name}.zst", &name[..16]);
-        assert!(
-            keys.contains(&key),
-            "{key} missing; PostgreSQL was told it was archived"
-        );
-        let dest = fetch_dir.path().join(name);
-        let out = archive.walship(&["wal-fetch", name, dest.to_str().unwrap()])?;
-        assert!(out.status.success(), "{name}: {}", stderr(&out));
-        assert_eq!(
-            sha256_file(&dest)?,
-            sha256_file(&pg.data_dir().join("pg_wal").join(name))?,
-            "{name} differs"
-        );
-    }
-    Ok(archived.len())
-}
+use common::daemon::{DaemonProcess, assert_all_archived_identical, setup};
 
 #[test]
 fn the_daemon_ships_ahead_and_wal_push_answers_from_it() -> Result<()> {

@@ -14,103 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::daemon::DaemonProcess;
-use common::{Archive, PREFIX, SERVER, archived_in_pg_wal, sha256_file, stderr};
+use common::daemon::{DaemonProcess, assert_all_archived_identical, setup};
 use walship_testkit::{
-    InitOptions, PgCluster, S3Options, S3Server, WalshipBin, free_port, make_readable_by_pg,
-    pg_temp_dir, pg_user_command, random_token, wait_until,
+    PgCluster, S3Options, S3Server, free_port, make_readable_by_pg, random_token, wait_until,
 };
-
-/// The same cluster and archive as `daemon.rs`: 1 MiB segments, zstd, and an
-/// `archive_command` that asks the daemon over `socket` first.
-fn setup() -> Result<(Archive, PgCluster, PathBuf)> {
-    let archive = Archive::start(Some("zstd"))?;
-    let socket = archive.dir.path().join("walship.sock");
-    let pg = PgCluster::init_temp(InitOptions {
-        wal_segsize_mb: Some(1),
-    })?;
-    let command = archive.archive_command()?.replace(
-        " wal-push ",
-        &format!(" --socket {} wal-push ", socket.display()),
-    );
-    pg.set_conf(&[
-        ("archive_mode", "on"),
-        ("archive_command", &command),
-        ("wal_keep_size", "1GB"),
-        ("max_wal_size", "1GB"),
-    ])?;
-    Ok((archive, pg, socket))
-}
-
-/// Like [`DaemonProcess::start`], with `extra` arguments after the daemon's own.
-fn start_daemon(
-    archive: &Archive,
-    pg: &PgCluster,
-    socket: &Path,
-    extra: &[&str],
-) -> Result<DaemonProcess> {
-    let metrics_port = free_port()?;
-    let log = archive
-        .dir
-        .path()
-        .join(format!("daemon-{metrics_port}.log"));
-    let log_file = fs::File::create(&log)?;
-    let mut cmd = pg_user_command(&WalshipBin::for_pg()?, archive.dir.path())?;
-    cmd.args(archive.global_args())
-        .arg("--socket")
-        .arg(socket)
-        .args(["--log-format", "text", "daemon", "--pgdata"])
-        .arg(pg.data_dir())
-        .arg("--journal-dir")
-        .arg(archive.dir.path().join("journal"))
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-        .args(["--rescan-seconds", "2"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(log_file);
-    let child = cmd.spawn().context("starting walship daemon")?;
-    let mut daemon = DaemonProcess {
-        child,
-        metrics_port,
-        log,
-    };
-    wait_until(
-        Duration::from_secs(30),
-        "the daemon's socket and /healthz",
-        || {
-            if let Some(status) = daemon.child.try_wait()? {
-                bail!("the daemon exited with {status}: {}", daemon.log_contents());
-            }
-            Ok(socket.exists() && daemon.get("/healthz").is_ok())
-        },
-    )?;
-    Ok(daemon)
-}
-
-/// Every segment PostgreSQL marked `.done` is in the bucket and `wal-fetch` gives back
-/// the very bytes in `pg_wal`. Returns how many there were.
-fn assert_all_archived_identical(archive: &Archive, pg: &PgCluster) -> Result<usize> {
-    let keys = archive.keys()?;
-    let fetch_dir = pg_temp_dir()?;
-    let archived = archived_in_pg_wal(pg.data_dir())?;
-    ensure!(!archived.is_empty(), "PostgreSQL marked nothing .done");
-    for name in &archived {
-        let key = format!("{PREFIX}/{SERVER}/wals/{}/{name}.zst", &name[..16]);
-        assert!(
-            keys.contains(&key),
-            "{key} missing; PostgreSQL was told it was archived"
-        );
-        let dest = fetch_dir.path().join(name);
-        let out = archive.walship(&["wal-fetch", name, dest.to_str().unwrap()])?;
-        assert!(out.status.success(), "{name}: {}", stderr(&out));
-        assert_eq!(
-            sha256_file(&dest)?,
-            sha256_file(&pg.data_dir().join("pg_wal").join(name))?,
-            "{name} differs"
-        );
-    }
-    Ok(archived.len())
-}
 
 /// `GET path` on 127.0.0.1:`port` over HTTP/1.0 (so the body is never chunked):
 /// status, headers and body.
@@ -192,7 +99,8 @@ fn wait_for_empty_backlog(daemon: &DaemonProcess) -> Result<()> {
 fn an_outage_makes_the_daemon_unready_and_the_backlog_drains() -> Result<()> {
     let started = Instant::now();
     let (mut archive, mut pg, socket) = setup()?;
-    let daemon = start_daemon(&archive, &pg, &socket, &["--unready-after-seconds", "1"])?;
+    let daemon =
+        DaemonProcess::start_with(&archive, &pg, &socket, &["--unready-after-seconds", "1"])?;
     pg.start()?;
     pg.pgbench(&["-i", "-s", "1", "-q"])?;
     let first = pg.switch_wal()?;

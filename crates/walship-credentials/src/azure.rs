@@ -5,7 +5,7 @@ use std::fmt;
 
 use walship_config::{AzureCredentials, Secret, SecretRef, SecretsDir};
 
-use crate::CredentialError;
+use crate::{CredentialError, read_nonempty};
 
 const FIELD: &str = "spec.configuration.azureCredentials";
 
@@ -42,22 +42,7 @@ pub fn azure_access(
     creds: &AzureCredentials,
     secrets: &SecretsDir,
 ) -> Result<AzureCredentialSource, CredentialError> {
-    let read = |name: &str, r: &SecretRef| -> Result<Secret, CredentialError> {
-        let secret = secrets.read(r).map_err(|source| CredentialError::Secret {
-            field: format!("{FIELD}.{name}"),
-            source,
-        })?;
-        if secret.expose().trim().is_empty() {
-            return Err(CredentialError::Invalid {
-                field: format!("{FIELD}.{name}"),
-                problem: format!(
-                    "secret {:?} key {:?} is empty; expected a non-empty value",
-                    r.name, r.key
-                ),
-            });
-        }
-        Ok(secret)
-    };
+    let read = |name: &str, r: &SecretRef| read_nonempty(secrets, &format!("{FIELD}.{name}"), r);
     let account = || -> Result<String, CredentialError> {
         match &creds.storage_account {
             Some(r) => Ok(read("storageAccount", r)?.expose().trim().to_owned()),

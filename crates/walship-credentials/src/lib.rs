@@ -37,3 +37,26 @@ pub enum CredentialError {
     #[error("{field}: {problem}")]
     Invalid { field: String, problem: String },
 }
+
+/// Reads the secret `r` for the configuration field `field`; an empty value is an error
+/// (a key that was created but never filled in).
+fn read_nonempty(
+    secrets: &walship_config::SecretsDir,
+    field: &str,
+    r: &walship_config::SecretRef,
+) -> Result<walship_config::Secret, CredentialError> {
+    let secret = secrets.read(r).map_err(|source| CredentialError::Secret {
+        field: field.to_owned(),
+        source,
+    })?;
+    if secret.expose().trim().is_empty() {
+        return Err(CredentialError::Invalid {
+            field: field.to_owned(),
+            problem: format!(
+                "secret {:?} key {:?} is empty; expected a non-empty value",
+                r.name, r.key
+            ),
+        });
+    }
+    Ok(secret)
+}

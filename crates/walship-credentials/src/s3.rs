@@ -6,7 +6,7 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use walship_config::{S3Credentials, Secret, SecretRef, SecretsDir};
 
-use crate::CredentialError;
+use crate::{CredentialError, read_nonempty};
 
 const FIELD: &str = "spec.configuration.s3Credentials";
 
@@ -56,22 +56,7 @@ pub fn s3_access(
     creds: Option<&S3Credentials>,
     secrets: &SecretsDir,
 ) -> Result<S3Access, CredentialError> {
-    let read = |name: &str, r: &SecretRef| -> Result<Secret, CredentialError> {
-        let secret = secrets.read(r).map_err(|source| CredentialError::Secret {
-            field: format!("{FIELD}.{name}"),
-            source,
-        })?;
-        if secret.expose().trim().is_empty() {
-            return Err(CredentialError::Invalid {
-                field: format!("{FIELD}.{name}"),
-                problem: format!(
-                    "secret {:?} key {:?} is empty; expected a non-empty value",
-                    r.name, r.key
-                ),
-            });
-        }
-        Ok(secret)
-    };
+    let read = |name: &str, r: &SecretRef| read_nonempty(secrets, &format!("{FIELD}.{name}"), r);
     let Some(creds) = creds else {
         return Ok(S3Access {
             source: S3CredentialSource::Ambient,

@@ -7,10 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use anyhow::ensure;
 use anyhow::{Context, Result, bail};
-use walship_testkit::{PgCluster, WalshipBin, free_port, pg_user_command, wait_until};
+use walship_testkit::{
+    InitOptions, PgCluster, WalshipBin, free_port, pg_temp_dir, pg_user_command, wait_until,
+};
 
-use super::Archive;
+use super::{Archive, PREFIX, SERVER, archived_in_pg_wal, sha256_file, stderr};
 
 /// A running `walship daemon`, as the PostgreSQL user; killed when dropped.
 pub struct DaemonProcess {
@@ -21,6 +24,16 @@ pub struct DaemonProcess {
 
 impl DaemonProcess {
     pub fn start(archive: &Archive, pg: &PgCluster, socket: &Path) -> Result<DaemonProcess> {
+        Self::start_with(archive, pg, socket, &[])
+    }
+
+    /// Like [`DaemonProcess::start`], with `extra` arguments after the daemon's own.
+    pub fn start_with(
+        archive: &Archive,
+        pg: &PgCluster,
+        socket: &Path,
+        extra: &[&str],
+    ) -> Result<DaemonProcess> {
         let metrics_port = free_port()?;
         let log = archive
             .dir
@@ -37,6 +50,7 @@ impl DaemonProcess {
             .arg(archive.dir.path().join("journal"))
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--rescan-seconds", "2"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log_file);
         let child = cmd.spawn().context("starting walship daemon")?;
@@ -108,4 +122,50 @@ impl Drop for DaemonProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A cluster and archive for daemon tests: 1 MiB segments, zstd, and an
+/// `archive_command` that asks the daemon over `socket` first.
+pub fn setup() -> Result<(Archive, PgCluster, PathBuf)> {
+    let archive = Archive::start(Some("zstd"))?;
+    let socket = archive.dir.path().join("walship.sock");
+    let pg = PgCluster::init_temp(InitOptions {
+        wal_segsize_mb: Some(1),
+    })?;
+    let command = archive.archive_command()?.replace(
+        " wal-push ",
+        &format!(" --socket {} wal-push ", socket.display()),
+    );
+    pg.set_conf(&[
+        ("archive_mode", "on"),
+        ("archive_command", &command),
+        ("wal_keep_size", "1GB"),
+        ("max_wal_size", "1GB"),
+    ])?;
+    Ok((archive, pg, socket))
+}
+
+/// Every segment PostgreSQL marked `.done` is in the bucket and `wal-fetch` gives back
+/// the very bytes in `pg_wal`. Returns how many there were.
+pub fn assert_all_archived_identical(archive: &Archive, pg: &PgCluster) -> Result<usize> {
+    let keys = archive.keys()?;
+    let fetch_dir = pg_temp_dir()?;
+    let archived = archived_in_pg_wal(pg.data_dir())?;
+    ensure!(!archived.is_empty(), "PostgreSQL marked nothing .done");
+    for name in &archived {
+        let key = format!("{PREFIX}/{SERVER}/wals/{}/{name}.zst", &name[..16]);
+        assert!(
+            keys.contains(&key),
+            "{key} missing; PostgreSQL was told it was archived"
+        );
+        let dest = fetch_dir.path().join(name);
+        let out = archive.walship(&["wal-fetch", name, dest.to_str().unwrap()])?;
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert_eq!(
+            sha256_file(&dest)?,
+            sha256_file(&pg.data_dir().join("pg_wal").join(name))?,
+            "{name} differs"
+        );
+    }
+    Ok(archived.len())
 }

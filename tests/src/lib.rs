@@ -30,6 +30,7 @@ mod paths;
 mod pg;
 mod s3;
 mod sigv4;
+mod sts;
 mod util;
 
 pub use azurite::{AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer, azurite_path};
@@ -39,4 +40,5 @@ pub use pg::{
     pg_user_command,
 };
 pub use s3::{S3Kind, S3Options, S3Server};
+pub use sts::StsStub;
 pub use util::{free_port, port_is_open, random_token, wait_until};

@@ -31,6 +31,7 @@ mod pg;
 mod s3;
 mod sigv4;
 mod sts;
+mod tls;
 mod util;
 
 pub use azurite::{AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer, azurite_path};
@@ -41,4 +42,5 @@ pub use pg::{
 };
 pub use s3::{S3Kind, S3Options, S3Server};
 pub use sts::StsStub;
+pub use tls::TlsProxy;
 pub use util::{free_port, port_is_open, random_token, wait_until};

@@ -303,3 +303,38 @@ fn check_reports_an_empty_or_continuing_archive() -> Result<()> {
     assert!(out.status.success(), "{}", stderr(&out));
     Ok(())
 }
+
+/// s3s-fs checks the headers' syntax but does not keep SSE or tags, so this shows they are
+/// well-formed and accepted; that they are stored needs AWS or MinIO.
+#[test]
+fn encryption_and_tags_from_the_manifest_are_accepted_and_the_checksum_is_stored() -> Result<()> {
+    let archive = Archive::start(None)?;
+    let manifest = format!(
+        "{}    wal:\n      compression: snappy\n      encryption: AES256\n    tags:\n      backupRetentionPolicy: expire\n    historyTags:\n      backupRetentionPolicy: keep\n",
+        archive.manifest()
+    );
+    archive.write_manifest(&manifest)?;
+    let (wal_dir, segments) = real_segments(1)?;
+    let src = wal_dir.path().join(&segments[0]);
+    let out = archive.walship(&["wal-push", src.to_str().unwrap()])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dest = wal_dir.path().join("restored");
+    let out = archive.walship(&["wal-fetch", &segments[0], dest.to_str().unwrap()])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read(&dest)?, fs::read(&src)?);
+    // The raw file's SHA-256 went into the object's user metadata (s3s-fs keeps it in a
+    // JSON file beside the objects).
+    let sha = common::sha256_file(&src)?;
+    let stored: Vec<String> = fs::read_dir(archive.s3.root_dir())?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".metadata.json"))
+        .filter_map(|e| fs::read_to_string(e.path()).ok())
+        .collect();
+    assert!(
+        stored
+            .iter()
+            .any(|m| m.contains("walship-sha256") && m.contains(&sha)),
+        "no object metadata with the checksum: {stored:?}"
+    );
+    Ok(())
+}

@@ -54,7 +54,7 @@ use azure_storage_blobs::blob::{BlobBlockType, BlockList};
 use azure_storage_blobs::prelude::{BlobClient, ClientBuilder, ContainerClient, Tags};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use walship_store::{Metadata, ObjectInfo, PutOptions, Store, StoreError};
+use walship_store::{Metadata, ObjectInfo, PutOptions, Store, StoreError, error_chain};
 
 /// Bodies larger than this are uploaded as blocks in parallel; smaller ones in one
 /// `Put Blob`.
@@ -1044,20 +1044,6 @@ impl Scrubber {
         result.push_str(rest);
         result
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
 }
 
 fn is_invalid_range(err: &azure_core::Error) -> bool {

@@ -35,7 +35,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use bytes::Bytes;
 use md5::{Digest, Md5};
-use walship_store::{Metadata, ObjectInfo, PutOptions, Store, StoreError};
+use walship_store::{Metadata, ObjectInfo, PutOptions, Store, StoreError, error_chain};
 
 /// Server-side encryption requested for every object written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,20 +229,6 @@ impl HttpStatus for aws_smithy_runtime_api_shim::HttpResponse {
 /// `aws-sdk-s3` re-exports the runtime API's response type under this path.
 mod aws_smithy_runtime_api_shim {
     pub use aws_sdk_s3::config::http::HttpResponse;
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// `https://user:pass@host` must never reach a log line.

@@ -78,6 +78,22 @@ impl StoreError {
     }
 }
 
+/// An error and its sources on one line (`a: b: c`), skipping a source whose text the
+/// line already holds; SDK errors often nest their real cause several levels down.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// An object store rooted at a bucket, a container or a directory.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {

@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         Command::Test { cargo_args } => test::run(&cargo_args),
         Command::Demo => demo::demo(),
         Command::Bench => {
-            eprintln!("cargo xtask bench: not implemented yet (issue 5)");
+            eprintln!("cargo xtask bench: not implemented yet (issue 6)");
             Ok(2)
         }
     };

@@ -88,21 +88,7 @@ pub fn azure_access(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
-
-    fn secrets_with(entries: &[(&str, &str, &str)]) -> (tempfile::TempDir, SecretsDir) {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, key, value) in entries {
-            fs::create_dir_all(dir.path().join(name)).unwrap();
-            fs::write(dir.path().join(name).join(key), value).unwrap();
-        }
-        let secrets = SecretsDir::new(dir.path());
-        (dir, secrets)
-    }
-
-    fn r(name: &str, key: &str) -> Option<SecretRef> {
-        Some(SecretRef::new(name, key))
-    }
+    use crate::test_support::{r, secrets_with};
 
     #[test]
     fn each_source_reads_its_secrets_and_redacts_them() {

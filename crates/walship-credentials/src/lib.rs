@@ -19,6 +19,8 @@
 
 mod azure;
 mod s3;
+#[cfg(test)]
+mod test_support;
 
 pub use azure::{AzureCredentialSource, azure_access};
 pub use s3::{S3Access, S3CredentialSource, s3_access};

@@ -128,24 +128,7 @@ impl S3Access {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
-
-    fn secrets_with(entries: &[(&str, &str, &str)]) -> (tempfile::TempDir, SecretsDir) {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, key, value) in entries {
-            fs::create_dir_all(dir.path().join(name)).unwrap();
-            fs::write(dir.path().join(name).join(key), value).unwrap();
-        }
-        let secrets = SecretsDir::new(dir.path());
-        (dir, secrets)
-    }
-
-    fn r(name: &str, key: &str) -> Option<SecretRef> {
-        Some(SecretRef {
-            name: name.to_owned(),
-            key: key.to_owned(),
-        })
-    }
+    use crate::test_support::{r, secrets_with};
 
     #[test]
     fn static_keys_are_read_and_redacted() {

@@ -39,7 +39,7 @@ pub struct AckRecord {
     pub sha256: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Journal {
     dir: PathBuf,
 }

@@ -186,11 +186,11 @@ impl Daemon {
             Some(path) => Some(socket::Server::bind(path).await?),
             None => None,
         };
-        if let Some(server) = socket {
+        let socket_task = socket.map(|server| {
             let daemon = self.clone();
             let token = shutdown.clone();
-            tokio::spawn(async move { server.serve(daemon, token).await });
-        }
+            tokio::spawn(async move { server.serve(daemon, token).await })
+        });
         self.probe_store().await;
         let mut next_rescan = Instant::now();
         while !shutdown.is_cancelled() {
@@ -223,6 +223,11 @@ impl Daemon {
                 in_flight = self.in_flight_count(),
                 "grace period over: abandoning uploads in flight (none of them was acknowledged)"
             );
+        }
+        // The socket server removes its socket as it stops: wait for that, so a wal-push
+        // started after we exit uploads directly instead of finding a stale socket.
+        if let Some(task) = socket_task {
+            let _ = task.await;
         }
         Ok(())
     }
@@ -458,7 +463,13 @@ impl Daemon {
                         identity: before,
                         sha256: sha256.clone(),
                     };
-                    if let Err(e) = inner.journal.record(name, &record) {
+                    // Two fsyncs: off the async worker threads, which other uploads and
+                    // wal-push answers share.
+                    let (journal, wal, entry) =
+                        (inner.journal.clone(), name.to_owned(), record.clone());
+                    let journaled =
+                        tokio::task::spawn_blocking(move || journal.record(&wal, &entry)).await;
+                    if let Ok(Err(e)) | Err(e) = journaled.map_err(std::io::Error::other) {
                         // Still stored; the ack just is not remembered across restarts.
                         warn!("cannot journal the ack: {e}");
                     }

@@ -74,15 +74,7 @@ impl Prefetcher {
         let wal = WalName::parse(name).map_err(|e| e.to_string())?;
         let spooled = self.dir.join(name);
         let hit = self.spool.lock().expect("spool lock").ready.remove(name);
-        let moved = hit && {
-            // A rename plus a directory fsync: off the async worker threads.
-            let (from, to) = (spooled.clone(), dest.to_owned());
-            matches!(
-                tokio::task::spawn_blocking(move || move_into_place(&from, &to)).await,
-                Ok(Ok(()))
-            )
-        };
-        let outcome = if moved {
+        let outcome = if hit && move_into_place(&spooled, dest).is_ok() {
             self.metrics.restore_hits_total.inc();
             let bytes = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
             debug!(wal = %name, "restored from the prefetch spool");

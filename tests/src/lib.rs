@@ -34,7 +34,7 @@ mod sts;
 mod tls;
 mod util;
 
-pub use azurite::{AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer, azurite_path};
+pub use azurite::{AZURITE_ACCOUNT, AZURITE_KEY, AzuriteOptions, AzuriteServer, azurite_path};
 pub use paths::{WalshipBin, barman_venv, target_dir, tool_path, workspace_root};
 pub use pg::{
     InitOptions, PgCluster, PgUser, make_readable_by_pg, pg_bin_dir, pg_temp_dir, pg_user,

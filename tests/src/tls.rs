@@ -88,7 +88,7 @@ impl Drop for TlsProxy {
 }
 
 /// A CA and a server certificate for IP 127.0.0.1 signed by it.
-fn make_certificates(dir: &Path) -> Result<()> {
+pub(crate) fn make_certificates(dir: &Path) -> Result<()> {
     let openssl = |args: &[&str]| -> Result<()> {
         let mut cmd = Command::new("openssl");
         cmd.args(args).current_dir(dir);

@@ -1,162 +1,124 @@
-//! Azure Blob Storage through Azurite: PostgreSQL archives with `wal-push` using the
-//! seed's connection-string and shared-key manifests, `wal-fetch` restores, barman-cloud
-//! reads what walship wrote, and walship reads what barman-cloud wrote.
+//! Azure Blob Storage through Azurite, with the seed's manifests: PostgreSQL archives
+//! with `wal-push` and recovers to a point in time with `wal-fetch`, once per credential
+//! method (connection string, account key, SAS token); the daemon archives to Azure;
+//! barman-cloud reads what walship wrote and walship reads what barman-cloud wrote; and
+//! bad input (wrong key, expired SAS, missing container, malformed URL) fails clearly
+//! without printing a secret.
 
 mod common;
 
 use std::fs;
-use std::path::Path;
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result, ensure};
-use common::{archived_in_pg_wal, real_segments, sha256_file, stderr};
-use walship_testkit::{
-    AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer, InitOptions, PgCluster, WalshipBin,
-    make_readable_by_pg, pg_temp_dir,
-};
-
-const CONTAINER: &str = "walship-e2e";
-const SERVER: &str = "pg-azure";
-
-struct AzureArchive {
-    azurite: AzuriteServer,
-    dir: tempfile::TempDir,
-}
-
-impl AzureArchive {
-    /// `credentials` is the `azureCredentials` block, indented for the manifest.
-    fn start(credentials: &str) -> Result<AzureArchive> {
-        let azurite = AzuriteServer::start()?;
-        azurite.create_container(CONTAINER)?;
-        let archive = AzureArchive {
-            azurite,
-            dir: pg_temp_dir()?,
-        };
-        let secrets = archive.dir.path().join("secrets/azure-creds");
-        fs::create_dir_all(&secrets)?;
-        fs::write(
-            secrets.join("AZURE_STORAGE_CONNECTION_STRING"),
-            archive.azurite.connection_string(),
-        )?;
-        fs::write(secrets.join("AZURE_STORAGE_ACCOUNT"), AZURITE_ACCOUNT)?;
-        fs::write(secrets.join("AZURE_STORAGE_KEY"), AZURITE_KEY)?;
-        fs::write(
-            archive.dir.path().join("objectstore.yaml"),
-            format!(
-                "apiVersion: barmancloud.cnpg.io/v1\nkind: ObjectStore\nmetadata:\n  name: azure-store\n\
-                 spec:\n  configuration:\n    destinationPath: {}\n    azureCredentials:\n{credentials}\
-                 \x20   wal:\n      compression: gzip\n",
-                archive.destination()
-            ),
-        )?;
-        make_readable_by_pg(archive.dir.path())?;
-        Ok(archive)
-    }
-
-    /// The emulator form of an Azure destinationPath.
-    fn destination(&self) -> String {
-        format!("{}/{CONTAINER}/archive", self.azurite.blob_endpoint())
-    }
-
-    fn args(&self) -> Vec<String> {
-        vec![
-            "--config".into(),
-            self.dir
-                .path()
-                .join("objectstore.yaml")
-                .display()
-                .to_string(),
-            "--secrets-dir".into(),
-            self.dir.path().join("secrets").display().to_string(),
-            "--server-name".into(),
-            SERVER.into(),
-        ]
-    }
-
-    fn walship(&self, args: &[&str]) -> Result<Output> {
-        Command::new(WalshipBin::path()?)
-            .args(self.args())
-            .args(args)
-            .output()
-            .context("running walship")
-    }
-
-    fn barman(&self, tool: &str) -> Result<Command> {
-        let venv = walship_testkit::barman_venv()
-            .context("the barman-cloud virtualenv is missing: run `cargo xtask install-tools`")?;
-        let mut cmd = Command::new(venv.join("bin").join(tool));
-        cmd.env(
-            "AZURE_STORAGE_CONNECTION_STRING",
-            self.azurite.connection_string(),
-        )
-        .args(["--cloud-provider", "azure-blob-storage"]);
-        Ok(cmd)
-    }
-}
-
-const CONNECTION_STRING: &str = "      connectionString:\n        name: azure-creds\n        key: AZURE_STORAGE_CONNECTION_STRING\n";
-const SHARED_KEY: &str = "      storageAccount:\n        name: azure-creds\n        key: AZURE_STORAGE_ACCOUNT\n      storageKey:\n        name: azure-creds\n        key: AZURE_STORAGE_KEY\n";
+use anyhow::{Result, ensure};
+use common::azure::{AzureArchive, AzureCredential, CONTAINER};
+use common::daemon::{DaemonProcess, assert_all_archived_identical, setup_for};
+use common::{ArchiveHarness, PREFIX, SERVER, real_segments, sha256_file, stderr};
+use walship_testkit::{AZURITE_KEY, AzuriteServer, pg_temp_dir};
 
 #[test]
-fn postgres_archives_to_azurite_and_restores_byte_identical() -> Result<()> {
-    let archive = AzureArchive::start(CONNECTION_STRING)?;
-    let mut pg = PgCluster::init_temp(InitOptions {
-        wal_segsize_mb: Some(1),
-    })?;
-    let command = format!(
-        "{} {} wal-push %p",
-        WalshipBin::for_pg()?.display(),
-        archive.args().join(" ")
-    );
-    pg.set_conf(&[
-        ("archive_mode", "on"),
-        ("archive_command", &command),
-        ("wal_keep_size", "1GB"),
-    ])?;
+fn pitr_with_a_connection_string() -> Result<()> {
+    let archive = AzureArchive::start(AzureCredential::ConnectionString)?;
+    common::pitr::recovers_to_a_target_time(&archive)
+}
+
+#[test]
+fn pitr_with_an_account_key() -> Result<()> {
+    let archive = AzureArchive::start(AzureCredential::SharedKey)?;
+    common::pitr::recovers_to_a_target_time(&archive)
+}
+
+#[test]
+fn pitr_with_a_sas_token() -> Result<()> {
+    let archive = AzureArchive::start(AzureCredential::Sas)?;
+    common::pitr::recovers_to_a_target_time(&archive)
+}
+
+#[test]
+fn the_daemon_archives_to_azure_byte_identical() -> Result<()> {
+    let archive = AzureArchive::on(
+        AzuriteServer::start()?,
+        AzureCredential::SharedKey,
+        "zstd",
+        "",
+    )?;
+    let (mut pg, socket) = setup_for(&archive)?;
+    let daemon = DaemonProcess::start(&archive, &pg, &socket)?;
     pg.start()?;
     pg.pgbench(&["-i", "-s", "1", "-q"])?;
     let last = pg.switch_wal()?;
     let stats = pg.wait_for_archived(&last, Duration::from_secs(120))?;
     assert_eq!(stats.failed_count, 0, "{}", pg.log_contents());
-    let fetched = pg_temp_dir()?;
-    let archived = archived_in_pg_wal(pg.data_dir())?;
-    assert!(archived.len() >= 3, "{archived:?}");
-    for name in &archived {
-        let dest = fetched.path().join(name);
-        let out = archive.walship(&["wal-fetch", name, dest.to_str().unwrap()])?;
-        ensure!(out.status.success(), "{name}: {}", stderr(&out));
-        assert_eq!(
-            sha256_file(&dest)?,
-            sha256_file(&pg.data_dir().join("pg_wal").join(name))?,
-            "{name}"
-        );
-    }
-    // barman-cloud reads what walship wrote to Azure.
-    let name = &archived[0];
-    let dest = fetched.path().join("by-barman");
-    let out = archive
-        .barman("barman-cloud-wal-restore")?
-        .arg(archive.destination())
-        .arg(SERVER)
-        .arg(name)
-        .arg(&dest)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "barman-cloud-wal-restore: {}",
-        stderr(&out)
+    let count = assert_all_archived_identical(&archive, &pg)?;
+    assert!(count >= 3, "only {count} segments");
+    let log = pg.log_contents();
+    assert!(
+        !log.contains("uploading directly"),
+        "wal-push bypassed the daemon:\n{log}\ndaemon:\n{}",
+        daemon.log_contents()
     );
-    assert_eq!(
-        sha256_file(&dest)?,
-        sha256_file(&fetched.path().join(name))?
-    );
+    assert!(daemon.metric("walship_segments_archived_total")? >= count as f64);
     Ok(())
 }
 
 #[test]
-fn shared_key_manifests_work_and_wrong_keys_are_denied_without_leaking() -> Result<()> {
-    let archive = AzureArchive::start(SHARED_KEY)?;
+fn barman_cloud_restores_what_walship_archived_to_azure() -> Result<()> {
+    let archive = AzureArchive::start(AzureCredential::ConnectionString)?;
+    let (wal_dir, segments) = real_segments(2)?;
+    let out_dir = pg_temp_dir()?;
+    for name in &segments {
+        let src = wal_dir.path().join(name);
+        let out = archive.walship(&["wal-push", src.to_str().unwrap()])?;
+        ensure!(out.status.success(), "{}", stderr(&out));
+        let dest = out_dir.path().join(name);
+        let out = archive
+            .barman("barman-cloud-wal-restore")?
+            .arg(archive.destination())
+            .arg(SERVER)
+            .arg(name)
+            .arg(&dest)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "barman-cloud-wal-restore: {}",
+            stderr(&out)
+        );
+        assert_eq!(sha256_file(&dest)?, sha256_file(&src)?, "{name}");
+    }
+    Ok(())
+}
+
+#[test]
+fn walship_restores_what_barman_cloud_archived_to_azure() -> Result<()> {
+    let archive = AzureArchive::start(AzureCredential::ConnectionString)?;
+    let (wal_dir, segments) = real_segments(2)?;
+    let out_dir = pg_temp_dir()?;
+    for (name, flag) in segments.iter().zip(["--gzip", "--zstd"]) {
+        let src = wal_dir.path().join(name);
+        let out = archive
+            .barman("barman-cloud-wal-archive")?
+            .arg(flag)
+            .arg(archive.destination())
+            .arg(SERVER)
+            .arg(&src)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "barman-cloud-wal-archive: {}",
+            stderr(&out)
+        );
+        let dest = out_dir.path().join(name);
+        let out = archive.walship(&["wal-fetch", name, dest.to_str().unwrap()])?;
+        ensure!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(sha256_file(&dest)?, sha256_file(&src)?);
+    }
+    Ok(())
+}
+
+#[test]
+fn an_existing_blob_is_never_overwritten_and_a_wrong_key_is_denied_without_leaking()
+-> Result<()> {
+    let archive = AzureArchive::start(AzureCredential::SharedKey)?;
     let (wal_dir, segments) = real_segments(2)?;
     let src = wal_dir.path().join(&segments[0]);
     let out = archive.walship(&["wal-push", src.to_str().unwrap()])?;
@@ -178,53 +140,112 @@ fn shared_key_manifests_work_and_wrong_keys_are_denied_without_leaking() -> Resu
         stderr(&out)
     );
 
-    // A wrong key: denied, and neither key appears anywhere in the output.
+    // A wrong key: denied with the 403, and neither key appears anywhere in the output.
     let wrong = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmcta2V5LXdyb25nLWtleQ==";
-    fs::write(
-        archive
-            .dir
-            .path()
-            .join("secrets/azure-creds/AZURE_STORAGE_KEY"),
-        wrong,
-    )?;
-    let out = archive.walship(&[
-        "wal-push",
-        wal_dir.path().join(&segments[1]).to_str().unwrap(),
-    ])?;
+    archive.write_secret("AZURE_STORAGE_KEY", wrong)?;
+    let next = wal_dir.path().join(&segments[1]);
+    let out = archive.walship(&["wal-push", next.to_str().unwrap()])?;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("access denied"), "{err}");
+    assert!(err.contains("access denied") && err.contains("403"), "{err}");
     assert!(
         !err.contains(wrong) && !err.contains(AZURITE_KEY),
         "a key leaked: {err}"
     );
+    let dest = changed_dir.path().join("fetched");
+    let out = archive.walship(&["wal-fetch", &segments[0], dest.to_str().unwrap()])?;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(126), "{err}");
+    assert!(err.contains("403"), "{err}");
+    assert!(!err.contains(wrong), "a key leaked: {err}");
     Ok(())
 }
 
 #[test]
-fn walship_restores_what_barman_cloud_archived_to_azure() -> Result<()> {
-    let archive = AzureArchive::start(CONNECTION_STRING)?;
-    let (wal_dir, segments) = real_segments(2)?;
-    let out_dir = pg_temp_dir()?;
-    for (name, flag) in segments.iter().zip(["--gzip", "--zstd"]) {
-        let src = wal_dir.path().join(name);
-        let out = archive
-            .barman("barman-cloud-wal-archive")?
-            .arg(flag)
-            .arg(archive.destination())
-            .arg(SERVER)
-            .arg(&src)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "barman-cloud-wal-archive: {}",
-            stderr(&out)
-        );
-        let dest = out_dir.path().join(name);
-        let out = archive.walship(&["wal-fetch", name, dest.to_str().unwrap()])?;
-        ensure!(out.status.success(), "{}", stderr(&out));
-        assert_eq!(sha256_file(&dest)?, sha256_file(&src)?);
-        let _ = Path::new(name);
+fn an_expired_sas_token_is_denied_without_printing_it() -> Result<()> {
+    let archive = AzureArchive::start(AzureCredential::Sas)?;
+    let (wal_dir, segments) = real_segments(1)?;
+    let src = wal_dir.path().join(&segments[0]);
+    let out = archive.walship(&["wal-push", src.to_str().unwrap()])?;
+    ensure!(out.status.success(), "{}", stderr(&out));
+
+    let expired = archive.azurite.container_sas(
+        CONTAINER,
+        "racwdl",
+        SystemTime::now() - Duration::from_secs(3600),
+    )?;
+    archive.write_secret("AZURE_STORAGE_SAS_TOKEN", &expired)?;
+    let signature = expired.rsplit_once("sig=").unwrap().1.to_owned();
+    let decoded = signature.replace("%2B", "+").replace("%2F", "/").replace("%3D", "=");
+    let leaked = |text: &str| text.contains(&signature) || text.contains(&decoded[..20]);
+
+    let out = archive.walship(&["wal-push", src.to_str().unwrap()])?;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("access denied") && err.contains("403"), "{err}");
+    assert!(!leaked(&err), "the SAS token leaked: {err}");
+
+    let dest = pg_temp_dir()?;
+    let dest = dest.path().join(&segments[0]);
+    let out = archive.walship(&["wal-fetch", &segments[0], dest.to_str().unwrap()])?;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(126), "{err}");
+    assert!(err.contains("403"), "{err}");
+    assert!(!leaked(&err), "the SAS token leaked: {err}");
+    assert!(!dest.exists());
+    Ok(())
+}
+
+#[test]
+fn a_missing_container_is_named() -> Result<()> {
+    let archive = AzureArchive::start(AzureCredential::ConnectionString)?;
+    let manifest = archive
+        .manifest(AzureCredential::ConnectionString, "gzip", "")
+        .replace(&format!("/{CONTAINER}/"), "/no-such-container/");
+    archive.write_manifest(&manifest)?;
+    let (wal_dir, segments) = real_segments(1)?;
+    let src = wal_dir.path().join(&segments[0]);
+    let out = archive.walship(&["wal-push", src.to_str().unwrap()])?;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no-such-container"), "{err}");
+    assert!(err.to_lowercase().contains("container"), "{err}");
+    let out = archive.walship(&["check"])?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no-such-container"), "{}", stderr(&out));
+    Ok(())
+}
+
+#[test]
+fn malformed_destination_paths_are_config_errors_naming_the_field() -> Result<()> {
+    let archive = AzureArchive::start(AzureCredential::SharedKey)?;
+    let (wal_dir, segments) = real_segments(1)?;
+    let src = wal_dir.path().join(&segments[0]);
+    let good = archive.destination();
+    let port = archive.azurite.port();
+    for bad in [
+        // No container in the emulator form.
+        format!("http://127.0.0.1:{port}/devstoreaccount1"),
+        // No container on the public host.
+        "https://acct.blob.core.windows.net/".to_owned(),
+        // Not a URL at all.
+        "https//acct.blob.core.windows.net/c/p".to_owned(),
+        // An invalid container name.
+        format!("http://127.0.0.1:{port}/devstoreaccount1/Bad_Container/{PREFIX}"),
+    ] {
+        let manifest = archive
+            .manifest(AzureCredential::SharedKey, "gzip", "")
+            .replace(&good, &bad);
+        archive.write_manifest(&manifest)?;
+        let out = archive.walship(&["wal-push", src.to_str().unwrap()])?;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains("destinationPath"), "{bad}: {err}");
+        let out = archive.walship(&["check"])?;
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        let dest = wal_dir.path().join("fetched");
+        let out = archive.walship(&["wal-fetch", &segments[0], dest.to_str().unwrap()])?;
+        assert_eq!(out.status.code(), Some(126), "{bad}: {}", stderr(&out));
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use walship_testkit::{
     InitOptions, PgCluster, WalshipBin, free_port, pg_temp_dir, pg_user_command, wait_until,
 };
 
-use super::{Archive, PREFIX, SERVER, archived_in_pg_wal, sha256_file, stderr};
+use super::{Archive, ArchiveHarness, PREFIX, SERVER, archived_in_pg_wal, sha256_file, stderr};
 
 /// A running `walship daemon`, as the PostgreSQL user; killed when dropped.
 pub struct DaemonProcess {
@@ -23,31 +23,32 @@ pub struct DaemonProcess {
 }
 
 impl DaemonProcess {
-    pub fn start(archive: &Archive, pg: &PgCluster, socket: &Path) -> Result<DaemonProcess> {
+    pub fn start(
+        archive: &dyn ArchiveHarness,
+        pg: &PgCluster,
+        socket: &Path,
+    ) -> Result<DaemonProcess> {
         Self::start_with(archive, pg, socket, &[])
     }
 
     /// Like [`DaemonProcess::start`], with `extra` arguments after the daemon's own.
     pub fn start_with(
-        archive: &Archive,
+        archive: &dyn ArchiveHarness,
         pg: &PgCluster,
         socket: &Path,
         extra: &[&str],
     ) -> Result<DaemonProcess> {
         let metrics_port = free_port()?;
-        let log = archive
-            .dir
-            .path()
-            .join(format!("daemon-{metrics_port}.log"));
+        let log = archive.dir().join(format!("daemon-{metrics_port}.log"));
         let log_file = fs::File::create(&log)?;
-        let mut cmd = pg_user_command(&WalshipBin::for_pg()?, archive.dir.path())?;
+        let mut cmd = pg_user_command(&WalshipBin::for_pg()?, archive.dir())?;
         cmd.args(archive.global_args())
             .arg("--socket")
             .arg(socket)
             .args(["--log-format", "text", "daemon", "--pgdata"])
             .arg(pg.data_dir())
             .arg("--journal-dir")
-            .arg(archive.dir.path().join("journal"))
+            .arg(archive.dir().join("journal"))
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--rescan-seconds", "2"])
             .args(extra)
@@ -128,7 +129,13 @@ impl Drop for DaemonProcess {
 /// `archive_command` that asks the daemon over `socket` first.
 pub fn setup() -> Result<(Archive, PgCluster, PathBuf)> {
     let archive = Archive::start(Some("zstd"))?;
-    let socket = archive.dir.path().join("walship.sock");
+    let (pg, socket) = setup_for(&archive)?;
+    Ok((archive, pg, socket))
+}
+
+/// Like [`setup`] for an archive made elsewhere (compressed with zstd).
+pub fn setup_for(archive: &dyn ArchiveHarness) -> Result<(PgCluster, PathBuf)> {
+    let socket = archive.dir().join("walship.sock");
     let pg = PgCluster::init_temp(InitOptions {
         wal_segsize_mb: Some(1),
     })?;
@@ -142,12 +149,15 @@ pub fn setup() -> Result<(Archive, PgCluster, PathBuf)> {
         ("wal_keep_size", "1GB"),
         ("max_wal_size", "1GB"),
     ])?;
-    Ok((archive, pg, socket))
+    Ok((pg, socket))
 }
 
 /// Every segment PostgreSQL marked `.done` is in the bucket and `wal-fetch` gives back
 /// the very bytes in `pg_wal`. Returns how many there were.
-pub fn assert_all_archived_identical(archive: &Archive, pg: &PgCluster) -> Result<usize> {
+pub fn assert_all_archived_identical(
+    archive: &dyn ArchiveHarness,
+    pg: &PgCluster,
+) -> Result<usize> {
     let keys = archive.keys()?;
     let fetch_dir = pg_temp_dir()?;
     let archived = archived_in_pg_wal(pg.data_dir())?;

@@ -1,9 +1,12 @@
-//! Shared set-up for the end-to-end tests: an S3 server with a bucket, an ObjectStore
-//! manifest and its secrets as Kubernetes would mount them, and a way to run the
-//! `walship` binary with them.
+//! Shared set-up for the end-to-end tests: an S3 server with a bucket (or Azurite with a
+//! container, in `azure`), an ObjectStore manifest and its secrets as Kubernetes would
+//! mount them, and a way to run the `walship` binary with them. Scenarios that every
+//! store must pass (`pitr`, the daemon's) take an [`ArchiveHarness`].
 #![allow(dead_code)]
 
+pub mod azure;
 pub mod daemon;
+pub mod pitr;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -97,20 +100,12 @@ impl Archive {
 
     /// `archive_command` for PostgreSQL.
     pub fn archive_command(&self) -> Result<String> {
-        Ok(format!(
-            "{} {} wal-push %p",
-            WalshipBin::for_pg()?.display(),
-            self.global_args().join(" ")
-        ))
+        ArchiveHarness::archive_command(self)
     }
 
     /// `restore_command` for PostgreSQL.
     pub fn restore_command(&self) -> Result<String> {
-        Ok(format!(
-            "{} {} wal-fetch %f %p",
-            WalshipBin::for_pg()?.display(),
-            self.global_args().join(" ")
-        ))
+        ArchiveHarness::restore_command(self)
     }
 
     /// Runs `walship <global args> <args>` as the current user.
@@ -163,6 +158,52 @@ impl Archive {
             .args(["--cloud-provider", "aws-s3", "--endpoint-url"])
             .arg(self.s3.endpoint());
         Ok(cmd)
+    }
+}
+
+/// What a store-independent scenario needs from an archive under test: where its
+/// manifest and secrets are, how to run walship against it, and what is in it.
+pub trait ArchiveHarness {
+    /// Holds `objectstore.yaml` and `secrets/`; readable by the PostgreSQL user.
+    fn dir(&self) -> &Path;
+    /// The arguments every walship invocation gets.
+    fn global_args(&self) -> Vec<String>;
+    /// Runs `walship <global args> <args>` as the current user.
+    fn walship(&self, args: &[&str]) -> Result<Output>;
+    /// Object keys in the bucket or container, sorted.
+    fn keys(&self) -> Result<Vec<String>>;
+
+    /// `archive_command` for PostgreSQL.
+    fn archive_command(&self) -> Result<String> {
+        Ok(format!(
+            "{} {} wal-push %p",
+            WalshipBin::for_pg()?.display(),
+            self.global_args().join(" ")
+        ))
+    }
+
+    /// `restore_command` for PostgreSQL.
+    fn restore_command(&self) -> Result<String> {
+        Ok(format!(
+            "{} {} wal-fetch %f %p",
+            WalshipBin::for_pg()?.display(),
+            self.global_args().join(" ")
+        ))
+    }
+}
+
+impl ArchiveHarness for Archive {
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+    fn global_args(&self) -> Vec<String> {
+        Archive::global_args(self)
+    }
+    fn walship(&self, args: &[&str]) -> Result<Output> {
+        Archive::walship(self, args)
+    }
+    fn keys(&self) -> Result<Vec<String>> {
+        Archive::keys(self)
     }
 }
 

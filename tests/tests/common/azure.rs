@@ -1,0 +1,175 @@
+//! An Azure archive under test: Azurite with a container, and an ObjectStore manifest in
+//! the seed's emulator form (`<scheme>://127.0.0.1:<port>/<account>/<container>/<prefix>`)
+//! with one of the seed's credential blocks, its secrets mounted as Kubernetes would.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use tempfile::TempDir;
+use walship_testkit::{
+    AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer, WalshipBin, make_readable_by_pg, pg_temp_dir,
+};
+
+use super::{ArchiveHarness, PREFIX, SERVER};
+
+pub const CONTAINER: &str = "walship-e2e";
+/// The secret every credential's keys live in, as in the seed.
+pub const SECRET: &str = "azure-creds";
+
+/// The seed's ways to authenticate to Azure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AzureCredential {
+    ConnectionString,
+    SharedKey,
+    Sas,
+    /// `inheritFromAzureAD: true`; the workload identity variables go in
+    /// [`AzureArchive::env`].
+    WorkloadIdentity,
+}
+
+impl AzureCredential {
+    /// The `azureCredentials` block, as the seed writes it (key names included).
+    pub fn block(self) -> &'static str {
+        match self {
+            AzureCredential::ConnectionString => {
+                "      connectionString:\n        name: azure-creds\n        key: AZURE_CONNECTION_STRING\n"
+            }
+            AzureCredential::SharedKey => {
+                "      storageAccount:\n        name: azure-creds\n        key: AZURE_STORAGE_ACCOUNT\n\
+                 \x20     storageKey:\n        name: azure-creds\n        key: AZURE_STORAGE_KEY\n"
+            }
+            AzureCredential::Sas => {
+                "      storageAccount:\n        name: azure-creds\n        key: AZURE_STORAGE_ACCOUNT\n\
+                 \x20     storageSasToken:\n        name: azure-creds\n        key: AZURE_STORAGE_SAS_TOKEN\n"
+            }
+            AzureCredential::WorkloadIdentity => "      inheritFromAzureAD: true\n",
+        }
+    }
+}
+
+/// Azurite with a container, a manifest and secrets; everything stops when dropped.
+pub struct AzureArchive {
+    pub azurite: AzuriteServer,
+    pub dir: TempDir,
+    /// Extra environment for walship (workload identity's variables).
+    pub env: Vec<(String, String)>,
+}
+
+impl AzureArchive {
+    /// Plain-HTTP Azurite, gzip.
+    pub fn start(credential: AzureCredential) -> Result<AzureArchive> {
+        Self::on(AzuriteServer::start()?, credential, "gzip", "")
+    }
+
+    /// On a given Azurite; `extra` is added to `spec.configuration` as it is (indented
+    /// four spaces), for `endpointCA` and the like.
+    pub fn on(
+        azurite: AzuriteServer,
+        credential: AzureCredential,
+        compression: &str,
+        extra: &str,
+    ) -> Result<AzureArchive> {
+        azurite.create_container(CONTAINER)?;
+        let archive = AzureArchive {
+            azurite,
+            dir: pg_temp_dir()?,
+            env: Vec::new(),
+        };
+        archive.write_secret("AZURE_CONNECTION_STRING", &archive.azurite.connection_string())?;
+        archive.write_secret("AZURE_STORAGE_ACCOUNT", AZURITE_ACCOUNT)?;
+        archive.write_secret("AZURE_STORAGE_KEY", AZURITE_KEY)?;
+        let sas = archive.azurite.container_sas(
+            CONTAINER,
+            "racwdl",
+            SystemTime::now() + Duration::from_secs(24 * 3600),
+        )?;
+        archive.write_secret("AZURE_STORAGE_SAS_TOKEN", &sas)?;
+        archive.write_manifest(&archive.manifest(credential, compression, extra))?;
+        Ok(archive)
+    }
+
+    /// The emulator form of an Azure destinationPath.
+    pub fn destination(&self) -> String {
+        format!("{}/{CONTAINER}/{PREFIX}", self.azurite.blob_endpoint())
+    }
+
+    pub fn manifest(&self, credential: AzureCredential, compression: &str, extra: &str) -> String {
+        format!(
+            "apiVersion: barmancloud.cnpg.io/v1\nkind: ObjectStore\nmetadata:\n  name: azure-store\n\
+             spec:\n  configuration:\n    destinationPath: \"{}\"\n{extra}    azureCredentials:\n{}\
+             \x20   wal:\n      compression: {compression}\n      maxParallel: 4\n",
+            self.destination(),
+            credential.block(),
+        )
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("objectstore.yaml")
+    }
+
+    pub fn write_manifest(&self, yaml: &str) -> Result<()> {
+        fs::write(self.config_path(), yaml)?;
+        make_readable_by_pg(&self.config_path())
+    }
+
+    pub fn secret_path(&self, key: &str) -> PathBuf {
+        self.dir.path().join("secrets").join(SECRET).join(key)
+    }
+
+    pub fn write_secret(&self, key: &str, value: &str) -> Result<()> {
+        let path = self.secret_path(key);
+        fs::create_dir_all(path.parent().context("secret dir")?)?;
+        fs::write(&path, value)?;
+        make_readable_by_pg(&self.dir.path().join("secrets"))
+    }
+
+    /// barman-cloud's tools for this container, with a connection string.
+    pub fn barman(&self, tool: &str) -> Result<Command> {
+        let venv = walship_testkit::barman_venv()
+            .context("the barman-cloud virtualenv is missing: run `cargo xtask install-tools`")?;
+        let mut cmd = Command::new(venv.join("bin").join(tool));
+        cmd.env(
+            "AZURE_STORAGE_CONNECTION_STRING",
+            self.azurite.connection_string(),
+        )
+        .args(["--cloud-provider", "azure-blob-storage"]);
+        Ok(cmd)
+    }
+}
+
+impl ArchiveHarness for AzureArchive {
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn global_args(&self) -> Vec<String> {
+        vec![
+            "--config".into(),
+            self.config_path().display().to_string(),
+            "--secrets-dir".into(),
+            self.dir.path().join("secrets").display().to_string(),
+            "--server-name".into(),
+            SERVER.into(),
+        ]
+    }
+
+    fn walship(&self, args: &[&str]) -> Result<Output> {
+        let mut cmd = Command::new(WalshipBin::path()?);
+        cmd.args(self.global_args()).args(args);
+        // The tests' own environment must not lend walship an identity.
+        for (var, _) in std::env::vars() {
+            if var.starts_with("AZURE_") {
+                cmd.env_remove(var);
+            }
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.output().context("running walship")
+    }
+
+    fn keys(&self) -> Result<Vec<String>> {
+        self.azurite.list_blobs(CONTAINER)
+    }
+}

@@ -166,6 +166,26 @@ impl BarmanObjectStoreConfiguration {
     pub fn wal_compression(&self) -> Option<Compression> {
         self.wal.as_ref().and_then(WalConfig::compression)
     }
+
+    /// The Azure encryption scope for WAL. The plugin has no field for it: users pass
+    /// barman-cloud-wal-archive's own `--encryption-scope NAME` (or
+    /// `--encryption-scope=NAME`) in `wal.archiveAdditionalCommandArgs`, so that is
+    /// where walship reads it. The last one given wins, as with argparse.
+    pub fn wal_encryption_scope(&self) -> Option<String> {
+        let args = &self.wal.as_ref()?.archive_additional_command_args;
+        let mut scope = None;
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            if let Some(value) = arg.strip_prefix("--encryption-scope=") {
+                scope = Some(value.trim().to_owned());
+            } else if arg == "--encryption-scope"
+                && let Some(value) = iter.next()
+            {
+                scope = Some(value.trim().to_owned());
+            }
+        }
+        scope.filter(|s| !s.is_empty())
+    }
 }
 
 /// A reference to one key of a Kubernetes Secret (`SecretKeySelector`).

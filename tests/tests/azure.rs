@@ -16,6 +16,12 @@ use common::daemon::{DaemonProcess, assert_all_archived_identical, setup_for};
 use common::{ArchiveHarness, PREFIX, SERVER, real_segments, sha256_file, stderr};
 use walship_testkit::{AZURITE_KEY, AzuriteServer, pg_temp_dir};
 
+/// `wal-fetch` retries a failing store for a minute by default (credentials may be
+/// rotating); the bad-input tests want the final answer at once.
+fn no_fetch_retries() -> (&'static str, String) {
+    ("WALSHIP_FETCH_RETRY_SECONDS", "0".to_owned())
+}
+
 #[test]
 fn pitr_with_a_connection_string() -> Result<()> {
     let archive = AzureArchive::start(AzureCredential::ConnectionString)?;
@@ -118,7 +124,8 @@ fn walship_restores_what_barman_cloud_archived_to_azure() -> Result<()> {
 #[test]
 fn an_existing_blob_is_never_overwritten_and_a_wrong_key_is_denied_without_leaking()
 -> Result<()> {
-    let archive = AzureArchive::start(AzureCredential::SharedKey)?;
+    let mut archive = AzureArchive::start(AzureCredential::SharedKey)?;
+    archive.env.push(no_fetch_retries());
     let (wal_dir, segments) = real_segments(2)?;
     let src = wal_dir.path().join(&segments[0]);
     let out = archive.walship(&["wal-push", src.to_str().unwrap()])?;
@@ -163,7 +170,8 @@ fn an_existing_blob_is_never_overwritten_and_a_wrong_key_is_denied_without_leaki
 
 #[test]
 fn an_expired_sas_token_is_denied_without_printing_it() -> Result<()> {
-    let archive = AzureArchive::start(AzureCredential::Sas)?;
+    let mut archive = AzureArchive::start(AzureCredential::Sas)?;
+    archive.env.push(no_fetch_retries());
     let (wal_dir, segments) = real_segments(1)?;
     let src = wal_dir.path().join(&segments[0]);
     let out = archive.walship(&["wal-push", src.to_str().unwrap()])?;
@@ -218,7 +226,8 @@ fn a_missing_container_is_named() -> Result<()> {
 
 #[test]
 fn malformed_destination_paths_are_config_errors_naming_the_field() -> Result<()> {
-    let archive = AzureArchive::start(AzureCredential::SharedKey)?;
+    let mut archive = AzureArchive::start(AzureCredential::SharedKey)?;
+    archive.env.push(no_fetch_retries());
     let (wal_dir, segments) = real_segments(1)?;
     let src = wal_dir.path().join(&segments[0]);
     let good = archive.destination();

@@ -55,7 +55,7 @@ pub struct AzureArchive {
     pub azurite: AzuriteServer,
     pub dir: TempDir,
     /// Extra environment for walship (workload identity's variables).
-    pub env: Vec<(String, String)>,
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl AzureArchive {
@@ -165,7 +165,7 @@ impl ArchiveHarness for AzureArchive {
                 cmd.env_remove(var);
             }
         }
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.envs(self.env.iter().map(|(k, v)| (*k, v)));
         cmd.output().context("running walship")
     }
 

@@ -66,15 +66,7 @@ async fn store_for(
         Destination::S3 { bucket, .. } => {
             let access =
                 walship_credentials::s3_access(configuration.s3_credentials.as_ref(), secrets)?;
-            let ca_bundle_pem = match &configuration.endpoint_ca {
-                Some(r) => Some(
-                    secrets
-                        .read_bytes(r)
-                        .map_err(|e| anyhow::anyhow!("spec.configuration.endpointCA: {e}"))?
-                        .into_exposed(),
-                ),
-                None => None,
-            };
+            let ca_bundle_pem = endpoint_ca(doc, secrets)?;
             let sse = configuration
                 .wal
                 .as_ref()
@@ -123,7 +115,8 @@ async fn store_for(
                 account: account.clone(),
                 container: container.clone(),
                 auth,
-                encryption_scope: None,
+                encryption_scope: configuration.wal_encryption_scope(),
+                ca_bundle_pem: endpoint_ca(doc, secrets)?,
             })?;
             Ok(Arc::new(store))
         }
@@ -132,5 +125,18 @@ async fn store_for(
              this walship version (planned); use s3://, an Azure URL, or file:// for a local \
              archive"
         ),
+    }
+}
+
+/// The PEM bundle `endpointCA` names, if any.
+fn endpoint_ca(doc: &ObjectStore, secrets: &SecretsDir) -> Result<Option<Vec<u8>>> {
+    match &doc.spec.configuration.endpoint_ca {
+        Some(r) => Ok(Some(
+            secrets
+                .read_bytes(r)
+                .map_err(|e| anyhow::anyhow!("spec.configuration.endpointCA: {e}"))?
+                .into_exposed(),
+        )),
+        None => Ok(None),
     }
 }

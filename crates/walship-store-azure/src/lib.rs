@@ -31,7 +31,8 @@
 //! credentials, connection-string parsing, cloud locations), `azure_core` (the HTTP
 //! pipeline, retry options, the error type, base64), `azure_identity` (the Azure AD
 //! token flows: federated credentials for workload identity, the default chain),
-//! `futures` (the SDK's pageable streams, parallel block uploads, an async mutex around
+//! `reqwest` (the SDK's own HTTP client, built here only to trust a private CA from
+//! `endpointCA`, for both the blob service and the token endpoint), `futures` (the SDK's pageable streams, parallel block uploads, an async mutex around
 //! the token cache), `tokio` (a deadline on every operation: the SDK's HTTP client has
 //! none), `walship-store`, `async-trait`, `bytes`, `thiserror`, `tracing`.
 
@@ -129,6 +130,9 @@ pub struct AzureStoreConfig {
     pub auth: AzureAuth,
     /// An encryption scope applied to every blob written.
     pub encryption_scope: Option<String>,
+    /// PEM certificates (`endpointCA`) to trust in addition to the public roots, for an
+    /// endpoint behind a private CA. They are trusted by the token endpoint's client too.
+    pub ca_bundle_pem: Option<Vec<u8>>,
 }
 
 /// Why the store could not be built. Messages name the setting, never its value.
@@ -150,6 +154,8 @@ pub enum AzureConfigError {
     WorkloadIdentity(String),
     #[error("spec.configuration.azureCredentials.useDefaultAzureCredentials: {0}")]
     DefaultCredential(String),
+    #[error("spec.configuration.endpointCA: {0}")]
+    EndpointCa(String),
 }
 
 /// A container in an Azure storage account (or in Azurite).
@@ -183,7 +189,8 @@ impl AzureStore {
     /// [`StoreError::ContainerMissing`].
     pub fn new(config: AzureStoreConfig) -> Result<AzureStore, AzureConfigError> {
         check_container_name(&config.container)?;
-        let resolved = resolve(&config)?;
+        let http = http_client(config.ca_bundle_pem.as_deref())?;
+        let resolved = resolve(&config, &http)?;
         let location = CloudLocation::Custom {
             account: resolved.account.clone(),
             uri: resolved.endpoint.as_str().trim_end_matches('/').to_owned(),
@@ -197,6 +204,7 @@ impl AzureStore {
         );
         let container = ClientBuilder::with_location(location, resolved.credentials)
             .retry(retry)
+            .transport(azure_core::TransportOptions::new(http))
             .container_client(config.container.clone());
         let describe = describe(&resolved.account, &config.container, &resolved.endpoint);
         Ok(AzureStore {
@@ -522,7 +530,35 @@ fn check_container_name(name: &str) -> Result<(), AzureConfigError> {
     }
 }
 
-fn resolve(config: &AzureStoreConfig) -> Result<Resolved, AzureConfigError> {
+/// The SDK's default client, or one that also trusts the PEM certificates given.
+fn http_client(ca_pem: Option<&[u8]>) -> Result<Arc<dyn azure_core::HttpClient>, AzureConfigError> {
+    let Some(pem) = ca_pem else {
+        return Ok(azure_core::new_http_client());
+    };
+    let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+        AzureConfigError::EndpointCa(format!("the CA bundle cannot be read as PEM: {e}"))
+    })?;
+    if certificates.is_empty() {
+        return Err(AzureConfigError::EndpointCa(
+            "the CA bundle holds no PEM certificate".to_owned(),
+        ));
+    }
+    // Like the SDK's own client: no idle pooled connections, which can hang in hyper
+    // (hyperium/hyper#2312).
+    let mut builder = reqwest::ClientBuilder::new().pool_max_idle_per_host(0);
+    for certificate in certificates {
+        builder = builder.add_root_certificate(certificate);
+    }
+    let client = builder.build().map_err(|e| {
+        AzureConfigError::EndpointCa(format!("an HTTP client with this CA cannot be built: {e}"))
+    })?;
+    Ok(Arc::new(client))
+}
+
+fn resolve(
+    config: &AzureStoreConfig,
+    http: &Arc<dyn azure_core::HttpClient>,
+) -> Result<Resolved, AzureConfigError> {
     match &config.auth {
         AzureAuth::ConnectionString(text) => resolve_connection_string(config, text),
         AzureAuth::SharedKey { account, key } => {
@@ -556,8 +592,9 @@ fn resolve(config: &AzureStoreConfig) -> Result<Resolved, AzureConfigError> {
         }
         AzureAuth::WorkloadIdentity => {
             let account = pick_account("", &config.account)?;
-            let credential = WorkloadIdentity::from_env(&|name| std::env::var(name).ok())
-                .map_err(AzureConfigError::WorkloadIdentity)?;
+            let credential =
+                WorkloadIdentity::from_env(&|name| std::env::var(name).ok(), http.clone())
+                    .map_err(AzureConfigError::WorkloadIdentity)?;
             Ok(Resolved {
                 endpoint: endpoint_or_public(&config.endpoint, &account)?,
                 credentials: StorageCredentials::token_credential(Arc::new(credential)),
@@ -568,7 +605,7 @@ fn resolve(config: &AzureStoreConfig) -> Result<Resolved, AzureConfigError> {
         AzureAuth::DefaultCredential => {
             let account = pick_account("", &config.account)?;
             let credential: Arc<dyn TokenCredential> =
-                match WorkloadIdentity::from_env(&|name| std::env::var(name).ok()) {
+                match WorkloadIdentity::from_env(&|name| std::env::var(name).ok(), http.clone()) {
                     Ok(workload) => Arc::new(workload),
                     Err(_) => Arc::new(
                         DefaultAzureCredential::create(TokenCredentialOptions::default()).map_err(
@@ -844,7 +881,10 @@ impl fmt::Debug for WorkloadIdentity {
 }
 
 impl WorkloadIdentity {
-    fn from_env(var: &dyn Fn(&str) -> Option<String>) -> Result<WorkloadIdentity, String> {
+    fn from_env(
+        var: &dyn Fn(&str) -> Option<String>,
+        http: Arc<dyn azure_core::HttpClient>,
+    ) -> Result<WorkloadIdentity, String> {
         let need = |name: &str| {
             var(name).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
                 format!(
@@ -863,7 +903,7 @@ impl WorkloadIdentity {
         let authority = Url::parse(authority_text.trim())
             .map_err(|_| format!("AZURE_AUTHORITY_HOST {authority_text:?} is not a URL"))?;
         Ok(WorkloadIdentity {
-            http: azure_core::new_http_client(),
+            http,
             authority,
             tenant_id,
             client_id,

@@ -13,6 +13,7 @@ fn config(auth: AzureAuth) -> AzureStoreConfig {
         container: "wal".to_owned(),
         auth,
         encryption_scope: None,
+        ca_bundle_pem: None,
     }
 }
 
@@ -309,6 +310,16 @@ fn config_errors_name_the_field_and_never_the_secret() {
             },
             "destinationPath: \"https://a.blob.core.windows.net\" must not carry credentials",
         ),
+        (
+            AzureStoreConfig {
+                ca_bundle_pem: Some(b"not a certificate".to_vec()),
+                ..config(AzureAuth::SharedKey {
+                    account: "a".to_owned(),
+                    key: KEY.to_owned(),
+                })
+            },
+            "endpointCA: the CA bundle holds no PEM certificate",
+        ),
     ];
     for (config, expected) in cases {
         let err = AzureStore::new(config).unwrap_err().to_string();
@@ -328,7 +339,7 @@ fn workload_identity_names_the_missing_variable() {
                 .map(|(_, v)| (*v).to_owned())
         }
     };
-    let err = WorkloadIdentity::from_env(&env(&[("AZURE_CLIENT_ID", "c")])).unwrap_err();
+    let err = WorkloadIdentity::from_env(&env(&[("AZURE_CLIENT_ID", "c")]), azure_core::new_http_client()).unwrap_err();
     assert!(err.contains("AZURE_TENANT_ID"), "{err}");
     let ok = WorkloadIdentity::from_env(&env(&[
         ("AZURE_CLIENT_ID", "c"),
@@ -338,7 +349,9 @@ fn workload_identity_names_the_missing_variable() {
             "/var/run/secrets/azure/tokens/azure-identity-token",
         ),
         ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us/"),
-    ]))
+        ]),
+        azure_core::new_http_client(),
+    )
     .unwrap();
     assert_eq!(ok.authority.as_str(), "https://login.microsoftonline.us/");
 }

@@ -25,6 +25,7 @@
 //!   bucket on MinIO, checking that a bucket exists) need SigV4, which is
 //!   SHA-256 and HMAC-SHA-256.
 
+mod aad;
 mod azurite;
 mod paths;
 mod pg;
@@ -34,6 +35,7 @@ mod sts;
 mod tls;
 mod util;
 
+pub use aad::{AadOptions, AadStub};
 pub use azurite::{AZURITE_ACCOUNT, AZURITE_KEY, AzuriteOptions, AzuriteServer, azurite_path};
 pub use paths::{WalshipBin, barman_venv, target_dir, tool_path, workspace_root};
 pub use pg::{

@@ -14,7 +14,9 @@ use anyhow::{Result, ensure};
 use common::azure::{AzureArchive, AzureCredential, CONTAINER};
 use common::daemon::{DaemonProcess, assert_all_archived_identical, setup_for};
 use common::{ArchiveHarness, PREFIX, SERVER, real_segments, sha256_file, stderr};
-use walship_testkit::{AZURITE_KEY, AzuriteServer, pg_temp_dir};
+use walship_testkit::{
+    AZURITE_KEY, AadOptions, AadStub, AzuriteOptions, AzuriteServer, pg_temp_dir,
+};
 
 /// `wal-fetch` retries a failing store for a minute by default (credentials may be
 /// rotating); the bad-input tests want the final answer at once.
@@ -256,5 +258,174 @@ fn malformed_destination_paths_are_config_errors_naming_the_field() -> Result<()
         let out = archive.walship(&["wal-fetch", &segments[0], dest.to_str().unwrap()])?;
         assert_eq!(out.status.code(), Some(126), "{bad}: {}", stderr(&out));
     }
+    Ok(())
+}
+
+/// Workload identity as AKS sets it up: the webhook's variables, a federated token
+/// file, a local Azure AD token endpoint, and Azurite over HTTPS with OAuth whose CA
+/// the manifest names in `endpointCA`.
+struct WorkloadIdentity {
+    archive: AzureArchive,
+    aad: AadStub,
+    token_file: std::path::PathBuf,
+}
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const CLIENT: &str = "0f7c2d3e-5a6b-4c8d-9e0f-1a2b3c4d5e6f";
+const ENDPOINT_CA: &str = "    endpointCA:\n      name: azure-ca\n      key: ca.crt\n";
+
+impl WorkloadIdentity {
+    /// `lifetime`: how long the endpoint's access tokens are valid.
+    fn start(compression: &str, lifetime: Duration) -> Result<WorkloadIdentity> {
+        let azurite = AzuriteServer::start_with(AzuriteOptions {
+            https_oauth: true,
+            ..AzuriteOptions::default()
+        })?;
+        let ca = fs::read_to_string(azurite.ca_pem_path().expect("an HTTPS Azurite"))?;
+        let mut archive = AzureArchive::on(
+            azurite,
+            AzureCredential::WorkloadIdentity,
+            compression,
+            ENDPOINT_CA,
+        )?;
+        archive.write_secret_in("azure-ca", "ca.crt", &ca)?;
+        let token_file = archive.dir.path().join("azure-identity-token");
+        rotate(&token_file)?;
+        let aad = AadStub::start(AadOptions {
+            tenant_id: TENANT.to_owned(),
+            client_id: CLIENT.to_owned(),
+            token_file: token_file.clone(),
+            lifetime,
+        })?;
+        archive.env = vec![
+            ("AZURE_CLIENT_ID", CLIENT.to_owned()),
+            ("AZURE_TENANT_ID", TENANT.to_owned()),
+            ("AZURE_FEDERATED_TOKEN_FILE", token_file.display().to_string()),
+            ("AZURE_AUTHORITY_HOST", aad.authority_host()),
+            no_fetch_retries(),
+        ];
+        Ok(WorkloadIdentity {
+            archive,
+            aad,
+            token_file,
+        })
+    }
+}
+
+/// Writes a new projected service-account token, as the kubelet does when it rotates
+/// it (a new file renamed over the old one).
+fn rotate(token_file: &std::path::Path) -> Result<String> {
+    let token = format!(
+        "eyJhbGciOiJSUzI1NiJ9.{}.sig",
+        walship_testkit::random_token(24)
+    );
+    let tmp = token_file.with_extension("new");
+    fs::write(&tmp, &token)?;
+    walship_testkit::make_readable_by_pg(&tmp)?;
+    fs::rename(&tmp, token_file)?;
+    Ok(token)
+}
+
+#[test]
+fn workload_identity_over_https_with_a_private_ca() -> Result<()> {
+    let wi = WorkloadIdentity::start("gzip", Duration::from_secs(3600))?;
+    let archive = &wi.archive;
+    let (wal_dir, segments) = real_segments(2)?;
+    let src = wal_dir.path().join(&segments[0]);
+    let out = archive.walship(&["wal-push", src.to_str().unwrap()])?;
+    ensure!(out.status.success(), "{}", stderr(&out));
+    let first = fs::read_to_string(&wi.token_file)?;
+    assert_eq!(wi.aad.assertions(), [first.clone()]);
+    let dest = pg_temp_dir()?;
+    let fetched = dest.path().join(&segments[0]);
+    let out = archive.walship(&["wal-fetch", &segments[0], fetched.to_str().unwrap()])?;
+    ensure!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(sha256_file(&fetched)?, sha256_file(&src)?);
+    let out = archive.walship(&["check"])?;
+    ensure!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        archive.keys()?.iter().any(|k| k.ends_with(&format!("{}.gz", segments[0]))),
+        "{:?}",
+        archive.keys()?
+    );
+
+    // Without endpointCA the server's certificate is not trusted: a clear failure.
+    let manifest = archive.manifest(AzureCredential::WorkloadIdentity, "gzip", "");
+    archive.write_manifest(&manifest)?;
+    let next = wal_dir.path().join(&segments[1]);
+    let out = archive.walship(&["wal-push", next.to_str().unwrap()])?;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    archive.write_manifest(&archive.manifest(
+        AzureCredential::WorkloadIdentity,
+        "gzip",
+        ENDPOINT_CA,
+    ))?;
+
+    // A client id Azure AD does not know: denied, with Azure AD's reason.
+    let mut wrong = AzureArchive::on(
+        AzuriteServer::start_with(AzuriteOptions {
+            https_oauth: true,
+            ..AzuriteOptions::default()
+        })?,
+        AzureCredential::WorkloadIdentity,
+        "gzip",
+        ENDPOINT_CA,
+    )?;
+    let ca = fs::read_to_string(wrong.azurite.ca_pem_path().unwrap())?;
+    wrong.write_secret_in("azure-ca", "ca.crt", &ca)?;
+    wrong.env = archive.env.clone();
+    wrong.env[0].1 = "11111111-2222-3333-4444-555555555555".to_owned();
+    let out = wrong.walship(&["wal-push", next.to_str().unwrap()])?;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("access denied"), "{err}");
+    assert!(err.contains("AADSTS700016") || err.contains("unauthorized_client"), "{err}");
+    assert!(!err.contains(&first), "the service-account token leaked: {err}");
+
+    // Workload identity without the webhook's variables: a config error naming them.
+    wrong.env.clear();
+    let out = wrong.walship(&["wal-push", next.to_str().unwrap()])?;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("inheritFromAzureAD") && err.contains("AZURE_CLIENT_ID"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn the_daemon_reads_the_rotated_token_file_when_it_refreshes() -> Result<()> {
+    // Tokens valid for less than the refresh margin: every store call needs a new one,
+    // so the daemon exchanges the token file again and again while it runs.
+    let wi = WorkloadIdentity::start("zstd", Duration::from_secs(120))?;
+    let archive = &wi.archive;
+    let (mut pg, socket) = setup_for(archive)?;
+    let daemon = DaemonProcess::start(archive, &pg, &socket)?;
+    pg.start()?;
+    pg.psql("CREATE TABLE t (x int)")?;
+    let mut tokens = vec![fs::read_to_string(&wi.token_file)?];
+    for round in 0..3 {
+        pg.psql("INSERT INTO t SELECT generate_series(1, 20000)")?;
+        let last = pg.switch_wal()?;
+        let stats = pg.wait_for_archived(&last, Duration::from_secs(120))?;
+        assert_eq!(
+            stats.failed_count,
+            0,
+            "round {round}: {}\ndaemon:\n{}",
+            pg.log_contents(),
+            daemon.log_contents()
+        );
+        // The kubelet rotates the token; the old one is no longer accepted.
+        tokens.push(rotate(&wi.token_file)?);
+    }
+    assert_all_archived_identical(archive, &pg)?;
+    let seen = wi.aad.assertions();
+    for (round, token) in tokens[..3].iter().enumerate() {
+        assert!(
+            seen.contains(token),
+            "the token of round {round} was never exchanged: {seen:?}"
+        );
+    }
+    assert!(!daemon.log_contents().contains(&tokens[0]), "a token leaked");
     Ok(())
 }

@@ -119,8 +119,14 @@ impl AzureArchive {
         self.dir.path().join("secrets").join(SECRET).join(key)
     }
 
+    /// Writes `key` of the [`SECRET`] secret.
     pub fn write_secret(&self, key: &str, value: &str) -> Result<()> {
-        let path = self.secret_path(key);
+        self.write_secret_in(SECRET, key, value)
+    }
+
+    /// Writes `key` of the secret `name`.
+    pub fn write_secret_in(&self, name: &str, key: &str, value: &str) -> Result<()> {
+        let path = self.dir.path().join("secrets").join(name).join(key);
         fs::create_dir_all(path.parent().context("secret dir")?)?;
         fs::write(&path, value)?;
         make_readable_by_pg(&self.dir.path().join("secrets"))
@@ -171,5 +177,9 @@ impl ArchiveHarness for AzureArchive {
 
     fn keys(&self) -> Result<Vec<String>> {
         self.azurite.list_blobs(CONTAINER)
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        self.env.clone()
     }
 }

@@ -52,6 +52,7 @@ impl DaemonProcess {
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--rescan-seconds", "2"])
             .args(extra)
+            .envs(archive.env())
             .stdout(Stdio::null())
             .stderr(log_file);
         let child = cmd.spawn().context("starting walship daemon")?;

@@ -172,6 +172,10 @@ pub trait ArchiveHarness {
     fn walship(&self, args: &[&str]) -> Result<Output>;
     /// Object keys in the bucket or container, sorted.
     fn keys(&self) -> Result<Vec<String>>;
+    /// Environment walship needs besides the manifest (an identity's variables).
+    fn env(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 
     /// `archive_command` for PostgreSQL.
     fn archive_command(&self) -> Result<String> {

@@ -140,13 +140,10 @@ impl AzuriteServer {
     }
 
     /// Leaves the server running after this handle is gone and returns its pid (for
-    /// `cargo xtask services`). Its temporary directory stays too.
+    /// `cargo xtask services`, which passes a `location` and a `log` of its own).
     pub fn detach(mut self) -> Option<u32> {
-        let pid = self.pid();
-        self.child = None;
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().ok()?);
-        let _ = dir.keep();
-        pid
+        // Dropping a `Child` neither kills nor waits for it.
+        self.child.take().map(|c| c.id())
     }
 
     pub fn port(&self) -> u16 {

@@ -3,7 +3,8 @@
 //! The test kit's handles stop their server when dropped, which is what tests want;
 //! here the server must outlive `cargo xtask`, so `up` detaches it (with a data
 //! directory under the target directory, which the handle does not delete) and
-//! records what `down` and `status` need in `<target>/xtask-services.json`.
+//! records what `down` and `status` need in `<target>/xtask-services.json`, one entry
+//! per kind of server (`s3`, `azure`, …).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,10 +14,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
-use walship_testkit::{S3Options, S3Server, port_is_open, target_dir, wait_until};
+use walship_testkit::{
+    AzuriteOptions, AzuriteServer, S3Options, S3Server, port_is_open, target_dir, wait_until,
+};
 
 /// The bucket `up` creates.
 const BUCKET: &str = "walship";
+/// The Azure container `up` creates in Azurite's development account.
+const CONTAINER: &str = "walship";
 /// The region the printed environment names; local servers accept any.
 const REGION: &str = "us-east-1";
 
@@ -25,9 +30,12 @@ pub enum Action {
     /// Start the servers in the background and print their environment as
     /// `export` lines (so `eval "$(cargo xtask services up)"` works).
     Up {
-        /// Start the S3-compatible server (the default, and for now the only one).
+        /// Start the S3-compatible server.
         #[arg(long)]
         s3: bool,
+        /// Start Azurite (Azure Blob Storage).
+        #[arg(long)]
+        azure: bool,
     },
     /// Stop the servers `up` started.
     Down,
@@ -37,8 +45,17 @@ pub enum Action {
 
 pub fn run(action: Action) -> Result<u8> {
     match action {
-        // With no service named, start every kind there is; `--s3` is the only one yet.
-        Action::Up { s3: _ } => up(),
+        // With no service named, start every kind there is.
+        Action::Up { s3, azure } => {
+            let all = !s3 && !azure;
+            if s3 || all {
+                up_s3()?;
+            }
+            if azure || all {
+                up_azure()?;
+            }
+            Ok(0)
+        }
         Action::Down => down(),
         Action::Status => status(),
     }
@@ -63,7 +80,7 @@ fn read_state() -> Result<Option<Value>> {
     }
 }
 
-fn up() -> Result<u8> {
+fn up_s3() -> Result<u8> {
     if let Some(state) = read_state()?
         && let Some(s3) = state.get("s3").filter(|s3| service_alive(s3))
     {
@@ -105,10 +122,7 @@ fn up() -> Result<u8> {
     });
     let pid = server.detach().context("the S3 server has no process")?;
     s3["pid"] = json!(pid);
-    let state = json!({ "s3": s3 });
-    let path = state_file();
-    fs::write(&path, serde_json::to_string_pretty(&state)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
+    let path = record("s3", s3.clone())?;
     eprintln!(
         "s3: {} running at {} (pid {pid}), bucket {BUCKET}, data in {}, log {}",
         s3["program"].as_str().unwrap_or("?"),
@@ -124,6 +138,69 @@ fn up() -> Result<u8> {
     Ok(0)
 }
 
+/// Records one service in the state file, keeping the others.
+fn record(kind: &str, service: Value) -> Result<PathBuf> {
+    let mut state = read_state()?.unwrap_or_else(|| json!({}));
+    state[kind] = service;
+    let path = state_file();
+    fs::write(&path, serde_json::to_string_pretty(&state)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Starts Azurite with its blobs in `<target>/xtask-services/azure/data` and a
+/// container, and prints the connection string and the destinationPath to use.
+fn up_azure() -> Result<u8> {
+    if let Some(state) = read_state()?
+        && let Some(azure) = state.get("azure").filter(|a| service_alive(a))
+    {
+        eprintln!(
+            "azure: already running (pid {}); `cargo xtask services down` stops it",
+            azure["pid"]
+        );
+        print_azure_env(azure);
+        return Ok(0);
+    }
+    let dir = services_dir().join("azure");
+    // Each `up` starts from an empty store; `down` leaves the data for inspection.
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    let root = dir.join("data");
+    fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let log = dir.join("server.log");
+    let server = AzuriteServer::start_with(AzuriteOptions {
+        location: Some(root.clone()),
+        log: Some(log.clone()),
+        ..AzuriteOptions::default()
+    })?;
+    server.create_container(CONTAINER)?;
+    let mut azure = json!({
+        "program": "azurite-blob",
+        "endpoint": server.blob_endpoint(),
+        "port": server.port(),
+        "connection_string": server.connection_string(),
+        "container": CONTAINER,
+        "root": root,
+        "log": log,
+    });
+    let pid = server.detach().context("Azurite has no process")?;
+    azure["pid"] = json!(pid);
+    let path = record("azure", azure.clone())?;
+    eprintln!(
+        "azure: Azurite running at {} (pid {pid}), container {CONTAINER}, data in {}, log {}",
+        azure["endpoint"].as_str().unwrap_or("?"),
+        root.display(),
+        log.display()
+    );
+    eprintln!(
+        "state in {}; stop with `cargo xtask services down`",
+        path.display()
+    );
+    print_azure_env(&azure);
+    Ok(0)
+}
+
 fn down() -> Result<u8> {
     let Some(state) = read_state()? else {
         eprintln!("no services recorded in {}", state_file().display());
@@ -131,6 +208,9 @@ fn down() -> Result<u8> {
     };
     if let Some(s3) = state.get("s3") {
         stop_service("s3", s3)?;
+    }
+    if let Some(azure) = state.get("azure") {
+        stop_service("azure", azure)?;
     }
     let path = state_file();
     fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
@@ -165,7 +245,44 @@ fn status() -> Result<u8> {
             all_up = false;
         }
     }
+    if let Some(azure) = state.get("azure") {
+        if service_alive(azure) {
+            eprintln!(
+                "azure: running (pid {}), {} on {}",
+                azure["pid"],
+                if port_is_open(azure["port"].as_u64().unwrap_or(0) as u16) {
+                    "listening"
+                } else {
+                    "NOT listening"
+                },
+                azure["endpoint"].as_str().unwrap_or("?")
+            );
+            print_azure_env(azure);
+        } else {
+            eprintln!(
+                "azure: NOT running (pid {} is gone); `cargo xtask services up` restarts it",
+                azure["pid"]
+            );
+            all_up = false;
+        }
+    }
     Ok(if all_up { 0 } else { 1 })
+}
+
+/// The connection string barman-cloud and the Azure CLI read, as an `export` line (it
+/// holds only Azurite's documented development key), and the destinationPath in the
+/// emulator form.
+fn print_azure_env(azure: &Value) {
+    let field = |name: &str| azure[name].as_str().unwrap_or_default().to_owned();
+    println!(
+        "export AZURE_STORAGE_CONNECTION_STRING='{}'",
+        field("connection_string")
+    );
+    println!(
+        "# destinationPath: {}/{}/",
+        field("endpoint"),
+        field("container")
+    );
 }
 
 /// The environment a client (walship, the AWS CLI, barman-cloud) needs, as shell
@@ -205,8 +322,12 @@ fn process_runs(pid: u64, program: &str) -> bool {
         .lines()
         .any(|l| l.starts_with("State:") && l.contains('Z'));
     let cmdline = fs::read(proc_dir.join("cmdline")).unwrap_or_default();
-    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    !zombie && String::from_utf8_lossy(argv0).ends_with(program)
+    // A script (Azurite's `azurite-blob`) shows as `node <script>`: look at both.
+    !zombie
+        && cmdline
+            .split(|b| *b == 0)
+            .take(2)
+            .any(|arg| String::from_utf8_lossy(arg).ends_with(program))
 }
 
 fn stop_service(name: &str, service: &Value) -> Result<()> {

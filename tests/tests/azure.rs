@@ -181,7 +181,7 @@ fn an_expired_sas_token_is_denied_without_printing_it() -> Result<()> {
 
     let expired = archive.azurite.container_sas(
         CONTAINER,
-        "racwdl",
+        "rcwl",
         SystemTime::now() - Duration::from_secs(3600),
     )?;
     archive.write_secret("AZURE_STORAGE_SAS_TOKEN", &expired)?;
@@ -427,5 +427,43 @@ fn the_daemon_reads_the_rotated_token_file_when_it_refreshes() -> Result<()> {
         );
     }
     assert!(!daemon.log_contents().contains(&tokens[0]), "a token leaked");
+    Ok(())
+}
+
+#[test]
+fn the_seed_s_all_keys_example_is_refused_naming_the_conflicts() -> Result<()> {
+    let archive = AzureArchive::start(AzureCredential::ConnectionString)?;
+    let all = format!(
+        "{}{}      storageSasToken:\n        name: azure-creds\n        key: AZURE_STORAGE_SAS_TOKEN\n",
+        AzureCredential::ConnectionString.block(),
+        AzureCredential::SharedKey.block()
+    );
+    let manifest = archive
+        .manifest(AzureCredential::ConnectionString, "gzip", "")
+        .replace(AzureCredential::ConnectionString.block(), &all);
+    archive.write_manifest(&manifest)?;
+    let out = archive.walship(&["check"])?;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for field in ["storageAccount", "storageKey", "storageSasToken"] {
+        assert!(
+            err.contains(&format!("azureCredentials.{field}")),
+            "{field} not named: {err}"
+        );
+    }
+    assert!(err.contains("conflicts with connectionString"), "{err}");
+
+    // A key without its account.
+    let manifest = archive
+        .manifest(AzureCredential::SharedKey, "gzip", "")
+        .replace(
+            "      storageAccount:\n        name: azure-creds\n        key: AZURE_STORAGE_ACCOUNT\n",
+            "",
+        );
+    archive.write_manifest(&manifest)?;
+    let out = archive.walship(&["check"])?;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("azureCredentials.storageAccount"), "{err}");
     Ok(())
 }

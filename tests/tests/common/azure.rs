@@ -83,7 +83,8 @@ impl AzureArchive {
         archive.write_secret("AZURE_STORAGE_KEY", AZURITE_KEY)?;
         let sas = archive.azurite.container_sas(
             CONTAINER,
-            "racwdl",
+            // What the README says a SAS needs: walship never deletes.
+            "rcwl",
             SystemTime::now() + Duration::from_secs(24 * 3600),
         )?;
         archive.write_secret("AZURE_STORAGE_SAS_TOKEN", &sas)?;

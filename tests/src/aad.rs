@@ -11,12 +11,10 @@
 //! `https://storage.azure.com`, valid from a minute ago for `lifetime`), and records the
 //! assertions it was sent.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
@@ -24,6 +22,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::sigv4::hmac;
+use crate::stub::{LoopbackServer, read_request};
 use crate::util::random_token;
 
 /// What the stub expects and hands out.
@@ -39,40 +38,23 @@ pub struct AadOptions {
 
 /// The stub; stopped when dropped.
 pub struct AadStub {
-    port: u16,
+    server: LoopbackServer,
     assertions: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl AadStub {
     pub fn start(options: AadOptions) -> Result<AadStub> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let port = listener.local_addr()?.port();
         let assertions = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (seen, stopping) = (assertions.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(stream) = stream {
-                    let _ = serve(stream, &options, &seen);
-                }
-            }
-        });
-        Ok(AadStub {
-            port,
-            assertions,
-            stop,
-            thread: Some(thread),
-        })
+        let seen = assertions.clone();
+        let server = LoopbackServer::start(move |stream| {
+            let _ = serve(stream, &options, &seen);
+        })?;
+        Ok(AadStub { server, assertions })
     }
 
     /// What `AZURE_AUTHORITY_HOST` should be.
     pub fn authority_host(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        format!("http://127.0.0.1:{}/", self.server.port())
     }
 
     /// The assertions received so far, accepted or not, oldest first.
@@ -81,39 +63,10 @@ impl AadStub {
     }
 }
 
-impl Drop for AadStub {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 fn serve(stream: TcpStream, options: &AadOptions, seen: &Mutex<Vec<String>>) -> Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut length = 0usize;
-    let mut content_type = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().unwrap_or(0);
-            } else if name.eq_ignore_ascii_case("content-type") {
-                content_type = value.trim().to_owned();
-            }
-        }
-    }
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body)?;
-    let form = parse_form(&String::from_utf8_lossy(&body));
+    let request = read_request(&stream)?;
+    let content_type = request.header("content-type").unwrap_or("");
+    let form = parse_form(&String::from_utf8_lossy(&request.body));
     let field = |name: &str| {
         form.iter()
             .find(|(k, _)| k == name)
@@ -127,11 +80,11 @@ fn serve(stream: TcpStream, options: &AadOptions, seen: &Mutex<Vec<String>>) -> 
     }
     let current = std::fs::read_to_string(&options.token_file).unwrap_or_default();
     let path = format!("/{}/oauth2/v2.0/token", options.tenant_id);
-    let problem = if !request_line.starts_with(&format!("POST {path} ")) {
+    let problem = if !request.line.starts_with(&format!("POST {path} ")) {
         Some((
             404,
             "invalid_request",
-            format!("AADSTS90002: no token endpoint at {}", request_line.trim()),
+            format!("AADSTS90002: no token endpoint at {}", request.line),
         ))
     } else if !content_type.starts_with("application/x-www-form-urlencoded") {
         Some((400, "invalid_request", format!("AADSTS900144: content type {content_type:?}")))

@@ -398,17 +398,21 @@ fn percent_encode(text: &str) -> String {
 
 /// `2026-11-25T20:20:00Z`, as SAS times are written.
 fn iso8601(time: SystemTime) -> String {
+    let (_, (y, m, d), (hh, mm, ss)) = civil_time(time);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+}
+
+/// Days since the epoch, the UTC date and the time of day.
+fn civil_time(time: SystemTime) -> (i64, (i64, u32, u32), (u64, u64, u64)) {
     let secs = time
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
+    (
+        days,
+        civil_from_days(days),
+        (rem / 3600, rem / 60 % 60, rem % 60),
     )
 }
 
@@ -418,19 +422,11 @@ fn http_date(now: SystemTime) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let secs = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let (y, m, d) = civil_from_days(days);
+    let (days, (y, m, d), (hh, mm, ss)) = civil_time(now);
     format!(
-        "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
+        "{}, {d:02} {} {y} {hh:02}:{mm:02}:{ss:02} GMT",
         DAYS[days.rem_euclid(7) as usize],
         MONTHS[(m - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
     )
 }
 

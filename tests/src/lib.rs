@@ -32,6 +32,7 @@ mod pg;
 mod s3;
 mod sigv4;
 mod sts;
+mod stub;
 mod tls;
 mod util;
 

@@ -1,55 +1,38 @@
 //! A stand-in for AWS STS on 127.0.0.1 that answers `AssumeRoleWithWebIdentity` (the
 //! call behind IRSA) with fixed credentials, and records what it was sent.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use anyhow::Result;
 
+use crate::stub::{LoopbackServer, read_request};
+
 /// The stub server; stopped when dropped.
 pub struct StsStub {
-    port: u16,
+    server: LoopbackServer,
     requests: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl StsStub {
     /// Answers every request with `access_key`, `secret_key` and `session_token` as the
     /// assumed role's credentials, valid for an hour.
     pub fn start(access_key: &str, secret_key: &str, session_token: &str) -> Result<StsStub> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let port = listener.local_addr()?.port();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
         let body = response_body(access_key, secret_key, session_token);
-        let (seen, stopping) = (requests.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(stream) = stream
-                    && let Ok(request) = serve(stream, &body)
-                {
-                    seen.lock().expect("requests lock").push(request);
-                }
+        let seen = requests.clone();
+        let server = LoopbackServer::start(move |stream| {
+            if let Ok(request) = serve(stream, &body) {
+                seen.lock().expect("requests lock").push(request);
             }
-        });
-        Ok(StsStub {
-            port,
-            requests,
-            stop,
-            thread: Some(thread),
-        })
+        })?;
+        Ok(StsStub { server, requests })
     }
 
     /// The endpoint to give the SDK (`AWS_ENDPOINT_URL_STS`).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.server.port())
     }
 
     /// The bodies of the requests received so far.
@@ -58,41 +41,16 @@ impl StsStub {
     }
 }
 
-impl Drop for StsStub {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// Reads one HTTP request and answers it; returns the request body.
 fn serve(stream: TcpStream, body: &str) -> std::io::Result<String> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut request = vec![0u8; length];
-    reader.read_exact(&mut request)?;
+    let request = read_request(&stream)?;
     let mut stream = stream;
     write!(
         stream,
         "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
-    Ok(String::from_utf8_lossy(&request).into_owned())
+    Ok(String::from_utf8_lossy(&request.body).into_owned())
 }
 
 fn response_body(access_key: &str, secret_key: &str, session_token: &str) -> String {

@@ -87,13 +87,25 @@ fn serve(stream: TcpStream, options: &AadOptions, seen: &Mutex<Vec<String>>) -> 
             format!("AADSTS90002: no token endpoint at {}", request.line),
         ))
     } else if !content_type.starts_with("application/x-www-form-urlencoded") {
-        Some((400, "invalid_request", format!("AADSTS900144: content type {content_type:?}")))
+        Some((
+            400,
+            "invalid_request",
+            format!("AADSTS900144: content type {content_type:?}"),
+        ))
     } else if field("grant_type") != "client_credentials" {
-        Some((400, "unsupported_grant_type", "AADSTS70003: grant_type".to_owned()))
+        Some((
+            400,
+            "unsupported_grant_type",
+            "AADSTS70003: grant_type".to_owned(),
+        ))
     } else if field("client_assertion_type")
         != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
     {
-        Some((400, "invalid_request", "AADSTS50027: client_assertion_type".to_owned()))
+        Some((
+            400,
+            "invalid_request",
+            "AADSTS50027: client_assertion_type".to_owned(),
+        ))
     } else if field("client_id") != options.client_id {
         Some((
             400,
@@ -104,7 +116,11 @@ fn serve(stream: TcpStream, options: &AadOptions, seen: &Mutex<Vec<String>>) -> 
             ),
         ))
     } else if field("scope") != "https://storage.azure.com/.default" {
-        Some((400, "invalid_scope", format!("AADSTS70011: scope {:?}", field("scope"))))
+        Some((
+            400,
+            "invalid_scope",
+            format!("AADSTS70011: scope {:?}", field("scope")),
+        ))
     } else if current.trim().is_empty() || field("client_assertion") != current.trim() {
         Some((
             400,
@@ -178,15 +194,13 @@ fn decode_component(text: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 2;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -203,7 +217,10 @@ mod tests {
         assert_eq!(
             parse_form("scope=https%3A%2F%2Fstorage.azure.com%2F.default&a=b+c&e="),
             [
-                ("scope".to_owned(), "https://storage.azure.com/.default".to_owned()),
+                (
+                    "scope".to_owned(),
+                    "https://storage.azure.com/.default".to_owned()
+                ),
                 ("a".to_owned(), "b c".to_owned()),
                 ("e".to_owned(), String::new()),
             ]
@@ -212,6 +229,9 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 3);
         let claims = String::from_utf8(URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
-        assert!(claims.contains(r#""iss":"https://sts.windows.net/t/""#), "{claims}");
+        assert!(
+            claims.contains(r#""iss":"https://sts.windows.net/t/""#),
+            "{claims}"
+        );
     }
 }

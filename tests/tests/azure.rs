@@ -124,8 +124,7 @@ fn walship_restores_what_barman_cloud_archived_to_azure() -> Result<()> {
 }
 
 #[test]
-fn an_existing_blob_is_never_overwritten_and_a_wrong_key_is_denied_without_leaking()
--> Result<()> {
+fn an_existing_blob_is_never_overwritten_and_a_wrong_key_is_denied_without_leaking() -> Result<()> {
     let mut archive = AzureArchive::start(AzureCredential::SharedKey)?;
     archive.env.push(no_fetch_retries());
     let (wal_dir, segments) = real_segments(2)?;
@@ -156,7 +155,10 @@ fn an_existing_blob_is_never_overwritten_and_a_wrong_key_is_denied_without_leaki
     let out = archive.walship(&["wal-push", next.to_str().unwrap()])?;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("access denied") && err.contains("403"), "{err}");
+    assert!(
+        err.contains("access denied") && err.contains("403"),
+        "{err}"
+    );
     assert!(
         !err.contains(wrong) && !err.contains(AZURITE_KEY),
         "a key leaked: {err}"
@@ -186,13 +188,19 @@ fn an_expired_sas_token_is_denied_without_printing_it() -> Result<()> {
     )?;
     archive.write_secret("AZURE_STORAGE_SAS_TOKEN", &expired)?;
     let signature = expired.rsplit_once("sig=").unwrap().1.to_owned();
-    let decoded = signature.replace("%2B", "+").replace("%2F", "/").replace("%3D", "=");
+    let decoded = signature
+        .replace("%2B", "+")
+        .replace("%2F", "/")
+        .replace("%3D", "=");
     let leaked = |text: &str| text.contains(&signature) || text.contains(&decoded[..20]);
 
     let out = archive.walship(&["wal-push", src.to_str().unwrap()])?;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("access denied") && err.contains("403"), "{err}");
+    assert!(
+        err.contains("access denied") && err.contains("403"),
+        "{err}"
+    );
     assert!(!leaked(&err), "the SAS token leaked: {err}");
 
     let dest = pg_temp_dir()?;
@@ -222,7 +230,11 @@ fn a_missing_container_is_named() -> Result<()> {
     assert!(err.to_lowercase().contains("container"), "{err}");
     let out = archive.walship(&["check"])?;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("no-such-container"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no-such-container"),
+        "{}",
+        stderr(&out)
+    );
     Ok(())
 }
 
@@ -300,7 +312,10 @@ impl WorkloadIdentity {
         archive.env = vec![
             ("AZURE_CLIENT_ID", CLIENT.to_owned()),
             ("AZURE_TENANT_ID", TENANT.to_owned()),
-            ("AZURE_FEDERATED_TOKEN_FILE", token_file.display().to_string()),
+            (
+                "AZURE_FEDERATED_TOKEN_FILE",
+                token_file.display().to_string(),
+            ),
             ("AZURE_AUTHORITY_HOST", aad.authority_host()),
             no_fetch_retries(),
         ];
@@ -335,7 +350,7 @@ fn workload_identity_over_https_with_a_private_ca() -> Result<()> {
     let out = archive.walship(&["wal-push", src.to_str().unwrap()])?;
     ensure!(out.status.success(), "{}", stderr(&out));
     let first = fs::read_to_string(&wi.token_file)?;
-    assert_eq!(wi.aad.assertions(), [first.clone()]);
+    assert_eq!(wi.aad.assertions(), std::slice::from_ref(&first));
     let dest = pg_temp_dir()?;
     let fetched = dest.path().join(&segments[0]);
     let out = archive.walship(&["wal-fetch", &segments[0], fetched.to_str().unwrap()])?;
@@ -344,7 +359,10 @@ fn workload_identity_over_https_with_a_private_ca() -> Result<()> {
     let out = archive.walship(&["check"])?;
     ensure!(out.status.success(), "{}", stderr(&out));
     assert!(
-        archive.keys()?.iter().any(|k| k.ends_with(&format!("{}.gz", segments[0]))),
+        archive
+            .keys()?
+            .iter()
+            .any(|k| k.ends_with(&format!("{}.gz", segments[0]))),
         "{:?}",
         archive.keys()?
     );
@@ -381,15 +399,24 @@ fn workload_identity_over_https_with_a_private_ca() -> Result<()> {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("access denied"), "{err}");
-    assert!(err.contains("AADSTS700016") || err.contains("unauthorized_client"), "{err}");
-    assert!(!err.contains(&first), "the service-account token leaked: {err}");
+    assert!(
+        err.contains("AADSTS700016") || err.contains("unauthorized_client"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(&first),
+        "the service-account token leaked: {err}"
+    );
 
     // Workload identity without the webhook's variables: a config error naming them.
     wrong.env.clear();
     let out = wrong.walship(&["wal-push", next.to_str().unwrap()])?;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("inheritFromAzureAD") && err.contains("AZURE_CLIENT_ID"), "{err}");
+    assert!(
+        err.contains("inheritFromAzureAD") && err.contains("AZURE_CLIENT_ID"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -426,7 +453,10 @@ fn the_daemon_reads_the_rotated_token_file_when_it_refreshes() -> Result<()> {
             "the token of round {round} was never exchanged: {seen:?}"
         );
     }
-    assert!(!daemon.log_contents().contains(&tokens[0]), "a token leaked");
+    assert!(
+        !daemon.log_contents().contains(&tokens[0]),
+        "a token leaked"
+    );
     Ok(())
 }
 

@@ -775,19 +775,24 @@ fn float_integers_are_checked_too() {
 fn the_azure_encryption_scope_comes_from_barman_cloud_s_own_argument() {
     let scope = |wal: &str| {
         parse(&azure(&format!("  inheritFromAzureAD: true\nwal:\n{wal}")))
-        .unwrap()
-        .spec
-        .configuration
-        .wal_encryption_scope()
+            .unwrap()
+            .spec
+            .configuration
+            .wal_encryption_scope()
     };
     assert_eq!(
         scope("  archiveAdditionalCommandArgs: [\"--encryption-scope\", \"walscope\"]\n"),
         Some("walscope".to_owned())
     );
     assert_eq!(
-        scope("  archiveAdditionalCommandArgs: [\"--min-chunk-size=5\", \"--encryption-scope=b\"]\n"),
+        scope(
+            "  archiveAdditionalCommandArgs: [\"--min-chunk-size=5\", \"--encryption-scope=b\"]\n"
+        ),
         Some("b".to_owned())
     );
-    assert_eq!(scope("  archiveAdditionalCommandArgs: [\"--encryption-scope\"]\n"), None);
+    assert_eq!(
+        scope("  archiveAdditionalCommandArgs: [\"--encryption-scope\"]\n"),
+        None
+    );
     assert_eq!(scope("  compression: gzip\n"), None);
 }

@@ -339,16 +339,21 @@ fn workload_identity_names_the_missing_variable() {
                 .map(|(_, v)| (*v).to_owned())
         }
     };
-    let err = WorkloadIdentity::from_env(&env(&[("AZURE_CLIENT_ID", "c")]), azure_core::new_http_client()).unwrap_err();
+    let err = WorkloadIdentity::from_env(
+        &env(&[("AZURE_CLIENT_ID", "c")]),
+        azure_core::new_http_client(),
+    )
+    .unwrap_err();
     assert!(err.contains("AZURE_TENANT_ID"), "{err}");
-    let ok = WorkloadIdentity::from_env(&env(&[
-        ("AZURE_CLIENT_ID", "c"),
-        ("AZURE_TENANT_ID", "t"),
-        (
-            "AZURE_FEDERATED_TOKEN_FILE",
-            "/var/run/secrets/azure/tokens/azure-identity-token",
-        ),
-        ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us/"),
+    let ok = WorkloadIdentity::from_env(
+        &env(&[
+            ("AZURE_CLIENT_ID", "c"),
+            ("AZURE_TENANT_ID", "t"),
+            (
+                "AZURE_FEDERATED_TOKEN_FILE",
+                "/var/run/secrets/azure/tokens/azure-identity-token",
+            ),
+            ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us/"),
         ]),
         azure_core::new_http_client(),
     )

@@ -78,14 +78,21 @@ async fn every_write_carries_the_encryption_scope() {
         .await
         .unwrap();
     store
-        .put_create("large", Bytes::from(vec![7u8; BLOCK_UPLOAD_THRESHOLD + 1]), &options)
+        .put_create(
+            "large",
+            Bytes::from(vec![7u8; BLOCK_UPLOAD_THRESHOLD + 1]),
+            &options,
+        )
         .await
         .unwrap();
     let heads = seen.lock().unwrap().clone();
     let puts: Vec<&String> = heads.iter().filter(|h| h.starts_with("put ")).collect();
     // One Put Blob, three Put Block and one Put Block List.
     assert_eq!(puts.len(), 5, "{heads:#?}");
-    assert!(puts.iter().any(|h| h.contains("comp=blocklist")), "{heads:#?}");
+    assert!(
+        puts.iter().any(|h| h.contains("comp=blocklist")),
+        "{heads:#?}"
+    );
     for head in puts {
         assert!(
             head.contains("x-ms-encryption-scope: walscope\r\n"),

@@ -78,7 +78,10 @@ impl AzureArchive {
             dir: pg_temp_dir()?,
             env: Vec::new(),
         };
-        archive.write_secret("AZURE_CONNECTION_STRING", &archive.azurite.connection_string())?;
+        archive.write_secret(
+            "AZURE_CONNECTION_STRING",
+            &archive.azurite.connection_string(),
+        )?;
         archive.write_secret("AZURE_STORAGE_ACCOUNT", AZURITE_ACCOUNT)?;
         archive.write_secret("AZURE_STORAGE_KEY", AZURITE_KEY)?;
         let sas = archive.azurite.container_sas(

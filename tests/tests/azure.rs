@@ -280,6 +280,9 @@ struct WorkloadIdentity {
     archive: AzureArchive,
     aad: AadStub,
     token_file: std::path::PathBuf,
+    /// Where the kubelet would project the token: outside the directories the daemon
+    /// watches for configuration changes, whose reloads would read the file anew anyway.
+    _token_dir: tempfile::TempDir,
 }
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -301,7 +304,8 @@ impl WorkloadIdentity {
             ENDPOINT_CA,
         )?;
         archive.write_secret_in("azure-ca", "ca.crt", &ca)?;
-        let token_file = archive.dir.path().join("azure-identity-token");
+        let token_dir = pg_temp_dir()?;
+        let token_file = token_dir.path().join("azure-identity-token");
         rotate(&token_file)?;
         let aad = AadStub::start(AadOptions {
             tenant_id: TENANT.to_owned(),
@@ -323,6 +327,7 @@ impl WorkloadIdentity {
             archive,
             aad,
             token_file,
+            _token_dir: token_dir,
         })
     }
 }

@@ -1,8 +1,10 @@
 //! Real servers for walship's end-to-end tests and for `cargo xtask`.
 //!
 //! This crate starts and stops the things walship talks to — an S3-compatible
-//! object store (`s3s-fs`, or `minio` when one is on `PATH`) and throwaway
-//! PostgreSQL 15 clusters — and finds the tools and binaries the tests drive
+//! object store (`s3s-fs`, or `minio` when one is on `PATH`), Azurite (plain HTTP, or
+//! HTTPS with a throwaway CA and OAuth), stand-ins for AWS STS and Azure AD's token
+//! endpoint that speak their real protocols, and throwaway PostgreSQL 15 clusters — and
+//! finds the tools and binaries the tests drive
 //! (`walship` itself, `s3s-fs`, the barman-cloud virtualenv). Everything listens
 //! on 127.0.0.1 on ports picked free at start, every handle owns its temporary
 //! directory, and every handle stops its process when dropped, so a test stops
@@ -19,8 +21,9 @@
 //!   (which command, its stderr, the server log's tail) serves better than a
 //!   typed enum.
 //! - `tempfile`: temporary directories that are removed when their handle drops.
-//! - `base64`: Azure Shared Key signatures (the one request the kit signs for Azurite,
-//!   creating a container) decode the key and encode the signature in base64.
+//! - `base64`: Azure Shared Key and SAS signatures (the kit creates containers, lists
+//!   blobs and makes SAS tokens for Azurite) decode the key and encode the signature in
+//!   base64; the Azure AD stand-in's JWTs are base64url.
 //! - `sha2` and `hex`: the few signed S3 requests the kit makes itself (creating a
 //!   bucket on MinIO, checking that a bucket exists) need SigV4, which is
 //!   SHA-256 and HMAC-SHA-256.

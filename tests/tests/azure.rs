@@ -380,11 +380,19 @@ fn workload_identity_over_https_with_a_private_ca() -> Result<()> {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.to_lowercase().contains("certificate"), "{err}");
-    archive.write_manifest(&archive.manifest(
-        AzureCredential::WorkloadIdentity,
-        "gzip",
-        ENDPOINT_CA,
-    ))?;
+    // useDefaultAzureCredentials takes the same workload identity when its variables
+    // are set.
+    let manifest = archive
+        .manifest(AzureCredential::WorkloadIdentity, "gzip", ENDPOINT_CA)
+        .replace(
+            "inheritFromAzureAD: true",
+            "useDefaultAzureCredentials: true",
+        );
+    archive.write_manifest(&manifest)?;
+    let exchanges = wi.aad.assertions().len();
+    let out = archive.walship(&["wal-push", next.to_str().unwrap()])?;
+    ensure!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(wi.aad.assertions().len(), exchanges + 1);
 
     // A client id Azure AD does not know: denied, with Azure AD's reason.
     let mut wrong = AzureArchive::on(

@@ -489,6 +489,20 @@ impl Store for S3Store {
     }
 }
 
+/// The MD5 of a file, read in chunks.
+fn md5_of_file(path: &Path) -> std::io::Result<[u8; 16]> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hasher.finalize().into()),
+            n => hasher.update(&buf[..n]),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,19 +535,5 @@ mod tests {
     fn a_ca_bundle_without_certificates_is_refused() {
         let err = https_client_trusting(b"not a pem").unwrap_err().to_string();
         assert!(err.contains("endpointCA"), "{err}");
-    }
-}
-
-/// The MD5 of a file, read in chunks.
-fn md5_of_file(path: &Path) -> std::io::Result<[u8; 16]> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Md5::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        match file.read(&mut buf)? {
-            0 => return Ok(hasher.finalize().into()),
-            n => hasher.update(&buf[..n]),
-        }
     }
 }

@@ -558,26 +558,10 @@ fn write_atomically(dest: &Path, content: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::segment_bytes;
     use walship_store::LocalStore;
 
     const SEG: &str = "000000010000000000000006";
-
-    /// A 1 MiB segment: a real PostgreSQL 15 first page, then deterministic filler.
-    fn segment_bytes(name: &str, salt: u8) -> Vec<u8> {
-        let page = std::fs::read(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../walship-wal/testdata/pg15")
-                .join(format!("{name}.page")),
-        )
-        .unwrap();
-        let mut data = page;
-        let mut x = salt as u32;
-        while data.len() < 1 << 20 {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            data.push((x >> 16) as u8 & 0x0f);
-        }
-        data
-    }
 
     struct Fixture {
         _dir: tempfile::TempDir,

@@ -29,12 +29,14 @@
 
 mod compression;
 mod error;
+mod history;
 mod layout;
 mod name;
 mod segment;
 
 pub use compression::{Compression, MAX_DECOMPRESSED_LEN};
 pub use error::WalError;
+pub use history::TimelineHistory;
 pub use layout::{Layout, PartialPolicy, RestorePick};
 pub use name::{WalName, format_lsn, is_valid_segment_size, segments_per_xlog_id};
 pub use segment::{

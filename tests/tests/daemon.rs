@@ -118,8 +118,10 @@ fn recovery_through_the_daemon_is_served_from_its_prefetch_spool() -> Result<()>
     restored.create_recovery_signal()?;
     let daemon = DaemonProcess::start(&archive, &restored, &socket)?;
     restored.start()?;
+    // A liveness bound, not a speed check: this shared 2-core machine was seen taking
+    // seven times the usual time with the other daemon tests running beside this one.
     restored
-        .wait_for_recovery_end_within(Duration::from_secs(120))
+        .wait_for_recovery_end_within(Duration::from_secs(300))
         .with_context(|| format!("daemon log:\n{}", daemon.log_contents()))?;
     assert_eq!(
         restored.psql("SELECT count(*) || ':' || sum(x) FROM t")?,

@@ -359,6 +359,12 @@ fn metrics_pass_promtool_and_move_as_expected() -> Result<()> {
     assert!(delta("walship_archived_bytes_total")? >= (SEGMENTS << 20) as f64);
     assert_eq!(value(&after, "walship_ready_backlog_files")?, 0.0);
     assert_eq!(value(&after, "walship_ready_backlog_bytes")?, 0.0);
+    // The static keys were loaded (once, behind the SDK's identity cache).
+    assert!(value(&after, "walship_credential_refreshes_total")? >= 1.0);
+    assert_eq!(
+        value(&after, "walship_credential_refresh_failures_total")?,
+        0.0
+    );
     let info: Vec<&str> = after
         .lines()
         .filter(|l| l.starts_with("walship_last_archived_segment_info{"))

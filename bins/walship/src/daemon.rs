@@ -24,10 +24,10 @@ pub async fn run(
     config: DaemonConfig,
     archiver: Archiver,
     sources: Sources,
+    metrics: Arc<Metrics>,
     metrics_addr: SocketAddr,
     unready_after_seconds: u64,
 ) -> Result<()> {
-    let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(Duration::from_secs(unready_after_seconds)));
     health.set_config_loaded(true);
     let shutdown = CancellationToken::new();
@@ -151,6 +151,7 @@ async fn reload_loop(
             &sources.config,
             &sources.secrets_dir,
             sources.server_name.as_deref(),
+            Some(credential_observer(&metrics)),
         )
         .await
         {
@@ -165,4 +166,16 @@ async fn reload_loop(
             }
         }
     }
+}
+
+/// Feeds the credential refresh counters from the store's credential provider.
+pub fn credential_observer(metrics: &Arc<Metrics>) -> walship_credentials::RefreshObserver {
+    let metrics = metrics.clone();
+    Arc::new(move |ok| {
+        if ok {
+            metrics.credential_refreshes_total.inc();
+        } else {
+            metrics.credential_refresh_failures_total.inc();
+        }
+    })
 }

@@ -175,25 +175,37 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     let is_fetch = matches!(cli.command, Command::WalFetch { .. });
     let config_failure = if is_fetch { EXIT_RESTORE_FATAL } else { 2 };
-    if let Command::WalPush { path } = &cli.command
-        && let Some(code) = push_through_daemon(&cli.socket, path).await
-    {
-        return code;
+    let mut direct = Direct::NoDaemon;
+    if let Command::WalPush { path } = &cli.command {
+        match push_through_daemon(&cli.socket, path).await {
+            Ok(code) => return code,
+            Err(why) => direct = why,
+        }
     }
     if let Command::WalFetch { name, dest, .. } = &cli.command
         && let Some(code) = fetch_through_daemon(&cli.socket, name, dest).await
     {
         return code;
     }
-    let wired =
-        match wiring::archiver(&cli.config, &cli.secrets_dir, cli.server_name.as_deref()).await {
-            Ok(w) => w,
-            Err(e) => {
-                // Printed plainly: a list of config errors reads best one per line.
-                eprintln!("walship: {e:#}");
-                return ExitCode::from(config_failure);
-            }
-        };
+    // Only the daemon publishes metrics; it counts credential loads from the start.
+    let metrics = std::sync::Arc::new(walship_metrics::Metrics::new());
+    let observer = matches!(cli.command, Command::Daemon { .. })
+        .then(|| daemon::credential_observer(&metrics));
+    let wired = match wiring::archiver(
+        &cli.config,
+        &cli.secrets_dir,
+        cli.server_name.as_deref(),
+        observer,
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(e) => {
+            // Printed plainly: a list of config errors reads best one per line.
+            eprintln!("walship: {e:#}");
+            return ExitCode::from(config_failure);
+        }
+    };
     let archiver = wired.archiver;
     match cli.command {
         Command::Daemon {
@@ -236,6 +248,7 @@ async fn run(cli: Cli) -> ExitCode {
                 config,
                 archiver,
                 sources,
+                metrics,
                 metrics_addr,
                 unready_after_seconds,
             )
@@ -250,6 +263,11 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::WalPush { path } => match push_unless_signalled(&archiver, &path).await {
             Ok(PushOutcome::Uploaded { .. } | PushOutcome::AlreadyArchived { .. }) => {
+                if direct == Direct::Silent
+                    && let Some(name) = path.file_name().and_then(|n| n.to_str())
+                {
+                    walship_engine::daemon::socket::record_fallback(&cli.socket, name);
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -369,38 +387,51 @@ async fn push_unless_signalled(
     }
 }
 
-/// The fast path of wal-push: ask the daemon. `None` means no daemon could answer for
-/// this file, and the caller uploads it directly, exactly as without a daemon.
-async fn push_through_daemon(socket: &std::path::Path, path: &std::path::Path) -> Option<ExitCode> {
+/// Why wal-push uploads a file itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direct {
+    /// No daemon socket: no daemon runs (or it shut down cleanly).
+    NoDaemon,
+    /// A socket exists but nothing answered: the daemon died or hangs.
+    Silent,
+    /// The daemon answered that this file is not one it archives.
+    NotMine,
+}
+
+/// The fast path of wal-push: ask the daemon. `Err` says why no daemon could answer
+/// for this file; the caller then uploads it directly, exactly as without a daemon.
+async fn push_through_daemon(
+    socket: &std::path::Path,
+    path: &std::path::Path,
+) -> Result<ExitCode, Direct> {
     use walship_engine::daemon::socket::{Reply, ask_push};
     if !socket.exists() {
-        return None;
+        return Err(Direct::NoDaemon);
     }
     // PostgreSQL runs archive_command in the data directory with a relative %p.
-    let absolute = match std::env::current_dir() {
-        Ok(cwd) => cwd.join(path),
-        Err(_) => return None,
-    };
+    let absolute = std::env::current_dir()
+        .map_err(|_| Direct::Silent)?
+        .join(path);
     match ask_push(socket, &absolute, PUSH_WAIT).await {
-        Ok(Reply::Archived(_)) => Some(ExitCode::SUCCESS),
+        Ok(Reply::Archived(_)) => Ok(ExitCode::SUCCESS),
         Ok(Reply::Failed(msg)) => {
             error!("not archived: {msg}");
-            Some(ExitCode::from(1))
+            Ok(ExitCode::from(1))
         }
         Ok(Reply::NotMine(msg)) => {
             info!("the daemon does not archive this file ({msg}); uploading directly");
-            None
+            Err(Direct::NotMine)
         }
         Ok(Reply::NotFound) => {
             warn!("unexpected answer from the daemon; uploading directly");
-            None
+            Err(Direct::Silent)
         }
         Err(e) => {
             warn!(
                 "no answer from the daemon at {} ({e}); uploading directly",
                 socket.display()
             );
-            None
+            Err(Direct::Silent)
         }
     }
 }

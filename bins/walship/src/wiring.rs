@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use walship_config::{Destination, Encryption, ObjectStore, SecretsDir};
-use walship_credentials::AzureCredentialSource;
+use walship_credentials::{AzureCredentialSource, RefreshObserver};
 use walship_engine::{Archiver, ArchiverSettings};
 use walship_store::{LocalStore, Store};
 use walship_store_azure::{AzureAuth, AzureStore, AzureStoreConfig};
@@ -19,10 +19,13 @@ pub struct Wired {
     pub max_parallel: usize,
 }
 
+/// Builds the archiver a manifest describes. `on_credentials` (the daemon's metrics) is
+/// told of every credential load the store's SDK makes.
 pub async fn archiver(
     config_path: &Path,
     secrets_dir: &Path,
     server_override: Option<&str>,
+    on_credentials: Option<RefreshObserver>,
 ) -> Result<Wired> {
     let doc = walship_config::load(config_path).map_err(|errors| {
         anyhow::anyhow!(
@@ -36,7 +39,7 @@ pub async fn archiver(
     let configuration = &doc.spec.configuration;
     let destination = configuration.destination();
     let secrets = SecretsDir::new(secrets_dir);
-    let store = store_for(&doc, &destination, &secrets).await?;
+    let store = store_for(&doc, &destination, &secrets, on_credentials).await?;
     let compression = configuration
         .wal_compression()
         .map(|c| {
@@ -59,6 +62,7 @@ async fn store_for(
     doc: &ObjectStore,
     destination: &Destination,
     secrets: &SecretsDir,
+    on_credentials: Option<RefreshObserver>,
 ) -> Result<Arc<dyn Store>> {
     let configuration = &doc.spec.configuration;
     match destination {
@@ -80,7 +84,12 @@ async fn store_for(
                 endpoint_url: configuration.endpoint_url.clone(),
                 ca_bundle_pem,
                 region: access.region.clone(),
-                credentials: access.provider().await,
+                credentials: match on_credentials {
+                    Some(observer) => {
+                        walship_credentials::observed_s3_provider(access.provider().await, observer)
+                    }
+                    None => access.provider().await,
+                },
                 sse,
             })
             .await?;

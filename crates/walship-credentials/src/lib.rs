@@ -18,11 +18,13 @@
 //! `thiserror`, `tracing`.
 
 mod azure;
+mod observe;
 mod s3;
 #[cfg(test)]
 mod test_support;
 
 pub use azure::{AzureCredentialSource, azure_access};
+pub use observe::{RefreshObserver, observed_s3_provider};
 pub use s3::{S3Access, S3CredentialSource, s3_access};
 
 /// Why a credential could not be resolved. Names the secret and key, never a value.

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use tracing::{Instrument, debug, info, info_span, warn};
 use walship_store::{PutOptions, Store, StoreError};
 use walship_wal::{
-    Compression, Layout, PartialPolicy, RestorePick, WalError, WalName, sha256_hex,
+    Compression, HashingReader, Layout, PartialPolicy, RestorePick, WalError, WalName, sha256_hex,
     validate_segment,
 };
 
@@ -67,6 +67,11 @@ pub enum PushError {
     },
     #[error(transparent)]
     Compression(WalError),
+    #[error(
+        "{path}: the file changed while it was being archived (PostgreSQL never rewrites a \
+         segment waiting for archiving: is another process writing to pg_wal?)"
+    )]
+    Changed { path: PathBuf },
     #[error("{name}: {source}")]
     Store {
         name: String,
@@ -184,22 +189,19 @@ impl Archiver {
             path: path.to_owned(),
             source,
         })?;
-        let raw = tokio::fs::read(path)
-            .await
-            .map_err(|source| PushError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
-        if name.has_page_headers() {
-            validate_segment(&name, raw.len() as u64, &raw).map_err(|source| {
-                PushError::NotWal {
-                    path: path.to_owned(),
-                    source,
-                }
-            })?;
-        }
-        let raw = Bytes::from(raw);
-        let sha256 = sha256_hex(&raw);
+        // One pass over the file, off the async threads: validate, hash, compress.
+        let prepared = {
+            let (path, compression) = (path.to_owned(), self.settings.compression);
+            tokio::task::spawn_blocking(move || prepare(&path, &name, compression))
+                .await
+                .expect("preparing task panicked")?
+        };
+        let Prepared {
+            len,
+            sha256,
+            compressed,
+            stamp,
+        } = prepared;
         let key = self.layout.wal_key(&name, self.settings.compression);
 
         // The same file may already be archived, under this key or under another
@@ -218,38 +220,45 @@ impl Archiver {
                 && found == name
             {
                 return self
-                    .compare_existing(&name, &object.key, compression, &sha256, &raw)
+                    .compare_existing(&name, &object.key, compression, &sha256, len)
                     .await;
             }
         }
 
-        let body = match self.settings.compression {
-            None => raw.clone(),
-            Some(codec) => {
-                let raw = raw.clone();
-                tokio::task::spawn_blocking(move || codec.compress(&raw))
-                    .await
-                    .expect("compression task panicked")
-                    .map(Bytes::from)
-                    .map_err(PushError::Compression)?
-            }
-        };
         let mut options = PutOptions::default();
         options
             .metadata
             .insert(META_SHA256.to_owned(), sha256.clone());
         options
             .metadata
-            .insert(META_SIZE.to_owned(), raw.len().to_string());
+            .insert(META_SIZE.to_owned(), len.to_string());
         options.tags = if name.is_history() {
             self.settings.history_tags.clone()
         } else {
             self.settings.tags.clone()
         };
-        let stored_bytes = body.len() as u64;
-        match self.store.put_create(&key, body, &options).await {
+        let (stored_bytes, put) = match compressed {
+            Some(body) => (
+                body.len() as u64,
+                self.store.put_create(&key, body, &options).await,
+            ),
+            // Uncompressed: the store streams the file itself.
+            None => (
+                len,
+                self.store.put_create_file(&key, path, len, &options).await,
+            ),
+        };
+        match put {
             Ok(()) => {
-                info!(key = %key, bytes = raw.len(), stored_bytes, "archived");
+                if FileStamp::of_path(path).ok() != Some(stamp) {
+                    // PostgreSQL never rewrites a segment waiting to be archived; if
+                    // something did, what was stored may not match the checksum. Not
+                    // acknowledged: the retry compares and reports the difference.
+                    return Err(PushError::Changed {
+                        path: path.to_owned(),
+                    });
+                }
+                info!(key = %key, bytes = len, stored_bytes, "archived");
                 Ok(PushOutcome::Uploaded {
                     key,
                     sha256,
@@ -258,7 +267,7 @@ impl Archiver {
             }
             Err(StoreError::AlreadyExists { .. }) => {
                 // Someone (a concurrent push, a retry whose reply was lost) won the race.
-                self.compare_existing(&name, &key, self.settings.compression, &sha256, &raw)
+                self.compare_existing(&name, &key, self.settings.compression, &sha256, len)
                     .await
             }
             Err(source) => Err(PushError::Store {
@@ -274,7 +283,7 @@ impl Archiver {
         key: &str,
         compression: Option<Compression>,
         sha256: &str,
-        raw: &Bytes,
+        len: u64,
     ) -> Result<PushOutcome, PushError> {
         let store_err = |source| PushError::Store {
             name: name.to_string(),
@@ -303,7 +312,7 @@ impl Archiver {
         };
         if archived_sha256 == sha256 {
             debug!(key, "already archived with identical content");
-            info!(key = %key, bytes = raw.len(), "already archived (identical)");
+            info!(key = %key, bytes = len, "already archived (identical)");
             Ok(PushOutcome::AlreadyArchived {
                 key: key.to_owned(),
                 sha256: sha256.to_owned(),
@@ -426,6 +435,100 @@ impl Archiver {
     }
 }
 
+/// Enough of a file to know it is the same one later (PostgreSQL recycles segment files
+/// under new names, and never rewrites one in place while it waits for archiving).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    inode: u64,
+    mtime: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            len: meta.len(),
+            inode: meta.ino(),
+            mtime: meta.modified().ok(),
+        }
+    }
+
+    fn of_path(path: &Path) -> std::io::Result<FileStamp> {
+        std::fs::metadata(path).map(|m| FileStamp::of(&m))
+    }
+}
+
+/// What one pass over a file to archive yields.
+struct Prepared {
+    len: u64,
+    sha256: String,
+    /// The compressed object; `None` when the file is stored as it is, and streamed
+    /// from disk by the store.
+    compressed: Option<Bytes>,
+    stamp: FileStamp,
+}
+
+/// Bytes read to check a segment's first page header before anything is shipped.
+const FIRST_PAGE_PEEK: u64 = 8192;
+
+/// Reads `path` once: checks the page header of a segment, hashes the whole file and,
+/// with a codec, compresses it. Only the compressed output is held in memory.
+fn prepare(
+    path: &Path,
+    name: &WalName,
+    compression: Option<Compression>,
+) -> Result<Prepared, PushError> {
+    use std::io::Read;
+    let read_err = |source| PushError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    let (len, stamp) = (meta.len(), FileStamp::of(&meta));
+    let mut reader = HashingReader::new(std::io::BufReader::with_capacity(256 * 1024, file));
+    let mut first_page = Vec::new();
+    if name.has_page_headers() {
+        (&mut reader)
+            .take(FIRST_PAGE_PEEK.min(len))
+            .read_to_end(&mut first_page)
+            .map_err(read_err)?;
+        validate_segment(name, len, &first_page).map_err(|source| PushError::NotWal {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    // The peeked bytes were hashed as they were read; the codec still needs them.
+    let mut rest = std::io::Cursor::new(first_page).chain(&mut reader);
+    let compressed = match compression {
+        Some(codec) => {
+            let out = Vec::with_capacity((len / 4) as usize + 64);
+            Some(Bytes::from(
+                codec
+                    .compress_stream(&mut rest, out)
+                    .map_err(PushError::Compression)?,
+            ))
+        }
+        None => {
+            std::io::copy(&mut rest, &mut std::io::sink()).map_err(read_err)?;
+            None
+        }
+    };
+    if reader.count() != len {
+        return Err(read_err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("expected {len} bytes, read {}", reader.count()),
+        )));
+    }
+    Ok(Prepared {
+        len,
+        sha256: reader.finish(),
+        compressed,
+        stamp,
+    })
+}
+
 /// Writes `content` to a temporary file beside `dest`, fsyncs it, renames it over
 /// `dest` and fsyncs the directory, so `dest` is either absent or complete.
 fn write_atomically(dest: &Path, content: &[u8]) -> std::io::Result<()> {
@@ -455,26 +558,10 @@ fn write_atomically(dest: &Path, content: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::segment_bytes;
     use walship_store::LocalStore;
 
     const SEG: &str = "000000010000000000000006";
-
-    /// A 1 MiB segment: a real PostgreSQL 15 first page, then deterministic filler.
-    fn segment_bytes(name: &str, salt: u8) -> Vec<u8> {
-        let page = std::fs::read(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../walship-wal/testdata/pg15")
-                .join(format!("{name}.page")),
-        )
-        .unwrap();
-        let mut data = page;
-        let mut x = salt as u32;
-        while data.len() < 1 << 20 {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            data.push((x >> 16) as u8 & 0x0f);
-        }
-        data
-    }
 
     struct Fixture {
         _dir: tempfile::TempDir,

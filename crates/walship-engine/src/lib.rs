@@ -30,3 +30,26 @@ pub use archiver::{
     Archiver, ArchiverSettings, CheckReport, FetchError, FetchOutcome, META_SHA256, META_SIZE,
     PushError, PushOutcome,
 };
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::Path;
+
+    /// A 1 MiB segment: a real PostgreSQL 15 first page (from walship-wal's fixtures),
+    /// then deterministic filler.
+    pub fn segment_bytes(name: &str, salt: u8) -> Vec<u8> {
+        let page = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../walship-wal/testdata/pg15")
+                .join(format!("{name}.page")),
+        )
+        .unwrap();
+        let mut data = page;
+        let mut x = salt as u32;
+        while data.len() < 1 << 20 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            data.push((x >> 16) as u8 & 0x0f);
+        }
+        data
+    }
+}

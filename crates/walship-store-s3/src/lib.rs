@@ -20,10 +20,12 @@
 //! `aws-smithy-http-client` (an HTTPS client with a custom trust store),
 //! `aws-smithy-types` (byte streams, base64), `aws-credential-types` (the provider
 //! type), `md-5` (Content-MD5 for servers that need an integrity header they know),
-//! `walship-store`, `async-trait`, `bytes`, `thiserror`, `tracing`.
+//! `walship-store`, `async-trait`, `bytes`, `thiserror`, `tracing`, `tokio` (hashing a
+//! file for Content-MD5 off the async threads).
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,11 +33,14 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
+use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::ServerSideEncryption;
 use bytes::Bytes;
 use md5::{Digest, Md5};
-use walship_store::{Metadata, ObjectInfo, PutOptions, Store, StoreError, error_chain};
+use walship_store::{
+    Metadata, ObjectInfo, PutOptions, Store, StoreError, error_chain, source_file_error,
+};
 
 /// Server-side encryption requested for every object written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +105,35 @@ impl fmt::Debug for S3Store {
 }
 
 impl S3Store {
+    /// A create-only PutObject for `key` with everything but the body.
+    fn put_request(
+        &self,
+        key: &str,
+        len: u64,
+        md5: Option<[u8; 16]>,
+        options: &PutOptions,
+    ) -> PutObjectFluentBuilder {
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_none_match("*")
+            .content_length(len as i64)
+            .set_tagging(tagging(&options.tags));
+        for (k, v) in &options.metadata {
+            request = request.metadata(k, v);
+        }
+        if let Some(digest) = md5 {
+            request = request.content_md5(aws_smithy_types::base64::encode(digest));
+        }
+        match self.sse {
+            Some(Sse::Aes256) => request.server_side_encryption(ServerSideEncryption::Aes256),
+            Some(Sse::AwsKms) => request.server_side_encryption(ServerSideEncryption::AwsKms),
+            None => request,
+        }
+    }
+
     pub async fn new(config: S3StoreConfig) -> Result<S3Store, S3ConfigError> {
         let custom_endpoint = config.endpoint_url.is_some();
         if let Some(url) = &config.endpoint_url
@@ -313,28 +347,43 @@ impl Store for S3Store {
         body: Bytes,
         options: &PutOptions,
     ) -> Result<(), StoreError> {
-        let mut request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .if_none_match("*")
-            .content_length(body.len() as i64)
-            .set_tagging(tagging(&options.tags));
-        for (k, v) in &options.metadata {
-            request = request.metadata(k, v);
-        }
-        if self.custom_endpoint {
-            let digest = Md5::digest(&body);
-            request = request.content_md5(aws_smithy_types::base64::encode(digest));
-        }
-        request = match self.sse {
-            Some(Sse::Aes256) => request.server_side_encryption(ServerSideEncryption::Aes256),
-            Some(Sse::AwsKms) => request.server_side_encryption(ServerSideEncryption::AwsKms),
-            None => request,
-        };
-        request
+        let md5 = self.custom_endpoint.then(|| Md5::digest(&body).into());
+        self.put_request(key, body.len() as u64, md5, options)
             .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.map_err(key, e))?;
+        Ok(())
+    }
+
+    /// Streams the file: the SDK reads it in chunks as it sends (and re-opens it for a
+    /// retry), so an upload holds no copy of the segment.
+    async fn put_create_file(
+        &self,
+        key: &str,
+        path: &Path,
+        len: u64,
+        options: &PutOptions,
+    ) -> Result<(), StoreError> {
+        let source_err = |detail: String| source_file_error(self.describe.clone(), path, &detail);
+        let md5 = if self.custom_endpoint {
+            let owned = path.to_owned();
+            let digest = tokio::task::spawn_blocking(move || md5_of_file(&owned))
+                .await
+                .map_err(|e| source_err(e.to_string()))?
+                .map_err(|e| source_err(e.to_string()))?;
+            Some(digest)
+        } else {
+            None
+        };
+        let body = ByteStream::read_from()
+            .path(path)
+            .length(Length::Exact(len))
+            .build()
+            .await
+            .map_err(|e| source_err(error_chain(&e)))?;
+        self.put_request(key, len, md5, options)
+            .body(body)
             .send()
             .await
             .map_err(|e| self.map_err(key, e))?;
@@ -437,6 +486,20 @@ impl Store for S3Store {
             .await
             .map_err(|e| self.map_err(key, e))?;
         Ok(())
+    }
+}
+
+/// The MD5 of a file, read in chunks.
+fn md5_of_file(path: &Path) -> std::io::Result<[u8; 16]> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hasher.finalize().into()),
+            n => hasher.update(&buf[..n]),
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub use local::LocalStore;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -94,6 +95,16 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// The error for a local file that could not be read for an upload (not the store's
+/// fault, and not transient: the file itself is wrong).
+pub fn source_file_error(store: String, path: &Path, detail: &str) -> StoreError {
+    StoreError::Other {
+        store,
+        detail: format!("reading {} for upload: {detail}", path.display()),
+        transient: false,
+    }
+}
+
 /// An object store rooted at a bucket, a container or a directory.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
@@ -109,6 +120,29 @@ pub trait Store: Send + Sync + fmt::Debug {
         body: Bytes,
         options: &PutOptions,
     ) -> Result<(), StoreError>;
+
+    /// [`Store::put_create`] with the body read from the file at `path`, which must be
+    /// `len` bytes long and not change meanwhile. Stores that can stream a file override
+    /// this so an upload does not hold the whole file in memory; the default reads it.
+    async fn put_create_file(
+        &self,
+        key: &str,
+        path: &Path,
+        len: u64,
+        options: &PutOptions,
+    ) -> Result<(), StoreError> {
+        let body = tokio::fs::read(path)
+            .await
+            .map_err(|e| source_file_error(self.describe(), path, &e.to_string()))?;
+        if body.len() as u64 != len {
+            return Err(source_file_error(
+                self.describe(),
+                path,
+                &format!("expected {len} bytes, read {}", body.len()),
+            ));
+        }
+        self.put_create(key, Bytes::from(body), options).await
+    }
 
     /// The whole object, or [`StoreError::NotFound`].
     async fn get(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError>;

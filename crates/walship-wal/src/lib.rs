@@ -29,12 +29,14 @@
 
 mod compression;
 mod error;
+mod history;
 mod layout;
 mod name;
 mod segment;
 
 pub use compression::{Compression, MAX_DECOMPRESSED_LEN};
 pub use error::WalError;
+pub use history::TimelineHistory;
 pub use layout::{Layout, PartialPolicy, RestorePick};
 pub use name::{WalName, format_lsn, is_valid_segment_size, segments_per_xlog_id};
 pub use segment::{
@@ -48,6 +50,43 @@ use sha2::{Digest, Sha256};
 /// The SHA-256 of `data` as 64 lowercase hex digits.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
+}
+
+/// A reader that hashes (SHA-256) and counts every byte read through it, so a file can
+/// be checksummed in the same pass that compresses or uploads it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: std::io::Read> HashingReader<R> {
+    pub fn new(inner: R) -> HashingReader<R> {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The SHA-256 of everything read, as in [`sha256_hex`].
+    pub fn finish(self) -> String {
+        hex::encode(self.hasher.finalize())
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -64,5 +103,24 @@ mod tests {
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn hashing_reader_matches_the_one_shot_hash_across_odd_reads() {
+        use std::io::Read;
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut reader = HashingReader::new(&data[..]);
+        let mut buf = [0u8; 333];
+        let mut seen = Vec::new();
+        loop {
+            let n = reader.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(seen, data);
+        assert_eq!(reader.count(), data.len() as u64);
+        assert_eq!(reader.finish(), sha256_hex(&data));
     }
 }

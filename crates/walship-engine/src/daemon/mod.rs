@@ -300,6 +300,19 @@ impl Daemon {
     /// done, and updates the backlog gauges.
     fn scan(&self) {
         let inner = &self.inner;
+        if let Some(socket) = &inner.config.socket_path {
+            let fallbacks = socket::take_fallbacks(socket);
+            if fallbacks > 0 {
+                warn!(
+                    fallbacks,
+                    "wal-push uploaded segments itself while this daemon was not answering"
+                );
+                inner
+                    .metrics
+                    .wal_push_fallback_uploads_total
+                    .inc_by(fallbacks as u64);
+            }
+        }
         let ready = match status::scan(&inner.pg_wal) {
             Ok(r) => r,
             Err(e) => {

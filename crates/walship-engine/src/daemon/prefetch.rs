@@ -3,19 +3,22 @@
 //! spooled segment is a rename.
 //!
 //! Only segments are prefetched (never `.history` or `.partial`: PostgreSQL asks for
-//! those to decide timelines, and a guess would be wrong), following the timeline of the
-//! latest request, so a timeline switch read from a `.history` file redirects the window
-//! at the next request. Spooled files were verified like any fetch (checksum, page
-//! header) and are written atomically, so a hit is as safe as a direct download.
+//! those to decide timelines, and a guess would be wrong). The window follows the newest
+//! timeline history PostgreSQL restored through the daemon: past a switch point it
+//! holds the new timeline's segments, the ones recovery will ask for. A request for a
+//! segment still downloading waits for that download instead of starting another.
+//! Spooled files were verified like any fetch (checksum, page header) and are written
+//! atomically, so a hit is as safe as a direct download.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span, warn};
 use walship_metrics::Metrics;
-use walship_wal::WalName;
+use walship_wal::{TimelineHistory, WalName};
 
 use crate::{Archiver, FetchOutcome};
 
@@ -27,6 +30,8 @@ struct Spool {
     running: HashSet<String>,
     /// Names the archive did not have (the end of the archive, for now).
     missing: HashSet<String>,
+    /// The newest timeline history restored so far: where the window crosses timelines.
+    history: Option<TimelineHistory>,
 }
 
 pub(super) struct Prefetcher {
@@ -36,6 +41,8 @@ pub(super) struct Prefetcher {
     /// Upper bound on spooled bytes (with the window, bounds memory and disk).
     max_bytes: u64,
     spool: Mutex<Spool>,
+    /// Signalled whenever a download ends (stored, missing or failed).
+    finished: Notify,
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
 }
@@ -58,6 +65,7 @@ impl Prefetcher {
             window,
             max_bytes,
             spool: Mutex::new(Spool::default()),
+            finished: Notify::new(),
             metrics,
             tracker: TaskTracker::new(),
         })
@@ -73,8 +81,7 @@ impl Prefetcher {
     ) -> Result<FetchOutcome, String> {
         let wal = WalName::parse(name).map_err(|e| e.to_string())?;
         let spooled = self.dir.join(name);
-        let hit = self.spool.lock().expect("spool lock").ready.remove(name);
-        let outcome = if hit && move_into_place(&spooled, dest).is_ok() {
+        let outcome = if self.take_spooled(name).await && move_into_place(&spooled, dest).is_ok() {
             self.metrics.restore_hits_total.inc();
             let bytes = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
             debug!(wal = %name, "restored from the prefetch spool");
@@ -89,10 +96,58 @@ impl Prefetcher {
                 .await
                 .map_err(|e| e.to_string())?
         };
-        if let (true, FetchOutcome::Restored { bytes, .. }) = (wal.is_segment(), &outcome) {
-            self.advance(archiver, &wal, *bytes);
+        if let FetchOutcome::Restored { bytes, .. } = &outcome {
+            if wal.is_history() {
+                self.learn_history(&wal, dest);
+            } else if wal.is_segment() {
+                self.advance(archiver, &wal, *bytes);
+            }
         }
         Ok(outcome)
+    }
+
+    /// Claims `name` from the spool, waiting first if its download is running. `false`
+    /// when it is not (or no longer) there: the caller downloads it itself.
+    async fn take_spooled(&self, name: &str) -> bool {
+        loop {
+            let finished = self.finished.notified();
+            tokio::pin!(finished);
+            {
+                let mut spool = self.spool.lock().expect("spool lock");
+                if spool.ready.remove(name) {
+                    return true;
+                }
+                if !spool.running.contains(name) {
+                    return false;
+                }
+                // Registered before the lock is released, so the end of the download
+                // cannot slip between the check and the wait.
+                finished.as_mut().enable();
+            }
+            finished.await;
+        }
+    }
+
+    /// Remembers the timeline history in a restored `.history` file if it is the newest
+    /// seen: PostgreSQL follows the newest timeline (`recovery_target_timeline =
+    /// 'latest'`), and so does the window from then on.
+    fn learn_history(&self, wal: &WalName, restored: &Path) {
+        let Ok(text) = std::fs::read_to_string(restored) else {
+            return;
+        };
+        let Some(history) = TimelineHistory::parse(wal.timeline(), &text) else {
+            warn!(wal = %wal, "not a timeline history file; prefetch ignores it");
+            return;
+        };
+        let mut spool = self.spool.lock().expect("spool lock");
+        if spool
+            .history
+            .as_ref()
+            .is_none_or(|h| h.newest() < history.newest())
+        {
+            debug!(wal = %wal, "prefetch follows timeline {}", history.newest());
+            spool.history = Some(history);
+        }
     }
 
     /// Drops spooled files behind `current` and starts downloads for the window after it.
@@ -102,19 +157,21 @@ impl Prefetcher {
         }
         let max_files = (self.max_bytes / segment_size).max(1) as usize;
         let window = self.window.min(max_files);
-        let mut wanted = Vec::with_capacity(window);
-        let mut next = *current;
-        for _ in 0..window {
-            match next.next_segment(segment_size) {
-                Some(n) => {
-                    wanted.push(n.to_string());
-                    next = n;
-                }
-                None => break,
-            }
-        }
-        let wanted_set: HashSet<&String> = wanted.iter().collect();
         let mut spool = self.spool.lock().expect("spool lock");
+        let wanted: Vec<String> = match &spool.history {
+            Some(history) if history.contains(current.timeline()) => {
+                history.following_segments(current, window, segment_size)
+            }
+            _ => std::iter::successors(current.next_segment(segment_size), |n| {
+                n.next_segment(segment_size)
+            })
+            .take(window)
+            .collect(),
+        }
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        let wanted_set: HashSet<&String> = wanted.iter().collect();
         let stale: Vec<String> = spool
             .ready
             .iter()
@@ -145,18 +202,21 @@ impl Prefetcher {
                 async move {
                     let path = this.dir.join(&name);
                     let result = archiver.fetch(&name, &path).await;
-                    let mut spool = this.spool.lock().expect("spool lock");
-                    spool.running.remove(&name);
-                    match result {
-                        Ok(FetchOutcome::Restored { bytes, .. }) => {
-                            this.metrics.restore_prefetched_bytes_total.inc_by(bytes);
-                            spool.ready.insert(name);
+                    {
+                        let mut spool = this.spool.lock().expect("spool lock");
+                        spool.running.remove(&name);
+                        match result {
+                            Ok(FetchOutcome::Restored { bytes, .. }) => {
+                                this.metrics.restore_prefetched_bytes_total.inc_by(bytes);
+                                spool.ready.insert(name);
+                            }
+                            Ok(FetchOutcome::NotFound) => {
+                                spool.missing.insert(name);
+                            }
+                            Err(e) => warn!("prefetch failed (will fetch on demand): {e}"),
                         }
-                        Ok(FetchOutcome::NotFound) => {
-                            spool.missing.insert(name);
-                        }
-                        Err(e) => warn!("prefetch failed (will fetch on demand): {e}"),
                     }
+                    this.finished.notify_waiters();
                 }
                 .instrument(span),
             );
@@ -183,4 +243,79 @@ fn move_into_place(spooled: &Path, dest: &Path) -> std::io::Result<()> {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ArchiverSettings;
+    use crate::test_support::segment_bytes;
+    use walship_store::LocalStore;
+    use walship_wal::Layout;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../walship-wal/testdata/pg15");
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_window_crosses_into_the_timeline_of_the_restored_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let archiver = Archiver::new(
+            Arc::new(LocalStore::new(dir.path().join("store"))),
+            Layout::new("prefix", "pg"),
+            ArchiverSettings::default(),
+        );
+        // Timeline 1 ended inside segment 0A (see the history file): the archive has
+        // 06-09 on timeline 1 and 0A-0C on timeline 2, as after a promotion.
+        let pg_wal = dir.path().join("pg_wal");
+        std::fs::create_dir_all(&pg_wal).unwrap();
+        let mut names: Vec<String> = ["06", "07", "08", "09"]
+            .iter()
+            .map(|s| format!("0000000100000000000000{s}"))
+            .collect();
+        names.extend(
+            ["0A", "0B", "0C"]
+                .iter()
+                .map(|s| format!("0000000200000000000000{s}")),
+        );
+        for name in &names {
+            std::fs::write(pg_wal.join(name), segment_bytes(name, 1)).unwrap();
+        }
+        std::fs::copy(
+            Path::new(FIXTURES).join("00000002.history"),
+            pg_wal.join("00000002.history"),
+        )
+        .unwrap();
+        for name in names.iter().map(String::as_str).chain(["00000002.history"]) {
+            archiver.push(&pg_wal.join(name)).await.unwrap();
+        }
+
+        let metrics = Arc::new(Metrics::new());
+        let prefetcher = Arc::new(
+            Prefetcher::new(&dir.path().join("spool"), 3, 1 << 30, metrics.clone()).unwrap(),
+        );
+        let restore = dir.path().join("RECOVERYXLOG");
+        // What PostgreSQL asks for with recovery_target_timeline = 'latest'.
+        for name in [
+            "00000002.history",
+            "000000010000000000000007",
+            "000000010000000000000008",
+            "000000010000000000000009",
+            "00000002000000000000000A",
+        ] {
+            let outcome = prefetcher.fetch(&archiver, name, &restore).await.unwrap();
+            assert!(matches!(outcome, FetchOutcome::Restored { .. }), "{name}");
+            let expected = if name.ends_with(".history") {
+                std::fs::read(pg_wal.join(name)).unwrap()
+            } else {
+                segment_bytes(name, 1)
+            };
+            assert!(
+                std::fs::read(&restore).unwrap() == expected,
+                "{name} differs"
+            );
+        }
+        // 08, 09 and timeline 2's 0A came from the spool; the history file and the
+        // first segment could not have.
+        assert_eq!(metrics.restore_hits_total.get(), 3);
+        assert_eq!(metrics.restore_misses_total.get(), 2);
+    }
 }

@@ -132,6 +132,41 @@ async fn handle(stream: UnixStream, daemon: Daemon) -> io::Result<()> {
 
 use tokio::io::AsyncReadExt as _;
 
+/// Where `wal-push` notes a segment it uploaded itself because the daemon behind
+/// `socket` did not answer; the daemon counts (and empties) it when it runs again, as
+/// `walship_wal_push_fallback_uploads_total`.
+pub fn fallback_log(socket: &Path) -> PathBuf {
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".fallbacks");
+    PathBuf::from(name)
+}
+
+/// Appends `wal` to the fallback log of `socket` (best effort: it only feeds a metric).
+pub fn record_fallback(socket: &Path, wal: &str) {
+    use std::io::Write;
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(fallback_log(socket))
+        .and_then(|mut f| f.write_all(format!("{wal}\n").as_bytes()));
+}
+
+/// Takes the fallback log of `socket`: the number of uploads noted since the last
+/// call. The log is renamed before it is read, so notes appended meanwhile start a new
+/// log instead of being lost.
+pub(super) fn take_fallbacks(socket: &Path) -> usize {
+    let log = fallback_log(socket);
+    let taken = log.with_extension("fallbacks.taken");
+    if std::fs::rename(&log, &taken).is_err() {
+        return 0;
+    }
+    let count = std::fs::read_to_string(&taken)
+        .map(|text| text.lines().filter(|l| !l.is_empty()).count())
+        .unwrap_or(0);
+    let _ = std::fs::remove_file(&taken);
+    count
+}
+
 /// Asks the daemon at `socket` to confirm `path` (absolute). An `Err` means no daemon
 /// answered (none running, stale socket, timeout): the caller uploads by itself.
 pub async fn ask_push(socket: &Path, path: &Path, timeout: Duration) -> io::Result<Reply> {
@@ -190,5 +225,18 @@ mod tests {
             }
         }
         assert_eq!(Reply::from_line("WHAT 1"), None);
+    }
+
+    #[test]
+    fn fallback_notes_are_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("walship.sock");
+        assert_eq!(take_fallbacks(&socket), 0);
+        record_fallback(&socket, "000000010000000000000001");
+        record_fallback(&socket, "000000010000000000000002");
+        assert_eq!(take_fallbacks(&socket), 2);
+        assert_eq!(take_fallbacks(&socket), 0);
+        record_fallback(&socket, "000000010000000000000003");
+        assert_eq!(take_fallbacks(&socket), 1);
     }
 }

@@ -1,0 +1,82 @@
+//! `S3Store` against a real S3-compatible server (the test kit's, on 127.0.0.1):
+//! the streamed upload of a file keeps the store's create-only rule and stores the
+//! file verbatim.
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use walship_store::{PutOptions, Store, StoreError};
+use walship_store_s3::{S3Store, S3StoreConfig};
+use walship_testkit::S3Server;
+
+const BUCKET: &str = "streams";
+
+async fn store_for(server: &S3Server) -> S3Store {
+    server.create_bucket(BUCKET).unwrap();
+    S3Store::new(S3StoreConfig {
+        bucket: BUCKET.to_owned(),
+        endpoint_url: Some(server.endpoint()),
+        ca_bundle_pem: None,
+        region: None,
+        credentials: SharedCredentialsProvider::new(Credentials::new(
+            server.access_key(),
+            server.secret_key(),
+            None,
+            None,
+            "test",
+        )),
+        sse: None,
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_file_is_stored_verbatim_and_never_overwritten() {
+    let server = S3Server::start().unwrap();
+    let store = store_for(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Larger than the SDK's read buffer, and not a multiple of it.
+    let data: Vec<u8> = (0..(3 << 20) + 12_345u32)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let path = dir.path().join("segment");
+    std::fs::write(&path, &data).unwrap();
+    let mut options = PutOptions::default();
+    options.metadata.insert("walship-sha256".into(), "x".into());
+
+    store
+        .put_create_file("a/segment", &path, data.len() as u64, &options)
+        .await
+        .unwrap();
+    let (body, info) = store.get("a/segment").await.unwrap();
+    assert!(body[..] == data[..], "stored bytes differ from the file");
+    assert_eq!(
+        info.metadata.get("walship-sha256").map(String::as_str),
+        Some("x")
+    );
+
+    let other = dir.path().join("other");
+    std::fs::write(&other, b"different").unwrap();
+    let again = store
+        .put_create_file("a/segment", &other, 9, &options)
+        .await
+        .unwrap_err();
+    assert!(matches!(again, StoreError::AlreadyExists { .. }), "{again}");
+    assert!(store.get("a/segment").await.unwrap().0[..] == data[..]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_shorter_than_announced_is_not_stored() {
+    let server = S3Server::start().unwrap();
+    let store = store_for(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short");
+    std::fs::write(&path, vec![7u8; 1000]).unwrap();
+
+    let err = store
+        .put_create_file("b/short", &path, 4096, &PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(store.head("b/short").await.unwrap().is_none());
+}

@@ -18,6 +18,8 @@
 //! - `anyhow`: every failure here ends a test, so one error type with context
 //!   (which command, its stderr, the server log's tail) serves better than a
 //!   typed enum.
+//! - `serde_json`: the GCS emulator's answers, and the JWT assertion the stand-in
+//!   token endpoint checks.
 //! - `tempfile`: temporary directories that are removed when their handle drops.
 //! - `base64`: Azure Shared Key signatures (the one request the kit signs for Azurite,
 //!   creating a container) decode the key and encode the signature in base64.
@@ -26,6 +28,7 @@
 //!   SHA-256 and HMAC-SHA-256.
 
 mod azurite;
+mod gcs;
 mod paths;
 mod pg;
 mod s3;
@@ -35,6 +38,7 @@ mod tls;
 mod util;
 
 pub use azurite::{AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer, azurite_path};
+pub use gcs::{GcsServer, GoogleTokenServer, MetadataServer, TokenMode, fake_gcs_path};
 pub use paths::{WalshipBin, barman_venv, target_dir, tool_path, workspace_root};
 pub use pg::{
     InitOptions, PgCluster, PgUser, make_readable_by_pg, pg_bin_dir, pg_temp_dir, pg_user,

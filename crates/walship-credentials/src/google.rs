@@ -96,7 +96,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("googleCredentials.applicationCredentials"), "{err}");
+        assert!(
+            err.contains("googleCredentials.applicationCredentials"),
+            "{err}"
+        );
         assert!(err.contains("credentials.json"), "{err}");
         let err = google_access(
             &GoogleCredentials {

@@ -54,21 +54,36 @@ pub struct GcsServer {
 
 impl GcsServer {
     pub fn start() -> Result<GcsServer> {
+        Self::start_with(None)
+    }
+
+    /// With `data`, objects are kept in that directory (the filesystem backend) and the
+    /// log goes next to it, so both outlive the handle; without, in memory.
+    pub fn start_with(data: Option<&Path>) -> Result<GcsServer> {
         let program = fake_gcs_path()?;
         let dir = tempfile::tempdir()?;
-        let log = dir.path().join("fake-gcs.log");
+        let log = match data {
+            Some(data) => {
+                std::fs::create_dir_all(data)?;
+                data.with_extension("log")
+            }
+            None => dir.path().join("fake-gcs.log"),
+        };
+        let backend: Vec<String> = match data {
+            Some(data) => vec![
+                "-backend".into(),
+                "filesystem".into(),
+                "-filesystem-root".into(),
+                data.display().to_string(),
+            ],
+            None => vec!["-backend".into(), "memory".into()],
+        };
         let port = free_port()?;
         let log_file = std::fs::File::create(&log)?;
         let url = format!("http://127.0.0.1:{port}");
         let child = Command::new(&program)
-            .args([
-                "-scheme",
-                "http",
-                "-host",
-                "127.0.0.1",
-                "-backend",
-                "memory",
-            ])
+            .args(["-scheme", "http", "-host", "127.0.0.1"])
+            .args(&backend)
             .args(["-port", &port.to_string(), "-log-level", "warn"])
             // Resumable session URIs point back here, not at storage.googleapis.com.
             .args([
@@ -183,6 +198,12 @@ impl GcsServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Lets the server outlive the handle (for `cargo xtask services`); its pid.
+    pub fn detach(mut self) -> Option<u32> {
+        // Dropping a `Child` neither kills nor waits for it.
+        self.child.take().map(|c| c.id())
     }
 }
 

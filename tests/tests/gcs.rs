@@ -19,7 +19,7 @@ use anyhow::{Context, Result, ensure};
 use common::{archived_in_pg_wal, real_segments, sha256_file, stderr};
 use walship_testkit::{
     GcsServer, GoogleTokenServer, InitOptions, MetadataServer, PgCluster, TokenMode, WalshipBin,
-    make_readable_by_pg, pg_temp_dir,
+    free_port, make_readable_by_pg, pg_temp_dir, pg_user_command, wait_until,
 };
 
 const BUCKET: &str = "walship-gcs-e2e";
@@ -370,6 +370,99 @@ fn bad_keys_wrong_buckets_and_refusing_token_endpoints_fail_cleanly() -> Result<
     );
     assert!(archive.gcs.object_names(BUCKET, "")?.is_empty());
     Ok(())
+}
+
+/// A `walship daemon` as the PostgreSQL user; killed when dropped.
+struct Daemon(std::process::Child, std::path::PathBuf);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_daemon_ships_to_gcs_with_gke_workload_identity() -> Result<()> {
+    let archive = GcsArchive::start(true)?;
+    let socket = archive.dir.path().join("walship.sock");
+    let mut pg = PgCluster::init_temp(InitOptions {
+        wal_segsize_mb: Some(1),
+    })?;
+    let command = archive.pg_command(&format!("--socket {} wal-push %p", socket.display()))?;
+    pg.set_conf(&[
+        ("archive_mode", "on"),
+        ("archive_command", &command),
+        ("wal_keep_size", "1GB"),
+    ])?;
+    let log = archive.dir.path().join("daemon.log");
+    let metrics_port = free_port()?;
+    let mut cmd = pg_user_command(&WalshipBin::for_pg()?, archive.dir.path())?;
+    cmd.envs(archive.env())
+        .args(archive.args())
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--log-format", "text", "daemon", "--pgdata"])
+        .arg(pg.data_dir())
+        .arg("--journal-dir")
+        .arg(archive.dir.path().join("journal"))
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--rescan-seconds", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log)?);
+    let mut daemon = Daemon(cmd.spawn().context("starting walship daemon")?, log);
+    wait_until(Duration::from_secs(30), "the daemon's socket", || {
+        if let Some(status) = daemon.0.try_wait()? {
+            anyhow::bail!(
+                "the daemon exited with {status}: {}",
+                fs::read_to_string(&daemon.1)?
+            );
+        }
+        Ok(socket.exists())
+    })?;
+    pg.start()?;
+    pg.pgbench(&["-i", "-s", "1", "-q"])?;
+    let last = pg.switch_wal()?;
+    let stats = pg.wait_for_archived(&last, Duration::from_secs(120))?;
+    assert_eq!(stats.failed_count, 0, "{}", pg.log_contents());
+    let keys = archive.gcs.object_names(BUCKET, FOLDER)?;
+    let archived = archived_in_pg_wal(pg.data_dir())?;
+    ensure!(archived.len() >= 3, "{archived:?}");
+    for name in &archived {
+        let key = format!("{FOLDER}/{SERVER}/wals/{}/{name}", &name[..16]);
+        ensure!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+    // The daemon did the uploads (not wal-push falling back on its own).
+    let shipped = metric(metrics_port, "walship_segments_archived_total")?;
+    ensure!(
+        shipped >= archived.len() as f64,
+        "daemon archived {shipped} of {}",
+        archived.len()
+    );
+    let text = fs::read_to_string(&daemon.1)?;
+    if let Identity::Gke(metadata) = &archive.identity {
+        assert!(metadata.tokens() >= 1, "no token from the metadata server");
+    }
+    assert!(!text.contains("ya29."), "a token reached the log: {text}");
+    Ok(())
+}
+
+/// The value of an unlabelled metric on the daemon's `/metrics`.
+fn metric(port: u16, name: &str) -> Result<f64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .with_context(|| format!("{name} not in /metrics"))?
+        .trim()
+        .parse()
+        .context("parsing the metric")
 }
 
 /// A line from the middle of the key's PEM body, to look for in outputs.

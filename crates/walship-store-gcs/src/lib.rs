@@ -69,6 +69,8 @@ pub const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 /// How long one HTTP request may take before it is abandoned as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long getting an access token (with gcp_auth's own retries) may take.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts for a request that failed transiently (the first one included).
 const ATTEMPTS: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -196,10 +198,20 @@ impl GcsStore {
     }
 
     async fn token(&self, key: &str) -> Result<Arc<gcp_auth::Token>, StoreError> {
-        self.tokens
-            .token(&[SCOPE])
-            .await
-            .map_err(|err| auth::classify_token_error(&self.describe, key, &err))
+        // gcp_auth's HTTP client sets no timeout: a token endpoint that accepts the
+        // connection and never answers would hang archive_command.
+        match tokio::time::timeout(TOKEN_TIMEOUT, self.tokens.token(&[SCOPE])).await {
+            Ok(result) => {
+                result.map_err(|err| auth::classify_token_error(&self.describe, key, &err))
+            }
+            Err(_) => Err(StoreError::Unreachable {
+                store: self.describe.clone(),
+                detail: format!(
+                    "{key}: no Google access token within {} s",
+                    TOKEN_TIMEOUT.as_secs()
+                ),
+            }),
+        }
     }
 
     /// Sends the request `build` makes, with a fresh token each attempt, retrying

@@ -127,11 +127,18 @@ fn service_account(json: &str) -> Result<Arc<dyn TokenProvider>, GcsConfigError>
     }
     // gcp_auth's errors here name the problem ("failed to parse PKCS#8 RSA key pair",
     // "invalid private key in credentials"), never the key.
-    let account = CustomServiceAccount::from_json(json).map_err(|e| {
-        bad(format!(
+    let account = CustomServiceAccount::from_json(json).map_err(|e| match e {
+        // Building the account also builds gcp_auth's HTTPS client, which loads the
+        // system's root certificates: that failure is not the key's fault.
+        gcp_auth::Error::Io(..) => bad(format!(
+            "the token client cannot be built ({}); install the system CA certificates \
+             (ca-certificates)",
+            walship_store::error_chain(&e)
+        )),
+        _ => bad(format!(
             "the key file's private_key cannot be used ({e}); expected the PEM \"-----BEGIN \
              PRIVATE KEY-----\" RSA key of the downloaded file"
-        ))
+        )),
     })?;
     Ok(Arc::new(account))
 }

@@ -20,6 +20,8 @@
 //! - `anyhow`: every failure here ends a test, so one error type with context
 //!   (which command, its stderr, the server log's tail) serves better than a
 //!   typed enum.
+//! - `serde_json`: the GCS emulator's answers, and the JWT assertion the stand-in
+//!   token endpoint checks.
 //! - `tempfile`: temporary directories that are removed when their handle drops.
 //! - `base64`: Azure Shared Key and SAS signatures (the kit creates containers, lists
 //!   blobs and makes SAS tokens for Azurite) decode the key and encode the signature in
@@ -30,6 +32,7 @@
 
 mod aad;
 mod azurite;
+mod gcs;
 mod paths;
 mod pg;
 mod s3;
@@ -41,6 +44,7 @@ mod util;
 
 pub use aad::{AadOptions, AadStub};
 pub use azurite::{AZURITE_ACCOUNT, AZURITE_KEY, AzuriteOptions, AzuriteServer, azurite_path};
+pub use gcs::{GcsServer, GoogleTokenServer, MetadataServer, TokenMode, fake_gcs_path};
 pub use paths::{WalshipBin, barman_venv, target_dir, tool_path, workspace_root};
 pub use pg::{
     InitOptions, PgCluster, PgUser, make_readable_by_pg, pg_bin_dir, pg_temp_dir, pg_user,

@@ -64,7 +64,7 @@ fn a_bad_manifest_exits_2_names_the_field_and_ships_nothing() -> Result<()> {
 }
 
 #[test]
-fn google_destinations_say_not_yet_supported() -> Result<()> {
+fn an_empty_google_key_file_is_bad_configuration_naming_the_field() -> Result<()> {
     let archive = Archive::start(None)?;
     archive.write_secret("gcs", "key.json", "{}")?;
     archive.write_manifest(
@@ -73,11 +73,11 @@ fn google_destinations_say_not_yet_supported() -> Result<()> {
          \x20   googleCredentials:\n      applicationCredentials:\n        name: gcs\n        key: key.json\n",
     )?;
     let out = archive.walship(&["check"])?;
-    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        stderr(&out).contains("not yet supported"),
-        "{}",
-        stderr(&out)
+        err.contains("googleCredentials.applicationCredentials") && err.contains("service_account"),
+        "{err}"
     );
     Ok(())
 }

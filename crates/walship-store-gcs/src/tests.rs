@@ -1,0 +1,283 @@
+use super::*;
+
+fn kind(err: &StoreError) -> &'static str {
+    match err {
+        StoreError::AlreadyExists { .. } => "AlreadyExists",
+        StoreError::NotFound { .. } => "NotFound",
+        StoreError::ContainerMissing { .. } => "ContainerMissing",
+        StoreError::Denied { .. } => "Denied",
+        StoreError::Unreachable { .. } => "Unreachable",
+        StoreError::Other {
+            transient: true, ..
+        } => "Other(transient)",
+        StoreError::Other {
+            transient: false, ..
+        } => "Other",
+    }
+}
+
+fn gcs_error(code: u16, reason: &str, message: &str) -> String {
+    serde_json::json!({"error": {"code": code, "message": message,
+        "errors": [{"domain": "global", "reason": reason, "message": message}]}})
+    .to_string()
+}
+
+#[test]
+fn http_errors_map_onto_the_store_errors() {
+    let table: &[(Op, u16, &str, &str, &str)] = &[
+        (
+            Op::Create,
+            412,
+            "conditionNotMet",
+            "At least one of the pre-conditions you specified did not hold.",
+            "AlreadyExists",
+        ),
+        (
+            Op::Create,
+            404,
+            "notFound",
+            "The specified bucket does not exist.",
+            "ContainerMissing",
+        ),
+        (Op::Create, 404, "", "", "ContainerMissing"),
+        (Op::Read, 404, "notFound", "No such object: b/k", "NotFound"),
+        (
+            Op::Read,
+            404,
+            "notFound",
+            "The specified bucket does not exist.",
+            "ContainerMissing",
+        ),
+        (Op::Read, 412, "conditionNotMet", "", "Other"),
+        (
+            Op::Create,
+            401,
+            "required",
+            "Anonymous caller does not have storage.objects.create access",
+            "Denied",
+        ),
+        (
+            Op::Read,
+            403,
+            "forbidden",
+            "caller does not have storage.objects.get access",
+            "Denied",
+        ),
+        (Op::Create, 429, "rateLimitExceeded", "", "Other(transient)"),
+        (Op::Read, 408, "", "", "Other(transient)"),
+        (Op::Read, 500, "backendError", "", "Other(transient)"),
+        (Op::Create, 503, "", "", "Other(transient)"),
+        (Op::Create, 400, "invalid", "Invalid argument.", "Other"),
+    ];
+    for (op, status, reason, message, expected) in table {
+        let err = classify(
+            "gs://b",
+            "k",
+            "call",
+            *op,
+            *status,
+            &gcs_error(*status, reason, message),
+        );
+        assert_eq!(kind(&err), *expected, "{op:?} {status} {reason}: {err}");
+    }
+    // A body that is not JSON (a proxy's HTML page) still classifies by status.
+    let err = classify(
+        "gs://b",
+        "k",
+        "call",
+        Op::Read,
+        502,
+        "<html>bad gateway</html>",
+    );
+    assert_eq!(kind(&err), "Other(transient)", "{err}");
+}
+
+#[test]
+fn already_exists_names_the_key_and_the_store() {
+    let err = classify(
+        "gs://wal-bucket",
+        "pg/wals/0000000100000000/000000010000000000000001",
+        "multipart upload",
+        Op::Create,
+        412,
+        &gcs_error(412, "conditionNotMet", "precondition"),
+    );
+    let text = err.to_string();
+    assert!(text.contains("000000010000000000000001"), "{text}");
+    assert!(text.contains("gs://wal-bucket"), "{text}");
+}
+
+#[test]
+fn object_names_are_one_escaped_path_segment() {
+    let store = GcsStore::with_env(
+        GcsStoreConfig {
+            bucket: "bkt".into(),
+            endpoint_url: Some("http://127.0.0.1:9/".into()),
+            auth: GcsAuth::MetadataServer,
+        },
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(
+        store.object_url("pg/wals/0000000100000000/x y+z.gz"),
+        "http://127.0.0.1:9/storage/v1/b/bkt/o/pg%2Fwals%2F0000000100000000%2Fx%20y%2Bz.gz"
+    );
+    assert_eq!(store.describe(), "gs://bkt at http://127.0.0.1:9");
+}
+
+#[test]
+fn the_endpoint_is_endpoint_url_then_the_emulator_host_then_google() {
+    let emulator =
+        |name: &str| (name == "STORAGE_EMULATOR_HOST").then(|| "127.0.0.1:4443".to_owned());
+    let none = |_: &str| None;
+    assert_eq!(resolve_endpoint(None, &none).unwrap(), GOOGLE_ENDPOINT);
+    assert_eq!(
+        resolve_endpoint(None, &emulator).unwrap(),
+        "http://127.0.0.1:4443"
+    );
+    let with_scheme = |_: &str| Some("https://gcs.local:8443/".to_owned());
+    assert_eq!(
+        resolve_endpoint(None, &with_scheme).unwrap(),
+        "https://gcs.local:8443"
+    );
+    assert_eq!(
+        resolve_endpoint(Some("http://10.0.0.1:9000"), &emulator).unwrap(),
+        "http://10.0.0.1:9000"
+    );
+    let err = resolve_endpoint(Some("ftp://x"), &none)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("spec.configuration.endpointURL"), "{err}");
+    let bad_env = |_: &str| Some("http://".to_owned());
+    let err = resolve_endpoint(None, &bad_env).unwrap_err().to_string();
+    assert!(err.starts_with("STORAGE_EMULATOR_HOST"), "{err}");
+}
+
+#[test]
+fn bucket_names_are_checked() {
+    for good in ["abc", "my-bucket_1", "a.b.c", "0wal"] {
+        assert!(check_bucket_name(good).is_ok(), "{good}");
+    }
+    for bad in ["ab", "-abc", "abc-", "ABC", "a/b", "", &"x".repeat(64)] {
+        let err = check_bucket_name(bad).unwrap_err().to_string();
+        assert!(
+            err.contains("destinationPath") && err.contains("bucket name"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn multipart_bodies_hold_the_resource_and_the_bytes() {
+    let resource = serde_json::json!({"name": "k", "metadata": {"walship-sha256": "ab"}});
+    let body = b"\x00\x01binary\r\n--not-a-boundary";
+    let (content_type, payload) = multipart_body(&resource, body);
+    let boundary = content_type
+        .strip_prefix("multipart/related; boundary=")
+        .unwrap();
+    let text = String::from_utf8_lossy(&payload);
+    let parts: Vec<&str> = text.split(&format!("--{boundary}")).collect();
+    assert_eq!(parts.len(), 4, "{text}");
+    assert!(parts[1].contains("application/json") && parts[1].contains("walship-sha256"));
+    assert!(parts[2].ends_with("\r\n"));
+    let bytes_part = &payload[payload.len() - body.len() - boundary.len() - 8..];
+    assert!(bytes_part.starts_with(body));
+    assert_eq!(parts[3], "--\r\n");
+}
+
+#[test]
+fn the_boundary_search_finds_every_position() {
+    assert!(contains(b"abcabd", b"abd"));
+    assert!(!contains(b"abcab", b"abd"));
+    assert!(contains(b"x", b""));
+}
+
+#[test]
+fn keys_never_show_in_debug_or_errors() {
+    let secret = "-----BEGIN PRIVATE KEY-----\\nTOPSECRETMATERIAL\\n-----END PRIVATE KEY-----\\n";
+    let auth = GcsAuth::ServiceAccountKey(format!(
+        r#"{{"type":"service_account","client_email":"a@b.iam.gserviceaccount.com","private_key":"{secret}","token_uri":"https://oauth2.googleapis.com/token"}}"#
+    ));
+    assert_eq!(format!("{auth:?}"), "ServiceAccountKey(<redacted>)");
+    let err = GcsStore::with_env(
+        GcsStoreConfig {
+            bucket: "bkt".into(),
+            endpoint_url: None,
+            auth,
+        },
+        &|_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("applicationCredentials") && err.contains("private_key"),
+        "{err}"
+    );
+    assert!(!err.contains("TOPSECRET"), "{err}");
+}
+
+#[test]
+fn wrong_key_files_say_what_is_wrong() {
+    let table: &[(&str, &str)] = &[
+        ("not json at all TOPSECRET", "not valid JSON"),
+        (
+            "{\"type\": \"service_account\", \"private_key\": 5}",
+            "not a JSON object of strings",
+        ),
+        (
+            r#"{"type":"authorized_user","client_secret":"TOPSECRET"}"#,
+            "\"authorized_user\"",
+        ),
+        (
+            r#"{"type":"external_account"}"#,
+            "expected \"service_account\"",
+        ),
+        (r#"{"client_email":"x"}"#, "no \"type\""),
+        (
+            r#"{"type":"service_account","client_email":"a@b","private_key":"TOPSECRET"}"#,
+            "no \"token_uri\"",
+        ),
+        (
+            r#"{"type":"service_account","private_key":"TOPSECRET","token_uri":"https://o"}"#,
+            "no \"client_email\"",
+        ),
+        (
+            r#"{"type":"service_account","client_email":"a@b","private_key":"TOPSECRET","token_uri":"file:///x"}"#,
+            "not an http(s) URL",
+        ),
+    ];
+    for (json, expected) in table {
+        let err = match auth::provider(
+            &GcsAuth::ServiceAccountKey((*json).to_owned()),
+            reqwest::Client::new(),
+            &|_| None,
+        ) {
+            Ok(_) => panic!("{json} was accepted"),
+            Err(err) => err.to_string(),
+        };
+        assert!(
+            err.starts_with("spec.configuration.googleCredentials.applicationCredentials"),
+            "{err}"
+        );
+        assert!(err.contains(expected), "{json}: {err}");
+        assert!(!err.contains("TOPSECRET"), "{err}");
+    }
+}
+
+#[test]
+fn the_metadata_host_comes_from_gce_metadata_host() {
+    let store = GcsStore::with_env(
+        GcsStoreConfig {
+            bucket: "bkt".into(),
+            endpoint_url: None,
+            auth: GcsAuth::MetadataServer,
+        },
+        &|name| (name == "GCE_METADATA_HOST").then(|| "bad host/x".to_owned()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        store.contains("gkeEnvironment") && store.contains("GCE_METADATA_HOST"),
+        "{store}"
+    );
+}

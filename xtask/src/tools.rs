@@ -51,6 +51,10 @@ pub fn install() -> Result<Tools> {
     let venv = ensure_barman_venv();
     let azurite = ensure_azurite();
     let pg = check_postgres();
+    // Only `cargo xtask bench` runs pgBackRest: report it, but the tests do not need it.
+    if let Err(e) = pgbackrest() {
+        println!("pgbackrest: {e:#}");
+    }
     let mut problems = Vec::new();
     for err in [
         s3s_fs.as_ref().err(),
@@ -185,6 +189,26 @@ fn barman_version(venv: &Path) -> Option<String> {
         output.stdout
     };
     Some(String::from_utf8_lossy(&text).trim().to_owned())
+}
+
+/// pgBackRest (Debian's `pgbackrest`), the peer `cargo xtask bench` compares with;
+/// an error says how to install it. `.ci/run` installs it.
+pub fn pgbackrest() -> Result<PathBuf> {
+    let path = tool_path("pgbackrest").map_err(|_| {
+        anyhow::anyhow!(
+            "NOT FOUND (needed by `cargo xtask bench` only): `apt-get install pgbackrest`"
+        )
+    })?;
+    let output = Command::new(&path)
+        .arg("version")
+        .output()
+        .with_context(|| format!("running {} version", path.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() {
+        bail!("{} version failed: {text}", path.display());
+    }
+    println!("pgbackrest: found {text} at {}", path.display());
+    Ok(path)
 }
 
 /// Checks that PostgreSQL 15's programs are where the test kit runs them from.

@@ -133,32 +133,38 @@ fn ensure_barman_venv() -> Result<PathBuf> {
         }
     }
     println!("barman-cloud: not found; creating {}", ours.display());
-    if ours.exists() {
+    make_barman_venv("python3", &ours)?;
+    hint_if_tests_miss(&ours);
+    Ok(ours)
+}
+
+/// Creates a virtualenv at `venv` with `python` and installs barman-cloud into it.
+pub fn make_barman_venv(python: &str, venv: &Path) -> Result<()> {
+    if venv.exists() {
         // A half-made or broken venv: pip would build on top of the breakage.
-        fs::remove_dir_all(&ours).with_context(|| format!("removing {}", ours.display()))?;
+        fs::remove_dir_all(venv).with_context(|| format!("removing {}", venv.display()))?;
     }
-    if let Some(parent) = ours.parent() {
+    if let Some(parent) = venv.parent() {
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
-    run_step_checked(Command::new("python3").args(["-m", "venv"]).arg(&ours)).context(
+    run_step_checked(Command::new(python).args(["-m", "venv"]).arg(venv)).context(
         "creating the barman-cloud virtualenv (on Debian/Ubuntu, `apt-get install python3-venv`)",
     )?;
-    run_step_checked(Command::new(ours.join("bin/pip")).args([
+    run_step_checked(Command::new(venv.join("bin/pip")).args([
         "install",
         "--quiet",
         "--disable-pip-version-check",
         BARMAN,
     ]))
     .context("installing barman-cloud into its virtualenv")?;
-    let version = barman_version(&ours).with_context(|| {
+    let version = barman_version(venv).with_context(|| {
         format!(
             "{} does not run after the install",
-            ours.join("bin/barman-cloud-wal-archive").display()
+            venv.join("bin/barman-cloud-wal-archive").display()
         )
     })?;
-    println!("barman-cloud: installed {version} in {}", ours.display());
-    hint_if_tests_miss(&ours);
-    Ok(ours)
+    println!("barman-cloud: installed {version} in {}", venv.display());
+    Ok(())
 }
 
 /// The test kit finds `<workspace>/target/tools/barman-venv` by itself; anywhere

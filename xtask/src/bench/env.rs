@@ -241,8 +241,8 @@ impl Run<'_> {
     }
 
     /// Writes `pgbackrest.conf` for this run (async, `process-max`, S3 through the TLS
-    /// front) and returns its path. `pgdata` is the cluster whose `pg_control` the
-    /// segments belong to.
+    /// front) and returns its path. `pgdata` (pgBackRest's `pg1-path`) holds the
+    /// segments and the `pg_control` they belong to.
     pub fn pgbackrest_conf(&self, processes: usize, compression: &str, pgdata: &Path) -> Result<PathBuf> {
         let compress = match compression {
             "gzip" => "gz",
@@ -341,6 +341,14 @@ impl Stage {
         let pg_wal = pgdata.join("pg_wal");
         fs::create_dir_all(pg_wal.join("archive_status"))?;
         fs::set_permissions(&pgdata, fs::Permissions::from_mode(0o700))?;
+        // pgBackRest wants the segments under its `pg1-path` and checks their system
+        // identifier against that directory's `pg_control`: give it the real one.
+        fs::create_dir_all(pgdata.join("global"))?;
+        fs::copy(
+            corpus.pgdata.join("global/pg_control"),
+            pgdata.join("global/pg_control"),
+        )?;
+        fs::copy(corpus.pgdata.join("PG_VERSION"), pgdata.join("PG_VERSION"))?;
         if with_segments {
             for name in &corpus.names {
                 let to = pg_wal.join(name);

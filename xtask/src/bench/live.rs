@@ -3,13 +3,14 @@
 //! the oldest gets, and how long the pile takes to drain once pgbench stops.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Result, bail};
-use walship_testkit::{InitOptions, PgCluster, pg_user_command, wait_until};
+use walship_testkit::{InitOptions, PgCluster, pg_user_command, target_dir, wait_until};
 
 use super::env::{Env, SERVER, Transport};
 use super::proc::{children, reap_newcomers};
@@ -54,7 +55,14 @@ pub struct Load {
 
 /// A fresh cluster archiving with `tool` while pgbench loads it (`pgbench -i`, then
 /// `pgbench -N` for `load.seconds`).
-pub fn live(env: &Env, tool: LiveTool, compression: &str, load: &Load) -> Result<Live> {
+/// `barman_bin` is a barman-cloud the PostgreSQL user can run ([`barman_for_pg`]).
+pub fn live(
+    env: &Env,
+    tool: LiveTool,
+    compression: &str,
+    load: &Load,
+    barman_bin: &Path,
+) -> Result<Live> {
     let run = env.run(&format!("live {}", tool.label()))?;
     let known = children()?;
     let mut pg = PgCluster::init(
@@ -83,7 +91,7 @@ pub fn live(env: &Env, tool: LiveTool, compression: &str, load: &Load) -> Result
             run.set_barman_env(&mut pg);
             format!(
                 "{} --cloud-provider aws-s3 --endpoint-url {} --{compression} {} {SERVER} %p",
-                env.barman_bin.join("barman-cloud-wal-archive").display(),
+                barman_bin.join("barman-cloud-wal-archive").display(),
                 env.tls.endpoint(),
                 run.destination()
             )
@@ -132,6 +140,15 @@ pub fn live(env: &Env, tool: LiveTool, compression: &str, load: &Load) -> Result
         let drained = loaded.and_then(|()| {
             pg.switch_wal()?;
             wait_until(Duration::from_secs(1800), "the .ready backlog to drain", || {
+                // A tool that keeps failing would never drain: stop early and say why.
+                let stats = pg.archiver_stats()?;
+                if stats.failed_count >= 30 {
+                    bail!(
+                        "archive_command failed {} times; PostgreSQL log tail:\n{}",
+                        stats.failed_count,
+                        tail(&pg.log_contents(), 10)
+                    );
+                }
                 Ok(count_ready(&status_dir)?.0 == 0)
             })
         });
@@ -162,6 +179,11 @@ pub fn live(env: &Env, tool: LiveTool, compression: &str, load: &Load) -> Result
         oldest_ready_seconds: watched.1,
         drain_seconds,
     })
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Samples `archive_status` every 100 ms until `stop`: (peak `.ready` count, oldest
@@ -198,14 +220,30 @@ fn count_ready(dir: &Path) -> Result<(usize, f64)> {
     Ok((count, oldest))
 }
 
-/// Whether the PostgreSQL user can run `program` (barman's virtualenv may sit under
-/// a directory it cannot enter, such as `/root`).
-pub fn pg_can_run(program: &Path) -> Result<bool> {
-    let mut test = pg_user_command(Path::new("test"), Path::new("/"))?;
-    test.arg("-x").arg(program);
-    let status = test.status()?;
-    if status.code().is_none() {
-        bail!("`test -x` was killed");
+/// A barman-cloud the PostgreSQL user can run as `archive_command`: the installed
+/// virtualenv when it can, else one made with the system's `/usr/bin/python3` beside
+/// it (the installed one may use a Python under `/root`, as pyenv's do). `None`
+/// when neither works (a target directory the PostgreSQL user cannot enter).
+pub fn barman_for_pg(installed_bin: &Path) -> Result<Option<PathBuf>> {
+    if pg_can_run(installed_bin)? {
+        return Ok(Some(installed_bin.to_path_buf()));
     }
-    Ok(status.success())
+    let venv = target_dir().join("tools/barman-venv-system");
+    let bin = venv.join("bin");
+    if !pg_can_run(&bin)? {
+        println!(
+            "bench: the PostgreSQL user cannot run barman-cloud from {}; making {}",
+            installed_bin.display(),
+            venv.display()
+        );
+        crate::tools::make_barman_venv("/usr/bin/python3", &venv)?;
+    }
+    Ok(pg_can_run(&bin)?.then_some(bin))
+}
+
+/// Whether the PostgreSQL user can run `barman-cloud-wal-archive --version` from `bin`.
+fn pg_can_run(bin: &Path) -> Result<bool> {
+    let mut cmd = pg_user_command(&bin.join("barman-cloud-wal-archive"), Path::new("/"))?;
+    cmd.arg("--version").stdout(Stdio::null()).stderr(Stdio::null());
+    Ok(cmd.status().is_ok_and(|s| s.success()))
 }

@@ -57,6 +57,10 @@ pub struct Args {
     /// A note for the report (e.g. what else ran on the machine); repeatable.
     #[arg(long)]
     note: Vec<String>,
+    /// Only the runs whose label contains this text (case-insensitive), e.g.
+    /// `pgbackrest` or `daemon`: for working on one peer. The ceiling always runs.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 /// What a run does, with the defaults resolved.
@@ -71,6 +75,7 @@ struct Plan {
     live: Option<Load>,
     release: bool,
     notes: Vec<String>,
+    only: Option<String>,
 }
 
 impl Plan {
@@ -94,7 +99,15 @@ impl Plan {
             }),
             release: !args.debug,
             notes: args.note,
+            only: args.only.map(|o| o.to_lowercase()),
         }
+    }
+
+    /// Whether the run labelled `label` is wanted (`--only`).
+    fn wants(&self, label: &str) -> bool {
+        self.only
+            .as_deref()
+            .is_none_or(|only| label.to_lowercase().contains(only))
     }
 
     fn max_parallel(&self) -> usize {
@@ -181,6 +194,9 @@ pub fn run(args: Args) -> Result<u8> {
 
     for (i, compression) in plan.compressions.iter().enumerate() {
         for archiver in plan.archivers(i == 0) {
+            if !plan.wants(&archiver.label()) {
+                continue;
+            }
             let run = env.run(&archiver.label())?;
             let measured = runner::archive(&run, archiver, compression)
                 .with_context(|| format!("{} ({compression})", archiver.label()))?;
@@ -219,17 +235,18 @@ pub fn run(args: Args) -> Result<u8> {
         let compression = &plan.compressions[0];
         let max = plan.max_parallel();
         let mut tools = vec![LiveTool::WalPush, LiveTool::Daemon(max)];
-        if live::pg_can_run(&env.barman_bin.join("barman-cloud-wal-archive"))? {
-            tools.push(LiveTool::Barman);
-        } else {
-            results.notes.push(format!(
-                "barman-cloud skipped in the live run: the PostgreSQL user cannot run {}",
+        let barman_bin = live::barman_for_pg(&env.barman_bin)?;
+        match &barman_bin {
+            Some(_) => tools.push(LiveTool::Barman),
+            None => results.notes.push(format!(
+                "barman-cloud skipped in the live run: the PostgreSQL user cannot run it from {}",
                 env.barman_bin.display()
-            ));
+            )),
         }
         tools.push(LiveTool::PgBackRest(max));
-        for tool in tools {
-            let live: Live = live::live(&env, tool, compression, load)
+        let barman_bin = barman_bin.unwrap_or_default();
+        for tool in tools.into_iter().filter(|t| plan.wants(&t.label())) {
+            let live: Live = live::live(&env, tool, compression, load, &barman_bin)
                 .with_context(|| format!("live run, {}", tool.label()))?;
             println!(
                 "bench: live, {}: peak .ready {}, oldest {:.1}s",
@@ -242,6 +259,9 @@ pub fn run(args: Args) -> Result<u8> {
     }
 
     results.load_after = proc::load_average();
+    if let Some(only) = &plan.only {
+        results.notes.push(format!("only the runs matching {only:?}"));
+    }
     let markdown = results.markdown();
     println!("\n{markdown}");
     write_results(&plan, &results, &markdown)?;
@@ -276,12 +296,13 @@ fn utc_now() -> String {
         .unwrap_or_default()
 }
 
-/// Full runs: `bench/results/latest.{md,json}` plus a dated copy; quick runs:
-/// `<target>/bench/quick.{md,json}` (CI must not overwrite the committed numbers).
+/// Full runs: `bench/results/latest.{md,json}` plus a dated copy; quick or partial
+/// (`--only`) runs: `<target>/bench/<mode>.{md,json}` (CI must not overwrite the
+/// committed numbers).
 fn write_results(plan: &Plan, results: &Results, markdown: &str) -> Result<()> {
     let json = serde_json::to_string_pretty(&results.json())? + "\n";
-    let (dir, names): (PathBuf, Vec<String>) = if plan.mode == "quick" {
-        (target_dir().join("bench"), vec!["quick".into()])
+    let (dir, names): (PathBuf, Vec<String>) = if plan.mode == "quick" || plan.only.is_some() {
+        (target_dir().join("bench"), vec![plan.mode.into()])
     } else {
         let date = results.started.get(..10).unwrap_or("undated").to_owned();
         (

@@ -101,9 +101,9 @@ pub fn archive(run: &Run<'_>, archiver: Archiver, compression: &str) -> Result<M
             })
         }
         Archiver::PgBackRest(processes) => {
-            let conf = run.pgbackrest_conf(processes, compression, &corpus.pgdata)?;
-            run.pgbackrest_stanza(&conf)?;
             let stage = Stage::new(run, "archive", corpus, true)?;
+            let conf = run.pgbackrest_conf(processes, compression, &stage.pgdata)?;
+            run.pgbackrest_stanza(&conf)?;
             stage.mark_ready(&corpus.names)?;
             // PostgreSQL calls archive_command one segment at a time; the async
             // worker it starts looks ahead at the other .ready files.
@@ -355,7 +355,7 @@ pub fn restore(run: &Run<'_>, restorer: Restorer, compression: &str) -> Result<M
         }
         Restorer::PgBackRest(processes) => {
             // A spool of its own per setting: the queue must start empty.
-            let conf = run.pgbackrest_conf(processes, compression, &corpus.pgdata)?;
+            let conf = run.pgbackrest_conf(processes, compression, &stage.pgdata)?;
             let spool = run.dir.join("spool");
             let _ = fs::remove_dir_all(&spool);
             fs::create_dir_all(&spool)?;

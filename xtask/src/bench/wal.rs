@@ -15,7 +15,8 @@ use walship_testkit::{InitOptions, PgCluster, make_readable_by_pg, target_dir};
 pub struct Corpus {
     /// The directory holding the segment files.
     pub dir: PathBuf,
-    /// The cluster's data directory (for pgBackRest's `pg1-path`).
+    /// The cluster's data directory (its `pg_control` goes into each stage for
+    /// pgBackRest).
     pub pgdata: PathBuf,
     /// Segment names, oldest first.
     pub names: Vec<String>,
@@ -85,7 +86,7 @@ fn generate(base: &Path, segment_mib: u32, count: usize) -> Result<Vec<String>> 
     let scale = (count * segment_mib as usize / 48).clamp(1, 50).to_string();
     pg.pgbench(&["-i", "-q", "-s", &scale])?;
     let mut rounds = 0;
-    while archived_or_ready(&pg)? < count + 1 {
+    while archived_or_ready(&pg, &archive)? < count + 1 {
         rounds += 1;
         if rounds > 200 {
             bail!("pgbench wrote too little WAL after {rounds} rounds");
@@ -102,13 +103,13 @@ fn generate(base: &Path, segment_mib: u32, count: usize) -> Result<Vec<String>> 
     Ok(names)
 }
 
-/// Segments archived so far plus those waiting: how much WAL the cluster wrote.
-fn archived_or_ready(pg: &PgCluster) -> Result<usize> {
-    let lsn = pg.psql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")?;
-    let bytes: f64 = lsn.parse().context("parsing the WAL position")?;
-    let segment = pg.psql("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'")?;
-    let segment: f64 = segment.parse().context("parsing wal_segment_size")?;
-    Ok((bytes / segment) as usize)
+/// Segments archived so far plus those waiting for the archiver.
+fn archived_or_ready(pg: &PgCluster, archive: &Path) -> Result<usize> {
+    let ready = fs::read_dir(pg.data_dir().join("pg_wal/archive_status"))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".ready"))
+        .count();
+    Ok(segment_names(archive)?.len() + ready)
 }
 
 /// WAL segment names (24 hex digits) in `dir`, sorted.

@@ -24,13 +24,18 @@ pub fn ceiling(run: &Run<'_>, parallel: usize) -> Result<f64> {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(name) = corpus.names.get(i) else { break };
+                    let Some(name) = corpus.names.get(i) else {
+                        break;
+                    };
                     // Each tool reads the segment too (from the page cache, warm
                     // after the first run), so the ceiling does as well.
                     let body = match fs::read(corpus.path(name)) {
                         Ok(body) => body,
                         Err(e) => {
-                            failure.lock().unwrap().get_or_insert(format!("{name}: {e}"));
+                            failure
+                                .lock()
+                                .unwrap()
+                                .get_or_insert(format!("{name}: {e}"));
                             break;
                         }
                     };
@@ -38,7 +43,10 @@ pub fn ceiling(run: &Run<'_>, parallel: usize) -> Result<f64> {
                     match run.env.s3.put_object(&run.bucket, &key, &body) {
                         Ok(200) => {}
                         Ok(status) => {
-                            failure.lock().unwrap().get_or_insert(format!("HTTP {status}"));
+                            failure
+                                .lock()
+                                .unwrap()
+                                .get_or_insert(format!("HTTP {status}"));
                             break;
                         }
                         Err(e) => {

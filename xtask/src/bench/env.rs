@@ -2,11 +2,11 @@
 //! private CA), the WAL corpus, the tools' paths, and per-run buckets with each
 //! tool's configuration pointing at them.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
@@ -243,7 +243,12 @@ impl Run<'_> {
     /// Writes `pgbackrest.conf` for this run (async, `process-max`, S3 through the TLS
     /// front) and returns its path. `pgdata` (pgBackRest's `pg1-path`) holds the
     /// segments and the `pg_control` they belong to.
-    pub fn pgbackrest_conf(&self, processes: usize, compression: &str, pgdata: &Path) -> Result<PathBuf> {
+    pub fn pgbackrest_conf(
+        &self,
+        processes: usize,
+        compression: &str,
+        pgdata: &Path,
+    ) -> Result<PathBuf> {
         let compress = match compression {
             "gzip" => "gz",
             "zstd" => "zst",

@@ -124,33 +124,29 @@ pub fn live(
         let watcher = s.spawn(|| watch(&status_dir, &stop));
         let loaded = (|| -> Result<()> {
             pg.pgbench(&["-i", "-q", "-s", &load.scale.to_string()])?;
-            pg.pgbench(&[
-                "-c",
-                "4",
-                "-j",
-                "2",
-                "-N",
-                "-T",
-                &load.seconds.to_string(),
-            ])?;
+            pg.pgbench(&["-c", "4", "-j", "2", "-N", "-T", &load.seconds.to_string()])?;
             Ok(())
         })();
         let load_seconds = start.elapsed().as_secs_f64();
         // The last segment pgbench filled is still open: close it so it is archived.
         let drained = loaded.and_then(|()| {
             pg.switch_wal()?;
-            wait_until(Duration::from_secs(1800), "the .ready backlog to drain", || {
-                // A tool that keeps failing would never drain: stop early and say why.
-                let stats = pg.archiver_stats()?;
-                if stats.failed_count >= 30 {
-                    bail!(
-                        "archive_command failed {} times; PostgreSQL log tail:\n{}",
-                        stats.failed_count,
-                        tail(&pg.log_contents(), 10)
-                    );
-                }
-                Ok(count_ready(&status_dir)?.0 == 0)
-            })
+            wait_until(
+                Duration::from_secs(1800),
+                "the .ready backlog to drain",
+                || {
+                    // A tool that keeps failing would never drain: stop early and say why.
+                    let stats = pg.archiver_stats()?;
+                    if stats.failed_count >= 30 {
+                        bail!(
+                            "archive_command failed {} times; PostgreSQL log tail:\n{}",
+                            stats.failed_count,
+                            tail(&pg.log_contents(), 10)
+                        );
+                    }
+                    Ok(count_ready(&status_dir)?.0 == 0)
+                },
+            )
         });
         let drain_seconds = start.elapsed().as_secs_f64() - load_seconds;
         stop.store(true, Ordering::SeqCst);
@@ -244,6 +240,8 @@ pub fn barman_for_pg(installed_bin: &Path) -> Result<Option<PathBuf>> {
 /// Whether the PostgreSQL user can run `barman-cloud-wal-archive --version` from `bin`.
 fn pg_can_run(bin: &Path) -> Result<bool> {
     let mut cmd = pg_user_command(&bin.join("barman-cloud-wal-archive"), Path::new("/"))?;
-    cmd.arg("--version").stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     Ok(cmd.status().is_ok_and(|s| s.success()))
 }

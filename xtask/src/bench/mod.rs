@@ -88,9 +88,15 @@ impl Plan {
             segments: args.segments.unwrap_or(pick(quick, 20, 200)),
             segment_mib,
             compressions: args.compression.unwrap_or_else(|| {
-                pick(quick, vec!["gzip".into()], vec!["gzip".into(), "zstd".into()])
+                pick(
+                    quick,
+                    vec!["gzip".into()],
+                    vec!["gzip".into(), "zstd".into()],
+                )
             }),
-            parallels: args.parallel.unwrap_or_else(|| pick(quick, vec![4], vec![1, 4, 8])),
+            parallels: args
+                .parallel
+                .unwrap_or_else(|| pick(quick, vec![4], vec![1, 4, 8])),
             rss_parallel: pick(quick, None, Some(32)),
             live: (live_seconds > 0).then_some(Load {
                 segment_mib,
@@ -145,14 +151,16 @@ impl Plan {
             Archiver::Daemon(n, Transport::Tls) if n == max => {
                 vec![Restorer::WalFetch, Restorer::DaemonPrefetch]
             }
+            // Once per segment and at the highest parallelism: barman's restores are
+            // the slowest runs of all, and the ones in between add little.
             Archiver::Barman(n) if n == max => {
                 let mut out = vec![Restorer::Barman(1)];
-                out.extend(self.parallels.iter().filter(|&&p| p > 1).map(|&p| Restorer::Barman(p)));
+                if max > 1 {
+                    out.push(Restorer::Barman(max));
+                }
                 out
             }
-            Archiver::PgBackRest(n) if n == max => {
-                self.parallels.iter().map(|&p| Restorer::PgBackRest(p)).collect()
-            }
+            Archiver::PgBackRest(n) if n == max => vec![Restorer::PgBackRest(max)],
             _ => Vec::new(),
         }
     }
@@ -260,7 +268,9 @@ pub fn run(args: Args) -> Result<u8> {
 
     results.load_after = proc::load_average();
     if let Some(only) = &plan.only {
-        results.notes.push(format!("only the runs matching {only:?}"));
+        results
+            .notes
+            .push(format!("only the runs matching {only:?}"));
     }
     let markdown = results.markdown();
     println!("\n{markdown}");

@@ -61,7 +61,11 @@ pub fn children() -> Result<HashSet<u32>> {
     let mut out = HashSet::new();
     for entry in fs::read_dir("/proc").context("reading /proc")? {
         let Ok(entry) = entry else { continue };
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         // A process may exit between the listing and the read: skip it.

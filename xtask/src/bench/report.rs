@@ -101,10 +101,7 @@ impl Results {
     }
 
     fn best_ceiling(&self) -> Option<f64> {
-        self.ceiling
-            .iter()
-            .map(|(_, s)| *s)
-            .min_by(f64::total_cmp)
+        self.ceiling.iter().map(|(_, s)| *s).min_by(f64::total_cmp)
     }
 
     /// (target, goal, measured, met) for every target the issue sets.
@@ -127,7 +124,9 @@ impl Results {
         for row in self.archive.iter().filter(|r| r.compression == first) {
             if let Archiver::PgBackRest(n) = row.archiver {
                 out.push((
-                    format!("archive: walship daemon ÷ pgBackRest async at {n} processes ({first})"),
+                    format!(
+                        "archive: walship daemon ÷ pgBackRest async at {n} processes ({first})"
+                    ),
                     2.0,
                     ratio(
                         self.archive_row(&first, Archiver::Daemon(n, Transport::Tls)),
@@ -144,7 +143,9 @@ impl Results {
         out.push((
             "archive: walship daemon (plain HTTP) ÷ server ceiling, raw MB/s".into(),
             0.9,
-            plain.zip(self.best_ceiling()).map(|(r, c)| c / r.measured.seconds),
+            plain
+                .zip(self.best_ceiling())
+                .map(|(r, c)| c / r.measured.seconds),
         ));
         let preshipped: Vec<f64> = self
             .archive
@@ -203,14 +204,22 @@ impl Results {
                 Some(m) => {
                     let met = if lower_is_better { m < goal } else { m >= goal };
                     let far = if lower_is_better { goal / m } else { m / goal };
-                    (format!("{m:.2}"), if met { "yes" } else { "**no**" }, format!("{far:.2}× of goal"))
+                    (
+                        format!("{m:.2}"),
+                        if met { "yes" } else { "**no**" },
+                        format!("{far:.2}× of goal"),
+                    )
                 }
                 None => ("n/a".into(), "not measured", String::new()),
             };
             let _ = writeln!(md, "| {name} | {goal} | {shown} | {met} | {far} |");
         }
 
-        let _ = writeln!(md, "\n## Archive throughput (backlog of {} segments)\n", self.segments);
+        let _ = writeln!(
+            md,
+            "\n## Archive throughput (backlog of {} segments)\n",
+            self.segments
+        );
         let _ = writeln!(
             md,
             "| compression | tool | seconds | segments/s | MB/s (raw WAL) | CPU-s per GB | peak RSS MiB | × barman once per segment | × pgBackRest at equal processes |"
@@ -244,7 +253,10 @@ impl Results {
             );
         }
 
-        let _ = writeln!(md, "\n## Ceiling: plain concurrent PUTs, no compression, no checks\n");
+        let _ = writeln!(
+            md,
+            "\n## Ceiling: plain concurrent PUTs, no compression, no checks\n"
+        );
         let _ = writeln!(md, "| threads | seconds | segments/s | MB/s |");
         let _ = writeln!(md, "|---:|---:|---:|---:|");
         for (threads, seconds) in &self.ceiling {
@@ -256,7 +268,10 @@ impl Results {
             );
         }
 
-        let _ = writeln!(md, "\n## archive_command latency (what PostgreSQL waits for, per segment)\n");
+        let _ = writeln!(
+            md,
+            "\n## archive_command latency (what PostgreSQL waits for, per segment)\n"
+        );
         let _ = writeln!(md, "| compression | archive_command | p50 ms | p99 ms |");
         let _ = writeln!(md, "|---|---|---:|---:|");
         for row in &self.archive {
@@ -284,7 +299,10 @@ impl Results {
         }
 
         if !self.live.is_empty() {
-            let _ = writeln!(md, "\n## Live: pgbench as fast as it goes, each tool as archive_command\n");
+            let _ = writeln!(
+                md,
+                "\n## Live: pgbench as fast as it goes, each tool as archive_command\n"
+            );
             let _ = writeln!(
                 md,
                 "| archive_command | load seconds | segments archived | peak .ready | oldest .ready (s) | drain after load (s) |"
@@ -304,7 +322,10 @@ impl Results {
             }
         }
 
-        let _ = writeln!(md, "\n## Restore (restore_command once per segment, in order)\n");
+        let _ = writeln!(
+            md,
+            "\n## Restore (restore_command once per segment, in order)\n"
+        );
         let _ = writeln!(
             md,
             "| compression | tool | seconds | segments/s | MB/s | CPU-s per GB | × barman once per segment |"

@@ -135,12 +135,18 @@ fn per_segment(
                     let Some(name) = names.get(i) else { break };
                     let start = Instant::now();
                     if let Err(e) = one(name) {
-                        failure.lock().unwrap().get_or_insert(e.context(name.clone()));
+                        failure
+                            .lock()
+                            .unwrap()
+                            .get_or_insert(e.context(name.clone()));
                         // Stop the others too: the numbers of a failed run mean nothing.
                         next.store(names.len(), Ordering::SeqCst);
                         break;
                     }
-                    latencies.lock().unwrap().push(start.elapsed().as_secs_f64());
+                    latencies
+                        .lock()
+                        .unwrap()
+                        .push(start.elapsed().as_secs_f64());
                 }
             });
         }

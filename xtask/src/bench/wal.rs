@@ -98,7 +98,10 @@ fn generate(base: &Path, segment_mib: u32, count: usize) -> Result<Vec<String>> 
     pg.stop()?;
     let names = segment_names(&archive)?;
     if names.len() < count {
-        bail!("only {} segments were archived; wanted {count}", names.len());
+        bail!(
+            "only {} segments were archived; wanted {count}",
+            names.len()
+        );
     }
     Ok(names)
 }

@@ -118,7 +118,7 @@ pub fn archive(run: &Run<'_>, archiver: Archiver, compression: &str) -> Result<M
 
 /// Calls `one` for every name, `parallel` at a time, in order of the names (each
 /// worker takes the oldest not yet taken), timing each call and the whole.
-fn per_segment(
+pub fn per_segment(
     names: &[String],
     parallel: usize,
     one: impl Fn(&str) -> Result<()> + Sync,

@@ -237,11 +237,30 @@ pub fn barman_for_pg(installed_bin: &Path) -> Result<Option<PathBuf>> {
     Ok(pg_can_run(&bin)?.then_some(bin))
 }
 
-/// Whether the PostgreSQL user can run `barman-cloud-wal-archive --version` from `bin`.
+/// Whether the PostgreSQL user can run `barman-cloud-wal-archive` from `bin`: the
+/// script and the interpreter its `#!` line names must both be reachable (`test -x`
+/// checks with the real uid, as the archiver's shell will).
 fn pg_can_run(bin: &Path) -> Result<bool> {
-    let mut cmd = pg_user_command(&bin.join("barman-cloud-wal-archive"), Path::new("/"))?;
-    cmd.arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    Ok(cmd.status().is_ok_and(|s| s.success()))
+    let script = bin.join("barman-cloud-wal-archive");
+    let Ok(text) = fs::read_to_string(&script) else {
+        return Ok(false);
+    };
+    let interpreter = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("#!"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("/bin/sh")
+        .to_owned();
+    for path in [script.as_path(), Path::new(&interpreter)] {
+        let mut test = pg_user_command(Path::new("test"), Path::new("/"))?;
+        test.arg("-x")
+            .arg(path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if !test.status().is_ok_and(|s| s.success()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

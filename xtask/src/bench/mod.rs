@@ -206,8 +206,18 @@ pub fn run(args: Args) -> Result<u8> {
                 continue;
             }
             let run = env.run(&archiver.label())?;
-            let measured = runner::archive(&run, archiver, compression)
-                .with_context(|| format!("{} ({compression})", archiver.label()))?;
+            let measured = match runner::archive(&run, archiver, compression) {
+                Ok(measured) => measured,
+                // One broken peer must not cost the whole run: say so in the report.
+                Err(e) => {
+                    failed(
+                        &mut results,
+                        &format!("{} ({compression})", archiver.label()),
+                        e,
+                    );
+                    continue;
+                }
+            };
             println!(
                 "bench: {} ({compression}): {:.2}s, {:.1} CPU-s",
                 archiver.label(),
@@ -223,8 +233,13 @@ pub fn run(args: Args) -> Result<u8> {
                 continue;
             }
             for restorer in plan.restorers_after(archiver) {
-                let measured = runner::restore(&run, restorer, compression)
-                    .with_context(|| restorer.label())?;
+                let measured = match runner::restore(&run, restorer, compression) {
+                    Ok(measured) => measured,
+                    Err(e) => {
+                        failed(&mut results, &restorer.label(), e);
+                        continue;
+                    }
+                };
                 println!(
                     "bench: {} ({compression}): {:.2}s",
                     restorer.label(),
@@ -254,8 +269,13 @@ pub fn run(args: Args) -> Result<u8> {
         tools.push(LiveTool::PgBackRest(max));
         let barman_bin = barman_bin.unwrap_or_default();
         for tool in tools.into_iter().filter(|t| plan.wants(&t.label())) {
-            let live: Live = live::live(&env, tool, compression, load, &barman_bin)
-                .with_context(|| format!("live run, {}", tool.label()))?;
+            let live: Live = match live::live(&env, tool, compression, load, &barman_bin) {
+                Ok(live) => live,
+                Err(e) => {
+                    failed(&mut results, &format!("live run, {}", tool.label()), e);
+                    continue;
+                }
+            };
             println!(
                 "bench: live, {}: peak .ready {}, oldest {:.1}s",
                 tool.label(),
@@ -275,7 +295,16 @@ pub fn run(args: Args) -> Result<u8> {
     let markdown = results.markdown();
     println!("\n{markdown}");
     write_results(&plan, &results, &markdown)?;
-    Ok(0)
+    Ok(if results.failures == 0 { 0 } else { 1 })
+}
+
+/// Records a failed run in the report (and the exit code) and goes on.
+fn failed(results: &mut Results, what: &str, error: anyhow::Error) {
+    let text = format!("{error:#}");
+    let first_line = text.lines().next().unwrap_or_default();
+    eprintln!("bench: {what} FAILED: {text}");
+    results.failures += 1;
+    results.notes.push(format!("FAILED: {what}: {first_line}"));
 }
 
 /// The walship binary to measure: a release build unless `--debug`.

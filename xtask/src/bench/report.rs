@@ -34,6 +34,8 @@ pub struct Results {
     pub load_before: String,
     pub load_after: String,
     pub notes: Vec<String>,
+    /// Runs that failed (each also has a note).
+    pub failures: usize,
     /// (threads, seconds) for the whole corpus.
     pub ceiling: Vec<(usize, f64)>,
     pub archive: Vec<ArchiveRow>,

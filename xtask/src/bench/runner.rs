@@ -336,12 +336,16 @@ pub fn restore(run: &Run<'_>, restorer: Restorer, compression: &str) -> Result<M
             fetched(&mut run.walship(&["wal-fetch", name, &dest_arg])?)
         }),
         Restorer::DaemonPrefetch => {
+            // The daemon does the downloading: its CPU counts once it has exited.
+            let meter = Meter::start()?;
             let daemon = Daemon::start_at(run, &stage.pgdata, &[])?;
             let measured = per_segment(&corpus.names, 1, |name| {
                 fetched(&mut run.walship(&["wal-fetch", name, &dest_arg])?)
             });
             daemon.stop()?;
-            measured
+            let mut measured = measured?;
+            measured.cpu_seconds = meter.cpu_seconds()?;
+            Ok(measured)
         }
         Restorer::Barman(parallel) => {
             let spool = run.dir.join(format!("barman-spool-{parallel}"));

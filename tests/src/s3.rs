@@ -302,6 +302,20 @@ impl S3Server {
         }
     }
 
+    /// Stores `body` at `bucket/key` with one signed PUT (payload unsigned, no
+    /// checksum, a connection of its own) and returns the HTTP status: the
+    /// benchmark's measure of what the server itself can ingest.
+    pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) -> Result<u16> {
+        sigv4::send_with_body(
+            self.port,
+            "PUT",
+            &format!("/{bucket}/{key}"),
+            &self.access_key,
+            &self.secret_key,
+            Some(body),
+        )
+    }
+
     /// The objects of a bucket as `(key, size)`, sorted, read from disk (`s3s-fs` only).
     pub fn objects_on_disk(&self, bucket: &str) -> Result<Vec<(String, u64)>> {
         if self.kind != S3Kind::S3sFs {
@@ -424,6 +438,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok, 200);
+    }
+
+    #[test]
+    fn put_object_stores_the_body() {
+        let server = s3s_fs();
+        server.create_bucket("puts").unwrap();
+        assert_eq!(server.put_object("puts", "a/b", b"hello").unwrap(), 200);
+        assert_eq!(
+            server.objects_on_disk("puts").unwrap(),
+            vec![("a/b".to_owned(), 5)]
+        );
     }
 
     #[test]

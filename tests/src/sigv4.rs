@@ -1,5 +1,6 @@
 //! Just enough AWS Signature Version 4 to send a body-less request (create or
-//! check a bucket) to a local S3-compatible server, without an S3 client.
+//! check a bucket), or a plain PUT with an unsigned payload (the benchmark's ingest
+//! ceiling), to a local S3-compatible server, without an S3 client.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
@@ -13,9 +14,26 @@ const REGION: &str = "us-east-1";
 /// Sends `method path` (path-style, no query, no body) to 127.0.0.1:`port`, signed
 /// with the given keys, and returns the HTTP status code.
 pub(crate) fn send(port: u16, method: &str, path: &str, access: &str, secret: &str) -> Result<u16> {
+    send_with_body(port, method, path, access, secret, None)
+}
+
+/// Like [`send`], with a body sent as `UNSIGNED-PAYLOAD` (no hash of it is computed:
+/// the benchmark's ceiling wants the server's cost, not the client's).
+pub(crate) fn send_with_body(
+    port: u16,
+    method: &str,
+    path: &str,
+    access: &str,
+    secret: &str,
+    body: Option<&[u8]>,
+) -> Result<u16> {
     let host = format!("127.0.0.1:{port}");
     let (amz_date, date) = timestamps(SystemTime::now());
-    let empty_hash = hex::encode(Sha256::digest(b""));
+    let empty_hash = match body {
+        Some(_) => "UNSIGNED-PAYLOAD".to_owned(),
+        None => hex::encode(Sha256::digest(b"")),
+    };
+    let length = body.map_or(0, <[u8]>::len);
     let signed_headers = "host;x-amz-content-sha256;x-amz-date";
     let canonical_request = format!(
         "{method}\n{path}\n\nhost:{host}\nx-amz-content-sha256:{empty_hash}\nx-amz-date:{amz_date}\n\n{signed_headers}\n{empty_hash}"
@@ -34,13 +52,16 @@ pub(crate) fn send(port: u16, method: &str, path: &str, access: &str, secret: &s
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nx-amz-content-sha256: {empty_hash}\r\n\
          x-amz-date: {amz_date}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={access}/{scope}, \
-         SignedHeaders={signed_headers}, Signature={signature}\r\nContent-Length: 0\r\n\
+         SignedHeaders={signed_headers}, Signature={signature}\r\nContent-Length: {length}\r\n\
          Connection: close\r\n\r\n"
     );
     let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
         .with_context(|| format!("connecting to {host}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.write_all(request.as_bytes())?;
+    if let Some(body) = body {
+        stream.write_all(body)?;
+    }
     let mut response = Vec::new();
     // The server closes the connection after the response (Connection: close); a
     // HEAD response has no body, so reading the status line is all that matters.

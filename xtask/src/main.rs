@@ -1,8 +1,8 @@
 //! `cargo xtask`: everything around walship that is not the product itself.
 //!
 //! Installing the tools the end-to-end tests drive, starting an S3 server for
-//! manual use, running the test suite the way CI does, and (later) the demo and
-//! the benchmarks live here, in Rust, rather than in shell scripts scattered
+//! manual use, running the test suite the way CI does, the demo and the
+//! benchmarks live here, in Rust, rather than in shell scripts scattered
 //! around the repository. `.ci/run` only installs system packages and then calls
 //! `cargo xtask test`. This crate must never be a dependency of the product: it
 //! drives walship from the outside, like a user or CI would.
@@ -15,8 +15,13 @@
 //!   context on each step beats a typed error.
 //! - `clap`: the subcommands and their flags, with generated `--help`.
 //! - `serde_json`: the state file of `services up`, read back by `services down`
-//!   and `services status` (and readable by other scripts).
+//!   and `services status` (and readable by other scripts), and the bench's raw
+//!   results.
+//! - `libc`: the bench's process accounting (`prctl` to become a child subreaper,
+//!   `getrusage`/`waitpid` for the CPU time of every process a tool started).
+//! - `tempfile`: the bench's work directory, removed when the run ends.
 
+mod bench;
 mod cargo;
 mod demo;
 mod services;
@@ -53,8 +58,9 @@ enum Command {
     },
     /// Run walship's main job: a throwaway PostgreSQL archiving to a local store.
     Demo,
-    /// Benchmarks (not implemented yet).
-    Bench,
+    /// Compare walship with barman-cloud and pgBackRest on the same machine, store
+    /// and WAL; prints ratios and writes bench/results/latest.{md,json}.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,10 +70,7 @@ fn main() -> ExitCode {
         Command::Services { action } => services::run(action),
         Command::Test { cargo_args } => test::run(&cargo_args),
         Command::Demo => demo::demo(),
-        Command::Bench => {
-            eprintln!("cargo xtask bench: not implemented yet (issue 6)");
-            Ok(2)
-        }
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

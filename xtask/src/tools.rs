@@ -58,6 +58,10 @@ pub fn install() -> Result<Tools> {
     let azurite = ensure_azurite();
     let fake_gcs = ensure_fake_gcs();
     let pg = check_postgres();
+    // Only `cargo xtask bench` runs pgBackRest: report it, but the tests do not need it.
+    if let Err(e) = pgbackrest() {
+        println!("pgbackrest: {e:#}");
+    }
     let mut problems = Vec::new();
     for err in [
         s3s_fs.as_ref().err(),
@@ -192,32 +196,38 @@ fn ensure_barman_venv() -> Result<PathBuf> {
         }
     }
     println!("barman-cloud: not found; creating {}", ours.display());
-    if ours.exists() {
+    make_barman_venv("python3", &ours)?;
+    hint_if_tests_miss(&ours);
+    Ok(ours)
+}
+
+/// Creates a virtualenv at `venv` with `python` and installs barman-cloud into it.
+pub fn make_barman_venv(python: &str, venv: &Path) -> Result<()> {
+    if venv.exists() {
         // A half-made or broken venv: pip would build on top of the breakage.
-        fs::remove_dir_all(&ours).with_context(|| format!("removing {}", ours.display()))?;
+        fs::remove_dir_all(venv).with_context(|| format!("removing {}", venv.display()))?;
     }
-    if let Some(parent) = ours.parent() {
+    if let Some(parent) = venv.parent() {
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
-    run_step_checked(Command::new("python3").args(["-m", "venv"]).arg(&ours)).context(
+    run_step_checked(Command::new(python).args(["-m", "venv"]).arg(venv)).context(
         "creating the barman-cloud virtualenv (on Debian/Ubuntu, `apt-get install python3-venv`)",
     )?;
-    run_step_checked(Command::new(ours.join("bin/pip")).args([
+    run_step_checked(Command::new(venv.join("bin/pip")).args([
         "install",
         "--quiet",
         "--disable-pip-version-check",
         BARMAN,
     ]))
     .context("installing barman-cloud into its virtualenv")?;
-    let version = barman_version(&ours).with_context(|| {
+    let version = barman_version(venv).with_context(|| {
         format!(
             "{} does not run after the install",
-            ours.join("bin/barman-cloud-wal-archive").display()
+            venv.join("bin/barman-cloud-wal-archive").display()
         )
     })?;
-    println!("barman-cloud: installed {version} in {}", ours.display());
-    hint_if_tests_miss(&ours);
-    Ok(ours)
+    println!("barman-cloud: installed {version} in {}", venv.display());
+    Ok(())
 }
 
 /// The test kit finds `<workspace>/target/tools/barman-venv` by itself; anywhere
@@ -248,6 +258,26 @@ fn barman_version(venv: &Path) -> Option<String> {
         output.stdout
     };
     Some(String::from_utf8_lossy(&text).trim().to_owned())
+}
+
+/// pgBackRest (Debian's `pgbackrest`), the peer `cargo xtask bench` compares with;
+/// an error says how to install it. `.ci/run` installs it.
+pub fn pgbackrest() -> Result<PathBuf> {
+    let path = tool_path("pgbackrest").map_err(|_| {
+        anyhow::anyhow!(
+            "NOT FOUND (needed by `cargo xtask bench` only): `apt-get install pgbackrest`"
+        )
+    })?;
+    let output = Command::new(&path)
+        .arg("version")
+        .output()
+        .with_context(|| format!("running {} version", path.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() {
+        bail!("{} version failed: {text}", path.display());
+    }
+    println!("pgbackrest: found {text} at {}", path.display());
+    Ok(path)
 }
 
 /// Checks that PostgreSQL 15's programs are where the test kit runs them from.

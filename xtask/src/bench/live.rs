@@ -1,0 +1,266 @@
+//! What PostgreSQL feels: a real cluster under pgbench with each tool as its
+//! `archive_command`, watched from outside: how many `.ready` files pile up, how old
+//! the oldest gets, and how long the pile takes to drain once pgbench stops.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Result, bail};
+use walship_testkit::{InitOptions, PgCluster, pg_user_command, target_dir, wait_until};
+
+use super::env::{Env, SERVER, Transport};
+use super::proc::{children, reap_newcomers};
+use super::runner::Daemon;
+
+/// The archive_command under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiveTool {
+    WalPush,
+    Daemon(usize),
+    Barman,
+    PgBackRest(usize),
+}
+
+impl LiveTool {
+    pub fn label(self) -> String {
+        match self {
+            LiveTool::WalPush => "walship wal-push (no daemon)".into(),
+            LiveTool::Daemon(n) => format!("walship wal-push + daemon, maxParallel {n}"),
+            LiveTool::Barman => "barman-cloud-wal-archive".into(),
+            LiveTool::PgBackRest(n) => format!("pgBackRest archive-push async, process-max {n}"),
+        }
+    }
+}
+
+/// What the watcher saw.
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    pub seconds: f64,
+    pub segments: usize,
+    pub peak_ready: usize,
+    pub oldest_ready_seconds: f64,
+    pub drain_seconds: f64,
+}
+
+/// How hard pgbench pushes.
+pub struct Load {
+    pub segment_mib: u32,
+    pub scale: u32,
+    pub seconds: u64,
+}
+
+/// A fresh cluster archiving with `tool` while pgbench loads it (`pgbench -i`, then
+/// `pgbench -N` for `load.seconds`).
+/// `barman_bin` is a barman-cloud the PostgreSQL user can run ([`barman_for_pg`]).
+pub fn live(
+    env: &Env,
+    tool: LiveTool,
+    compression: &str,
+    load: &Load,
+    barman_bin: &Path,
+) -> Result<Live> {
+    let run = env.run(&format!("live {}", tool.label()))?;
+    let known = children()?;
+    let mut pg = PgCluster::init(
+        &run.dir.join("pg"),
+        InitOptions {
+            wal_segsize_mb: Some(load.segment_mib),
+        },
+    )?;
+    let walship = format!(
+        "{} {} wal-push %p",
+        env.walship.display(),
+        run.walship_args().join(" ")
+    );
+    let mut daemon_parallel = None;
+    let command = match tool {
+        LiveTool::WalPush => {
+            run.walship_manifest(compression, 1, Transport::Tls)?;
+            walship
+        }
+        LiveTool::Daemon(n) => {
+            run.walship_manifest(compression, n, Transport::Tls)?;
+            daemon_parallel = Some(n);
+            walship
+        }
+        LiveTool::Barman => {
+            run.set_barman_env(&mut pg);
+            format!(
+                "{} --cloud-provider aws-s3 --endpoint-url {} --{compression} {} {SERVER} %p",
+                barman_bin.join("barman-cloud-wal-archive").display(),
+                env.tls.endpoint(),
+                run.destination()
+            )
+        }
+        LiveTool::PgBackRest(n) => {
+            let conf = run.pgbackrest_conf(n, compression, pg.data_dir())?;
+            run.pgbackrest_stanza(&conf)?;
+            format!(
+                "{} --config={} --stanza={SERVER} archive-push %p",
+                env.pgbackrest.display(),
+                conf.display()
+            )
+        }
+    };
+    pg.set_conf(&[
+        ("archive_mode", "on"),
+        ("archive_command", &command),
+        ("max_wal_size", "4GB"),
+        ("checkpoint_timeout", "30s"),
+    ])?;
+    let daemon = match daemon_parallel {
+        Some(_) => Some(Daemon::start_at(&run, pg.data_dir(), &[])?),
+        None => None,
+    };
+    pg.start()?;
+    let status_dir = pg.data_dir().join("pg_wal/archive_status");
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let (watched, load_seconds, drain_seconds) = thread::scope(|s| -> Result<_> {
+        let watcher = s.spawn(|| watch(&status_dir, &stop));
+        let loaded = (|| -> Result<()> {
+            pg.pgbench(&["-i", "-q", "-s", &load.scale.to_string()])?;
+            pg.pgbench(&["-c", "4", "-j", "2", "-N", "-T", &load.seconds.to_string()])?;
+            Ok(())
+        })();
+        let load_seconds = start.elapsed().as_secs_f64();
+        // The last segment pgbench filled is still open: close it so it is archived.
+        let drained = loaded.and_then(|()| {
+            pg.switch_wal()?;
+            wait_until(
+                Duration::from_secs(1800),
+                "the .ready backlog to drain",
+                || {
+                    // A tool that keeps failing would never drain: stop early and say why.
+                    let stats = pg.archiver_stats()?;
+                    if stats.failed_count >= 30 {
+                        bail!(
+                            "archive_command failed {} times; PostgreSQL log tail:\n{}",
+                            stats.failed_count,
+                            tail(&pg.log_contents(), 10)
+                        );
+                    }
+                    Ok(count_ready(&status_dir)?.0 == 0)
+                },
+            )
+        });
+        let drain_seconds = start.elapsed().as_secs_f64() - load_seconds;
+        stop.store(true, Ordering::SeqCst);
+        let watched = watcher.join().expect("the watcher does not panic");
+        drained?;
+        Ok((watched, load_seconds, drain_seconds))
+    })?;
+    let stats = pg.archiver_stats()?;
+    if stats.failed_count > 0 {
+        println!(
+            "bench: {}: {} failed archive attempts (PostgreSQL retried them)",
+            tool.label(),
+            stats.failed_count
+        );
+    }
+    pg.stop()?;
+    if let Some(daemon) = daemon {
+        daemon.stop()?;
+    }
+    // The postmaster was re-parented to us (we are a subreaper): reap it.
+    reap_newcomers(&known, false)?;
+    Ok(Live {
+        seconds: load_seconds,
+        segments: stats.archived_count as usize,
+        peak_ready: watched.0,
+        oldest_ready_seconds: watched.1,
+        drain_seconds,
+    })
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Samples `archive_status` every 100 ms until `stop`: (peak `.ready` count, oldest
+/// `.ready` age in seconds).
+fn watch(status_dir: &Path, stop: &AtomicBool) -> (usize, f64) {
+    let mut peak = (0, 0.0f64);
+    while !stop.load(Ordering::SeqCst) {
+        if let Ok((count, oldest)) = count_ready(status_dir) {
+            peak.0 = peak.0.max(count);
+            peak.1 = peak.1.max(oldest);
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    peak
+}
+
+/// `.ready` files in `dir` and the age of the oldest, in seconds.
+fn count_ready(dir: &Path) -> Result<(usize, f64)> {
+    let now = SystemTime::now();
+    let mut count = 0;
+    let mut oldest = 0.0f64;
+    for entry in fs::read_dir(dir)? {
+        let Ok(entry) = entry else { continue };
+        if !entry.file_name().to_string_lossy().ends_with(".ready") {
+            continue;
+        }
+        count += 1;
+        // A file archived between the listing and the stat is simply gone.
+        if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+            let age = now.duration_since(modified).unwrap_or_default();
+            oldest = oldest.max(age.as_secs_f64());
+        }
+    }
+    Ok((count, oldest))
+}
+
+/// A barman-cloud the PostgreSQL user can run as `archive_command`: the installed
+/// virtualenv when it can, else one made with the system's `/usr/bin/python3` beside
+/// it (the installed one may use a Python under `/root`, as pyenv's do). `None`
+/// when neither works (a target directory the PostgreSQL user cannot enter).
+pub fn barman_for_pg(installed_bin: &Path) -> Result<Option<PathBuf>> {
+    if pg_can_run(installed_bin)? {
+        return Ok(Some(installed_bin.to_path_buf()));
+    }
+    let venv = target_dir().join("tools/barman-venv-system");
+    let bin = venv.join("bin");
+    if !pg_can_run(&bin)? {
+        println!(
+            "bench: the PostgreSQL user cannot run barman-cloud from {}; making {}",
+            installed_bin.display(),
+            venv.display()
+        );
+        crate::tools::make_barman_venv("/usr/bin/python3", &venv)?;
+    }
+    Ok(pg_can_run(&bin)?.then_some(bin))
+}
+
+/// Whether the PostgreSQL user can run `barman-cloud-wal-archive` from `bin`: the
+/// script and the interpreter its `#!` line names must both be reachable (`test -x`
+/// checks with the real uid, as the archiver's shell will).
+fn pg_can_run(bin: &Path) -> Result<bool> {
+    let script = bin.join("barman-cloud-wal-archive");
+    let Ok(text) = fs::read_to_string(&script) else {
+        return Ok(false);
+    };
+    let interpreter = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("#!"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("/bin/sh")
+        .to_owned();
+    for path in [script.as_path(), Path::new(&interpreter)] {
+        let mut test = pg_user_command(Path::new("test"), Path::new("/"))?;
+        test.arg("-x")
+            .arg(path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if !test.status().is_ok_and(|s| s.success()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

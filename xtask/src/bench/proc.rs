@@ -1,0 +1,151 @@
+//! What a run costs: CPU-seconds of every process it started (grandchildren
+//! included), peak RSS of one process, and the reaping that makes those honest.
+//!
+//! xtask makes itself a child subreaper, so a process that daemonizes (pgBackRest's
+//! async worker, the postmaster behind `pg_ctl`) is re-parented to us instead of
+//! init; [`Meter::cpu_seconds`] waits for every such newcomer, and the kernel then
+//! adds its CPU time to our `RUSAGE_CHILDREN`. Times of processes still running
+//! are not counted, so the caller stops what it started before asking.
+
+use std::collections::HashSet;
+use std::fs;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Makes orphaned descendants our children (Linux `PR_SET_CHILD_SUBREAPER`).
+pub fn become_subreaper() -> Result<()> {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument and
+    // touches no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc != 0 {
+        bail!(
+            "prctl(PR_SET_CHILD_SUBREAPER): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// Wall time and CPU of everything started between [`Meter::start`] and the end.
+pub struct Meter {
+    start: Instant,
+    cpu_before: f64,
+    known: HashSet<u32>,
+}
+
+impl Meter {
+    pub fn start() -> Result<Meter> {
+        Ok(Meter {
+            known: children()?,
+            cpu_before: children_cpu_seconds(),
+            start: Instant::now(),
+        })
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// CPU-seconds (user + system) of every process started since [`Meter::start`],
+    /// after waiting for the ones that were re-parented to us to exit.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        reap_newcomers(&self.known, true)?;
+        Ok(children_cpu_seconds() - self.cpu_before)
+    }
+}
+
+/// Pids whose parent is this process (from `/proc`).
+pub fn children() -> Result<HashSet<u32>> {
+    let me = std::process::id();
+    let mut out = HashSet::new();
+    for entry in fs::read_dir("/proc").context("reading /proc")? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process may exit between the listing and the read: skip it.
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if parent_of(&stat) == Some(me) {
+            out.insert(pid);
+        }
+    }
+    Ok(out)
+}
+
+/// The parent pid in a `/proc/<pid>/stat` line (the field after the state, which
+/// follows the parenthesised command name that may itself hold spaces).
+fn parent_of(stat: &str) -> Option<u32> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits for our children that are not in `known` (re-parented daemons, or a
+/// postmaster left as a zombie); with `block` false only the ones already exited.
+pub fn reap_newcomers(known: &HashSet<u32>, block: bool) -> Result<()> {
+    for pid in children()?.difference(known) {
+        let flags = if block { 0 } else { libc::WNOHANG };
+        let mut status = 0;
+        // SAFETY: waitpid writes only into `status`, a local we own.
+        unsafe { libc::waitpid(*pid as libc::pid_t, &mut status, flags) };
+    }
+    Ok(())
+}
+
+/// User + system CPU of all waited-for descendants so far.
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct we pass; zeroed is a valid rusage.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Peak resident set size of a running process in KiB (`VmHWM`).
+pub fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no VmHWM in /proc/{pid}/status"))
+}
+
+/// The 1-minute load average, for the caveat printed with the results.
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parent_is_read_after_a_command_name_with_spaces() {
+        assert_eq!(parent_of("42 (a b) c) S 7 42 42 0"), Some(7));
+        assert_eq!(parent_of("1 (init) S 0 1 1"), Some(0));
+    }
+
+    #[test]
+    fn cpu_of_a_finished_child_is_counted() {
+        let meter = Meter::start().unwrap();
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(meter.cpu_seconds().unwrap() > 0.0);
+    }
+}

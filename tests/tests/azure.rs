@@ -13,7 +13,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Result, ensure};
 use common::azure::{AzureArchive, AzureCredential, CONTAINER};
 use common::daemon::{DaemonProcess, assert_all_archived_identical, setup_for};
-use common::{ArchiveHarness, PREFIX, SERVER, real_segments, sha256_file, stderr};
+use common::{
+    ArchiveHarness, PREFIX, SERVER, assert_changed_copy_refused,
+    assert_walship_restores_what_barman_archived, real_segments, sha256_file, stderr,
+};
 use walship_testkit::{
     AZURITE_KEY, AadOptions, AadStub, AzuriteOptions, AzuriteServer, pg_temp_dir,
 };
@@ -100,27 +103,15 @@ fn barman_cloud_restores_what_walship_archived_to_azure() -> Result<()> {
 fn walship_restores_what_barman_cloud_archived_to_azure() -> Result<()> {
     let archive = AzureArchive::start(AzureCredential::ConnectionString)?;
     let (wal_dir, segments) = real_segments(2)?;
-    let out_dir = pg_temp_dir()?;
-    for (name, flag) in segments.iter().zip(["--gzip", "--zstd"]) {
-        let src = wal_dir.path().join(name);
-        let out = archive
-            .barman("barman-cloud-wal-archive")?
-            .arg(flag)
-            .arg(archive.destination())
-            .arg(SERVER)
-            .arg(&src)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "barman-cloud-wal-archive: {}",
-            stderr(&out)
-        );
-        let dest = out_dir.path().join(name);
-        let out = archive.walship(&["wal-fetch", name, dest.to_str().unwrap()])?;
-        ensure!(out.status.success(), "{}", stderr(&out));
-        assert_eq!(sha256_file(&dest)?, sha256_file(&src)?);
-    }
-    Ok(())
+    assert_walship_restores_what_barman_archived(
+        |tool| archive.barman(tool),
+        |args| archive.walship(args),
+        &archive.destination(),
+        SERVER,
+        wal_dir.path(),
+        &segments,
+        &["--gzip", "--zstd"],
+    )
 }
 
 #[test]
@@ -134,19 +125,7 @@ fn an_existing_blob_is_never_overwritten_and_a_wrong_key_is_denied_without_leaki
     // Identical re-push succeeds; different content under the name is refused.
     let out = archive.walship(&["wal-push", src.to_str().unwrap()])?;
     ensure!(out.status.success(), "{}", stderr(&out));
-    let changed_dir = pg_temp_dir()?;
-    let changed = changed_dir.path().join(&segments[0]);
-    let mut bytes = fs::read(&src)?;
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 1;
-    fs::write(&changed, bytes)?;
-    let out = archive.walship(&["wal-push", changed.to_str().unwrap()])?;
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("refusing to overwrite"),
-        "{}",
-        stderr(&out)
-    );
+    let changed_dir = assert_changed_copy_refused(|args| archive.walship(args), &src)?;
 
     // A wrong key: denied with the 403, and neither key appears anywhere in the output.
     let wrong = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmcta2V5LXdyb25nLWtleQ==";

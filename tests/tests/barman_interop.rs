@@ -6,8 +6,8 @@ mod common;
 
 use std::fs;
 
-use anyhow::{Result, ensure};
-use common::{Archive, PREFIX, real_segments, sha256_file, stderr};
+use anyhow::{Context, Result, ensure};
+use common::{Archive, PREFIX, assert_changed_copy_refused, real_segments, sha256_file, stderr};
 use walship_testkit::pg_temp_dir;
 
 /// walship's codec name and barman-cloud-wal-archive's flag for it.
@@ -112,21 +112,8 @@ fn walship_restores_and_recognises_what_barman_cloud_archived() -> Result<()> {
         }
         // A different file under an archived name is refused, naming both checksums.
         let name = &segments[0];
-        let changed_dir = pg_temp_dir()?;
-        let changed = changed_dir.path().join(name);
-        let mut bytes = fs::read(wal_dir.path().join(name))?;
-        let middle = bytes.len() / 2;
-        bytes[middle] ^= 0xff;
-        fs::write(&changed, &bytes)?;
-        let out = archive.walship(&["wal-push", changed.to_str().unwrap()])?;
-        assert_eq!(out.status.code(), Some(1), "{codec:?}: {}", stderr(&out));
-        let err = stderr(&out);
-        assert!(err.contains("refusing to overwrite"), "{codec:?}: {err}");
-        assert!(err.contains(&sha256_file(&changed)?), "{codec:?}: {err}");
-        assert!(
-            err.contains(&sha256_file(&wal_dir.path().join(name))?),
-            "{codec:?}: {err}"
-        );
+        assert_changed_copy_refused(|args| archive.walship(args), &wal_dir.path().join(name))
+            .with_context(|| format!("{codec:?}"))?;
         // ...and barman's object is still the original.
         let dest = out_dir.path().join("again");
         let out = archive.walship(&["wal-fetch", name, dest.to_str().unwrap()])?;

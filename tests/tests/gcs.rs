@@ -16,7 +16,10 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::{archived_in_pg_wal, real_segments, sha256_file, stderr};
+use common::{
+    archived_in_pg_wal, assert_changed_copy_refused, assert_walship_restores_what_barman_archived,
+    real_segments, sha256_file, stderr,
+};
 use walship_testkit::{
     GcsServer, GoogleTokenServer, InitOptions, MetadataServer, PgCluster, TokenMode, WalshipBin,
     free_port, make_readable_by_pg, pg_temp_dir, pg_user_command, wait_until,
@@ -261,19 +264,7 @@ fn gke_workload_identity_pushes_fetches_checks_and_never_overwrites() -> Result<
     let src = wal_dir.path().join(&segments[0]);
     let out = archive.walship(&["wal-push", src.to_str().unwrap()])?;
     ensure!(out.status.success(), "{}", stderr(&out));
-    let changed_dir = pg_temp_dir()?;
-    let changed = changed_dir.path().join(&segments[0]);
-    let mut bytes = fs::read(&src)?;
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 1;
-    fs::write(&changed, bytes)?;
-    let out = archive.walship(&["wal-push", changed.to_str().unwrap()])?;
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("refusing to overwrite"),
-        "{}",
-        stderr(&out)
-    );
+    assert_changed_copy_refused(|args| archive.walship(args), &src)?;
     let dest = out_dir.path().join("again");
     let out = archive.walship(&["wal-fetch", &segments[0], dest.to_str().unwrap()])?;
     ensure!(out.status.success(), "{}", stderr(&out));
@@ -285,27 +276,15 @@ fn gke_workload_identity_pushes_fetches_checks_and_never_overwrites() -> Result<
 fn walship_restores_what_barman_cloud_archived_to_gcs() -> Result<()> {
     let archive = GcsArchive::start(true)?;
     let (wal_dir, segments) = real_segments(2)?;
-    let out_dir = pg_temp_dir()?;
-    for (name, flag) in segments.iter().zip(["--gzip", "--snappy"]) {
-        let src = wal_dir.path().join(name);
-        let out = archive
-            .barman("barman-cloud-wal-archive")?
-            .arg(flag)
-            .arg(archive.destination())
-            .arg(SERVER)
-            .arg(&src)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "barman-cloud-wal-archive: {}",
-            stderr(&out)
-        );
-        let dest = out_dir.path().join(name);
-        let out = archive.walship(&["wal-fetch", name, dest.to_str().unwrap()])?;
-        ensure!(out.status.success(), "{}", stderr(&out));
-        assert_eq!(sha256_file(&dest)?, sha256_file(&src)?);
-    }
-    Ok(())
+    assert_walship_restores_what_barman_archived(
+        |tool| archive.barman(tool),
+        |args| archive.walship(args),
+        &archive.destination(),
+        SERVER,
+        wal_dir.path(),
+        &segments,
+        &["--gzip", "--snappy"],
+    )
 }
 
 #[test]

@@ -267,3 +267,70 @@ pub fn real_segments(count: usize) -> Result<(TempDir, Vec<String>)> {
     names.sort();
     Ok((out, names))
 }
+
+/// A copy of the file at `src` with one byte changed, under the same name in a new
+/// directory (which lives as long as the returned handle).
+pub fn changed_copy(src: &Path) -> Result<(TempDir, PathBuf)> {
+    let dir = pg_temp_dir()?;
+    let name = src.file_name().context("the file has no name")?;
+    let changed = dir.path().join(name);
+    let mut bytes = fs::read(src)?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&changed, &bytes)?;
+    Ok((dir, changed))
+}
+
+/// `src` is archived: pushing a changed copy under its name must be refused (exit 1,
+/// "refusing to overwrite", naming both checksums). Returns the copy's directory.
+pub fn assert_changed_copy_refused(
+    walship: impl Fn(&[&str]) -> Result<Output>,
+    src: &Path,
+) -> Result<TempDir> {
+    let (dir, changed) = changed_copy(src)?;
+    let out = walship(&["wal-push", changed.to_str().context("non-UTF-8 path")?])?;
+    let err = stderr(&out);
+    anyhow::ensure!(out.status.code() == Some(1), "expected exit 1: {err}");
+    anyhow::ensure!(err.contains("refusing to overwrite"), "{err}");
+    anyhow::ensure!(
+        err.contains(&sha256_file(&changed)?) && err.contains(&sha256_file(src)?),
+        "both checksums must be named: {err}"
+    );
+    Ok(dir)
+}
+
+/// barman-cloud-wal-archive stores each of `segments` (file names in `wal_dir`) with the
+/// matching codec flag; walship's wal-fetch must restore each byte-identical.
+pub fn assert_walship_restores_what_barman_archived(
+    barman: impl Fn(&str) -> Result<Command>,
+    walship: impl Fn(&[&str]) -> Result<Output>,
+    destination: &str,
+    server: &str,
+    wal_dir: &Path,
+    segments: &[String],
+    flags: &[&str],
+) -> Result<()> {
+    let out_dir = pg_temp_dir()?;
+    for (name, flag) in segments.iter().zip(flags) {
+        let src = wal_dir.join(name);
+        let out = barman("barman-cloud-wal-archive")?
+            .arg(flag)
+            .arg(destination)
+            .arg(server)
+            .arg(&src)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "barman-cloud-wal-archive {flag}: {}",
+            stderr(&out)
+        );
+        let dest = out_dir.path().join(name);
+        let out = walship(&["wal-fetch", name, dest.to_str().context("non-UTF-8 path")?])?;
+        anyhow::ensure!(out.status.success(), "{}", stderr(&out));
+        anyhow::ensure!(
+            sha256_file(&dest)? == sha256_file(&src)?,
+            "{name} ({flag}) differs after wal-fetch"
+        );
+    }
+    Ok(())
+}

@@ -158,11 +158,19 @@ fn main() -> ExitCode {
         _ => LogFormat::Text,
     });
     init_logging(format, &cli.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // archive_command and restore_command run once per segment: a single-threaded
+    // runtime starts no worker threads, which is most of what PostgreSQL waits for
+    // when the daemon already shipped the segment. Compression still runs on the
+    // blocking pool. The daemon serves many uploads at once.
+    let mut builder = match cli.command {
+        Command::Daemon { .. } => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(2);
+            b
+        }
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             error!("cannot start the async runtime: {e}");

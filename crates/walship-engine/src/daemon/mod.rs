@@ -92,6 +92,9 @@ struct Inner {
     wake: Notify,
     /// Set when `archive_status` may have changed.
     rescan: std::sync::atomic::AtomicBool,
+    /// Scans of `archive_status` so far (a scan costs a directory read and a stat per
+    /// file; tests check that an idle daemon does not scan in a loop).
+    scans: std::sync::atomic::AtomicU64,
     tracker: TaskTracker,
     prefetch: Arc<prefetch::Prefetcher>,
 }
@@ -171,6 +174,7 @@ impl Daemon {
                 state: Mutex::new(state),
                 wake: Notify::new(),
                 rescan: std::sync::atomic::AtomicBool::new(true),
+                scans: std::sync::atomic::AtomicU64::new(0),
                 tracker: TaskTracker::new(),
                 prefetch: Arc::new(prefetch),
             }),
@@ -258,8 +262,13 @@ impl Daemon {
         let weak = Arc::downgrade(&self.inner);
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Err(e) = &event {
-                    warn!("archive_status watcher: {e}; rescanning");
+                match &event {
+                    Err(e) => warn!("archive_status watcher: {e}; rescanning"),
+                    // inotify also reports opens and reads, and every scan opens the
+                    // directory: reacting to those would rescan in a loop. Only a
+                    // change to the directory's entries matters.
+                    Ok(event) if event.kind.is_access() => return,
+                    Ok(_) => {}
                 }
                 if let Some(inner) = weak.upgrade() {
                     inner.rescan.store(true, Ordering::SeqCst);
@@ -300,6 +309,7 @@ impl Daemon {
     /// done, and updates the backlog gauges.
     fn scan(&self) {
         let inner = &self.inner;
+        inner.scans.fetch_add(1, Ordering::Relaxed);
         if let Some(socket) = &inner.config.socket_path {
             let fallbacks = socket::take_fallbacks(socket);
             if fallbacks > 0 {
@@ -645,6 +655,78 @@ fn backoff_delay(attempts: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ArchiverSettings;
+    use crate::test_support::segment_bytes;
+    use walship_store::LocalStore;
+    use walship_wal::Layout;
+
+    /// inotify reports the daemon's own opens of `archive_status`; a watcher that
+    /// rescanned on those kept one core busy while idle. Scans are counted, not timed:
+    /// with the periodic rescan an hour away, only real changes may cause one.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_idle_daemon_scans_only_when_archive_status_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let pgdata = dir.path().join("pgdata");
+        let pg_wal = pgdata.join("pg_wal");
+        std::fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
+        let archiver = Archiver::new(
+            Arc::new(LocalStore::new(dir.path().join("store"))),
+            Layout::new("prefix", "pg"),
+            ArchiverSettings::default(),
+        );
+        let config = DaemonConfig {
+            pgdata,
+            journal_dir: dir.path().join("journal"),
+            socket_path: None,
+            max_parallel: 2,
+            rescan_interval: Duration::from_secs(3600),
+            push_wait: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+            spool_dir: dir.path().join("spool"),
+            prefetch_window: 0,
+            prefetch_max_bytes: 0,
+        };
+        let daemon = Daemon::new(
+            config,
+            archiver,
+            Arc::new(Metrics::new()),
+            Arc::new(walship_metrics::Health::new(Duration::from_secs(60))),
+        )
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn({
+            let (daemon, shutdown) = (daemon.clone(), shutdown.clone());
+            async move { daemon.run(shutdown).await }
+        });
+        let scans = || daemon.inner.scans.load(Ordering::Relaxed);
+        let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !done() {
+                assert!(Instant::now() < deadline, "timed out waiting for {what}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        wait_for("the first scan", &|| scans() >= 1);
+        // Idle: give a looping watcher ample time to show itself.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let idle = scans();
+        assert!(idle <= 2, "{idle} scans of an unchanged archive_status");
+
+        // A new .ready file is still noticed, through the watcher alone.
+        let name = "000000010000000000000006";
+        std::fs::write(pg_wal.join(name), segment_bytes(name, 1)).unwrap();
+        std::fs::write(pg_wal.join(format!("archive_status/{name}.ready")), b"").unwrap();
+        let acked = || daemon.inner.state.lock().unwrap().acked.contains_key(name);
+        wait_for("the new segment's upload", &acked);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let after = scans() - idle;
+        assert!(
+            (1..=6).contains(&after),
+            "{after} scans for one new .ready file"
+        );
+        shutdown.cancel();
+        running.await.unwrap().unwrap();
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

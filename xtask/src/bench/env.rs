@@ -156,6 +156,11 @@ impl Run<'_> {
             Transport::Tls => "    endpointCA:\n      name: bench-ca\n      key: ca.crt\n",
             Transport::Plain => "",
         };
+        // barman-cloud's default: no `compression` field at all.
+        let compression = match compression {
+            "none" => String::new(),
+            other => format!("      compression: {other}\n"),
+        };
         let yaml = format!(
             "apiVersion: barmancloud.cnpg.io/v1\n\
              kind: ObjectStore\n\
@@ -164,7 +169,7 @@ impl Run<'_> {
              \x20   endpointURL: {endpoint}\n{ca}\
              \x20   s3Credentials:\n      accessKeyId:\n        name: aws-creds\n        key: ACCESS_KEY_ID\n\
              \x20     secretAccessKey:\n        name: aws-creds\n        key: ACCESS_SECRET_KEY\n\
-             \x20   wal:\n      compression: {compression}\n      maxParallel: {parallel}\n",
+             \x20   wal:\n{compression}      maxParallel: {parallel}\n",
             bucket = self.bucket,
             endpoint = self.endpoint(transport),
         );

@@ -175,6 +175,7 @@ fn pick<T>(quick: bool, quick_value: T, full_value: T) -> T {
 pub fn run(args: Args) -> Result<u8> {
     let plan = Plan::from(args);
     proc::become_subreaper()?;
+    proc::stop_descendants_on_signal();
     let installed = tools::install()?;
     let pgbackrest = tools::pgbackrest()?;
     let (walship, build) = build_walship(plan.release)?;
@@ -200,8 +201,12 @@ pub fn run(args: Args) -> Result<u8> {
         results.ceiling.push((threads, seconds));
     }
 
+    let floor_run = env.run("floor")?;
+    results.floor_latencies = runner::floor(&floor_run, plan.segments.min(100))?;
+
     for (i, compression) in plan.compressions.iter().enumerate() {
         for archiver in plan.archivers(i == 0) {
+            proc::stop_if_interrupted();
             if !plan.wants(&archiver.label()) {
                 continue;
             }
@@ -233,6 +238,7 @@ pub fn run(args: Args) -> Result<u8> {
                 continue;
             }
             for restorer in plan.restorers_after(archiver) {
+                proc::stop_if_interrupted();
                 let measured = match runner::restore(&run, restorer, compression) {
                     Ok(measured) => measured,
                     Err(e) => {
@@ -254,6 +260,30 @@ pub fn run(args: Args) -> Result<u8> {
         }
     }
 
+    // The ceiling is plain PUTs of the segments as they are: the like-for-like walship
+    // run stores them uncompressed too, over plain HTTP like the PUT loop.
+    proc::stop_if_interrupted();
+    let uncompressed = Archiver::Daemon(plan.max_parallel(), Transport::Plain);
+    if plan.wants(&uncompressed.label()) {
+        let run = env.run(&format!("{} uncompressed", uncompressed.label()))?;
+        match runner::archive(&run, uncompressed, "none") {
+            Ok(measured) => {
+                println!(
+                    "bench: {} (none): {:.2}s, {:.1} CPU-s",
+                    uncompressed.label(),
+                    measured.seconds,
+                    measured.cpu_seconds
+                );
+                results.archive.push(ArchiveRow {
+                    compression: "none".into(),
+                    archiver: uncompressed,
+                    measured,
+                });
+            }
+            Err(e) => failed(&mut results, &format!("{} (none)", uncompressed.label()), e),
+        }
+    }
+
     if let Some(load) = &plan.live {
         let compression = &plan.compressions[0];
         let max = plan.max_parallel();
@@ -269,6 +299,7 @@ pub fn run(args: Args) -> Result<u8> {
         tools.push(LiveTool::PgBackRest(max));
         let barman_bin = barman_bin.unwrap_or_default();
         for tool in tools.into_iter().filter(|t| plan.wants(&t.label())) {
+            proc::stop_if_interrupted();
             let live: Live = match live::live(&env, tool, compression, load, &barman_bin) {
                 Ok(live) => live,
                 Err(e) => {
@@ -286,6 +317,7 @@ pub fn run(args: Args) -> Result<u8> {
         }
     }
 
+    proc::stop_if_interrupted();
     results.load_after = proc::load_average();
     if let Some(only) = &plan.only {
         results

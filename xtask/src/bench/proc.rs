@@ -7,8 +7,9 @@
 //! adds its CPU time to our `RUSAGE_CHILDREN`. Times of processes still running
 //! are not counted, so the caller stops what it started before asking.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -126,6 +127,97 @@ pub fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The signal that interrupted the bench (0: none yet).
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn record_signal(signal: libc::c_int) {
+    // Only an atomic store: the one thing a signal handler may safely do here.
+    INTERRUPTED.store(signal, Ordering::SeqCst);
+}
+
+/// On Ctrl-C, SIGTERM or SIGHUP, stops every process the bench started (servers,
+/// PostgreSQL, the tools under test: all are our descendants, see
+/// [`become_subreaper`]) and exits, instead of leaving them running. The handler
+/// only records the signal; a watcher thread does the rest. exec resets handled
+/// signals, so the children keep their default reactions.
+pub fn stop_descendants_on_signal() {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        let handler = record_signal as extern "C" fn(libc::c_int);
+        // SAFETY: installs a handler that performs one atomic store.
+        unsafe { libc::signal(signal, handler as libc::sighandler_t) };
+    }
+    std::thread::spawn(|| {
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let signal = INTERRUPTED.load(Ordering::SeqCst);
+            if signal == 0 {
+                continue;
+            }
+            eprintln!("bench: interrupted; stopping every process it started");
+            // SIGINT first: PostgreSQL shuts down fast, servers and tools exit. Again
+            // and again: the main thread may start the next run meanwhile.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !descendants().is_empty() && Instant::now() < deadline {
+                signal_descendants(libc::SIGINT);
+                std::thread::sleep(Duration::from_millis(200));
+                reap_newcomers(&HashSet::new(), false).ok();
+            }
+            signal_descendants(libc::SIGKILL);
+            std::process::exit(128 + signal);
+        }
+    });
+}
+
+/// After an interrupt, parks the calling thread until the watcher of
+/// [`stop_descendants_on_signal`] has stopped everything and exited: no further run
+/// starts, and no partial result is written.
+pub fn stop_if_interrupted() {
+    while INTERRUPTED.load(Ordering::SeqCst) != 0 {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn signal_descendants(signal: libc::c_int) {
+    for pid in descendants() {
+        // SAFETY: kill only sends a signal.
+        unsafe { libc::kill(pid as libc::pid_t, signal) };
+    }
+}
+
+/// Every live (not zombie) process below this one.
+fn descendants() -> Vec<u32> {
+    let mut parents: HashMap<u32, Vec<u32>> = HashMap::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let zombie = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            == Some("Z");
+        if let Some(parent) = parent_of(&stat)
+            && !zombie
+        {
+            parents.entry(parent).or_default().push(pid);
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![std::process::id()];
+    while let Some(pid) = todo.pop() {
+        for &child in parents.get(&pid).into_iter().flatten() {
+            out.push(child);
+            todo.push(child);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ pub struct Results {
     pub failures: usize,
     /// (threads, seconds) for the whole corpus.
     pub ceiling: Vec<(usize, f64)>,
+    /// Seconds each for `/bin/true` launched as every archive_command is.
+    pub floor_latencies: Vec<f64>,
     pub archive: Vec<ArchiveRow>,
     pub restore: Vec<RestoreRow>,
     pub live: Vec<(LiveTool, Live)>,
@@ -140,10 +142,13 @@ impl Results {
         let plain = self
             .archive
             .iter()
-            .filter(|r| matches!(r.archiver, Archiver::Daemon(_, Transport::Plain)))
+            .filter(|r| {
+                r.compression == "none"
+                    && matches!(r.archiver, Archiver::Daemon(_, Transport::Plain))
+            })
             .min_by(|a, b| a.measured.seconds.total_cmp(&b.measured.seconds));
         out.push((
-            "archive: walship daemon (plain HTTP) ÷ server ceiling, raw MB/s".into(),
+            "archive: walship daemon, uncompressed, plain HTTP ÷ server ceiling, raw MB/s".into(),
             0.9,
             plain
                 .zip(self.best_ceiling())
@@ -276,6 +281,17 @@ impl Results {
         );
         let _ = writeln!(md, "| compression | archive_command | p50 ms | p99 ms |");
         let _ = writeln!(md, "|---|---|---:|---:|");
+        if let (Some(p50), Some(p99)) = (
+            percentile(&self.floor_latencies, 50.0),
+            percentile(&self.floor_latencies, 99.0),
+        ) {
+            let _ = writeln!(
+                md,
+                "| – | the floor: `/bin/true`, launched the same way | {:.1} | {:.1} |",
+                p50 * 1e3,
+                p99 * 1e3
+            );
+        }
         for row in &self.archive {
             let m = &row.measured;
             let mut line = |what: String, values: &[f64]| {
@@ -374,6 +390,7 @@ impl Results {
             "load_average_after": self.load_after,
             "notes": self.notes,
             "ceiling": self.ceiling.iter().map(|(t, s)| json!({"threads": t, "seconds": s})).collect::<Vec<_>>(),
+            "floor_latencies_seconds": self.floor_latencies,
             "archive": self.archive.iter().map(|r| json!({
                 "compression": r.compression,
                 "tool": r.archiver.label(),

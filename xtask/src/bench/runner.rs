@@ -116,6 +116,20 @@ pub fn archive(run: &Run<'_>, archiver: Archiver, compression: &str) -> Result<M
     }
 }
 
+/// What starting any archive_command costs here: `/bin/true` launched `times` times
+/// the way every timed tool is (as the PostgreSQL user), in seconds each. The
+/// archive_command latencies are read against it.
+pub fn floor(run: &Run<'_>, times: usize) -> Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(times);
+    for _ in 0..times {
+        let mut cmd = walship_testkit::pg_user_command(Path::new("/bin/true"), &run.dir)?;
+        let start = Instant::now();
+        run_ok(&mut cmd)?;
+        out.push(start.elapsed().as_secs_f64());
+    }
+    Ok(out)
+}
+
 /// Calls `one` for every name, `parallel` at a time, in order of the names (each
 /// worker takes the oldest not yet taken), timing each call and the whole.
 pub fn per_segment(

@@ -242,11 +242,15 @@ impl Archiver {
                 body.len() as u64,
                 self.store.put_create(&key, body, &options).await,
             ),
-            // Uncompressed: the store streams the file itself.
-            None => (
-                len,
-                self.store.put_create_file(&key, path, len, &options).await,
-            ),
+            // Uncompressed: the store streams the file itself, and the checksum of the
+            // pass above lets the server refuse a body that is not what was hashed.
+            None => {
+                options.content_sha256 = Some(sha256.clone());
+                (
+                    len,
+                    self.store.put_create_file(&key, path, len, &options).await,
+                )
+            }
         };
         match put {
             Ok(()) => {

@@ -192,7 +192,7 @@ fn meta(pairs: &[(&str, &str)]) -> PutOptions {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
-        tags: Default::default(),
+        ..PutOptions::default()
     }
 }
 

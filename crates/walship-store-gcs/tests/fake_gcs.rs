@@ -29,6 +29,7 @@ fn options(sha: &str) -> PutOptions {
     PutOptions {
         metadata: [("walship-sha256".to_owned(), sha.to_owned())].into(),
         tags: [("ignored".to_owned(), "by-gcs".to_owned())].into(),
+        ..PutOptions::default()
     }
 }
 

@@ -4,9 +4,14 @@
 //! What it adds to the SDK is the part that is easy to get wrong for WAL:
 //! - create-only puts with `If-None-Match: *`; a `412 Precondition Failed` becomes
 //!   [`StoreError::AlreadyExists`], so an existing object is never overwritten;
-//! - custom endpoints (`endpointURL`) use path-style addressing, and send a `Content-MD5`
-//!   instead of the SDK's default CRC trailers, which many S3-compatible servers reject
-//!   (the barman/boto3 complaint in FIELD-NOTES); on AWS itself the SDK's checksums stay;
+//! - custom endpoints (`endpointURL`) use path-style addressing, and sign every body's
+//!   SHA-256 into the request (`x-amz-content-sha256`, which S3-compatible servers check
+//!   against what arrives: MinIO, Ceph RGW, s3s) instead of the SDK's default CRC
+//!   trailers, which many of them reject (the barman/boto3 complaint in FIELD-NOTES).
+//!   An in-memory body is hashed by the SDK's signer; a streamed file is signed with the
+//!   hash the caller computed as it read the file ([`PutOptions::content_sha256`]), so
+//!   no second pass over the file is needed and a file that differs from what was
+//!   hashed is refused. On AWS itself the SDK's checksums stay;
 //! - a private CA bundle (`endpointCA`) is added to the TLS roots of the HTTP client
 //!   (the Rust SDK ignores `AWS_CA_BUNDLE`);
 //! - server-side encryption (`AES256`, `aws:kms`) and object tags;
@@ -19,9 +24,9 @@
 //! Dependencies: `aws-sdk-s3` and `aws-config` (the client, retries, signing),
 //! `aws-smithy-http-client` (an HTTPS client with a custom trust store),
 //! `aws-smithy-types` (byte streams, base64), `aws-credential-types` (the provider
-//! type), `md-5` (Content-MD5 for servers that need an integrity header they know),
-//! `walship-store`, `async-trait`, `bytes`, `thiserror`, `tracing`, `tokio` (hashing a
-//! file for Content-MD5 off the async threads).
+//! type), `aws-runtime` (the signer's payload-hash override), `sha2` and `hex` (hashing
+//! a file whose caller gave no hash), `walship-store`, `async-trait`, `bytes`,
+//! `thiserror`, `tracing`, `tokio` (that hashing, off the async threads).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -37,7 +42,6 @@ use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::ServerSideEncryption;
 use bytes::Bytes;
-use md5::{Digest, Md5};
 use walship_store::{
     Metadata, ObjectInfo, PutOptions, Store, StoreError, error_chain, source_file_error,
 };
@@ -106,13 +110,7 @@ impl fmt::Debug for S3Store {
 
 impl S3Store {
     /// A create-only PutObject for `key` with everything but the body.
-    fn put_request(
-        &self,
-        key: &str,
-        len: u64,
-        md5: Option<[u8; 16]>,
-        options: &PutOptions,
-    ) -> PutObjectFluentBuilder {
+    fn put_request(&self, key: &str, len: u64, options: &PutOptions) -> PutObjectFluentBuilder {
         let mut request = self
             .client
             .put_object()
@@ -123,9 +121,6 @@ impl S3Store {
             .set_tagging(tagging(&options.tags));
         for (k, v) in &options.metadata {
             request = request.metadata(k, v);
-        }
-        if let Some(digest) = md5 {
-            request = request.content_md5(aws_smithy_types::base64::encode(digest));
         }
         match self.sse {
             Some(Sse::Aes256) => request.server_side_encryption(ServerSideEncryption::Aes256),
@@ -347,8 +342,8 @@ impl Store for S3Store {
         body: Bytes,
         options: &PutOptions,
     ) -> Result<(), StoreError> {
-        let md5 = self.custom_endpoint.then(|| Md5::digest(&body).into());
-        self.put_request(key, body.len() as u64, md5, options)
+        // The signer hashes an in-memory body into the request itself.
+        self.put_request(key, body.len() as u64, options)
             .body(ByteStream::from(body))
             .send()
             .await
@@ -366,15 +361,17 @@ impl Store for S3Store {
         options: &PutOptions,
     ) -> Result<(), StoreError> {
         let source_err = |detail: String| source_file_error(self.describe.clone(), path, &detail);
-        let md5 = if self.custom_endpoint {
-            let owned = path.to_owned();
-            let digest = tokio::task::spawn_blocking(move || md5_of_file(&owned))
-                .await
-                .map_err(|e| source_err(e.to_string()))?
-                .map_err(|e| source_err(e.to_string()))?;
-            Some(digest)
-        } else {
-            None
+        let payload_sha256 = match (&options.content_sha256, self.custom_endpoint) {
+            (_, false) => None,
+            (Some(hash), true) => Some(hash.clone()),
+            (None, true) => {
+                let owned = path.to_owned();
+                let hash = tokio::task::spawn_blocking(move || sha256_of_file(&owned))
+                    .await
+                    .map_err(|e| source_err(e.to_string()))?
+                    .map_err(|e| source_err(e.to_string()))?;
+                Some(hash)
+            }
         };
         let body = ByteStream::read_from()
             .path(path)
@@ -382,11 +379,11 @@ impl Store for S3Store {
             .build()
             .await
             .map_err(|e| source_err(error_chain(&e)))?;
-        self.put_request(key, len, md5, options)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.map_err(key, e))?;
+        let mut request = self.put_request(key, len, options).body(body).customize();
+        if let Some(hash) = payload_sha256 {
+            request = request.interceptor(SignPayloadHash(hash));
+        }
+        request.send().await.map_err(|e| self.map_err(key, e))?;
         Ok(())
     }
 
@@ -489,15 +486,41 @@ impl Store for S3Store {
     }
 }
 
-/// The MD5 of a file, read in chunks.
-fn md5_of_file(path: &Path) -> std::io::Result<[u8; 16]> {
+/// Has the signer put `self.0`, the SHA-256 of a streamed body, into the request
+/// (`x-amz-content-sha256`) instead of `UNSIGNED-PAYLOAD`: the server then hashes what
+/// arrives and refuses a mismatch.
+#[derive(Debug)]
+struct SignPayloadHash(String);
+
+impl aws_sdk_s3::config::Intercept for SignPayloadHash {
+    fn name(&self) -> &'static str {
+        "SignPayloadHash"
+    }
+
+    fn modify_before_signing(
+        &self,
+        _context: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        cfg.interceptor_state()
+            .store_put(aws_runtime::auth::PayloadSigningOverride::Precomputed(
+                self.0.clone(),
+            ));
+        Ok(())
+    }
+}
+
+/// The SHA-256 (hex) of a file, read in chunks.
+fn sha256_of_file(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
-    let mut hasher = Md5::new();
+    let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         match file.read(&mut buf)? {
-            0 => return Ok(hasher.finalize().into()),
+            0 => return Ok(hex::encode(hasher.finalize())),
             n => hasher.update(&buf[..n]),
         }
     }

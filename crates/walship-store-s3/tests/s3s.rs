@@ -80,3 +80,37 @@ async fn a_file_shorter_than_announced_is_not_stored() {
     assert!(!err.is_transient(), "{err}");
     assert!(store.head("b/short").await.unwrap().is_none());
 }
+
+/// The hash the caller computed as it read the file is signed into the request: a
+/// file whose bytes no longer match it (changed after it was hashed) is refused by
+/// the server, not stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_file_that_differs_from_its_hash_is_refused() {
+    use sha2::{Digest, Sha256};
+    let server = S3Server::start().unwrap();
+    let store = store_for(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("segment");
+    let hashed = vec![1u8; 100_000];
+    let mut changed = hashed.clone();
+    changed[50_000] = 2;
+    std::fs::write(&path, &changed).unwrap();
+    let mut options = PutOptions {
+        content_sha256: Some(hex::encode(Sha256::digest(&hashed))),
+        ..PutOptions::default()
+    };
+
+    let err = store
+        .put_create_file("c/segment", &path, changed.len() as u64, &options)
+        .await
+        .unwrap_err();
+    assert!(!matches!(err, StoreError::AlreadyExists { .. }), "{err}");
+    assert!(store.head("c/segment").await.unwrap().is_none());
+
+    options.content_sha256 = Some(hex::encode(Sha256::digest(&changed)));
+    store
+        .put_create_file("c/segment", &path, changed.len() as u64, &options)
+        .await
+        .unwrap();
+    assert!(store.get("c/segment").await.unwrap().0[..] == changed[..]);
+}

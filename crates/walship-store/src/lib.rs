@@ -35,6 +35,11 @@ pub struct PutOptions {
     pub metadata: Metadata,
     /// Object tags (S3 tags, Azure blob index tags); stores without tags ignore them.
     pub tags: BTreeMap<String, String>,
+    /// The SHA-256 (lower-case hex) of exactly the bytes to store, when the caller
+    /// already has it. A store whose server can check it sends it (S3: the signed
+    /// payload hash), so a body that differs is refused rather than stored; others
+    /// ignore it.
+    pub content_sha256: Option<String>,
 }
 
 /// An object as seen by `head` or `list`.

@@ -189,9 +189,15 @@ impl Archiver {
             path: path.to_owned(),
             source,
         })?;
-        // One pass over the file, off the async threads: validate, hash, compress.
+        // One pass over the file, off the async threads: validate, hash, compress. At
+        // most one pass per CPU at a time, whatever maxParallel is: more would not go
+        // faster, and each holds a compressor's state and a growing output buffer.
         let prepared = {
             let (path, compression) = (path.to_owned(), self.settings.compression);
+            let _cpu = CPU_SLOTS
+                .acquire()
+                .await
+                .expect("the CPU semaphore is never closed");
             tokio::task::spawn_blocking(move || prepare(&path, &name, compression))
                 .await
                 .expect("preparing task panicked")?
@@ -475,6 +481,13 @@ struct Prepared {
 
 /// Bytes read to check a segment's first page header before anything is shipped.
 const FIRST_PAGE_PEEK: u64 = 8192;
+
+/// Permits for the CPU-bound pass over a file to ship ([`prepare`]): one per CPU this
+/// process may use, shared by every archiver in the process (a reload makes a new one).
+static CPU_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tokio::sync::Semaphore::new(cpus)
+});
 
 /// Reads `path` once: checks the page header of a segment, hashes the whole file and,
 /// with a codec, compresses it. Only the compressed output is held in memory.

@@ -367,7 +367,7 @@ fn utc_now() -> String {
         .unwrap_or_default()
 }
 
-/// Full runs: `bench/results/latest.{md,json}` plus a dated copy; quick or partial
+/// Full runs: `bench/results/latest.{md,json}` plus a copy named by its start time; quick or partial
 /// (`--only`) runs: `<target>/bench/<mode>.{md,json}` (CI must not overwrite the
 /// committed numbers).
 fn write_results(plan: &Plan, results: &Results, markdown: &str) -> Result<()> {
@@ -375,7 +375,11 @@ fn write_results(plan: &Plan, results: &Results, markdown: &str) -> Result<()> {
     let (dir, names): (PathBuf, Vec<String>) = if plan.mode == "quick" || plan.only.is_some() {
         (target_dir().join("bench"), vec![plan.mode.into()])
     } else {
-        let date = results.started.get(..10).unwrap_or("undated").to_owned();
+        // `2026-11-26T0216Z`: two runs on one day keep both copies.
+        let date = match (results.started.get(..13), results.started.get(14..16)) {
+            (Some(hour), Some(minute)) => format!("{hour}{minute}Z"),
+            _ => "undated".to_owned(),
+        };
         (
             workspace_root().join("bench/results"),
             vec!["latest".into(), date],

@@ -4,13 +4,12 @@
 //! a GCE/GKE metadata server speaking its real protocol (`Metadata-Flavor: Google`).
 
 use std::env;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -19,6 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tempfile::TempDir;
 
 use crate::paths::target_dir;
+use crate::stub::{LoopbackServer, Request, read_request};
 use crate::util::{free_port, port_is_open, random_token, wait_until};
 
 /// The fake-gcs-server binary: `$WALSHIP_FAKE_GCS`, else `fake-gcs-server` on `PATH`,
@@ -263,100 +263,29 @@ fn http(
 // ---------------------------------------------------------------------------------------
 // A minimal HTTP server for the two stand-ins
 
-/// A request as the stand-ins see it.
-struct Request {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// An answer: status, extra headers, body.
 type Answer = (u16, Vec<(&'static str, String)>, String);
 
-/// Serves one request per connection on 127.0.0.1 until dropped.
-struct Server {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+/// Serves one request per connection on 127.0.0.1 until dropped, on the stand-ins'
+/// shared plumbing.
+struct Server(LoopbackServer);
 
 impl Server {
     fn start(handler: impl Fn(&Request) -> Answer + Send + 'static) -> Result<Server> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let port = listener.local_addr()?.port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(stream) = stream {
-                    let _ = serve(stream, &handler);
-                }
-            }
-        });
-        Ok(Server {
-            port,
-            stop,
-            thread: Some(thread),
+        LoopbackServer::start(move |stream| {
+            let _ = serve(stream, &handler);
         })
+        .map(Server)
+    }
+
+    fn port(&self) -> u16 {
+        self.0.port()
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn serve(stream: TcpStream, handler: &impl Fn(&Request) -> Answer) -> std::io::Result<()> {
+fn serve(mut stream: TcpStream, handler: &impl Fn(&Request) -> Answer) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_owned();
-    let path = parts.next().unwrap_or_default().to_owned();
-    let mut headers = Vec::new();
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            let (name, value) = (name.trim().to_owned(), value.trim().to_owned());
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse().unwrap_or(0);
-            }
-            headers.push((name, value));
-        }
-    }
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body)?;
-    let (status, extra, text) = handler(&Request {
-        method,
-        path,
-        headers,
-        body,
-    });
-    let mut stream = stream;
+    let (status, extra, text) = handler(&read_request(&stream)?);
     let mut head = format!(
         "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
         text.len()
@@ -457,7 +386,7 @@ impl GoogleTokenServer {
     }
 
     pub fn token_uri(&self) -> String {
-        format!("http://127.0.0.1:{}/token", self.server.port)
+        format!("http://127.0.0.1:{}/token", self.server.port())
     }
 
     /// A service-account JSON key file's contents, as Google's console downloads it,
@@ -577,10 +506,10 @@ fn b64url(text: &str) -> Result<Vec<u8>> {
 
 fn check_assertion(request: &Request, email: &str, audience: &str, public: &Path) -> Result<()> {
     ensure!(
-        request.method == "POST" && request.path == "/token",
+        request.method() == "POST" && request.path() == "/token",
         "{} {}: expected POST /token",
-        request.method,
-        request.path
+        request.method(),
+        request.path()
     );
     let body = String::from_utf8_lossy(&request.body);
     let grant = form_value(&body, "grant_type").unwrap_or_default();
@@ -661,7 +590,7 @@ impl MetadataServer {
             if request.header("metadata-flavor") != Some("Google") {
                 return (403, flavor, "Missing Metadata-Flavor:Google header.".into());
             }
-            let path = request.path.split('?').next().unwrap_or_default();
+            let path = request.path().split('?').next().unwrap_or_default();
             match path {
                 "/computeMetadata/v1/instance/service-accounts/default/token" => {
                     if r.load(Ordering::SeqCst) {
@@ -692,7 +621,7 @@ impl MetadataServer {
 
     /// `host:port`, the form of `GCE_METADATA_HOST`.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.server.port)
+        format!("127.0.0.1:{}", self.server.port())
     }
 
     /// Tokens handed out so far.

@@ -18,6 +18,16 @@ pub(crate) struct Request {
 }
 
 impl Request {
+    /// The method of the request line (`POST`).
+    pub fn method(&self) -> &str {
+        self.line.split_whitespace().next().unwrap_or_default()
+    }
+
+    /// The target of the request line, query included (`/token?x=1`).
+    pub fn path(&self) -> &str {
+        self.line.split_whitespace().nth(1).unwrap_or_default()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()

@@ -489,3 +489,55 @@ fn the_seed_s_all_keys_example_is_refused_naming_the_conflicts() -> Result<()> {
     assert!(err.contains("azureCredentials.storageAccount"), "{err}");
     Ok(())
 }
+
+/// Every command at trace level (the Azure SDK logs each request's URL there, a SAS
+/// signature included) with each credential kind of the seed: no key, no SAS token or
+/// signature, no connection string reaches the output.
+#[test]
+fn no_secret_reaches_the_output_of_any_command_at_trace_level() -> Result<()> {
+    let (wal_dir, segments) = real_segments(1)?;
+    let src = wal_dir.path().join(&segments[0]);
+    for credential in [
+        AzureCredential::Sas,
+        AzureCredential::SharedKey,
+        AzureCredential::ConnectionString,
+    ] {
+        let archive = AzureArchive::start(credential)?;
+        let sas = fs::read_to_string(archive.secret_path("AZURE_STORAGE_SAS_TOKEN"))?;
+        let signature = sas
+            .split('&')
+            .find_map(|p| p.strip_prefix("sig="))
+            .expect("a SAS has a signature")
+            .to_owned();
+        let connection = archive.azurite.connection_string();
+        let secrets = [
+            AZURITE_KEY,
+            sas.as_str(),
+            signature.as_str(),
+            connection.as_str(),
+        ];
+        let dest = pg_temp_dir()?;
+        let dest = dest.path().join("restored");
+        for args in [
+            vec!["--log-level", "trace", "check"],
+            vec!["--log-level", "trace", "wal-push", src.to_str().unwrap()],
+            vec![
+                "--log-level",
+                "trace",
+                "wal-fetch",
+                &segments[0],
+                dest.to_str().unwrap(),
+            ],
+        ] {
+            let out = archive.walship(&args)?;
+            let all = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+            ensure!(out.status.success(), "{credential:?} {args:?}: {all}");
+            ensure!(
+                all.contains("TRACE"),
+                "{credential:?} {args:?}: no trace output: {all}"
+            );
+            common::assert_no_secret(&format!("{credential:?} {args:?}"), &all, &secrets);
+        }
+    }
+    Ok(())
+}

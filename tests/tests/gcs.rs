@@ -453,3 +453,50 @@ fn serde_json_line(key_json: &str) -> String {
         .expect("PEM lines")
         .to_owned()
 }
+
+/// Every command at trace level, with a service-account key and with GKE workload
+/// identity: neither the key nor an access token reaches the output.
+#[test]
+fn no_secret_reaches_the_output_of_any_command_at_trace_level() -> Result<()> {
+    let (wal_dir, segments) = real_segments(1)?;
+    let src = wal_dir.path().join(&segments[0]);
+    for gke in [false, true] {
+        let archive = GcsArchive::start(gke)?;
+        let key_json = if gke {
+            String::new()
+        } else {
+            archive.tokens().key_json()?
+        };
+        let key: serde_json::Value = serde_json::from_str(if gke { "{}" } else { &key_json })?;
+        let private_key = key["private_key"].as_str().unwrap_or_default().to_owned();
+        let mut secrets: Vec<&str> = private_key
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        secrets.push("ya29.test-");
+        secrets.push("ya29.gke-");
+        let dest = pg_temp_dir()?;
+        let dest = dest.path().join("restored");
+        for args in [
+            vec!["--log-level", "trace", "check"],
+            vec!["--log-level", "trace", "wal-push", src.to_str().unwrap()],
+            vec![
+                "--log-level",
+                "trace",
+                "wal-fetch",
+                &segments[0],
+                dest.to_str().unwrap(),
+            ],
+        ] {
+            let out = archive.walship(&args)?;
+            let all = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+            assert!(out.status.success(), "gke={gke} {args:?}: {all}");
+            assert!(
+                all.contains("TRACE"),
+                "gke={gke} {args:?}: no trace output: {all}"
+            );
+            common::assert_no_secret(&format!("gke={gke} {args:?}"), &all, &secrets);
+        }
+    }
+    Ok(())
+}

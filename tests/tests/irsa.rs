@@ -69,5 +69,47 @@ fn irsa_credentials_come_from_the_web_identity_token() -> Result<()> {
     let out = run(&["wal-fetch", &segments[0], dest.to_str().unwrap()])?;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(fs::read(&dest)?, fs::read(&src)?);
+
+    // At trace level neither the keys STS hands out, nor its session token, nor the
+    // projected token reaches the output.
+    let out = run(&["--log-level", "trace", "check"])?;
+    let all = stderr(&out);
+    assert!(out.status.success() && all.contains("TRACE"), "{all}");
+    common::assert_no_secret(
+        "IRSA check at trace level",
+        &all,
+        &[
+            archive.s3.secret_key(),
+            "session-token-from-sts",
+            "projected-service-account-jwt",
+        ],
+    );
+    Ok(())
+}
+
+#[test]
+fn irsa_without_its_web_identity_environment_is_a_credentials_problem() -> Result<()> {
+    let archive = Archive::start(None)?;
+    archive.write_manifest(&archive.manifest().replace(
+        "    s3Credentials:\n      accessKeyId:\n        name: aws-creds\n        key: ACCESS_KEY_ID\n      secretAccessKey:\n        name: aws-creds\n        key: ACCESS_SECRET_KEY\n",
+        "    s3Credentials:\n      inheritFromIAMRole: true\n",
+    ))?;
+    let out = Command::new(WalshipBin::path()?)
+        .args(archive.global_args())
+        .args(["check", "--timeout-seconds", "30"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ROLE_ARN")
+        .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .output()?;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("cannot reach the store"), "{err}");
+    assert!(err.contains("no AWS credentials could be loaded"), "{err}");
+    assert!(err.contains("AWS_WEB_IDENTITY_TOKEN_FILE"), "{err}");
     Ok(())
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use walship_config::{Destination, Encryption, ObjectStore, SecretsDir};
 use walship_credentials::{AzureCredentialSource, GoogleCredentialSource, RefreshObserver};
 use walship_engine::{Archiver, ArchiverSettings};
-use walship_store::{LocalStore, Store};
+use walship_store::{CaBundle, LocalStore, Store};
 use walship_store_azure::{AzureAuth, AzureStore, AzureStoreConfig};
 use walship_store_gcs::{GcsAuth, GcsStore, GcsStoreConfig};
 use walship_store_s3::{S3Store, S3StoreConfig, Sse};
@@ -71,7 +71,7 @@ async fn store_for(
         Destination::S3 { bucket, .. } => {
             let access =
                 walship_credentials::s3_access(configuration.s3_credentials.as_ref(), secrets)?;
-            let ca_bundle_pem = endpoint_ca(doc, secrets)?;
+            let ca_bundle = endpoint_ca(doc, secrets)?;
             let sse = configuration
                 .wal
                 .as_ref()
@@ -83,7 +83,7 @@ async fn store_for(
             let store = S3Store::new(S3StoreConfig {
                 bucket: bucket.clone(),
                 endpoint_url: configuration.endpoint_url.clone(),
-                ca_bundle_pem,
+                ca_bundle,
                 region: access.region.clone(),
                 credentials: match on_credentials {
                     Some(observer) => {
@@ -126,7 +126,7 @@ async fn store_for(
                 container: container.clone(),
                 auth,
                 encryption_scope: configuration.wal_encryption_scope(),
-                ca_bundle_pem: endpoint_ca(doc, secrets)?,
+                ca_bundle: endpoint_ca(doc, secrets)?,
             })?;
             Ok(Arc::new(store))
         }
@@ -151,15 +151,22 @@ async fn store_for(
     }
 }
 
-/// The PEM bundle `endpointCA` names, if any.
-fn endpoint_ca(doc: &ObjectStore, secrets: &SecretsDir) -> Result<Option<Vec<u8>>> {
-    match &doc.spec.configuration.endpoint_ca {
-        Some(r) => Ok(Some(
-            secrets
-                .read_bytes(r)
-                .map_err(|e| anyhow::anyhow!("spec.configuration.endpointCA: {e}"))?
-                .into_exposed(),
-        )),
-        None => Ok(None),
-    }
+/// The certificates `endpointCA` names, if any, parsed in full: an HTTP client is only
+/// ever handed certificates that parsed (an SDK panics on some it cannot decode).
+fn endpoint_ca(doc: &ObjectStore, secrets: &SecretsDir) -> Result<Option<CaBundle>> {
+    let Some(r) = &doc.spec.configuration.endpoint_ca else {
+        return Ok(None);
+    };
+    let pem = secrets
+        .read_bytes(r)
+        .map_err(|e| anyhow::anyhow!("spec.configuration.endpointCA: {e}"))?;
+    CaBundle::from_pem(pem.expose())
+        .map(Some)
+        .map_err(|problem| {
+            anyhow::anyhow!(
+                "spec.configuration.endpointCA: the secret {:?}, key {:?}, {problem}",
+                r.name,
+                r.key
+            )
+        })
 }

@@ -56,6 +56,7 @@
 mod destination;
 mod error;
 mod model;
+pub mod redact;
 mod schema;
 mod secrets;
 mod validate;

@@ -167,7 +167,11 @@ impl SecretsDir {
         let dir = self.root.join(&r.name);
         let path = dir.join(&r.key);
         match std::fs::read(&path) {
-            Ok(bytes) => Ok(SecretBytes(bytes)),
+            Ok(bytes) => {
+                // Whatever the value is used for, no log line may carry it.
+                crate::redact::register(&String::from_utf8_lossy(&bytes));
+                Ok(SecretBytes(bytes))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if !dir.is_dir() {
                     return Err(SecretError::MissingSecret {

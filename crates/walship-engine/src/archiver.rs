@@ -7,8 +7,8 @@ use bytes::Bytes;
 use tracing::{Instrument, debug, info, info_span, warn};
 use walship_store::{PutOptions, Store, StoreError};
 use walship_wal::{
-    Compression, HashingReader, Layout, PartialPolicy, RestorePick, WalError, WalName, sha256_hex,
-    validate_segment,
+    Compression, HashingReader, Layout, PartialPolicy, RestorePick, TimelineHistory, WalError,
+    WalName, sha256_hex, validate_segment,
 };
 
 /// Object metadata key holding the SHA-256 of the raw (uncompressed) file.
@@ -59,6 +59,11 @@ pub enum PushError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{path}: is {kind}, not a regular file; PostgreSQL's WAL files are regular files \
+         (is %p what archive_command was given?)"
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
     #[error("{path}: {source}")]
     NotWal {
         path: PathBuf,
@@ -489,6 +494,29 @@ static CPU_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyL
     tokio::sync::Semaphore::new(cpus)
 });
 
+/// A history file holds a line per ancestor timeline: kilobytes. Anything much larger
+/// is not one (and fails validation as such rather than filling memory).
+const MAX_HISTORY_BYTES: u64 = 16 << 20;
+
+/// What a file that is not a regular file is, for the refusal; `None` for a regular file.
+fn file_kind(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if t.is_char_device() || t.is_block_device() {
+        Some("a device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    }
+}
+
 /// Reads `path` once: checks the page header of a segment, hashes the whole file and,
 /// with a codec, compresses it. Only the compressed output is held in memory.
 fn prepare(
@@ -501,8 +529,31 @@ fn prepare(
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read_err)?;
+    // Anything but a regular file is refused before it is opened: opening a FIFO for
+    // reading waits for a writer, and reading a device need never end. The file is
+    // opened without blocking and checked again, in case it was swapped meanwhile.
+    let not_a_file = |meta: &std::fs::Metadata| {
+        let kind = file_kind(meta)?;
+        Some(PushError::NotAFile {
+            path: path.to_owned(),
+            kind,
+        })
+    };
+    if let Some(err) = not_a_file(&std::fs::metadata(path).map_err(read_err)?) {
+        return Err(err);
+    }
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(read_err)?
+    };
     let meta = file.metadata().map_err(read_err)?;
+    if let Some(err) = not_a_file(&meta) {
+        return Err(err);
+    }
     let (len, stamp) = (meta.len(), FileStamp::of(&meta));
     let mut reader = HashingReader::new(std::io::BufReader::with_capacity(256 * 1024, file));
     let mut first_page = Vec::new();
@@ -512,6 +563,18 @@ fn prepare(
             .read_to_end(&mut first_page)
             .map_err(read_err)?;
         validate_segment(name, len, &first_page).map_err(|source| PushError::NotWal {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    if name.is_history() {
+        // A history file is a few lines that recovery reads back to pick timelines:
+        // read it whole (hashing it) and refuse what PostgreSQL would not have written.
+        (&mut reader)
+            .take(MAX_HISTORY_BYTES)
+            .read_to_end(&mut first_page)
+            .map_err(read_err)?;
+        TimelineHistory::validate(name, &first_page).map_err(|source| PushError::NotWal {
             path: path.to_owned(),
             source,
         })?;

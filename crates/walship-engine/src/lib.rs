@@ -21,7 +21,8 @@
 //! `walship-metrics` (the daemon's counters and health), `tokio` (file I/O, blocking
 //! compression off the async threads, the Unix socket), `tokio-util` (cancellation and
 //! task tracking for shutdown), `notify` (inotify on `archive_status`), `bytes`,
-//! `thiserror`, `tracing` (spans carry the WAL name).
+//! `thiserror`, `tracing` (spans carry the WAL name), `libc` (`O_NONBLOCK`, so that a
+//! FIFO given as %p is refused instead of blocking the open).
 
 mod archiver;
 pub mod daemon;

@@ -55,7 +55,9 @@ use azure_storage_blobs::blob::{BlobBlockType, BlockList};
 use azure_storage_blobs::prelude::{BlobClient, ClientBuilder, ContainerClient, Tags};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use walship_store::{Metadata, ObjectInfo, PutOptions, Store, StoreError, error_chain};
+use walship_store::{
+    CaBundle, Metadata, ObjectInfo, PutOptions, Store, StoreError, deadline, error_chain,
+};
 
 /// Bodies larger than this are uploaded as blocks in parallel; smaller ones in one
 /// `Put Blob`.
@@ -66,10 +68,14 @@ pub const BLOCK_SIZE: usize = 4 * 1024 * 1024;
 const BLOCK_CONCURRENCY: usize = 4;
 /// Downloads are read in chunks of this size: a default 16 MiB WAL segment in one request.
 const DOWNLOAD_CHUNK: u64 = 16 * 1024 * 1024;
-/// The longest any single operation (with the SDK's own retries) may take before it is
-/// reported as unreachable. The SDK's HTTP client sets no timeout at all, so without this
-/// a dead connection would hang `archive_command` forever.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest one operation that moves `len` bytes may take, the SDK's own retries
+/// included: room for two attempts of a silent store at the deadlines of
+/// [`walship_store::deadline`]. The SDK's HTTP client sets no timeout at all, so without
+/// this a store that accepts the connection and never answers would hang
+/// `archive_command`.
+fn operation_deadline(len: u64) -> Duration {
+    deadline::for_body(len) * 2 + Duration::from_secs(5)
+}
 /// Azure AD tokens are refreshed this long before they expire.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
@@ -130,9 +136,9 @@ pub struct AzureStoreConfig {
     pub auth: AzureAuth,
     /// An encryption scope applied to every blob written.
     pub encryption_scope: Option<String>,
-    /// PEM certificates (`endpointCA`) to trust in addition to the public roots, for an
+    /// Certificates (`endpointCA`) to trust in addition to the public roots, for an
     /// endpoint behind a private CA. They are trusted by the token endpoint's client too.
-    pub ca_bundle_pem: Option<Vec<u8>>,
+    pub ca_bundle: Option<CaBundle>,
 }
 
 /// Why the store could not be built. Messages name the setting, never its value.
@@ -189,7 +195,7 @@ impl AzureStore {
     /// [`StoreError::ContainerMissing`].
     pub fn new(config: AzureStoreConfig) -> Result<AzureStore, AzureConfigError> {
         check_container_name(&config.container)?;
-        let http = http_client(config.ca_bundle_pem.as_deref())?;
+        let http = http_client(config.ca_bundle.as_ref())?;
         let resolved = resolve(&config, &http)?;
         let location = CloudLocation::Custom {
             account: resolved.account.clone(),
@@ -242,20 +248,20 @@ impl AzureStore {
         classify(&self.describe, key, err, &self.scrubber)
     }
 
-    /// Runs one operation under [`OPERATION_TIMEOUT`], mapping its error.
-    async fn bounded<T, F>(&self, key: &str, what: &str, fut: F) -> Result<T, StoreError>
+    /// Runs one operation that moves about `len` bytes under [`operation_deadline`],
+    /// mapping its error.
+    async fn bounded<T, F>(&self, key: &str, what: &str, len: u64, fut: F) -> Result<T, StoreError>
     where
         F: Future<Output = azure_core::Result<T>>,
     {
-        match tokio::time::timeout(OPERATION_TIMEOUT, fut).await {
+        let after = operation_deadline(len);
+        match tokio::time::timeout(after, fut).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(self.map_err(key, &err)),
-            Err(_) => Err(StoreError::Unreachable {
+            Err(_) => Err(StoreError::TimedOut {
                 store: self.describe.clone(),
-                detail: format!(
-                    "{key}: {what} got no answer within {} s",
-                    OPERATION_TIMEOUT.as_secs()
-                ),
+                what: format!("{what} {key}"),
+                after,
             }),
         }
     }
@@ -267,6 +273,7 @@ impl AzureStore {
         metadata: Option<AzureMetadata>,
         tags: Option<Tags>,
     ) -> Result<(), StoreError> {
+        let body_len = body.len();
         let mut request = self
             .blob(key)
             .put_block_blob(body)
@@ -280,7 +287,8 @@ impl AzureStore {
         if let Some(scope) = &self.encryption_scope {
             request = request.encryption_scope(scope.clone());
         }
-        self.bounded(key, "Put Blob", request.into_future())
+        let len = body_len as u64;
+        self.bounded(key, "Put Blob", len, request.into_future())
             .await
             .map(drop)
     }
@@ -305,9 +313,10 @@ impl AzureStore {
                 let start = index * BLOCK_SIZE;
                 let end = (start + BLOCK_SIZE).min(body.len());
                 let chunk = body.slice(start..end);
+                let len = chunk.len() as u64;
                 let request = blob.put_block(id, chunk).context(context.clone());
                 async move {
-                    self.bounded(key, "Put Block", request.into_future())
+                    self.bounded(key, "Put Block", len, request.into_future())
                         .await
                         .map(drop)
                 }
@@ -332,7 +341,7 @@ impl AzureStore {
             request = request.tags(tags);
         }
         match self
-            .bounded(key, "Put Block List", request.into_future())
+            .bounded(key, "Put Block List", 0, request.into_future())
             .await
         {
             Ok(_) => Ok(()),
@@ -386,15 +395,15 @@ impl Store for AzureStore {
         let mut body = Vec::new();
         let mut metadata = None;
         loop {
-            let next = match tokio::time::timeout(OPERATION_TIMEOUT, stream.next()).await {
+            // Each ranged request of the download: its headers, then its chunk below.
+            let after = operation_deadline(0);
+            let next = match tokio::time::timeout(after, stream.next()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    return Err(StoreError::Unreachable {
+                    return Err(StoreError::TimedOut {
                         store: self.describe.clone(),
-                        detail: format!(
-                            "{key}: Get Blob got no answer within {} s",
-                            OPERATION_TIMEOUT.as_secs()
-                        ),
+                        what: format!("Get Blob {key}"),
+                        after,
                     });
                 }
             };
@@ -417,14 +426,13 @@ impl Store for AzureStore {
             if metadata.is_none() {
                 metadata = Some(decode_metadata(response.blob.metadata.as_ref()));
             }
-            let chunk = tokio::time::timeout(OPERATION_TIMEOUT, response.data.collect())
+            let chunk_deadline = deadline::for_body(DOWNLOAD_CHUNK);
+            let chunk = tokio::time::timeout(chunk_deadline, response.data.collect())
                 .await
-                .map_err(|_| StoreError::Unreachable {
+                .map_err(|_| StoreError::TimedOut {
                     store: self.describe.clone(),
-                    detail: format!(
-                        "{key}: reading the blob stalled for {} s",
-                        OPERATION_TIMEOUT.as_secs()
-                    ),
+                    what: format!("{key} (reading the blob's body)"),
+                    after: chunk_deadline,
                 })?
                 .map_err(|err| StoreError::Other {
                     store: self.describe.clone(),
@@ -447,7 +455,7 @@ impl Store for AzureStore {
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         let request = self.blob(key).get_properties();
         match self
-            .bounded(key, "Get Blob Properties", request.into_future())
+            .bounded(key, "Get Blob Properties", 0, request.into_future())
             .await
         {
             Ok(response) => Ok(Some(ObjectInfo {
@@ -471,16 +479,15 @@ impl Store for AzureStore {
         let mut pages = request.into_stream();
         let mut out = Vec::new();
         loop {
-            let page = match tokio::time::timeout(OPERATION_TIMEOUT, pages.next()).await {
+            let after = operation_deadline(0);
+            let page = match tokio::time::timeout(after, pages.next()).await {
                 Ok(Some(page)) => page.map_err(|err| self.map_err(prefix, &err))?,
                 Ok(None) => break,
                 Err(_) => {
-                    return Err(StoreError::Unreachable {
+                    return Err(StoreError::TimedOut {
                         store: self.describe.clone(),
-                        detail: format!(
-                            "{prefix}: List Blobs got no answer within {} s",
-                            OPERATION_TIMEOUT.as_secs()
-                        ),
+                        what: format!("List Blobs {prefix}"),
+                        after,
                     });
                 }
             };
@@ -499,7 +506,7 @@ impl Store for AzureStore {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let request = self.blob(key).delete();
         match self
-            .bounded(key, "Delete Blob", request.into_future())
+            .bounded(key, "Delete Blob", 0, request.into_future())
             .await
         {
             Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
@@ -531,22 +538,19 @@ fn check_container_name(name: &str) -> Result<(), AzureConfigError> {
 }
 
 /// The SDK's default client, or one that also trusts the PEM certificates given.
-fn http_client(ca_pem: Option<&[u8]>) -> Result<Arc<dyn azure_core::HttpClient>, AzureConfigError> {
-    let Some(pem) = ca_pem else {
-        return Ok(azure_core::new_http_client());
-    };
-    let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
-        AzureConfigError::EndpointCa(format!("the CA bundle cannot be read as PEM: {e}"))
-    })?;
-    if certificates.is_empty() {
-        return Err(AzureConfigError::EndpointCa(
-            "the CA bundle holds no PEM certificate".to_owned(),
-        ));
-    }
+/// The HTTP client of every Azure request (blobs and Azure AD tokens): a bounded
+/// connect (the SDK's default client has no timeout at all) and the `endpointCA`
+/// certificates, already parsed, added to the public roots.
+fn http_client(ca: Option<&CaBundle>) -> Result<Arc<dyn azure_core::HttpClient>, AzureConfigError> {
     // Like the SDK's own client: no idle pooled connections, which can hang in hyper
     // (hyperium/hyper#2312).
-    let mut builder = reqwest::ClientBuilder::new().pool_max_idle_per_host(0);
-    for certificate in certificates {
+    let mut builder = reqwest::ClientBuilder::new()
+        .pool_max_idle_per_host(0)
+        .connect_timeout(deadline::CONNECT);
+    for der in ca.map(CaBundle::der).unwrap_or_default() {
+        let certificate = reqwest::Certificate::from_der(der.as_ref()).map_err(|e| {
+            AzureConfigError::EndpointCa(format!("a certificate cannot be used: {e}"))
+        })?;
         builder = builder.add_root_certificate(certificate);
     }
     let client = builder.build().map_err(|e| {
@@ -765,6 +769,15 @@ fn pick_account(from_credentials: &str, from_config: &str) -> Result<String, Azu
         return Err(AzureConfigError::Account(format!(
             "{account:?} is not a storage account name (letters and digits only)"
         )));
+    }
+    let (credentials, url) = (from_credentials.trim(), from_config.trim());
+    if !credentials.is_empty() && !url.is_empty() && credentials != url {
+        // The credentials' account signs and is the one addressed; a destinationPath
+        // naming another is almost always a copy-paste slip that ends in 403s.
+        tracing::warn!(
+            "spec.configuration.azureCredentials.storageAccount is {credentials:?} but \
+             destinationPath names the account {url:?}; using {credentials:?}"
+        );
     }
     Ok(account.to_owned())
 }

@@ -163,7 +163,7 @@ impl Azurite {
             container: container.to_owned(),
             auth,
             encryption_scope: None,
-            ca_bundle_pem: None,
+            ca_bundle: None,
         }
     }
 

@@ -69,7 +69,7 @@ async fn every_write_carries_the_encryption_scope() {
             key: "a2V5".to_owned(),
         },
         encryption_scope: Some("walscope".to_owned()),
-        ca_bundle_pem: None,
+        ca_bundle: None,
     })
     .unwrap();
     let options = PutOptions::default();

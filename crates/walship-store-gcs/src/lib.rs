@@ -53,7 +53,7 @@ use bytes::{Bytes, BytesMut};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::StatusCode;
 use serde::Deserialize;
-use walship_store::{Metadata, ObjectInfo, PutOptions, Store, StoreError};
+use walship_store::{Metadata, ObjectInfo, PutOptions, Store, StoreError, deadline};
 
 pub use auth::{GcsAuth, MetadataServer};
 
@@ -66,9 +66,6 @@ pub const RESUMABLE_CHUNK: usize = 16 * 1024 * 1024;
 pub const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
 /// The OAuth scope walship asks tokens for: objects read, written, listed and deleted.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
-/// How long one HTTP request may take before it is abandoned as unreachable.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long getting an access token (with gcp_auth's own retries) may take.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts for a request that failed transiently (the first one included).
@@ -147,8 +144,10 @@ impl GcsStore {
         check_bucket_name(&config.bucket)?;
         let endpoint = resolve_endpoint(config.endpoint_url.as_deref(), var)?;
         let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(deadline::CONNECT)
+            // Each request below sets its own, sized for its body; this one covers the
+            // rest (the token flows use this client too).
+            .timeout(deadline::for_small_request())
             .build()
             .map_err(|e| GcsConfigError::Http(e.to_string()))?;
         let tokens = auth::provider(&config.auth, http.clone(), var)?;
@@ -204,39 +203,51 @@ impl GcsStore {
             Ok(result) => {
                 result.map_err(|err| auth::classify_token_error(&self.describe, key, &err))
             }
-            Err(_) => Err(StoreError::Unreachable {
+            Err(_) => Err(StoreError::TimedOut {
                 store: self.describe.clone(),
-                detail: format!(
-                    "{key}: no Google access token within {} s",
-                    TOKEN_TIMEOUT.as_secs()
-                ),
+                what: format!("{key}: the Google access token request"),
+                after: TOKEN_TIMEOUT,
             }),
         }
     }
 
     /// Sends the request `build` makes, with a fresh token each attempt, retrying
     /// transient failures. Returns the response whatever its status, or the transport
-    /// error mapped onto [`StoreError`]; `what` names the call in messages.
+    /// error mapped onto [`StoreError`]; `what` names the call in messages. Each attempt
+    /// has the deadline of a request moving `len` bytes (the response's body included),
+    /// and no retry starts once two such attempts' time has passed, so a silent store
+    /// is given up within tens of seconds, as the other stores do.
     async fn send(
         &self,
         key: &str,
         what: &str,
+        len: u64,
         build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
     ) -> Result<reqwest::Response, StoreError> {
+        let per_attempt = deadline::for_body(len);
+        let give_up = tokio::time::Instant::now() + per_attempt * 2;
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
             let err = match self.token(key).await {
-                Ok(token) => match build().bearer_auth(token.as_str()).send().await {
+                Ok(token) => match build()
+                    .timeout(per_attempt)
+                    .bearer_auth(token.as_str())
+                    .send()
+                    .await
+                {
                     Ok(response) if is_transient_status(response.status()) => {
                         self.status_error(key, what, Op::Read, response).await
                     }
                     Ok(response) => return Ok(response),
-                    Err(err) => self.transport_error(key, what, &err),
+                    Err(err) => self.transport_error(key, what, per_attempt, &err),
                 },
                 Err(err) => err,
             };
-            if !err.is_transient() || attempt >= ATTEMPTS {
+            if !err.is_transient()
+                || attempt >= ATTEMPTS
+                || tokio::time::Instant::now() + backoff >= give_up
+            {
                 return Err(err);
             }
             tracing::debug!(store = %self.describe, key, what, attempt, error = %err, "retrying");
@@ -246,11 +257,24 @@ impl GcsStore {
         }
     }
 
-    fn transport_error(&self, key: &str, what: &str, err: &reqwest::Error) -> StoreError {
+    /// `after`: the deadline the request had, for a timeout's message.
+    fn transport_error(
+        &self,
+        key: &str,
+        what: &str,
+        after: Duration,
+        err: &reqwest::Error,
+    ) -> StoreError {
         // reqwest's messages quote the URL: endpoint, bucket and object name, nothing
         // secret (the token travels in a header).
         let detail = format!("{key}: {what}: {}", walship_store::error_chain(err));
-        if err.is_timeout() || err.is_connect() || err.is_request() {
+        if err.is_timeout() {
+            StoreError::TimedOut {
+                store: self.describe.clone(),
+                what: format!("{what} {key}"),
+                after,
+            }
+        } else if err.is_connect() || err.is_request() {
             StoreError::Unreachable {
                 store: self.describe.clone(),
                 detail,
@@ -285,7 +309,7 @@ impl GcsStore {
         let (content_type, payload) = multipart_body(resource, &body);
         let url = self.upload_url();
         let response = self
-            .send(key, "multipart upload", &|| {
+            .send(key, "multipart upload", payload.len() as u64, &|| {
                 self.http
                     .post(&url)
                     .query(&[("uploadType", "multipart"), ("ifGenerationMatch", "0")])
@@ -312,7 +336,7 @@ impl GcsStore {
         let resource = serde_json::to_vec(resource).expect("a JSON value serializes");
         let total = body.len();
         let response = self
-            .send(key, "resumable upload start", &|| {
+            .send(key, "resumable upload start", 0, &|| {
                 self.http
                     .post(&url)
                     .query(&[("uploadType", "resumable"), ("ifGenerationMatch", "0")])
@@ -350,6 +374,7 @@ impl GcsStore {
                 format!("bytes {offset}-{}/*", end - 1)
             };
             let chunk = body.slice(offset..end);
+            let chunk_deadline = deadline::for_body(chunk.len() as u64);
             // The session URI is the credential for the upload; a failed chunk ends the
             // upload (the caller retries the whole put): an in-session status query
             // would be the way to resume, and some emulators finalize on it.
@@ -359,10 +384,13 @@ impl GcsStore {
                 .put(&session)
                 .bearer_auth(token.as_str())
                 .header(reqwest::header::CONTENT_RANGE, range)
+                .timeout(chunk_deadline)
                 .body(chunk)
                 .send()
                 .await
-                .map_err(|e| self.transport_error(key, "resumable upload chunk", &e))?;
+                .map_err(|e| {
+                    self.transport_error(key, "resumable upload chunk", chunk_deadline, &e)
+                })?;
             let status = response.status();
             if status.as_u16() == 308 {
                 // "Resume Incomplete": the Range header says how much was persisted.
@@ -400,7 +428,7 @@ impl GcsStore {
     async fn resource(&self, key: &str) -> Result<Option<ObjectResource>, StoreError> {
         let url = self.object_url(key);
         let response = self
-            .send(key, "object get", &|| self.http.get(&url))
+            .send(key, "object get", 0, &|| self.http.get(&url))
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
             let err = self
@@ -416,10 +444,9 @@ impl GcsStore {
                 .status_error(key, "object get", Op::Read, response)
                 .await);
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(key, "object get", &e))?;
+        let bytes = response.bytes().await.map_err(|e| {
+            self.transport_error(key, "object get", deadline::for_small_request(), &e)
+        })?;
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| StoreError::Other {
@@ -472,8 +499,13 @@ impl Store for GcsStore {
         };
         let url = self.object_url(key);
         let generation = resource.generation.clone();
+        let size = resource
+            .size
+            .as_deref()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
         let response = self
-            .send(key, "object download", &|| {
+            .send(key, "object download", size, &|| {
                 let request = self.http.get(&url).query(&[("alt", "media")]);
                 match &generation {
                     Some(g) => request.query(&[("generation", g.as_str())]),
@@ -486,10 +518,9 @@ impl Store for GcsStore {
                 .status_error(key, "object download", Op::Read, response)
                 .await);
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(key, "object download", &e))?;
+        let body = response.bytes().await.map_err(|e| {
+            self.transport_error(key, "object download", deadline::for_body(size), &e)
+        })?;
         let info = resource.into_info();
         if info.size != body.len() as u64 {
             return Err(StoreError::Other {
@@ -515,7 +546,7 @@ impl Store for GcsStore {
         let mut page_token: Option<String> = None;
         loop {
             let response = self
-                .send(prefix, "list", &|| {
+                .send(prefix, "list", 0, &|| {
                     let mut request = self.http.get(&url);
                     if !prefix.is_empty() {
                         request = request.query(&[("prefix", prefix)]);
@@ -534,10 +565,9 @@ impl Store for GcsStore {
                     .status_error(prefix, "list", Op::Create, response)
                     .await);
             }
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| self.transport_error(prefix, "list", &e))?;
+            let bytes = response.bytes().await.map_err(|e| {
+                self.transport_error(prefix, "list", deadline::for_small_request(), &e)
+            })?;
             let page: ListPage = serde_json::from_slice(&bytes).map_err(|e| StoreError::Other {
                 store: self.describe.clone(),
                 detail: format!("{prefix}: the object list is not valid JSON: {e}"),
@@ -555,7 +585,9 @@ impl Store for GcsStore {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let url = self.object_url(key);
-        let response = self.send(key, "delete", &|| self.http.delete(&url)).await?;
+        let response = self
+            .send(key, "delete", 0, &|| self.http.delete(&url))
+            .await?;
         if response.status().is_success() {
             return Ok(());
         }

@@ -7,6 +7,7 @@ fn kind(err: &StoreError) -> &'static str {
         StoreError::ContainerMissing { .. } => "ContainerMissing",
         StoreError::Denied { .. } => "Denied",
         StoreError::Unreachable { .. } => "Unreachable",
+        StoreError::TimedOut { .. } => "TimedOut",
         StoreError::Other {
             transient: true, ..
         } => "Other(transient)",

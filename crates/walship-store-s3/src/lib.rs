@@ -43,7 +43,8 @@ use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::ServerSideEncryption;
 use bytes::Bytes;
 use walship_store::{
-    Metadata, ObjectInfo, PutOptions, Store, StoreError, error_chain, source_file_error,
+    CaBundle, Metadata, ObjectInfo, PutOptions, Store, StoreError, deadline, error_chain,
+    source_file_error,
 };
 
 /// Server-side encryption requested for every object written.
@@ -59,8 +60,8 @@ pub struct S3StoreConfig {
     pub bucket: String,
     /// `endpointURL`: any S3-compatible server. `None` means AWS itself.
     pub endpoint_url: Option<String>,
-    /// `endpointCA`: PEM certificates trusted in addition to the system roots.
-    pub ca_bundle_pem: Option<Vec<u8>>,
+    /// `endpointCA`: certificates trusted in addition to the system roots.
+    pub ca_bundle: Option<CaBundle>,
     /// `None` picks `us-east-1` for custom endpoints (which ignore it) and the AWS
     /// region chain otherwise.
     pub region: Option<String>,
@@ -73,7 +74,7 @@ impl fmt::Debug for S3StoreConfig {
         f.debug_struct("S3StoreConfig")
             .field("bucket", &self.bucket)
             .field("endpoint_url", &self.endpoint_url)
-            .field("ca_bundle", &self.ca_bundle_pem.as_ref().map(|b| b.len()))
+            .field("ca_bundle", &self.ca_bundle)
             .field("region", &self.region)
             .field("sse", &self.sse)
             .finish_non_exhaustive()
@@ -145,17 +146,12 @@ impl S3Store {
             (None, true) => loader.region(Region::from_static("us-east-1")),
             (None, false) => loader,
         };
-        if let Some(pem) = &config.ca_bundle_pem {
-            loader = loader.http_client(https_client_trusting(pem)?);
+        if let Some(bundle) = &config.ca_bundle {
+            loader = loader.http_client(https_client_trusting(bundle)?);
         }
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .operation_attempt_timeout(Duration::from_secs(120))
-                    .build(),
-            )
+            .timeout_config(timeouts(deadline::for_small_request()))
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(4));
         if shared.region().is_none() {
             builder = builder.region(Region::from_static("us-east-1"));
@@ -180,10 +176,10 @@ impl S3Store {
         })
     }
 
-    fn map_err<E, R>(&self, key: &str, err: SdkError<E, R>) -> StoreError
+    fn map_err<E, R>(&self, key: &str, after: Duration, err: SdkError<E, R>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: fmt::Debug + HttpStatus,
+        R: fmt::Debug + HttpStatus + 'static,
     {
         let store = self.describe.clone();
         let key = key.to_owned();
@@ -226,7 +222,27 @@ impl S3Store {
                     },
                 }
             }
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => StoreError::Unreachable {
+            SdkError::TimeoutError(_) => StoreError::TimedOut {
+                store,
+                what: key,
+                after,
+            },
+            SdkError::DispatchFailure(failure) if failure.is_timeout() => StoreError::TimedOut {
+                store,
+                what: key,
+                after: deadline::CONNECT,
+            },
+            _ if credentials_failed(&err) => StoreError::Denied {
+                store,
+                detail: format!(
+                    "no AWS credentials could be loaded: {}. With inheritFromIAMRole the pod \
+                     needs its identity's environment: IRSA's AWS_ROLE_ARN and \
+                     AWS_WEB_IDENTITY_TOKEN_FILE (a service account annotated with \
+                     eks.amazonaws.com/role-arn), or an instance role",
+                    error_chain(&err)
+                ),
+            },
+            SdkError::DispatchFailure(_) => StoreError::Unreachable {
                 store,
                 detail: error_chain(&err),
             },
@@ -242,6 +258,33 @@ impl S3Store {
             },
         }
     }
+}
+
+/// The SDK's timeouts for requests whose attempts may each take `attempt`: see
+/// [`walship_store::deadline`]. The whole operation, retries included, gets room for two
+/// attempts of a silent store (the SDK retries faster failures up to four times), so no
+/// caller waits minutes. The connect timeout is the same for every operation: the
+/// SDK keeps one connection pool per connector setting.
+fn timeouts(attempt: Duration) -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(deadline::CONNECT)
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(attempt * 2 + Duration::from_secs(5))
+        .build()
+}
+
+/// Whether the request failed because no credentials could be loaded (the identity
+/// chain found nothing, or its provider failed), rather than on its way to the store.
+fn credentials_failed(err: &(dyn std::error::Error + 'static)) -> bool {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<CredentialsError>().is_some() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The HTTP status of a raw response, for error mapping.
@@ -277,17 +320,13 @@ fn redact_userinfo(url: &str) -> String {
 }
 
 fn https_client_trusting(
-    pem: &[u8],
+    bundle: &CaBundle,
 ) -> Result<aws_sdk_s3::config::SharedHttpClient, S3ConfigError> {
     use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
-    let text = String::from_utf8_lossy(pem);
-    if !text.contains("-----BEGIN CERTIFICATE-----") {
-        return Err(S3ConfigError::BadCaBundle(
-            "no \"-----BEGIN CERTIFICATE-----\" block found".to_owned(),
-        ));
-    }
+    // Only the re-encoding of certificates that parsed reaches the SDK, whose trust
+    // store panics on a block it cannot decode.
     let context = TlsContext::builder()
-        .with_trust_store(TrustStore::default().with_pem_certificate(pem))
+        .with_trust_store(TrustStore::default().with_pem_certificate(bundle.pem()))
         .build()
         .map_err(|e| S3ConfigError::BadCaBundle(e.to_string()))?;
     Ok(aws_smithy_http_client::Builder::new()
@@ -343,11 +382,14 @@ impl Store for S3Store {
         options: &PutOptions,
     ) -> Result<(), StoreError> {
         // The signer hashes an in-memory body into the request itself.
+        let attempt = deadline::for_body(body.len() as u64);
         self.put_request(key, body.len() as u64, options)
             .body(ByteStream::from(body))
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::new().timeout_config(timeouts(attempt)))
             .send()
             .await
-            .map_err(|e| self.map_err(key, e))?;
+            .map_err(|e| self.map_err(key, attempt, e))?;
         Ok(())
     }
 
@@ -379,11 +421,19 @@ impl Store for S3Store {
             .build()
             .await
             .map_err(|e| source_err(error_chain(&e)))?;
-        let mut request = self.put_request(key, len, options).body(body).customize();
+        let attempt = deadline::for_body(len);
+        let mut request = self
+            .put_request(key, len, options)
+            .body(body)
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::new().timeout_config(timeouts(attempt)));
         if let Some(hash) = payload_sha256 {
             request = request.interceptor(SignPayloadHash(hash));
         }
-        request.send().await.map_err(|e| self.map_err(key, e))?;
+        request
+            .send()
+            .await
+            .map_err(|e| self.map_err(key, attempt, e))?;
         Ok(())
     }
 
@@ -395,19 +445,29 @@ impl Store for S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| self.map_err(key, e))?;
+            .map_err(|e| self.map_err(key, deadline::for_small_request(), e))?;
         let metadata = metadata_of(out.metadata());
-        let expected = out.content_length().map(|l| l as u64);
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Other {
-                store: self.describe.clone(),
-                detail: format!("{key}: reading the object failed: {}", error_chain(&e)),
-                transient: true,
-            })?
-            .into_bytes();
+        let expected = out.content_length().map(|l| l.max(0) as u64);
+        // The SDK's timeouts end with the response's headers; the body gets its own
+        // deadline, sized by its announced length.
+        let body_deadline = deadline::for_body(expected.unwrap_or(0));
+        let body = match tokio::time::timeout(body_deadline, out.body.collect()).await {
+            Ok(Ok(body)) => body.into_bytes(),
+            Ok(Err(e)) => {
+                return Err(StoreError::Other {
+                    store: self.describe.clone(),
+                    detail: format!("{key}: reading the object failed: {}", error_chain(&e)),
+                    transient: true,
+                });
+            }
+            Err(_) => {
+                return Err(StoreError::TimedOut {
+                    store: self.describe.clone(),
+                    what: format!("{key} (reading the object's body)"),
+                    after: body_deadline,
+                });
+            }
+        };
         if let Some(expected) = expected
             && expected != body.len() as u64
         {
@@ -442,7 +502,7 @@ impl Store for S3Store {
                 size: out.content_length().unwrap_or(0).max(0) as u64,
                 metadata: metadata_of(out.metadata()),
             })),
-            Err(e) => match self.map_err(key, e) {
+            Err(e) => match self.map_err(key, deadline::for_small_request(), e) {
                 StoreError::NotFound { .. } => Ok(None),
                 other => Err(other),
             },
@@ -459,7 +519,7 @@ impl Store for S3Store {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.map_err(prefix, e))?;
+            let page = page.map_err(|e| self.map_err(prefix, deadline::for_small_request(), e))?;
             for object in page.contents() {
                 if let Some(key) = object.key() {
                     out.push(ObjectInfo {
@@ -481,7 +541,7 @@ impl Store for S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| self.map_err(key, e))?;
+            .map_err(|e| self.map_err(key, deadline::for_small_request(), e))?;
         Ok(())
     }
 }
@@ -552,11 +612,5 @@ mod tests {
             "a%20b=c%26d%3De&backupRetentionPolicy=expire"
         );
         assert_eq!(tagging(&BTreeMap::new()), None);
-    }
-
-    #[test]
-    fn a_ca_bundle_without_certificates_is_refused() {
-        let err = https_client_trusting(b"not a pem").unwrap_err().to_string();
-        assert!(err.contains("endpointCA"), "{err}");
     }
 }

@@ -15,7 +15,7 @@ async fn store_for(server: &S3Server) -> S3Store {
     S3Store::new(S3StoreConfig {
         bucket: BUCKET.to_owned(),
         endpoint_url: Some(server.endpoint()),
-        ca_bundle_pem: None,
+        ca_bundle: None,
         region: None,
         credentials: SharedCredentialsProvider::new(Credentials::new(
             server.access_key(),

@@ -11,11 +11,17 @@
 //!
 //! Dependencies: `async-trait` (object-safe async trait, so the binary can hold a
 //! `Box<dyn Store>` chosen at run time), `bytes` (cheap shared object bodies), `tokio`
-//! (the local store's blocking file work runs on its blocking pool), `thiserror`.
+//! (the local store's blocking file work runs on its blocking pool), `thiserror`;
+//! `rustls-pki-types`, `rustls-webpki` and `base64` parse a private CA bundle in full
+//! before any HTTP client sees it ([`CaBundle`]): some SDKs panic on what they cannot
+//! decode.
 
+pub mod deadline;
 mod local;
+mod tls;
 
 pub use local::LocalStore;
+pub use tls::CaBundle;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -64,6 +70,15 @@ pub enum StoreError {
     Denied { store: String, detail: String },
     #[error("{store}: cannot reach the store: {detail}")]
     Unreachable { store: String, detail: String },
+    /// The store accepted the request but did not answer (or finish answering) within
+    /// the request's deadline ([`deadline`]): a silent or stalled store.
+    #[error("{store}: {what} got no answer within {} s; the store is not answering", after.as_secs())]
+    TimedOut {
+        store: String,
+        /// The call and the key, e.g. `PutObject wals/0000.../...`.
+        what: String,
+        after: std::time::Duration,
+    },
     #[error("{store}: {detail}")]
     Other {
         store: String,
@@ -77,7 +92,7 @@ impl StoreError {
     /// Whether the same request may succeed later without anything being changed.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Unreachable { .. } => true,
+            StoreError::Unreachable { .. } | StoreError::TimedOut { .. } => true,
             StoreError::Other { transient, .. } => *transient,
             _ => false,
         }

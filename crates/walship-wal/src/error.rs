@@ -21,6 +21,19 @@ pub enum WalError {
     #[error("{name}: not a WAL segment; only segments and .partial files have a page header")]
     NotASegment { name: String },
 
+    /// A `.history` file whose content is not a timeline history: PostgreSQL reads it
+    /// back during recovery to choose timelines, so a garbled one is not archived.
+    #[error(
+        "{name}: not a timeline history file ({reason}); expected lines \
+         \"<parent timeline> <switch LSN like 0/3000000> <reason>\" with increasing \
+         timelines, all below {timeline}"
+    )]
+    BadHistory {
+        name: String,
+        timeline: u32,
+        reason: &'static str,
+    },
+
     /// The file cannot be a WAL segment because of its size.
     #[error(
         "{name}: file is {len} bytes; a WAL segment must be a power of two between 1 MiB \

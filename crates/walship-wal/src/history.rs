@@ -5,6 +5,7 @@
 //! reads a segment from the newest timeline that had begun by the segment's end, so
 //! the segment holding a switch point comes from the new timeline.
 
+use crate::error::WalError;
 use crate::name::WalName;
 
 /// A parsed timeline history: the timelines from the first to `newest`, each with the
@@ -42,6 +43,27 @@ impl TimelineHistory {
             return None;
         }
         Some(TimelineHistory { newest, ended })
+    }
+
+    /// Checks that `content` is the history file `name` names, as PostgreSQL writes it:
+    /// UTF-8 text with at least one ancestor line, timelines and switch points
+    /// increasing, every ancestor older than the file's own timeline.
+    pub fn validate(name: &WalName, content: &[u8]) -> Result<TimelineHistory, WalError> {
+        let bad = |reason| WalError::BadHistory {
+            name: name.to_string(),
+            timeline: name.timeline(),
+            reason,
+        };
+        if !name.is_history() {
+            return Err(bad("not a .history file name"));
+        }
+        let text = std::str::from_utf8(content).map_err(|_| bad("not UTF-8 text"))?;
+        let history = TimelineHistory::parse(name.timeline(), text)
+            .ok_or_else(|| bad("a line does not parse or is out of order"))?;
+        if history.ended.is_empty() {
+            return Err(bad("no ancestor timeline line"));
+        }
+        Ok(history)
     }
 
     /// The newest timeline, whose history this is.
@@ -150,5 +172,29 @@ mod tests {
         // Timeline 1 has no history file, but an empty history is well formed.
         assert_eq!(history().newest(), 3);
         assert!(TimelineHistory::parse(2, "").is_some());
+    }
+
+    #[test]
+    fn only_what_postgresql_writes_passes_as_a_history_file() {
+        let name = WalName::parse("00000003.history").unwrap();
+        let good =
+            b"1\t0/3000000\tno recovery target specified\n\n2\t0/5000000\tbefore 2026-11-30\n";
+        assert_eq!(TimelineHistory::validate(&name, good).unwrap().newest(), 3);
+        for (content, reason) in [
+            (&b"\x00\xff\xfe garbage"[..], "not UTF-8"),
+            (b"", "no ancestor"),
+            (b"garbage\n", "does not parse"),
+            (b"1\t0/3000000\tx\n3\t0/4000000\ty\n", "does not parse"),
+            (b"2\t0/3000000\tx\n1\t0/4000000\ty\n", "does not parse"),
+        ] {
+            let err = TimelineHistory::validate(&name, content)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(reason), "{content:?}: {err}");
+            assert!(
+                err.starts_with("00000003.history: not a timeline history"),
+                "{err}"
+            );
+        }
     }
 }

@@ -334,3 +334,42 @@ pub fn assert_walship_restores_what_barman_archived(
     }
     Ok(())
 }
+
+/// Fails when `output` holds any of `secrets` (as given or percent-encoded), or a
+/// signature or token that the log layer should have scrubbed (`sig=…`, `Signature=…`,
+/// `Bearer …`) with anything but `<redacted>` after it.
+pub fn assert_no_secret(context: &str, output: &str, secrets: &[&str]) {
+    for secret in secrets.iter().filter(|s| s.len() >= 8) {
+        let encoded: String = secret
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        for form in [secret.to_string(), encoded] {
+            assert!(
+                !output.contains(&form),
+                "{context}: a secret ({}...) reached the output:\n{output}",
+                &secret[..4]
+            );
+        }
+    }
+    let lower = output.to_ascii_lowercase();
+    for carrier in ["sig=", "signature=", "bearer ", "x-amz-security-token="] {
+        let mut from = 0;
+        while let Some(at) = lower[from..].find(carrier) {
+            let value = &output[from + at + carrier.len()..];
+            let first = value.chars().next();
+            assert!(
+                value.starts_with("<redacted>")
+                    || first.is_none_or(|c| c.is_whitespace() || "&\"',;)".contains(c)),
+                "{context}: {carrier} carries a value in:\n{}",
+                &output[(from + at).saturating_sub(80)..(from + at + 120).min(output.len())]
+            );
+            from += at + carrier.len();
+        }
+    }
+}

@@ -122,6 +122,17 @@ pub enum DaemonError {
     },
     #[error("socket {path}: another walship daemon is already listening there")]
     SocketInUse { path: PathBuf },
+    #[error(
+        "{flag} {path}: is inside {inside} ({what}); expected a directory outside the \
+         data directory and pg_wal: what lies there is copied into base backups, replicas \
+         and restores, where a stale journal or spool would be taken as this server's"
+    )]
+    InsideDataDirectory {
+        flag: &'static str,
+        path: PathBuf,
+        inside: PathBuf,
+        what: &'static str,
+    },
 }
 
 impl Daemon {
@@ -141,6 +152,12 @@ impl Daemon {
                     "not a PostgreSQL data directory's archive_status (check --pgdata)",
                 ),
             });
+        }
+        for (flag, dir) in [
+            ("--journal-dir", &config.journal_dir),
+            ("--spool-dir", &config.spool_dir),
+        ] {
+            outside_data_directory(flag, dir, &config.pgdata, &pg_wal)?;
         }
         let (journal, acked) =
             Journal::open(&config.journal_dir).map_err(|source| DaemonError::Io {
@@ -610,12 +627,63 @@ impl Daemon {
     }
 }
 
+/// Refuses `dir` when it is (or would be created) inside the data directory or pg_wal,
+/// symbolic links resolved (pg_wal is often a link to another volume).
+fn outside_data_directory(
+    flag: &'static str,
+    dir: &Path,
+    pgdata: &Path,
+    pg_wal: &Path,
+) -> Result<(), DaemonError> {
+    let resolved = resolve_existing_prefix(dir);
+    for (root, what) in [(pg_wal, "pg_wal"), (pgdata, "the data directory")] {
+        let root = resolve_existing_prefix(root);
+        if resolved.starts_with(&root) {
+            return Err(DaemonError::InsideDataDirectory {
+                flag,
+                path: dir.to_owned(),
+                inside: root,
+                what,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `path` with its longest existing ancestor canonicalized and the rest appended, so a
+/// directory that does not exist yet is compared where it will be created.
+fn resolve_existing_prefix(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut rest = Vec::new();
+    let mut current = absolute.as_path();
+    loop {
+        if let Ok(real) = current.canonicalize() {
+            let mut out = real;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return out;
+        }
+        match (current.parent(), current.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                current = parent;
+            }
+            _ => return absolute,
+        }
+    }
+}
+
 fn failure_reason(e: &PushError) -> FailureReason {
     match e {
         PushError::Conflict { .. } => FailureReason::Conflict,
-        PushError::NotWal { .. } | PushError::Read { .. } => FailureReason::InvalidFile,
+        PushError::NotWal { .. } | PushError::Read { .. } | PushError::NotAFile { .. } => {
+            FailureReason::InvalidFile
+        }
         PushError::Store { source, .. } => match source {
-            StoreError::Unreachable { .. } => FailureReason::StoreUnreachable,
+            StoreError::Unreachable { .. } | StoreError::TimedOut { .. } => {
+                FailureReason::StoreUnreachable
+            }
             StoreError::Denied { .. } => FailureReason::AccessDenied,
             _ => FailureReason::Other,
         },
@@ -626,9 +694,7 @@ fn failure_reason(e: &PushError) -> FailureReason {
 fn retry_reason(e: &PushError) -> RetryReason {
     match e {
         PushError::Store { source, .. } => match source {
-            StoreError::Unreachable { detail, .. } if detail.contains("timeout") => {
-                RetryReason::Timeout
-            }
+            StoreError::TimedOut { .. } => RetryReason::Timeout,
             StoreError::Unreachable { .. } => RetryReason::Connection,
             StoreError::Other {
                 transient: true,
@@ -735,5 +801,86 @@ mod tests {
             let base = (0.5 * 2f64.powi((attempts - 1).min(6) as i32)).min(30.0);
             assert!(d >= base * 0.5 && d < base * 1.5, "{attempts}: {d}");
         }
+    }
+
+    /// A journal or spool inside the data directory travels into base backups, replicas
+    /// and restores; so does one inside pg_wal, even when pg_wal is a link elsewhere.
+    #[test]
+    fn a_journal_or_spool_inside_the_data_directory_or_pg_wal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pgdata = dir.path().join("pgdata");
+        let wal_volume = dir.path().join("wal-volume");
+        std::fs::create_dir_all(wal_volume.join("archive_status")).unwrap();
+        std::fs::create_dir_all(&pgdata).unwrap();
+        std::os::unix::fs::symlink(&wal_volume, pgdata.join("pg_wal")).unwrap();
+        let daemon_with = |journal: PathBuf, spool: PathBuf| {
+            let config = DaemonConfig {
+                pgdata: pgdata.clone(),
+                journal_dir: journal,
+                socket_path: None,
+                max_parallel: 1,
+                rescan_interval: Duration::from_secs(3600),
+                push_wait: Duration::from_secs(30),
+                shutdown_grace: Duration::from_secs(5),
+                spool_dir: spool,
+                prefetch_window: 0,
+                prefetch_max_bytes: 0,
+            };
+            let archiver = Archiver::new(
+                Arc::new(LocalStore::new(dir.path().join("store"))),
+                Layout::new("prefix", "pg"),
+                ArchiverSettings::default(),
+            );
+            Daemon::new(
+                config,
+                archiver,
+                Arc::new(Metrics::new()),
+                Arc::new(walship_metrics::Health::new(Duration::from_secs(60))),
+            )
+            .map(drop)
+            .map_err(|e| e.to_string())
+        };
+        let outside = |name: &str| dir.path().join(name);
+        for (journal, spool, flag, inside) in [
+            (
+                pgdata.join("walship-journal"),
+                outside("spool"),
+                "--journal-dir",
+                "the data directory",
+            ),
+            (
+                pgdata.join("x/../y/journal"),
+                outside("spool"),
+                "--journal-dir",
+                "the data directory",
+            ),
+            (
+                outside("journal"),
+                pgdata.join("pg_wal/spool"),
+                "--spool-dir",
+                "pg_wal",
+            ),
+            (
+                outside("journal"),
+                wal_volume.join("spool"),
+                "--spool-dir",
+                "pg_wal",
+            ),
+            (
+                outside("journal"),
+                pgdata.clone(),
+                "--spool-dir",
+                "the data directory",
+            ),
+        ] {
+            let err = daemon_with(journal.clone(), spool.clone()).unwrap_err();
+            assert!(err.starts_with(flag), "{journal:?} {spool:?}: {err}");
+            assert!(err.contains(inside), "{journal:?} {spool:?}: {err}");
+            assert!(
+                !journal.exists() || !journal.starts_with(&pgdata),
+                "created {journal:?}"
+            );
+        }
+        daemon_with(outside("journal"), outside("spool")).unwrap();
     }
 }

@@ -541,3 +541,24 @@ fn no_secret_reaches_the_output_of_any_command_at_trace_level() -> Result<()> {
     }
     Ok(())
 }
+
+/// An emulator-style destinationPath names the account twice over with the
+/// credentials; when the two differ, walship says which one it uses.
+#[test]
+fn a_destination_account_that_differs_from_storage_account_is_warned_about() -> Result<()> {
+    let archive = AzureArchive::start(AzureCredential::SharedKey)?;
+    let manifest = archive.manifest(AzureCredential::SharedKey, "gzip", "").replace(
+        &format!("/{}/{CONTAINER}", walship_testkit::AZURITE_ACCOUNT),
+        &format!("/otheraccount/{CONTAINER}"),
+    );
+    ensure!(manifest.contains("/otheraccount/"), "{manifest}");
+    archive.write_manifest(&manifest)?;
+    let out = archive.walship(&["check", "--timeout-seconds", "30"])?;
+    let err = stderr(&out);
+    ensure!(
+        err.contains("storageAccount is \"devstoreaccount1\"")
+            && err.contains("destinationPath names the account \"otheraccount\""),
+        "{err}"
+    );
+    Ok(())
+}

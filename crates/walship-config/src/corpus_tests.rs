@@ -57,7 +57,7 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         ),
         (
             "bad indentation",
-            conf("destinationPath: s3://b\n s3Credentials: {}\n"),
+            conf("destinationPath: s3://bkt\n s3Credentials: {}\n"),
             "line 8, column 19",
             "line 8, column 19: mapping values are not allowed in this context; expected valid YAML",
         ),
@@ -164,6 +164,12 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "has an invalid bucket name",
         ),
         (
+            "s3 bucket name AWS would refuse",
+            conf(&format!("destinationPath: s3://pg..backups/pg\n{S3_KEYS}")),
+            "spec.configuration.destinationPath",
+            "\"s3://pg..backups/pg\" has an invalid bucket name \"pg..backups\" (it has two adjacent dots); expected an S3 bucket name: 3-63 lowercase letters",
+        ),
+        (
             "azure URL without container",
             azure("  inheritFromAzureAD: true\n").replace("/cont/pg", "/"),
             "spec.configuration.destinationPath",
@@ -178,19 +184,19 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         // --- unknown fields ---
         (
             "s3Credential",
-            conf("destinationPath: s3://b\ns3Credential: {inheritFromIAMRole: true}\n"),
+            conf("destinationPath: s3://bkt\ns3Credential: {inheritFromIAMRole: true}\n"),
             "spec.configuration.s3Credential",
             "spec.configuration.s3Credential: unknown field; expected one of destinationPath, endpointURL",
         ),
         (
             "s3Credential suggestion",
-            conf("destinationPath: s3://b\ns3Credential: {inheritFromIAMRole: true}\n"),
+            conf("destinationPath: s3://bkt\ns3Credential: {inheritFromIAMRole: true}\n"),
             "spec.configuration.s3Credential",
             "(did you mean \"s3Credentials\"?)",
         ),
         (
             "IAM case",
-            conf("destinationPath: s3://b\ns3Credentials:\n  inheritFromIamRole: true\n"),
+            conf("destinationPath: s3://bkt\ns3Credentials:\n  inheritFromIamRole: true\n"),
             "spec.configuration.s3Credentials.inheritFromIamRole",
             "(did you mean \"inheritFromIAMRole\"?)",
         ),
@@ -275,7 +281,7 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         ),
         (
             "bool as string",
-            conf("destinationPath: s3://b\ns3Credentials:\n  inheritFromIAMRole: \"true\"\n"),
+            conf("destinationPath: s3://bkt\ns3Credentials:\n  inheritFromIAMRole: \"true\"\n"),
             "spec.configuration.s3Credentials.inheritFromIAMRole",
             "\"true\" is a string; expected true or false",
         ),
@@ -300,7 +306,7 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         (
             "secret ref as string",
             conf(
-                "destinationPath: s3://b\ns3Credentials:\n  accessKeyId: aws-creds\n  secretAccessKey: {name: aws-creds, key: K}\n",
+                "destinationPath: s3://bkt\ns3Credentials:\n  accessKeyId: aws-creds\n  secretAccessKey: {name: aws-creds, key: K}\n",
             ),
             "spec.configuration.s3Credentials.accessKeyId",
             "\"aws-creds\" is a string; expected a mapping",
@@ -308,7 +314,7 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         (
             "secret ref without key",
             conf(
-                "destinationPath: s3://b\ns3Credentials:\n  accessKeyId: {name: aws-creds}\n  secretAccessKey: {name: aws-creds, key: K}\n",
+                "destinationPath: s3://bkt\ns3Credentials:\n  accessKeyId: {name: aws-creds}\n  secretAccessKey: {name: aws-creds, key: K}\n",
             ),
             "spec.configuration.s3Credentials.accessKeyId.key",
             "is missing; expected the key inside the Secret",
@@ -316,7 +322,7 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         (
             "secret name with slash",
             conf(
-                "destinationPath: s3://b\ns3Credentials:\n  accessKeyId: {name: ../etc, key: K}\n  secretAccessKey: {name: aws-creds, key: K}\n",
+                "destinationPath: s3://bkt\ns3Credentials:\n  accessKeyId: {name: ../etc, key: K}\n  secretAccessKey: {name: aws-creds, key: K}\n",
             ),
             "spec.configuration.s3Credentials.accessKeyId.name",
             "\"../etc\" contains '/'",
@@ -352,7 +358,7 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         (
             "accessKeyId alone",
             conf(
-                "destinationPath: s3://b\ns3Credentials:\n  accessKeyId: {name: aws-creds, key: ID}\n",
+                "destinationPath: s3://bkt\ns3Credentials:\n  accessKeyId: {name: aws-creds, key: ID}\n",
             ),
             "spec.configuration.s3Credentials.secretAccessKey",
             "is missing (accessKeyId is set); expected both accessKeyId and secretAccessKey",
@@ -360,21 +366,21 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         (
             "secretAccessKey alone",
             conf(
-                "destinationPath: s3://b\ns3Credentials:\n  secretAccessKey: {name: aws-creds, key: K}\n",
+                "destinationPath: s3://bkt\ns3Credentials:\n  secretAccessKey: {name: aws-creds, key: K}\n",
             ),
             "spec.configuration.s3Credentials.accessKeyId",
             "is missing (secretAccessKey is set)",
         ),
         (
             "empty s3Credentials",
-            conf("destinationPath: s3://b\ns3Credentials: {}\n"),
+            conf("destinationPath: s3://bkt\ns3Credentials: {}\n"),
             "spec.configuration.s3Credentials",
             "sets no authentication method; expected accessKeyId and secretAccessKey, or inheritFromIAMRole: true",
         ),
         (
             "region only",
             conf(
-                "destinationPath: s3://b\ns3Credentials:\n  region: {name: aws-creds, key: REGION}\n",
+                "destinationPath: s3://bkt\ns3Credentials:\n  region: {name: aws-creds, key: REGION}\n",
             ),
             "spec.configuration.s3Credentials",
             "sets no authentication method",
@@ -438,9 +444,9 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         // --- credentials vs destination ---
         (
             "s3 without credentials",
-            conf("destinationPath: s3://b\n"),
+            conf("destinationPath: s3://bkt\n"),
             "spec.configuration.s3Credentials",
-            "is missing (destinationPath is \"s3://b\"); expected s3Credentials for an s3:// destination",
+            "is missing (destinationPath is \"s3://bkt\"); expected s3Credentials for an s3:// destination",
         ),
         (
             "two credential blocks",

@@ -81,6 +81,12 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "is empty",
         ),
         ("list root", "- a\n- b\n".into(), "(document)", "is a list"),
+        (
+            "billion laughs",
+            alias_bomb(&s3("")),
+            "line 16, column 47",
+            "expands its aliases (*name) to more than 100000 YAML events",
+        ),
         // --- envelope ---
         (
             "wrong apiVersion",
@@ -583,6 +589,96 @@ fn nulls_and_kubectl_metadata_are_accepted() {
     assert_eq!(store.metadata.labels["app"], "pg");
     assert!(store.spec.configuration.wal.is_none());
     assert_eq!(store.spec.configuration.wal_max_parallel(), 1);
+}
+
+/// What `kubectl get -o yaml` can emit for a heavily annotated object: many
+/// annotations, a multi-MB last-applied-configuration, and a long
+/// managedFields list. Several MB and far more than 250 000 YAML nodes.
+fn large_manifest() -> String {
+    let mut meta = String::from("  name: store\n  annotations:\n");
+    for i in 0..50_000 {
+        meta.push_str(&format!(
+            "    example.com/note-{i}: \"annotation number {i}\"\n"
+        ));
+    }
+    let applied = format!(
+        "{{\"apiVersion\":\"barmancloud.cnpg.io/v1\",\"kind\":\"ObjectStore\",\"notes\":\"{}\"}}",
+        "x".repeat(3 << 20)
+    );
+    meta.push_str(&format!(
+        "    kubectl.kubernetes.io/last-applied-configuration: '{applied}'\n"
+    ));
+    meta.push_str("  managedFields:\n");
+    for i in 0..10_000 {
+        meta.push_str(&format!(
+            "  - manager: controller-{i}\n    operation: Update\n    apiVersion: barmancloud.cnpg.io/v1\n    time: \"2026-01-01T00:00:00Z\"\n    fieldsType: FieldsV1\n    fieldsV1:\n      f:metadata:\n        f:annotations:\n          .: {{}}\n          f:example.com/note-{i}: {{}}\n"
+        ));
+    }
+    s3("").replace("  name: store\n", &meta)
+}
+
+#[test]
+fn a_manifest_of_several_megabytes_with_many_nodes_loads() {
+    let yaml = large_manifest();
+    assert!(yaml.len() > 6 << 20, "{} bytes", yaml.len());
+    let store = parse(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.metadata.annotations.len(), 50_001);
+    assert_eq!(
+        store.metadata.annotations["example.com/note-49999"],
+        "annotation number 49999"
+    );
+    assert!(
+        store.metadata.annotations["kubectl.kubernetes.io/last-applied-configuration"].len()
+            > 3 << 20
+    );
+}
+
+/// `doc` with "billion laughs" appended: ten levels of ten aliases each,
+/// which would expand to 10^10 scalars.
+fn alias_bomb(doc: &str) -> String {
+    let mut bomb =
+        format!("{doc}status:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..10 {
+        let p = format!("*l{}", i - 1);
+        let refs = [p.as_str(); 10].join(", ");
+        bomb.push_str(&format!("  l{i}: &l{i} [{refs}]\n"));
+    }
+    bomb
+}
+
+#[test]
+fn an_alias_bomb_is_refused_quickly_saying_what_was_refused() {
+    for (what, doc) in [("small", s3("")), ("large", large_manifest())] {
+        let start = std::time::Instant::now();
+        let errs = parse(&alias_bomb(&doc)).expect_err(what);
+        // Expanding it would take minutes and gigabytes; refusing it, well
+        // under a second (a debug build on a busy machine gets ten).
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "{what}: {:?}",
+            start.elapsed()
+        );
+        assert_eq!(errs.len(), 1, "{what}: {errs}");
+        let e = &errs.errors()[0];
+        assert!(e.path.starts_with("line "), "{what}: {e}");
+        assert!(
+            e.problem
+                .starts_with("expands its aliases (*name) to more than 100000 YAML events"),
+            "{what}: {e}"
+        );
+        assert!(e.expected.contains("alias"), "{what}: {e}");
+    }
+}
+
+#[test]
+fn aliases_that_reuse_a_block_are_expanded() {
+    let store = parse(&s3(
+        "tags: &tags {team: db, env: prod}\nhistoryTags: *tags\n",
+    ))
+    .unwrap();
+    let c = &store.spec.configuration;
+    assert_eq!(c.history_tags, c.tags);
+    assert_eq!(c.history_tags["team"], "db");
 }
 
 #[test]

@@ -57,7 +57,7 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         ),
         (
             "bad indentation",
-            conf("destinationPath: s3://b\n s3Credentials: {}\n"),
+            conf("destinationPath: s3://bkt\n s3Credentials: {}\n"),
             "line 8, column 19",
             "line 8, column 19: mapping values are not allowed in this context; expected valid YAML",
         ),
@@ -81,6 +81,12 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "is empty",
         ),
         ("list root", "- a\n- b\n".into(), "(document)", "is a list"),
+        (
+            "billion laughs",
+            alias_bomb(&s3("")),
+            "line 16, column 47",
+            "expands its aliases (*name) to more than 100000 YAML events",
+        ),
         // --- envelope ---
         (
             "wrong apiVersion",
@@ -164,6 +170,12 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "has an invalid bucket name",
         ),
         (
+            "s3 bucket name AWS would refuse",
+            conf(&format!("destinationPath: s3://pg..backups/pg\n{S3_KEYS}")),
+            "spec.configuration.destinationPath",
+            "\"s3://pg..backups/pg\" has an invalid bucket name \"pg..backups\" (it has two adjacent dots); expected an S3 bucket name: 3-63 lowercase letters",
+        ),
+        (
             "azure URL without container",
             azure("  inheritFromAzureAD: true\n").replace("/cont/pg", "/"),
             "spec.configuration.destinationPath",
@@ -178,19 +190,19 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         // --- unknown fields ---
         (
             "s3Credential",
-            conf("destinationPath: s3://b\ns3Credential: {inheritFromIAMRole: true}\n"),
+            conf("destinationPath: s3://bkt\ns3Credential: {inheritFromIAMRole: true}\n"),
             "spec.configuration.s3Credential",
             "spec.configuration.s3Credential: unknown field; expected one of destinationPath, endpointURL",
         ),
         (
             "s3Credential suggestion",
-            conf("destinationPath: s3://b\ns3Credential: {inheritFromIAMRole: true}\n"),
+            conf("destinationPath: s3://bkt\ns3Credential: {inheritFromIAMRole: true}\n"),
             "spec.configuration.s3Credential",
             "(did you mean \"s3Credentials\"?)",
         ),
         (
             "IAM case",
-            conf("destinationPath: s3://b\ns3Credentials:\n  inheritFromIamRole: true\n"),
+            conf("destinationPath: s3://bkt\ns3Credentials:\n  inheritFromIamRole: true\n"),
             "spec.configuration.s3Credentials.inheritFromIamRole",
             "(did you mean \"inheritFromIAMRole\"?)",
         ),
@@ -275,7 +287,7 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         ),
         (
             "bool as string",
-            conf("destinationPath: s3://b\ns3Credentials:\n  inheritFromIAMRole: \"true\"\n"),
+            conf("destinationPath: s3://bkt\ns3Credentials:\n  inheritFromIAMRole: \"true\"\n"),
             "spec.configuration.s3Credentials.inheritFromIAMRole",
             "\"true\" is a string; expected true or false",
         ),
@@ -300,7 +312,7 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         (
             "secret ref as string",
             conf(
-                "destinationPath: s3://b\ns3Credentials:\n  accessKeyId: aws-creds\n  secretAccessKey: {name: aws-creds, key: K}\n",
+                "destinationPath: s3://bkt\ns3Credentials:\n  accessKeyId: aws-creds\n  secretAccessKey: {name: aws-creds, key: K}\n",
             ),
             "spec.configuration.s3Credentials.accessKeyId",
             "\"aws-creds\" is a string; expected a mapping",
@@ -308,7 +320,7 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         (
             "secret ref without key",
             conf(
-                "destinationPath: s3://b\ns3Credentials:\n  accessKeyId: {name: aws-creds}\n  secretAccessKey: {name: aws-creds, key: K}\n",
+                "destinationPath: s3://bkt\ns3Credentials:\n  accessKeyId: {name: aws-creds}\n  secretAccessKey: {name: aws-creds, key: K}\n",
             ),
             "spec.configuration.s3Credentials.accessKeyId.key",
             "is missing; expected the key inside the Secret",
@@ -316,7 +328,7 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         (
             "secret name with slash",
             conf(
-                "destinationPath: s3://b\ns3Credentials:\n  accessKeyId: {name: ../etc, key: K}\n  secretAccessKey: {name: aws-creds, key: K}\n",
+                "destinationPath: s3://bkt\ns3Credentials:\n  accessKeyId: {name: ../etc, key: K}\n  secretAccessKey: {name: aws-creds, key: K}\n",
             ),
             "spec.configuration.s3Credentials.accessKeyId.name",
             "\"../etc\" contains '/'",
@@ -352,7 +364,7 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         (
             "accessKeyId alone",
             conf(
-                "destinationPath: s3://b\ns3Credentials:\n  accessKeyId: {name: aws-creds, key: ID}\n",
+                "destinationPath: s3://bkt\ns3Credentials:\n  accessKeyId: {name: aws-creds, key: ID}\n",
             ),
             "spec.configuration.s3Credentials.secretAccessKey",
             "is missing (accessKeyId is set); expected both accessKeyId and secretAccessKey",
@@ -360,21 +372,21 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         (
             "secretAccessKey alone",
             conf(
-                "destinationPath: s3://b\ns3Credentials:\n  secretAccessKey: {name: aws-creds, key: K}\n",
+                "destinationPath: s3://bkt\ns3Credentials:\n  secretAccessKey: {name: aws-creds, key: K}\n",
             ),
             "spec.configuration.s3Credentials.accessKeyId",
             "is missing (secretAccessKey is set)",
         ),
         (
             "empty s3Credentials",
-            conf("destinationPath: s3://b\ns3Credentials: {}\n"),
+            conf("destinationPath: s3://bkt\ns3Credentials: {}\n"),
             "spec.configuration.s3Credentials",
             "sets no authentication method; expected accessKeyId and secretAccessKey, or inheritFromIAMRole: true",
         ),
         (
             "region only",
             conf(
-                "destinationPath: s3://b\ns3Credentials:\n  region: {name: aws-creds, key: REGION}\n",
+                "destinationPath: s3://bkt\ns3Credentials:\n  region: {name: aws-creds, key: REGION}\n",
             ),
             "spec.configuration.s3Credentials",
             "sets no authentication method",
@@ -438,9 +450,9 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         // --- credentials vs destination ---
         (
             "s3 without credentials",
-            conf("destinationPath: s3://b\n"),
+            conf("destinationPath: s3://bkt\n"),
             "spec.configuration.s3Credentials",
-            "is missing (destinationPath is \"s3://b\"); expected s3Credentials for an s3:// destination",
+            "is missing (destinationPath is \"s3://bkt\"); expected s3Credentials for an s3:// destination",
         ),
         (
             "two credential blocks",
@@ -577,6 +589,96 @@ fn nulls_and_kubectl_metadata_are_accepted() {
     assert_eq!(store.metadata.labels["app"], "pg");
     assert!(store.spec.configuration.wal.is_none());
     assert_eq!(store.spec.configuration.wal_max_parallel(), 1);
+}
+
+/// What `kubectl get -o yaml` can emit for a heavily annotated object: many
+/// annotations, a multi-MB last-applied-configuration, and a long
+/// managedFields list. Several MB and far more than 250 000 YAML nodes.
+fn large_manifest() -> String {
+    let mut meta = String::from("  name: store\n  annotations:\n");
+    for i in 0..50_000 {
+        meta.push_str(&format!(
+            "    example.com/note-{i}: \"annotation number {i}\"\n"
+        ));
+    }
+    let applied = format!(
+        "{{\"apiVersion\":\"barmancloud.cnpg.io/v1\",\"kind\":\"ObjectStore\",\"notes\":\"{}\"}}",
+        "x".repeat(3 << 20)
+    );
+    meta.push_str(&format!(
+        "    kubectl.kubernetes.io/last-applied-configuration: '{applied}'\n"
+    ));
+    meta.push_str("  managedFields:\n");
+    for i in 0..10_000 {
+        meta.push_str(&format!(
+            "  - manager: controller-{i}\n    operation: Update\n    apiVersion: barmancloud.cnpg.io/v1\n    time: \"2026-01-01T00:00:00Z\"\n    fieldsType: FieldsV1\n    fieldsV1:\n      f:metadata:\n        f:annotations:\n          .: {{}}\n          f:example.com/note-{i}: {{}}\n"
+        ));
+    }
+    s3("").replace("  name: store\n", &meta)
+}
+
+#[test]
+fn a_manifest_of_several_megabytes_with_many_nodes_loads() {
+    let yaml = large_manifest();
+    assert!(yaml.len() > 6 << 20, "{} bytes", yaml.len());
+    let store = parse(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.metadata.annotations.len(), 50_001);
+    assert_eq!(
+        store.metadata.annotations["example.com/note-49999"],
+        "annotation number 49999"
+    );
+    assert!(
+        store.metadata.annotations["kubectl.kubernetes.io/last-applied-configuration"].len()
+            > 3 << 20
+    );
+}
+
+/// `doc` with "billion laughs" appended: ten levels of ten aliases each,
+/// which would expand to 10^10 scalars.
+fn alias_bomb(doc: &str) -> String {
+    let mut bomb =
+        format!("{doc}status:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..10 {
+        let p = format!("*l{}", i - 1);
+        let refs = [p.as_str(); 10].join(", ");
+        bomb.push_str(&format!("  l{i}: &l{i} [{refs}]\n"));
+    }
+    bomb
+}
+
+#[test]
+fn an_alias_bomb_is_refused_quickly_saying_what_was_refused() {
+    for (what, doc) in [("small", s3("")), ("large", large_manifest())] {
+        let start = std::time::Instant::now();
+        let errs = parse(&alias_bomb(&doc)).expect_err(what);
+        // Expanding it would take minutes and gigabytes; refusing it, well
+        // under a second (a debug build on a busy machine gets ten).
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "{what}: {:?}",
+            start.elapsed()
+        );
+        assert_eq!(errs.len(), 1, "{what}: {errs}");
+        let e = &errs.errors()[0];
+        assert!(e.path.starts_with("line "), "{what}: {e}");
+        assert!(
+            e.problem
+                .starts_with("expands its aliases (*name) to more than 100000 YAML events"),
+            "{what}: {e}"
+        );
+        assert!(e.expected.contains("alias"), "{what}: {e}");
+    }
+}
+
+#[test]
+fn aliases_that_reuse_a_block_are_expanded() {
+    let store = parse(&s3(
+        "tags: &tags {team: db, env: prod}\nhistoryTags: *tags\n",
+    ))
+    .unwrap();
+    let c = &store.spec.configuration;
+    assert_eq!(c.history_tags, c.tags);
+    assert_eq!(c.history_tags["team"], "db");
 }
 
 #[test]

@@ -84,10 +84,14 @@ pub fn parse(yaml: &str) -> Result<ObjectStore, ConfigErrors> {
         // `maxParallel: 010` should not silently become 8 or 10.
         leading_zero_numbers_as_strings: true,
         with_snippet: false,
+        budget: Some(budget(yaml.len())),
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: MAX_ALIAS_EVENTS,
+        },
     };
     let value: serde_json::Value = match serde_saphyr::from_str_with_options(yaml, options) {
         Ok(v) => v,
-        Err(e) => return Err(syntax_error(&e).into()),
+        Err(e) => return Err(limit_error(&e).unwrap_or_else(|| syntax_error(&e)).into()),
     };
     if value.is_null() {
         return Err(ConfigError::new(
@@ -135,6 +139,110 @@ pub fn load(path: &Path) -> Result<ObjectStore, ConfigErrors> {
         )
     })?;
     parse(&text)
+}
+
+/// How many YAML events (a scalar, or the start or end of a mapping or list)
+/// alias expansion may add to a document, in all. Anchors and aliases let a
+/// few lines stand for billions of nodes ("billion laughs"); a configuration
+/// that reuses a block (`historyTags: *tags`) needs a few dozen.
+const MAX_ALIAS_EVENTS: usize = 100_000;
+
+/// serde-saphyr's budget for a document of `len` bytes.
+///
+/// Its default caps every document at 250 000 nodes and 1 000 000 events,
+/// expanded aliases included: that is what stops an alias bomb, but it also
+/// refuses a plain manifest of a few MB, such as `kubectl get -o yaml` output
+/// with a large last-applied-configuration or managedFields. Here the two are
+/// kept apart. A plain document may have as many nodes as its size allows:
+/// the densest YAML (`[?,?,...]`, a list of empty mappings) has 1.5 nodes and
+/// 2 events per byte, and the budget allows twice that, so its size is the
+/// only limit. Aliases get [`MAX_ALIAS_EVENTS`] on top, enforced by
+/// serde-saphyr's alias replay limit, which counts only replayed events.
+fn budget(len: usize) -> serde_saphyr::Budget {
+    let mut budget = serde_saphyr::Budget::default();
+    let slack = MAX_ALIAS_EVENTS + 1024;
+    budget.max_nodes = len.saturating_mul(2).saturating_add(slack);
+    budget.max_events = len.saturating_mul(4).saturating_add(slack);
+    budget
+}
+
+/// The message for a document refused by a parser limit (alias expansion,
+/// nesting, size) rather than for bad syntax, if that is why it was refused.
+fn limit_error(e: &serde_saphyr::Error) -> Option<ConfigError> {
+    use serde_saphyr::Error as E;
+    use serde_saphyr::budget::BudgetBreach as B;
+
+    let alias_expected =
+        format!("aliases (*name) that expand to at most {MAX_ALIAS_EVENTS} YAML events in all");
+    // The location of the outer error is where the alias was used.
+    let path = e.location().map_or_else(
+        || schema::DOCUMENT.to_string(),
+        |loc| format!("line {}, column {}", loc.line(), loc.column()),
+    );
+    let mut inner = e;
+    while let E::AliasError { error, .. } | E::WithSnippet { error, .. } = inner {
+        inner = error;
+    }
+    let (problem, expected) = match inner {
+        E::AliasReplayLimitExceeded {
+            max_total_replayed_events,
+            ..
+        } => (
+            format!(
+                "expands its aliases (*name) to more than {max_total_replayed_events} YAML events \
+                 (an alias bomb such as \"billion laughs\"?)"
+            ),
+            alias_expected,
+        ),
+        E::AliasReplayStackDepthExceeded { max_depth, .. } => (
+            format!("nests aliases (*name) more than {max_depth} deep"),
+            alias_expected,
+        ),
+        E::AliasReplayCounterOverflow { .. }
+        | E::AliasExpansionLimitExceeded { .. }
+        | E::Budget {
+            breach:
+                B::Nodes { .. }
+                | B::Events { .. }
+                | B::Aliases { .. }
+                | B::Anchors { .. }
+                | B::AliasAnchorRatio { .. }
+                | B::RecordedAnchorEvents { .. }
+                | B::RecordedAnchorBytes { .. },
+            ..
+        } => (
+            // A plain document never reaches the node and event budgets
+            // (see `budget`), so only its aliases and anchors can have.
+            "has too many anchors (&name) and aliases (*name), or expands them too far".to_string(),
+            alias_expected,
+        ),
+        E::Budget {
+            breach: B::Depth { .. },
+            ..
+        } => (
+            "nests mappings and lists too deep".to_string(),
+            format!(
+                "at most {} levels of nesting",
+                serde_saphyr::Budget::default().max_depth
+            ),
+        ),
+        E::Budget {
+            breach: B::ScalarBytes { .. },
+            ..
+        } => {
+            let mib = serde_saphyr::Budget::default().max_total_scalar_bytes >> 20;
+            (
+                format!("has more than {mib} MiB of keys and values, aliases (*name) expanded"),
+                format!("at most {mib} MiB of keys and values"),
+            )
+        }
+        E::Budget { breach, .. } => (
+            format!("exceeds a YAML parser limit ({breach:?})"),
+            "a smaller or simpler document".to_string(),
+        ),
+        _ => return None,
+    };
+    Some(ConfigError::new(path, problem, expected))
 }
 
 fn syntax_error(e: &serde_saphyr::Error) -> ConfigError {

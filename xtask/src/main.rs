@@ -18,13 +18,16 @@
 //!   and `services status` (and readable by other scripts), and the bench's raw
 //!   results.
 //! - `libc`: the bench's process accounting (`prctl` to become a child subreaper,
-//!   `getrusage`/`waitpid` for the CPU time of every process a tool started).
+//!   `getrusage`/`waitpid` for the CPU time of every process a tool started), and
+//!   `geteuid` to know whether system packages can be installed.
 //! - `tempfile`: the bench's work directory, removed when the run ends.
 
 mod bench;
 mod cargo;
 mod demo;
+mod progress;
 mod services;
+mod system;
 mod test;
 mod tools;
 
@@ -56,12 +59,19 @@ enum Command {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
-    /// Run walship's main job: a throwaway PostgreSQL archiving to a local store.
+    /// Run walship's main job: a throwaway PostgreSQL archiving to a local store;
+    /// keeps the archive in `<target>/demo/`.
     Demo,
     /// Compare walship with barman-cloud and pgBackRest on the same machine, store
-    /// and WAL; prints ratios and writes bench/results/latest.{md,json}.
+    /// and WAL; prints ratios and writes bench/results/latest.{md,json}. Installs
+    /// pgBackRest and stunnel with apt-get when root or sudo allows.
     Bench(bench::Args),
 }
+
+/// Held by the tests that start processes: the bench's meter waits for every new
+/// child of the process, so it would reap a sibling test's child from under it.
+#[cfg(test)]
+static CHILD_PROCESSES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

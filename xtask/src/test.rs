@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::cargo::{cargo, run_step, run_step_checked};
+use crate::cargo::{build_walship, cargo, run_step};
 use crate::tools;
 
 /// Installs the tools, builds the `walship` binary the end-to-end tests drive,
@@ -15,7 +15,7 @@ pub fn run(cargo_args: &[String]) -> Result<u8> {
     let tools = tools::install()?;
 
     // The end-to-end tests run the built binary rather than building it themselves.
-    run_step_checked(cargo().args(["build", "--package", "walship", "--bins"]))?;
+    build_walship(false)?;
 
     let mut test = cargo();
     test.arg("test");

@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use walship_testkit::{barman_venv, pg_bin_dir, target_dir, tool_path};
 
 use crate::cargo::{cargo, describe, run_step_checked};
+use crate::system;
 
 /// The S3 server the suite runs by default; 0.15 and later need a newer rustc.
 const S3S_FS: &str = "s3s-fs@0.14.1";
@@ -62,26 +63,73 @@ pub fn install() -> Result<Tools> {
     if let Err(e) = pgbackrest() {
         println!("pgbackrest: {e:#}");
     }
-    let mut problems = Vec::new();
-    for err in [
-        s3s_fs.as_ref().err(),
-        venv.as_ref().err(),
-        azurite.as_ref().err(),
-        fake_gcs.as_ref().err(),
-        pg.as_ref().err(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        problems.push(format!("{err:#}"));
-    }
-    if !problems.is_empty() {
-        bail!("some tools are missing:\n- {}", problems.join("\n- "));
-    }
+    all_present(
+        "some tools are missing",
+        [
+            s3s_fs.as_ref().err(),
+            venv.as_ref().err(),
+            azurite.as_ref().err(),
+            fake_gcs.as_ref().err(),
+            pg.as_ref().err(),
+        ],
+    )?;
     Ok(Tools {
         s3s_fs: s3s_fs?,
         barman_venv: venv?,
     })
+}
+
+/// What `cargo xtask bench` runs besides walship, once [`install_for_bench`] succeeded.
+pub struct BenchTools {
+    /// The barman-cloud virtualenv.
+    pub barman_venv: PathBuf,
+    /// The `pgbackrest` binary.
+    pub pgbackrest: PathBuf,
+}
+
+/// What `cargo xtask bench` needs and nothing else (no Azurite, no fake-gcs-server):
+/// first the quick checks (system programs, installed with apt-get when root or sudo
+/// allows; PostgreSQL 15), failing at once when they fail; then s3s-fs and the
+/// barman-cloud virtualenv, installed when missing.
+pub fn install_for_bench() -> Result<BenchTools> {
+    let task = "cargo xtask bench";
+    let system = system::ensure(task, system::BENCH);
+    let pg = check_postgres();
+    all_present(
+        &format!("`{task}` cannot start"),
+        [system.as_ref().err(), pg.as_ref().err()],
+    )?;
+    let pgbackrest = pgbackrest();
+    let s3s_fs = ensure_s3s_fs();
+    let venv = ensure_barman_venv();
+    all_present(
+        &format!("`{task}` cannot start"),
+        [
+            pgbackrest.as_ref().err(),
+            s3s_fs.as_ref().err(),
+            venv.as_ref().err(),
+        ],
+    )?;
+    Ok(BenchTools {
+        barman_venv: venv?,
+        pgbackrest: pgbackrest?,
+    })
+}
+
+/// An error listing every one of `errors` under `headline`, if there is any.
+fn all_present<'a>(
+    headline: &str,
+    errors: impl IntoIterator<Item = Option<&'a anyhow::Error>>,
+) -> Result<()> {
+    let problems: Vec<String> = errors
+        .into_iter()
+        .flatten()
+        .map(|e| format!("{e:#}"))
+        .collect();
+    if !problems.is_empty() {
+        bail!("{headline}:\n- {}", problems.join("\n- "));
+    }
+    Ok(())
 }
 
 /// Finds `s3s-fs` where the test kit looks (PATH, `$CARGO_HOME/bin`,
@@ -265,7 +313,8 @@ fn barman_version(venv: &Path) -> Option<String> {
 pub fn pgbackrest() -> Result<PathBuf> {
     let path = tool_path("pgbackrest").map_err(|_| {
         anyhow::anyhow!(
-            "NOT FOUND (needed by `cargo xtask bench` only): `apt-get install pgbackrest`"
+            "NOT FOUND (needed by `cargo xtask bench` only, which installs it with apt-get \
+             when run as root or with sudo): `apt-get install pgbackrest`"
         )
     })?;
     let output = Command::new(&path)
@@ -281,7 +330,7 @@ pub fn pgbackrest() -> Result<PathBuf> {
 }
 
 /// Checks that PostgreSQL 15's programs are where the test kit runs them from.
-fn check_postgres() -> Result<PathBuf> {
+pub fn check_postgres() -> Result<PathBuf> {
     let dir = pg_bin_dir();
     let missing: Vec<&str> = PG_PROGRAMS
         .iter()
@@ -313,4 +362,31 @@ fn check_postgres() -> Result<PathBuf> {
     }
     println!("postgresql: found {text} in {}", dir.display());
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_present_is_ok_without_errors() {
+        all_present("missing", [None, None]).unwrap();
+    }
+
+    #[test]
+    fn all_present_lists_every_error_under_the_headline() {
+        let (a, b) = (
+            anyhow::anyhow!("no s3s-fs"),
+            anyhow::anyhow!("no pgbackrest"),
+        );
+        let err = all_present(
+            "`cargo xtask bench` cannot start",
+            [Some(&a), None, Some(&b)],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`cargo xtask bench` cannot start:\n- no s3s-fs\n- no pgbackrest"
+        );
+    }
 }

@@ -22,7 +22,8 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use walship_testkit::{S3Server, WalshipBin, target_dir, workspace_root};
 
-use crate::cargo::{cargo, run_step_checked};
+use crate::cargo;
+use crate::progress::Steps;
 use crate::tools;
 use env::{Env, Transport};
 use live::{Live, LiveTool, Load};
@@ -174,10 +175,27 @@ fn pick<T>(quick: bool, quick_value: T, full_value: T) -> T {
 /// Runs the benchmark; returns the exit code.
 pub fn run(args: Args) -> Result<u8> {
     let plan = Plan::from(args);
+    let mut steps = Steps::new("bench", 6 + usize::from(plan.live.is_some()));
     proc::become_subreaper()?;
     proc::stop_descendants_on_signal();
-    let installed = tools::install()?;
-    let pgbackrest = tools::pgbackrest()?;
+
+    // Everything a run needs is checked (and installed where it can be) before the
+    // build and the first measurement, so a missing peer never ends a run midway.
+    steps.step(
+        "checking prerequisites: PostgreSQL 15, pgBackRest, stunnel, openssl, s3s-fs, barman-cloud",
+    );
+    let installed = tools::install_for_bench()?;
+    let barman_live = match &plan.live {
+        Some(_) if plan.wants(&LiveTool::Barman.label()) => {
+            live::barman_for_pg(&installed.barman_venv.join("bin"))?
+        }
+        _ => None,
+    };
+
+    steps.step(&format!(
+        "building walship ({})",
+        if plan.release { "release" } else { "debug" }
+    ));
     let (walship, build) = build_walship(plan.release)?;
 
     let mut results = Results {
@@ -188,12 +206,24 @@ pub fn run(args: Args) -> Result<u8> {
         notes: plan.notes.clone(),
         ..Results::default()
     };
+    steps.step(&format!(
+        "WAL: {} segments of {} MiB",
+        plan.segments, plan.segment_mib
+    ));
     let corpus = wal::corpus(plan.segment_mib, plan.segments)?;
     results.segments = corpus.names.len();
     results.segment_bytes = corpus.segment_bytes;
+    steps.step("starting s3s-fs behind stunnel");
     let s3 = S3Server::start()?;
-    let env = Env::new(s3, corpus, walship, &installed.barman_venv, pgbackrest)?;
+    let env = Env::new(
+        s3,
+        corpus,
+        walship,
+        &installed.barman_venv,
+        installed.pgbackrest,
+    )?;
 
+    steps.step("archive and restore runs: the ceiling, then each tool");
     for &threads in &plan.parallels {
         let run = env.run(&format!("ceiling {threads}"))?;
         let seconds = ceiling::ceiling(&run, threads)?;
@@ -287,14 +317,19 @@ pub fn run(args: Args) -> Result<u8> {
     if let Some(load) = &plan.live {
         let compression = &plan.compressions[0];
         let max = plan.max_parallel();
+        steps.step(&format!(
+            "live runs: pgbench for {} s per tool",
+            load.seconds
+        ));
         let mut tools = vec![LiveTool::WalPush, LiveTool::Daemon(max)];
-        let barman_bin = live::barman_for_pg(&env.barman_bin)?;
+        let barman_bin = barman_live;
         match &barman_bin {
             Some(_) => tools.push(LiveTool::Barman),
-            None => results.notes.push(format!(
+            None if plan.wants(&LiveTool::Barman.label()) => results.notes.push(format!(
                 "barman-cloud skipped in the live run: the PostgreSQL user cannot run it from {}",
                 env.barman_bin.display()
             )),
+            None => {}
         }
         tools.push(LiveTool::PgBackRest(max));
         let barman_bin = barman_bin.unwrap_or_default();
@@ -324,9 +359,11 @@ pub fn run(args: Args) -> Result<u8> {
             .notes
             .push(format!("only the runs matching {only:?}"));
     }
+    steps.step("writing the report");
     let markdown = results.markdown();
     println!("\n{markdown}");
     write_results(&plan, &results, &markdown)?;
+    steps.finish("the bench is done");
     Ok(if results.failures == 0 { 0 } else { 1 })
 }
 
@@ -341,20 +378,12 @@ fn failed(results: &mut Results, what: &str, error: anyhow::Error) {
 
 /// The walship binary to measure: a release build unless `--debug`.
 fn build_walship(release: bool) -> Result<(PathBuf, &'static str)> {
-    let mut build = cargo();
-    build.args(["build", "--package", "walship", "--bins"]);
-    let profile = if release {
-        build.arg("--release");
-        "release"
-    } else {
-        "debug"
-    };
-    run_step_checked(&mut build)?;
-    let built = target_dir().join(profile).join("walship");
+    let built = cargo::build_walship(release)?;
     // The test kit copies the binary where the PostgreSQL user can run it when the
     // target directory is out of its reach; it looks at WALSHIP_BIN.
     // SAFETY: no other thread runs yet (the bench starts its threads later).
     unsafe { std::env::set_var("WALSHIP_BIN", &built) };
+    let profile = if release { "release" } else { "debug" };
     Ok((WalshipBin::for_pg()?, profile))
 }
 

@@ -232,6 +232,9 @@ mod tests {
 
     #[test]
     fn cpu_of_a_finished_child_is_counted() {
+        let _alone = crate::CHILD_PROCESSES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let meter = Meter::start().unwrap();
         let status = std::process::Command::new("sh")
             .args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"])

@@ -312,7 +312,11 @@ fn bad_keys_wrong_buckets_and_refusing_token_endpoints_fail_cleanly() -> Result<
     // The error is said once: gcp_auth's warnings at each of its internal retries
     // (twenty lines of them) stay out of the default log.
     assert!(!err.contains("WARN"), "{err}");
-    assert_eq!(err.lines().filter(|l| l.contains("ERROR")).count(), 1, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains("ERROR")).count(),
+        1,
+        "{err}"
+    );
     archive.tokens().set_mode(TokenMode::Grant);
 
     // A key file that is not JSON: the field is named, the content is not shown.

@@ -137,8 +137,21 @@ impl SecretsDir {
     /// made with `echo` or an editor often end with a newline that would
     /// otherwise become part of a key.
     pub fn read(&self, r: &SecretRef) -> Result<Secret, SecretError> {
+        let secret = self.read_text(r)?;
+        crate::redact::register(secret.expose());
+        Ok(secret)
+    }
+
+    /// Read a value that names something rather than grants access (a storage account,
+    /// a region): like [`SecretsDir::read`], but the value stays readable in logs, where
+    /// it is what tells an operator which account or region is used.
+    pub fn read_name(&self, r: &SecretRef) -> Result<String, SecretError> {
+        Ok(self.read_text(r)?.0)
+    }
+
+    fn read_text(&self, r: &SecretRef) -> Result<Secret, SecretError> {
         let path = self.path_of(r);
-        let bytes = self.read_bytes(r)?.into_exposed();
+        let bytes = self.read_raw(r)?;
         let mut s = String::from_utf8(bytes).map_err(|_| SecretError::NotUtf8 {
             name: r.name.clone(),
             key: r.key.clone(),
@@ -155,6 +168,13 @@ impl SecretsDir {
 
     /// Read a value byte for byte (CA bundles, JSON key files).
     pub fn read_bytes(&self, r: &SecretRef) -> Result<SecretBytes, SecretError> {
+        let bytes = self.read_raw(r)?;
+        // Whatever the value is used for, no log line may carry it.
+        crate::redact::register(&String::from_utf8_lossy(&bytes));
+        Ok(SecretBytes(bytes))
+    }
+
+    fn read_raw(&self, r: &SecretRef) -> Result<Vec<u8>, SecretError> {
         for part in [&r.name, &r.key] {
             if let Some(reason) = secret_part_problem(part) {
                 return Err(SecretError::InvalidRef {
@@ -167,11 +187,7 @@ impl SecretsDir {
         let dir = self.root.join(&r.name);
         let path = dir.join(&r.key);
         match std::fs::read(&path) {
-            Ok(bytes) => {
-                // Whatever the value is used for, no log line may carry it.
-                crate::redact::register(&String::from_utf8_lossy(&bytes));
-                Ok(SecretBytes(bytes))
-            }
+            Ok(bytes) => Ok(bytes),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if !dir.is_dir() {
                     return Err(SecretError::MissingSecret {

@@ -5,7 +5,7 @@ use std::fmt;
 
 use walship_config::{AzureCredentials, Secret, SecretRef, SecretsDir};
 
-use crate::{CredentialError, read_nonempty};
+use crate::{CredentialError, read_nonempty, read_nonempty_name};
 
 const FIELD: &str = "spec.configuration.azureCredentials";
 
@@ -45,7 +45,7 @@ pub fn azure_access(
     let read = |name: &str, r: &SecretRef| read_nonempty(secrets, &format!("{FIELD}.{name}"), r);
     let account = || -> Result<String, CredentialError> {
         match &creds.storage_account {
-            Some(r) => Ok(read("storageAccount", r)?.expose().trim().to_owned()),
+            Some(r) => read_nonempty_name(secrets, &format!("{FIELD}.storageAccount"), r),
             None => Err(CredentialError::Invalid {
                 field: format!("{FIELD}.storageAccount"),
                 problem: "is required with storageKey or storageSasToken".to_owned(),

@@ -44,6 +44,33 @@ pub enum CredentialError {
     Invalid { field: String, problem: String },
 }
 
+/// Reads a value that names something (a storage account, a region) for the
+/// configuration field `field`, trimmed; an empty value is an error. Unlike a secret it
+/// stays readable in logs.
+fn read_nonempty_name(
+    secrets: &walship_config::SecretsDir,
+    field: &str,
+    r: &walship_config::SecretRef,
+) -> Result<String, CredentialError> {
+    let value = secrets
+        .read_name(r)
+        .map_err(|source| CredentialError::Secret {
+            field: field.to_owned(),
+            source,
+        })?;
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(CredentialError::Invalid {
+            field: field.to_owned(),
+            problem: format!(
+                "secret {:?} key {:?} is empty; expected a non-empty value",
+                r.name, r.key
+            ),
+        });
+    }
+    Ok(value.to_owned())
+}
+
 /// Reads the secret `r` for the configuration field `field`; an empty value is an error
 /// (a key that was created but never filled in).
 fn read_nonempty(

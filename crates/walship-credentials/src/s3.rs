@@ -6,7 +6,7 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use walship_config::{S3Credentials, Secret, SecretRef, SecretsDir};
 
-use crate::{CredentialError, read_nonempty};
+use crate::{CredentialError, read_nonempty, read_nonempty_name};
 
 const FIELD: &str = "spec.configuration.s3Credentials";
 
@@ -64,7 +64,7 @@ pub fn s3_access(
         });
     };
     let region = match &creds.region {
-        Some(r) => Some(read("region", r)?.expose().trim().to_owned()),
+        Some(r) => Some(read_nonempty_name(secrets, &format!("{FIELD}.region"), r)?),
         None => env_region(),
     };
     let source = match (&creds.access_key_id, &creds.secret_access_key) {

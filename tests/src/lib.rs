@@ -37,6 +37,7 @@ mod paths;
 mod pg;
 mod s3;
 mod sigv4;
+mod silent;
 mod sts;
 mod stub;
 mod tls;
@@ -51,6 +52,7 @@ pub use pg::{
     pg_user_command,
 };
 pub use s3::{S3Kind, S3Options, S3Server};
+pub use silent::SilentServer;
 pub use sts::StsStub;
 pub use tls::TlsProxy;
 pub use util::{free_port, port_is_open, random_token, wait_until};

@@ -549,3 +549,50 @@ fn rotated_secrets_are_picked_up_without_a_restart() -> Result<()> {
     drop(retired);
     Ok(())
 }
+
+/// A store that accepts connections and never answers: the daemon's uploads end as
+/// timeouts (counted as such) instead of holding their slots, nothing is acknowledged,
+/// and when the manifest points at a store that answers, the backlog is shipped.
+#[test]
+fn a_silent_store_is_a_retried_timeout_and_shipping_resumes_when_a_store_answers() -> Result<()> {
+    let (archive, mut pg, socket) = setup()?;
+    let silent = walship_testkit::SilentServer::start()?;
+    let good = archive.manifest();
+    archive.write_manifest(&good.replace(&archive.s3.endpoint(), &silent.endpoint()))?;
+    let daemon = DaemonProcess::start(&archive, &pg, &socket)?;
+    pg.start()?;
+    let first = write_and_switch(&pg)?;
+    let mut observed = String::new();
+    wait_until(
+        Duration::from_secs(150),
+        "an upload to the silent store counted as a timeout",
+        || {
+            let metrics = scrape(&daemon)?;
+            let timeouts =
+                series_value(&metrics, "walship_retries_total{reason=\"timeout\"}").unwrap_or(0.0);
+            observed = format!("retries{{timeout}} {timeouts}");
+            Ok(timeouts >= 1.0)
+        },
+    )
+    .with_context(|| format!("last seen: {observed}\ndaemon:\n{}", daemon.log_contents()))?;
+    let stats = pg.archiver_stats()?;
+    assert!(
+        stats.last_archived_wal.as_deref() < Some(first.as_str()),
+        "{first} reported archived while the store was silent: {stats:?}"
+    );
+    assert!(archive.keys()?.is_empty(), "{:?}", archive.keys()?);
+    assert!(
+        daemon.log_contents().contains("got no answer within"),
+        "{}",
+        daemon.log_contents()
+    );
+
+    // The manifest points at a store that answers: the daemon reloads and ships all.
+    archive.write_manifest(&good)?;
+    let last = write_and_switch(&pg)?;
+    pg.wait_for_archived(&last, Duration::from_secs(180))
+        .with_context(|| format!("daemon:\n{}", daemon.log_contents()))?;
+    wait_for_empty_backlog(&daemon)?;
+    assert_all_archived_identical(&archive, &pg)?;
+    Ok(())
+}

@@ -6,16 +6,12 @@
 mod common;
 
 use std::fs;
-use std::io::Read;
-use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use common::{Archive, assert_no_secret, real_segments, stderr};
-use walship_testkit::{WalshipBin, pg_temp_dir};
+use walship_testkit::{SilentServer, WalshipBin, pg_temp_dir};
 
 /// A PEM block whose base64 is invalid (and whose valid prefix decodes to "SECRET"): the
 /// AWS SDK's trust store panicked on it.
@@ -225,61 +221,6 @@ fn a_history_file_that_does_not_parse_is_not_archived() -> Result<()> {
     Ok(())
 }
 
-/// A server that accepts connections, reads whatever comes, and never answers.
-struct SilentServer {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl SilentServer {
-    fn start() -> Result<SilentServer> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let port = listener.local_addr()?.port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::spawn({
-            let stop = stop.clone();
-            move || {
-                let mut held = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            let _ = stream.set_nonblocking(true);
-                            held.push(stream);
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                    }
-                    // Drain what clients send, so they are never blocked by a full
-                    // buffer: only the answer is missing.
-                    let mut buf = [0u8; 64 * 1024];
-                    for s in &mut held {
-                        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
-                    }
-                }
-            }
-        });
-        Ok(SilentServer {
-            port,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for SilentServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// Runs `cmd`, killing it after `limit` (a hang fails the assertions that follow instead
 /// of hanging the suite).
 fn run_with_watchdog(cmd: &mut Command, limit: Duration) -> Result<Output> {
@@ -356,7 +297,7 @@ fn a_store_that_never_answers_is_given_up_within_each_commands_budget() -> Resul
          \x20     gkeEnvironment: true\n",
         silent.endpoint()
     );
-    let metadata = vec![("GCE_METADATA_HOST", format!("127.0.0.1:{}", silent.port))];
+    let metadata = vec![("GCE_METADATA_HOST", format!("127.0.0.1:{}", silent.port()))];
     for (cloud, spec, env) in [
         ("s3", s3, vec![]),
         ("azure", azure, vec![]),
@@ -461,5 +402,45 @@ fn no_secret_reaches_the_output_of_any_command_at_trace_level_with_s3_keys() -> 
     let all = stderr(&out);
     assert!(all.contains("TRACE"), "{all}");
     assert_no_secret("WALSHIP_LOG=trace check", &all, &[&secret]);
+    Ok(())
+}
+
+/// A read stuck in the kernel (a hung filesystem under pg_wal) cannot be cancelled; a
+/// SIGTERM must still end wal-push with status 1 at once, not wait for the read. The
+/// stuck read is a blocking task that never returns (WALSHIP_INJECT_STUCK_READ, debug
+/// builds only): before the fix the runtime waited for it on the way out, forever.
+#[test]
+fn a_terminated_wal_push_exits_1_even_while_a_read_is_stuck() -> Result<()> {
+    let archive = Archive::start(None)?;
+    let (wal_dir, segments) = real_segments(1)?;
+    let mut child = Command::new(WalshipBin::path()?)
+        .args(archive.global_args())
+        .args([
+            "wal-push",
+            wal_dir.path().join(&segments[0]).to_str().unwrap(),
+        ])
+        .env("WALSHIP_INJECT_STUCK_READ", "1")
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Let it start (its signal handlers installed) and get stuck; nothing can finish
+    // meanwhile.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(child.try_wait()?.is_none(), "wal-push ended by itself");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    assert!(status.success());
+    let started = Instant::now();
+    while child.try_wait()?.is_none() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if child.try_wait()?.is_none() {
+        child.kill()?;
+    }
+    let out = child.wait_with_output()?;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{:?}: {err}", out.status);
+    assert!(err.contains("interrupted by a signal"), "{err}");
+    assert!(archive.keys()?.is_empty());
     Ok(())
 }

@@ -389,6 +389,23 @@ async fn injected_panic() {
 #[cfg(not(debug_assertions))]
 async fn injected_panic() {}
 
+/// Tests stand in for a read stuck in the kernel (a hung network filesystem), which no
+/// runtime can cancel, with a blocking task that never returns (debug builds only).
+#[cfg(debug_assertions)]
+async fn injected_stuck_read() {
+    if std::env::var_os("WALSHIP_INJECT_STUCK_READ").is_some() {
+        let _ = tokio::task::spawn_blocking(|| {
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        })
+        .await;
+    }
+}
+
+#[cfg(not(debug_assertions))]
+async fn injected_stuck_read() {}
+
 async fn run(cli: Cli) -> ExitCode {
     injected_panic().await;
     let config_failure = Contract::of(&cli.command).config_failure();
@@ -630,6 +647,7 @@ async fn push_unless_signalled(
     deadline: Instant,
 ) -> Result<PushOutcome, String> {
     let bounded = async {
+        injected_stuck_read().await;
         match tokio::time::timeout_at(deadline.into(), archiver.push(path)).await {
             Ok(result) => result.map_err(|e| e.to_string()),
             Err(_) => Err(format!(

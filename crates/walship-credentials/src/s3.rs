@@ -69,10 +69,10 @@ pub fn s3_access(
     };
     let source = match (&creds.access_key_id, &creds.secret_access_key) {
         (Some(id), Some(key)) if !creds.inherit_from_iam_role => S3CredentialSource::Static {
-            access_key_id: read("accessKeyId", id)?,
-            secret_access_key: read("secretAccessKey", key)?,
+            access_key_id: signable(read("accessKeyId", id)?, "accessKeyId")?,
+            secret_access_key: signable(read("secretAccessKey", key)?, "secretAccessKey")?,
             session_token: match &creds.session_token {
-                Some(t) => Some(read("sessionToken", t)?),
+                Some(t) => Some(signable(read("sessionToken", t)?, "sessionToken")?),
                 None => None,
             },
         },
@@ -86,6 +86,23 @@ pub fn s3_access(
         }
     };
     Ok(S3Access { source, region })
+}
+
+/// A key goes into request headers as it is: anything but printable ASCII (a newline
+/// or a space inside it, a character pasted from a document) cannot be sent, and is
+/// refused here, naming the field, before any client is built with it.
+fn signable(secret: Secret, name: &str) -> Result<Secret, CredentialError> {
+    if secret.expose().trim().bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(secret)
+    } else {
+        Err(CredentialError::Invalid {
+            field: format!("{FIELD}.{name}"),
+            problem: "holds characters other than printable ASCII (a space or line break \
+                      inside it, or a character pasted from a document); expected the key \
+                      exactly as AWS or the storage provider issued it"
+                .to_owned(),
+        })
+    }
 }
 
 fn env_region() -> Option<String> {
@@ -217,5 +234,30 @@ mod tests {
         let c = provider.provide_credentials().await.unwrap();
         assert_eq!(c.access_key_id(), "AKIA1");
         assert_eq!(c.secret_access_key(), "s3cr3t");
+    }
+
+    #[test]
+    fn a_key_that_cannot_go_into_a_header_is_refused_naming_the_field() {
+        for (field, value) in [
+            ("ACCESS_KEY_ID", "AKIA EXAMPLE"),
+            ("ACCESS_SECRET_KEY", "secret\nsplit"),
+            ("ACCESS_SECRET_KEY", "s\u{e9}cret-key"),
+        ] {
+            let mut values = vec![
+                ("aws", "ACCESS_KEY_ID", "AKIAEXAMPLE"),
+                ("aws", "ACCESS_SECRET_KEY", "secret"),
+            ];
+            values.retain(|(_, k, _)| *k != field);
+            values.push(("aws", field, value));
+            let (_dir, secrets) = secrets_with(&values);
+            let creds = S3Credentials {
+                access_key_id: r("aws", "ACCESS_KEY_ID"),
+                secret_access_key: r("aws", "ACCESS_SECRET_KEY"),
+                ..S3Credentials::default()
+            };
+            let err = s3_access(Some(&creds), &secrets).unwrap_err().to_string();
+            assert!(err.contains("printable ASCII"), "{err}");
+            assert!(!err.contains(value), "{err}");
+        }
     }
 }

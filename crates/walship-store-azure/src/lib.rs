@@ -69,12 +69,11 @@ const BLOCK_CONCURRENCY: usize = 4;
 /// Downloads are read in chunks of this size: a default 16 MiB WAL segment in one request.
 const DOWNLOAD_CHUNK: u64 = 16 * 1024 * 1024;
 /// The longest one operation that moves `len` bytes may take, the SDK's own retries
-/// included: room for two attempts of a silent store at the deadlines of
-/// [`walship_store::deadline`]. The SDK's HTTP client sets no timeout at all, so without
-/// this a store that accepts the connection and never answers would hang
-/// `archive_command`.
+/// included ([`walship_store::deadline::for_operation`]). The SDK's HTTP client sets no
+/// timeout at all, so without this a store that accepts the connection and never
+/// answers would hang `archive_command`.
 fn operation_deadline(len: u64) -> Duration {
-    deadline::for_body(len) * 2 + Duration::from_secs(5)
+    deadline::for_operation(deadline::for_body(len))
 }
 /// Azure AD tokens are refreshed this long before they expire.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);

@@ -215,8 +215,8 @@ impl GcsStore {
     /// transient failures. Returns the response whatever its status, or the transport
     /// error mapped onto [`StoreError`]; `what` names the call in messages. Each attempt
     /// has the deadline of a request moving `len` bytes (the response's body included),
-    /// and no retry starts once two such attempts' time has passed, so a silent store
-    /// is given up within tens of seconds, as the other stores do.
+    /// and no retry starts past [`deadline::for_operation`], so a silent store is given
+    /// up within tens of seconds, as the other stores do.
     async fn send(
         &self,
         key: &str,
@@ -225,7 +225,7 @@ impl GcsStore {
         build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
     ) -> Result<reqwest::Response, StoreError> {
         let per_attempt = deadline::for_body(len);
-        let give_up = tokio::time::Instant::now() + per_attempt * 2;
+        let give_up = tokio::time::Instant::now() + deadline::for_operation(per_attempt);
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {

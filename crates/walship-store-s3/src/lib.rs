@@ -261,15 +261,16 @@ impl S3Store {
 }
 
 /// The SDK's timeouts for requests whose attempts may each take `attempt`: see
-/// [`walship_store::deadline`]. The whole operation, retries included, gets room for two
-/// attempts of a silent store (the SDK retries faster failures up to four times), so no
-/// caller waits minutes. The connect timeout is the same for every operation: the
-/// SDK keeps one connection pool per connector setting.
+/// [`walship_store::deadline`]. The whole operation, retries included, gets one silent
+/// attempt's time and a little more (the SDK retries fast failures such as a 503 up to
+/// four times within it), so a silent store holds no caller, and no daemon upload slot,
+/// for minutes: the caller decides whether to try again. The connect timeout is the
+/// same for every operation: the SDK keeps one connection pool per connector setting.
 fn timeouts(attempt: Duration) -> aws_config::timeout::TimeoutConfig {
     aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(deadline::CONNECT)
         .operation_attempt_timeout(attempt)
-        .operation_timeout(attempt * 2 + Duration::from_secs(5))
+        .operation_timeout(deadline::for_operation(attempt))
         .build()
 }
 

@@ -29,6 +29,15 @@ pub fn for_body(len: u64) -> Duration {
     CONNECT + FIRST_BYTE + Duration::from_secs(len.div_ceil(MIN_BYTES_PER_SECOND))
 }
 
+/// The whole of one operation whose attempts each get `attempt`, the retries of fast
+/// failures (a 503, a reset) included: one silent attempt and a little more. The caller
+/// (the daemon's backoff, wal-fetch's budget, PostgreSQL's own retry of
+/// archive_command) decides whether to try again, so a silent store never holds an
+/// upload slot for minutes.
+pub fn for_operation(attempt: Duration) -> Duration {
+    attempt + Duration::from_secs(5)
+}
+
 /// One request without a body worth counting (head, list page, delete, token).
 pub fn for_small_request() -> Duration {
     for_body(0)

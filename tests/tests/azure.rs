@@ -516,32 +516,20 @@ fn no_secret_reaches_the_output_of_any_command_at_trace_level() -> Result<()> {
             signature.as_str(),
             connection.as_str(),
         ];
-        let dest = pg_temp_dir()?;
-        let dest = dest.path().join("restored");
-        for args in [
-            vec!["--log-level", "trace", "check"],
-            vec!["--log-level", "trace", "wal-push", src.to_str().unwrap()],
-            vec![
-                "--log-level",
-                "trace",
-                "wal-fetch",
-                &segments[0],
-                dest.to_str().unwrap(),
-            ],
-        ] {
-            let out = archive.walship(&args)?;
-            let all = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
-            ensure!(out.status.success(), "{credential:?} {args:?}: {all}");
+        let outputs = common::trace_every_command(
+            &format!("{credential:?}"),
+            &|args| archive.walship(args),
+            &src,
+            &segments[0],
+            &secrets,
+        )?;
+        // The SDK does print each request's URL, signature included: the scrubber, not
+        // silence, is what keeps it out.
+        if credential == AzureCredential::Sas {
             ensure!(
-                all.contains("TRACE"),
-                "{credential:?} {args:?}: no trace output: {all}"
+                outputs.iter().all(|o| o.contains("<redacted>")),
+                "{outputs:?}"
             );
-            common::assert_no_secret(&format!("{credential:?} {args:?}"), &all, &secrets);
-            // The SDK does print each request's URL, signature included: the scrubber,
-            // not silence, is what keeps it out.
-            if credential == AzureCredential::Sas {
-                ensure!(all.contains("<redacted>"), "{args:?}: {all}");
-            }
         }
     }
     Ok(())

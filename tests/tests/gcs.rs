@@ -483,28 +483,13 @@ fn no_secret_reaches_the_output_of_any_command_at_trace_level() -> Result<()> {
             .collect();
         secrets.push("ya29.test-");
         secrets.push("ya29.gke-");
-        let dest = pg_temp_dir()?;
-        let dest = dest.path().join("restored");
-        for args in [
-            vec!["--log-level", "trace", "check"],
-            vec!["--log-level", "trace", "wal-push", src.to_str().unwrap()],
-            vec![
-                "--log-level",
-                "trace",
-                "wal-fetch",
-                &segments[0],
-                dest.to_str().unwrap(),
-            ],
-        ] {
-            let out = archive.walship(&args)?;
-            let all = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
-            assert!(out.status.success(), "gke={gke} {args:?}: {all}");
-            assert!(
-                all.contains("TRACE"),
-                "gke={gke} {args:?}: no trace output: {all}"
-            );
-            common::assert_no_secret(&format!("gke={gke} {args:?}"), &all, &secrets);
-        }
+        common::trace_every_command(
+            &format!("gke={gke}"),
+            &|args| archive.walship(args),
+            &src,
+            &segments[0],
+            &secrets,
+        )?;
     }
     Ok(())
 }

@@ -156,6 +156,9 @@ mod tests {
                 "normal,build",
                 "--prefix",
                 "none",
+                // CI sets CARGO_TERM_COLOR=always; coloured lines would not deduplicate.
+                "--color",
+                "never",
             ])
             .output()
             .unwrap();

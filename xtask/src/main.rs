@@ -29,6 +29,7 @@ mod progress;
 mod services;
 mod system;
 mod test;
+mod tidy;
 mod tools;
 
 use std::process::ExitCode;
@@ -59,6 +60,9 @@ enum Command {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
+    /// Formatting check, clippy with warnings as errors, and documentation that names
+    /// only paths that exist (run by `.ci/run` before the tests).
+    Tidy,
     /// Run walship's main job: a throwaway PostgreSQL archiving to a local store;
     /// keeps the archive in `<target>/demo/`.
     Demo,
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         Command::InstallTools => tools::install().map(|_| 0),
         Command::Services { action } => services::run(action),
         Command::Test { cargo_args } => test::run(&cargo_args),
+        Command::Tidy => tidy::run(),
         Command::Demo => demo::demo(),
         Command::Bench(args) => bench::run(args),
     };

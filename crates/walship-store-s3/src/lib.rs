@@ -222,10 +222,12 @@ impl S3Store {
                     },
                 }
             }
+            // The operation's bound is what ends a silent store's call (the attempt's
+            // timeout fires first, then the operation's, as no retry fits in it).
             SdkError::TimeoutError(_) => StoreError::TimedOut {
                 store,
                 what: key,
-                after,
+                after: deadline::for_operation(after),
             },
             SdkError::DispatchFailure(failure) if failure.is_timeout() => StoreError::TimedOut {
                 store,

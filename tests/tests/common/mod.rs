@@ -373,3 +373,46 @@ pub fn assert_no_secret(context: &str, output: &str, secrets: &[&str]) {
         }
     }
 }
+
+/// Runs `check`, `wal-push src` and `wal-fetch segment` at trace level through
+/// `walship`; each must succeed, log at trace level and carry none of `secrets`
+/// ([`assert_no_secret`]). Returns each command's stderr and stdout together.
+pub fn trace_every_command(
+    context: &str,
+    walship: &dyn Fn(&[&str]) -> Result<Output>,
+    src: &Path,
+    segment: &str,
+    secrets: &[&str],
+) -> Result<Vec<String>> {
+    let dest = pg_temp_dir()?;
+    let dest = dest.path().join("restored");
+    let mut outputs = Vec::new();
+    for args in [
+        vec!["--log-level", "trace", "check"],
+        vec![
+            "--log-level",
+            "trace",
+            "wal-push",
+            src.to_str().unwrap_or_default(),
+        ],
+        vec![
+            "--log-level",
+            "trace",
+            "wal-fetch",
+            segment,
+            dest.to_str().unwrap_or_default(),
+        ],
+    ] {
+        let out = walship(&args)?;
+        let all = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+        anyhow::ensure!(out.status.success(), "{context} {args:?}: {all}");
+        anyhow::ensure!(
+            all.contains("TRACE"),
+            "{context} {args:?}: no trace output: {all}"
+        );
+        assert_no_secret(&format!("{context} {args:?}"), &all, secrets);
+        outputs.push(all);
+    }
+    anyhow::ensure!(dest.exists(), "{context}: nothing was restored");
+    Ok(outputs)
+}

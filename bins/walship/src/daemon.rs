@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
+use walship_daemon::{Daemon, DaemonConfig};
 use walship_engine::Archiver;
-use walship_engine::daemon::{Daemon, DaemonConfig};
 use walship_metrics::{Health, Metrics, ReloadResult};
 
 /// Where the configuration comes from, to rebuild it on reload.

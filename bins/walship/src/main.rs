@@ -477,7 +477,7 @@ async fn run(cli: Cli) -> ExitCode {
             };
             let journal_dir = journal_dir.unwrap_or_else(|| beside_pgdata("walship-journal"));
             let spool_dir = spool_dir.unwrap_or_else(|| beside_pgdata("walship-spool"));
-            let config = walship_engine::daemon::DaemonConfig {
+            let config = walship_daemon::DaemonConfig {
                 pgdata,
                 journal_dir,
                 socket_path: Some(cli.socket.clone()),
@@ -525,7 +525,7 @@ async fn run(cli: Cli) -> ExitCode {
                 if direct == Direct::Silent
                     && let Some(name) = path.file_name().and_then(|n| n.to_str())
                 {
-                    walship_engine::daemon::socket::record_fallback(&cli.socket, name);
+                    walship_daemon::socket::record_fallback(&cli.socket, name);
                 }
                 ExitCode::SUCCESS
             }
@@ -696,7 +696,7 @@ async fn push_through_daemon(
     path: &std::path::Path,
     wait: Duration,
 ) -> Result<ExitCode, Direct> {
-    use walship_engine::daemon::socket::{Reply, ask_push};
+    use walship_daemon::socket::{Reply, ask_push};
     if !socket.exists() {
         return Err(Direct::NoDaemon);
     }
@@ -736,7 +736,7 @@ async fn fetch_through_daemon(
     dest: &std::path::Path,
     wait: Duration,
 ) -> Option<ExitCode> {
-    use walship_engine::daemon::socket::{Reply, ask_fetch};
+    use walship_daemon::socket::{Reply, ask_fetch};
     if !socket.exists() {
         return None;
     }

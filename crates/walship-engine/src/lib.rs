@@ -1,6 +1,7 @@
 //! What walship does with WAL files: ship one to the archive ([`Archiver::push`]),
 //! bring one back ([`Archiver::fetch`]), and check that an archive is usable
-//! ([`Archiver::check`]). Later the daemon's queue, journal and prefetch live here too.
+//! ([`Archiver::check`]). The long-running daemon that drives these rules for every
+//! `.ready` file is `walship-daemon`, a crate of its own above this one.
 //!
 //! The rules that keep WAL safe are all in this crate:
 //! - a segment is validated (size, page header) before it leaves the machine, so a
@@ -18,22 +19,21 @@
 //! or configuration files.
 //!
 //! Dependencies: `walship-wal` (names, validation, layout, codecs), `walship-store`,
-//! `walship-metrics` (the daemon's counters and health), `tokio` (file I/O, blocking
-//! compression off the async threads, the Unix socket), `tokio-util` (cancellation and
-//! task tracking for shutdown), `notify` (inotify on `archive_status`), `bytes`,
+//! `tokio` (file I/O, blocking compression off the async threads), `bytes`,
 //! `thiserror`, `tracing` (spans carry the WAL name), `libc` (`O_NONBLOCK`, so that a
 //! FIFO given as %p is refused instead of blocking the open).
 
 mod archiver;
-pub mod daemon;
 
 pub use archiver::{
     Archiver, ArchiverSettings, CheckReport, FetchError, FetchOutcome, META_SHA256, META_SIZE,
     PushError, PushOutcome,
 };
 
-#[cfg(test)]
-pub(crate) mod test_support {
+/// Test fixtures shared with the crates above (`walship-daemon`'s tests), behind the
+/// `test-support` feature.
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support {
     use std::path::Path;
 
     /// A 1 MiB segment: a real PostgreSQL 15 first page (from walship-wal's fixtures),

@@ -101,7 +101,6 @@ fn pem_problem(e: &rustls_pki_types::pem::Error) -> &'static str {
         Error::MissingSectionEnd { .. } => "no END line",
         Error::IllegalSectionStart { .. } => "a malformed BEGIN line",
         Error::Base64Decode(_) => "invalid base64",
-        Error::Io(_) => "unreadable",
         Error::NoItemsFound => "no certificate",
         _ => "unreadable",
     }

@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use walship_metrics::Metrics;
 use walship_wal::{TimelineHistory, WalName};
 
-use crate::{Archiver, FetchOutcome};
+use walship_engine::{Archiver, FetchOutcome};
 
 #[derive(Default)]
 struct Spool {
@@ -248,8 +248,8 @@ fn move_into_place(spooled: &Path, dest: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ArchiverSettings;
-    use crate::test_support::segment_bytes;
+    use walship_engine::ArchiverSettings;
+    use walship_engine::test_support::segment_bytes;
     use walship_store::LocalStore;
     use walship_wal::Layout;
 

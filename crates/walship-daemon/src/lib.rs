@@ -13,6 +13,18 @@
 //!   one in flight waits for it, and an unknown one is shipped ahead of the queue.
 //!
 //! Nothing here renames `.ready` to `.done`: only PostgreSQL does, after wal-push exits 0.
+//!
+//! The rules for one file (validate, hash, compress, create-only upload, compare on
+//! conflict, verify on fetch) are `walship-engine`'s [`Archiver`]; this crate decides
+//! when and how many, and remembers what was confirmed. It knows nothing of clouds,
+//! credentials or configuration files: the binary hands it a built archiver, and a new
+//! one on reload.
+//!
+//! Dependencies: `walship-engine` (the archiving rules), `walship-wal` (names),
+//! `walship-store` (typed errors, for the retry reasons), `walship-metrics` (counters
+//! and health), `tokio` (the socket, timers, file I/O), `tokio-util` (cancellation and
+//! task tracking for shutdown), `notify` (inotify on `archive_status`), `thiserror`,
+//! `tracing`.
 
 pub mod journal;
 mod prefetch;
@@ -34,8 +46,8 @@ use walship_metrics::{FailureReason, Health, Metrics, RetryReason};
 use walship_store::StoreError;
 use walship_wal::WalName;
 
-use crate::{Archiver, PushError, PushOutcome};
 use journal::{AckRecord, FileIdentity, Journal};
+use walship_engine::{Archiver, PushError, PushOutcome};
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -544,8 +556,8 @@ impl Daemon {
     pub async fn request_fetch(&self, name: &str, dest: &Path) -> socket::Reply {
         let archiver = self.archiver();
         match self.inner.prefetch.fetch(&archiver, name, dest).await {
-            Ok(crate::FetchOutcome::Restored { key, .. }) => socket::Reply::Archived(key),
-            Ok(crate::FetchOutcome::NotFound) => socket::Reply::NotFound,
+            Ok(walship_engine::FetchOutcome::Restored { key, .. }) => socket::Reply::Archived(key),
+            Ok(walship_engine::FetchOutcome::NotFound) => socket::Reply::NotFound,
             Err(e) => socket::Reply::Failed(e),
         }
     }
@@ -721,8 +733,8 @@ fn backoff_delay(attempts: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ArchiverSettings;
-    use crate::test_support::segment_bytes;
+    use walship_engine::ArchiverSettings;
+    use walship_engine::test_support::segment_bytes;
     use walship_store::LocalStore;
     use walship_wal::Layout;
 

@@ -28,6 +28,7 @@
 
 pub mod journal;
 mod prefetch;
+pub mod reload;
 pub mod socket;
 pub mod status;
 

@@ -8,29 +8,9 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Which file on disk an ack is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileIdentity {
-    pub dev: u64,
-    pub ino: u64,
-    pub size: u64,
-    pub mtime_ns: i128,
-}
-
-impl FileIdentity {
-    pub fn of(path: &Path) -> io::Result<FileIdentity> {
-        let m = fs::metadata(path)?;
-        Ok(FileIdentity {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        })
-    }
-}
+pub use walship_engine::FileIdentity;
 
 /// One acknowledged upload.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::{Instrument, debug, info, info_span, warn};
 use walship_store::{PutOptions, Store, StoreError};
+
+use crate::FileIdentity;
 use walship_wal::{
     Compression, HashingReader, Layout, PartialPolicy, RestorePick, TimelineHistory, WalError,
     WalName, sha256_hex, validate_segment,
@@ -265,7 +267,7 @@ impl Archiver {
         };
         match put {
             Ok(()) => {
-                if FileStamp::of_path(path).ok() != Some(stamp) {
+                if FileIdentity::of(path).ok() != Some(stamp) {
                     // PostgreSQL never rewrites a segment waiting to be archived; if
                     // something did, what was stored may not match the checksum. Not
                     // acknowledged: the retry compares and reports the difference.
@@ -450,30 +452,6 @@ impl Archiver {
     }
 }
 
-/// Enough of a file to know it is the same one later (PostgreSQL recycles segment files
-/// under new names, and never rewrites one in place while it waits for archiving).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    len: u64,
-    inode: u64,
-    mtime: Option<std::time::SystemTime>,
-}
-
-impl FileStamp {
-    fn of(meta: &std::fs::Metadata) -> FileStamp {
-        use std::os::unix::fs::MetadataExt;
-        FileStamp {
-            len: meta.len(),
-            inode: meta.ino(),
-            mtime: meta.modified().ok(),
-        }
-    }
-
-    fn of_path(path: &Path) -> std::io::Result<FileStamp> {
-        std::fs::metadata(path).map(|m| FileStamp::of(&m))
-    }
-}
-
 /// What one pass over a file to archive yields.
 struct Prepared {
     len: u64,
@@ -481,7 +459,7 @@ struct Prepared {
     /// The compressed object; `None` when the file is stored as it is, and streamed
     /// from disk by the store.
     compressed: Option<Bytes>,
-    stamp: FileStamp,
+    stamp: FileIdentity,
 }
 
 /// Bytes read to check a segment's first page header before anything is shipped.
@@ -554,7 +532,7 @@ fn prepare(
     if let Some(err) = not_a_file(&meta) {
         return Err(err);
     }
-    let (len, stamp) = (meta.len(), FileStamp::of(&meta));
+    let (len, stamp) = (meta.len(), FileIdentity::of_metadata(&meta));
     let mut reader = HashingReader::new(std::io::BufReader::with_capacity(256 * 1024, file));
     let mut first_page = Vec::new();
     if name.has_page_headers() {

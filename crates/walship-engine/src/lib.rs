@@ -24,11 +24,13 @@
 //! FIFO given as %p is refused instead of blocking the open).
 
 mod archiver;
+mod identity;
 
 pub use archiver::{
     Archiver, ArchiverSettings, CheckReport, FetchError, FetchOutcome, META_SHA256, META_SIZE,
     PushError, PushOutcome,
 };
+pub use identity::FileIdentity;
 
 /// Test fixtures shared with the crates above (`walship-daemon`'s tests), behind the
 /// `test-support` feature.

@@ -37,11 +37,15 @@ pub fn register(value: &str) {
     };
     add(value);
     // Lines (PEM keys, JSON key files whose private key holds "\n" escapes), and the
-    // values of `a=b&c=d` (SAS tokens) and `A=b;C=d` (connection strings).
+    // secret parameters of `a=b&c=d` (SAS tokens) and `A=b;C=d` (connection strings).
+    // Only those: an account name, an endpoint or an expiry date in the same string
+    // is what an operator reads logs for.
     for line in value.split(['\n', '\r']).flat_map(|l| l.split("\\n")) {
         add(line);
         for part in line.split(['&', ';', '?', ',']) {
-            if let Some((_, v)) = part.split_once('=') {
+            if let Some((k, v)) = part.split_once('=')
+                && is_secret_parameter(k)
+            {
                 add(v);
             }
         }
@@ -56,6 +60,16 @@ pub fn register(value: &str) {
     }
     // Longest first, so a value is replaced whole before any of its parts.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// Whether a `key=value` parameter of a secret carries the secret part: a SAS's `sig`,
+/// a connection string's `AccountKey` or `SharedAccessSignature`, and the like.
+fn is_secret_parameter(key: &str) -> bool {
+    let key = key.trim().to_ascii_lowercase();
+    key == "sig"
+        || ["key", "signature", "secret", "token", "password"]
+            .iter()
+            .any(|part| key.contains(part))
 }
 
 /// `text` with every registered secret and every recognised signature or token
@@ -160,6 +174,18 @@ mod tests {
         assert!(!out.contains("registered1"), "{out}");
         assert!(!out.contains("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"), "{out}");
         assert!(out.contains("https://a.blob/c?"), "{out}");
+    }
+
+    #[test]
+    fn names_and_endpoints_in_a_connection_string_stay_readable() {
+        register(
+            "DefaultEndpointsProtocol=https;AccountName=readableaccount;\
+             AccountKey=c2VjcmV0LWFjY291bnQta2V5;EndpointSuffix=core.windows.net",
+        );
+        let out = scrub("using readableaccount at core.windows.net, key c2VjcmV0LWFjY291bnQta2V5");
+        assert!(out.contains("readableaccount"), "{out}");
+        assert!(out.contains("core.windows.net"), "{out}");
+        assert!(!out.contains("c2VjcmV0LWFjY291bnQta2V5"), "{out}");
     }
 
     #[test]

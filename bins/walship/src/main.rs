@@ -518,6 +518,7 @@ async fn run(cli: Cli) -> ExitCode {
             &archiver,
             &path,
             started + Duration::from_secs(timeout_seconds),
+            timeout_seconds,
         )
         .await
         {
@@ -645,14 +646,15 @@ async fn push_unless_signalled(
     archiver: &walship_engine::Archiver,
     path: &std::path::Path,
     deadline: Instant,
+    timeout_seconds: u64,
 ) -> Result<PushOutcome, String> {
     let bounded = async {
         injected_stuck_read().await;
         match tokio::time::timeout_at(deadline.into(), archiver.push(path)).await {
             Ok(result) => result.map_err(|e| e.to_string()),
             Err(_) => Err(format!(
-                "{} did not confirm the upload within --timeout-seconds; PostgreSQL will \
-                 retry the file",
+                "{} did not confirm the upload within --timeout-seconds {timeout_seconds}; \
+                 PostgreSQL will retry the file",
                 archiver.store().describe()
             )),
         }

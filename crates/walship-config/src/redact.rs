@@ -83,7 +83,9 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
             }
         }
     }
-    for marker in CARRIERS {
+    // Most lines carry none of the markers: one lowercase copy rules them out.
+    let lower = out.to_ascii_lowercase();
+    for marker in CARRIERS.iter().filter(|m| lower.contains(**m)) {
         if let Some(scrubbed) = scrub_after(&out, marker) {
             out = Cow::Owned(scrubbed);
         }

@@ -268,7 +268,9 @@ impl GcsStore {
         // reqwest's messages quote the URL: endpoint, bucket and object name, nothing
         // secret (the token travels in a header).
         let detail = format!("{key}: {what}: {}", walship_store::error_chain(err));
-        if err.is_timeout() {
+        // A connect timeout is a store that cannot be reached; only a timeout after the
+        // request went out is a store that does not answer.
+        if err.is_timeout() && !err.is_connect() {
             StoreError::TimedOut {
                 store: self.describe.clone(),
                 what: format!("{what} {key}"),

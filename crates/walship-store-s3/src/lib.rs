@@ -229,11 +229,6 @@ impl S3Store {
                 what: key,
                 after: deadline::for_operation(after),
             },
-            SdkError::DispatchFailure(failure) if failure.is_timeout() => StoreError::TimedOut {
-                store,
-                what: key,
-                after: deadline::CONNECT,
-            },
             _ if credentials_failed(&err) => StoreError::Denied {
                 store,
                 detail: format!(

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use walship_config::{Destination, Encryption, ObjectStore, SecretsDir};
 use walship_credentials::{AzureCredentialSource, GoogleCredentialSource, RefreshObserver};
 use walship_engine::{Archiver, ArchiverSettings};
-use walship_store::{CaBundle, LocalStore, Store};
+use walship_store::{CaBundle, LocalStore, RetryPolicy, Store};
 use walship_store_azure::{AzureAuth, AzureStore, AzureStoreConfig};
 use walship_store_gcs::{GcsAuth, GcsStore, GcsStoreConfig};
 use walship_store_s3::{S3Store, S3StoreConfig, Sse};
@@ -66,6 +66,9 @@ async fn store_for(
     on_credentials: Option<RefreshObserver>,
 ) -> Result<Arc<dyn Store>> {
     let configuration = &doc.spec.configuration;
+    // The one retry policy: every request of the store goes through it, and no SDK
+    // retries underneath.
+    let retry = RetryPolicy::default();
     match destination {
         Destination::File { root, .. } => Ok(Arc::new(LocalStore::new(root.clone()))),
         Destination::S3 { bucket, .. } => {
@@ -92,6 +95,7 @@ async fn store_for(
                     None => access.provider().await,
                 },
                 sse,
+                retry: retry.clone(),
             })
             .await?;
             Ok(Arc::new(store))
@@ -127,6 +131,7 @@ async fn store_for(
                 auth,
                 encryption_scope: configuration.wal_encryption_scope(),
                 ca_bundle: endpoint_ca(doc, secrets)?,
+                retry: retry.clone(),
             })?;
             Ok(Arc::new(store))
         }
@@ -145,6 +150,7 @@ async fn store_for(
                 bucket: bucket.clone(),
                 endpoint_url: configuration.endpoint_url.clone(),
                 auth,
+                retry: retry.clone(),
             })?;
             Ok(Arc::new(store))
         }

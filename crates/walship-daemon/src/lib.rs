@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 use walship_metrics::{FailureReason, Health, Metrics, RetryReason};
-use walship_store::StoreError;
+use walship_store::ErrorKind;
 use walship_wal::WalName;
 
 use journal::{AckRecord, FileIdentity, Journal};
@@ -693,31 +693,31 @@ fn failure_reason(e: &PushError) -> FailureReason {
         PushError::NotWal { .. } | PushError::Read { .. } | PushError::NotAFile { .. } => {
             FailureReason::InvalidFile
         }
-        PushError::Store { source, .. } => match source {
-            StoreError::Unreachable { .. } | StoreError::TimedOut { .. } => {
-                FailureReason::StoreUnreachable
-            }
-            StoreError::Denied { .. } => FailureReason::AccessDenied,
+        PushError::Store { source, .. } => match source.kind() {
+            ErrorKind::Connection | ErrorKind::TimedOut => FailureReason::StoreUnreachable,
+            ErrorKind::Denied => FailureReason::AccessDenied,
             _ => FailureReason::Other,
         },
         _ => FailureReason::Other,
     }
 }
 
+/// The label of a failed push's retry: the store error's kind, never its text.
 fn retry_reason(e: &PushError) -> RetryReason {
     match e {
-        PushError::Store { source, .. } => match source {
-            StoreError::TimedOut { .. } => RetryReason::Timeout,
-            StoreError::Unreachable { .. } => RetryReason::Connection,
-            StoreError::Other {
-                transient: true,
-                detail,
-                ..
-            } if detail.contains("429") || detail.contains("SlowDown") => RetryReason::Throttled,
-            StoreError::Other {
-                transient: true, ..
-            } => RetryReason::ServerError,
-            _ => RetryReason::Other,
+        PushError::Store { source, .. } => match source.kind() {
+            ErrorKind::TimedOut => RetryReason::Timeout,
+            ErrorKind::Connection => RetryReason::Connection,
+            ErrorKind::Throttled => RetryReason::Throttled,
+            ErrorKind::Server | ErrorKind::Conflict | ErrorKind::Response => {
+                RetryReason::ServerError
+            }
+            ErrorKind::AlreadyExists
+            | ErrorKind::NotFound
+            | ErrorKind::ContainerMissing
+            | ErrorKind::Denied
+            | ErrorKind::Rejected
+            | ErrorKind::Source => RetryReason::Other,
         },
         _ => RetryReason::Other,
     }

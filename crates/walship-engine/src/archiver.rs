@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tracing::{Instrument, debug, info, info_span, warn};
-use walship_store::{PutOptions, Store, StoreError};
+use walship_store::{ErrorKind, PutOptions, Store, StoreError};
 
 use crate::FileIdentity;
 use walship_wal::{
@@ -282,7 +282,7 @@ impl Archiver {
                     stored_bytes,
                 })
             }
-            Err(StoreError::AlreadyExists { .. }) => {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 // Someone (a concurrent push, a retry whose reply was lost) won the race.
                 self.compare_existing(&name, &key, self.settings.compression, &sha256, len)
                     .await
@@ -382,7 +382,7 @@ impl Archiver {
         let (body, info) = match self.store.get(&key).await {
             Ok(found) => found,
             // Listed a moment ago: deleted in between (retention) counts as not found.
-            Err(StoreError::NotFound { .. }) => return Ok(FetchOutcome::NotFound),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(FetchOutcome::NotFound),
             Err(source) => return Err(store_err(source)),
         };
         let corrupt = |problem: String| FetchError::Corrupt {

@@ -48,15 +48,17 @@ use async_trait::async_trait;
 use azure_core::auth::{AccessToken, TokenCredential};
 use azure_core::error::ErrorKind;
 use azure_core::request_options::{IfMatchCondition, Metadata as AzureMetadata};
-use azure_core::{ExponentialRetryOptions, RetryOptions, Url};
+use azure_core::{RetryOptions, Url};
 use azure_identity::{DefaultAzureCredential, TokenCredentialOptions};
 use azure_storage::{CloudLocation, ConnectionString, StorageCredentials};
 use azure_storage_blobs::blob::{BlobBlockType, BlockList};
 use azure_storage_blobs::prelude::{BlobClient, ClientBuilder, ContainerClient, Tags};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use walship_store::status::{self, Request};
 use walship_store::{
-    CaBundle, Metadata, ObjectInfo, PutOptions, Store, StoreError, deadline, error_chain,
+    CaBundle, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError, deadline,
+    error_chain,
 };
 
 /// Bodies larger than this are uploaded as blocks in parallel; smaller ones in one
@@ -68,13 +70,6 @@ pub const BLOCK_SIZE: usize = 4 * 1024 * 1024;
 const BLOCK_CONCURRENCY: usize = 4;
 /// Downloads are read in chunks of this size: a default 16 MiB WAL segment in one request.
 const DOWNLOAD_CHUNK: u64 = 16 * 1024 * 1024;
-/// The longest one operation that moves `len` bytes may take, the SDK's own retries
-/// included ([`walship_store::deadline::for_operation`]). The SDK's HTTP client sets no
-/// timeout at all, so without this a store that accepts the connection and never
-/// answers would hang `archive_command`.
-fn operation_deadline(len: u64) -> Duration {
-    deadline::for_operation(deadline::for_body(len))
-}
 /// Azure AD tokens are refreshed this long before they expire.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
@@ -138,6 +133,8 @@ pub struct AzureStoreConfig {
     /// Certificates (`endpointCA`) to trust in addition to the public roots, for an
     /// endpoint behind a private CA. They are trusted by the token endpoint's client too.
     pub ca_bundle: Option<CaBundle>,
+    /// How each request is retried; the SDK's own retries are off.
+    pub retry: RetryPolicy,
 }
 
 /// Why the store could not be built. Messages name the setting, never its value.
@@ -170,6 +167,7 @@ pub struct AzureStore {
     describe: String,
     scrubber: Scrubber,
     list_page_size: Option<NonZeroU32>,
+    retry: RetryPolicy,
 }
 
 impl fmt::Debug for AzureStore {
@@ -200,15 +198,10 @@ impl AzureStore {
             account: resolved.account.clone(),
             uri: resolved.endpoint.as_str().trim_end_matches('/').to_owned(),
         };
-        let retry = RetryOptions::exponential(
-            ExponentialRetryOptions::default()
-                .initial_delay(Duration::from_millis(200))
-                .max_retries(4u32)
-                .max_delay(Duration::from_secs(10))
-                .max_total_elapsed(Duration::from_secs(60)),
-        );
+        // walship_store's policy retries each request; an SDK retry inside it would
+        // multiply the attempts and stretch the deadlines.
         let container = ClientBuilder::with_location(location, resolved.credentials)
-            .retry(retry)
+            .retry(RetryOptions::none())
             .transport(azure_core::TransportOptions::new(http))
             .container_client(config.container.clone());
         let describe = describe(&resolved.account, &config.container, &resolved.endpoint);
@@ -218,6 +211,7 @@ impl AzureStore {
             describe,
             scrubber: Scrubber::new(resolved.secrets),
             list_page_size: None,
+            retry: config.retry,
         })
     }
 
@@ -243,26 +237,40 @@ impl AzureStore {
         self.container.blob_client(key)
     }
 
-    fn map_err(&self, key: &str, err: &azure_core::Error) -> StoreError {
-        classify(&self.describe, key, err, &self.scrubber)
+    fn map_err(&self, key: &str, request: Request, err: &azure_core::Error) -> StoreError {
+        classify(&self.describe, key, request, err, &self.scrubber)
     }
 
-    /// Runs one operation that moves about `len` bytes under [`operation_deadline`],
-    /// mapping its error.
-    async fn bounded<T, F>(&self, key: &str, what: &str, len: u64, fut: F) -> Result<T, StoreError>
+    /// Sends the request `make` builds, each attempt under the deadline of a request
+    /// that moves about `len` bytes (the SDK's HTTP client sets no timeout at all, so
+    /// without it a store that accepts the connection and never answers would hang
+    /// `archive_command`), retried by the store's policy.
+    async fn bounded<T, F, Fut>(
+        &self,
+        key: &str,
+        what: &str,
+        request: Request,
+        len: u64,
+        make: F,
+    ) -> Result<T, StoreError>
     where
-        F: Future<Output = azure_core::Result<T>>,
+        F: Fn() -> Fut,
+        Fut: Future<Output = azure_core::Result<T>>,
     {
-        let after = operation_deadline(len);
-        match tokio::time::timeout(after, fut).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(self.map_err(key, &err)),
-            Err(_) => Err(StoreError::TimedOut {
-                store: self.describe.clone(),
-                what: format!("{what} {key}"),
-                after,
-            }),
-        }
+        let after = deadline::for_body(len);
+        self.retry
+            .run(key, after, || async {
+                match tokio::time::timeout(after, make()).await {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(err)) => Err(self.map_err(key, request, &err)),
+                    Err(_) => Err(StoreError::timed_out(
+                        &self.describe,
+                        format!("{what} {key}"),
+                        after,
+                    )),
+                }
+            })
+            .await
     }
 
     async fn put_single(
@@ -287,9 +295,11 @@ impl AzureStore {
             request = request.encryption_scope(scope.clone());
         }
         let len = body_len as u64;
-        self.bounded(key, "Put Blob", len, request.into_future())
-            .await
-            .map(drop)
+        self.bounded(key, "Put Blob", Request::Create, len, || {
+            request.clone().into_future()
+        })
+        .await
+        .map(drop)
     }
 
     async fn put_blocks(
@@ -315,9 +325,11 @@ impl AzureStore {
                 let len = chunk.len() as u64;
                 let request = blob.put_block(id, chunk).context(context.clone());
                 async move {
-                    self.bounded(key, "Put Block", len, request.into_future())
-                        .await
-                        .map(drop)
+                    self.bounded(key, "Put Block", Request::Create, len, || {
+                        request.clone().into_future()
+                    })
+                    .await
+                    .map(drop)
                 }
             })
             .buffer_unordered(BLOCK_CONCURRENCY)
@@ -339,23 +351,29 @@ impl AzureStore {
         if let Some(tags) = tags {
             request = request.tags(tags);
         }
-        match self
-            .bounded(key, "Put Block List", 0, request.into_future())
-            .await
-        {
-            Ok(_) => Ok(()),
-            // When another writer committed the blob while our blocks were in flight, the
-            // service discarded our uncommitted blocks and may answer InvalidBlockList
-            // before it evaluates the condition: the blob exists, which is what counts.
-            Err(StoreError::Other { detail, .. })
-                if detail.contains("InvalidBlockList") && self.head(key).await?.is_some() =>
-            {
-                Err(StoreError::AlreadyExists {
-                    store: self.describe.clone(),
-                    key: key.to_owned(),
-                })
+        // When another writer committed the blob while our blocks were in flight, the
+        // service discarded our uncommitted blocks and may answer InvalidBlockList
+        // before it evaluates the condition: the blob exists, which is what counts.
+        let commit = || async {
+            match request.clone().into_future().await {
+                Ok(_) => Ok(Ok(())),
+                Err(err)
+                    if http_status(&err).is_some_and(|(_, code)| code == "InvalidBlockList") =>
+                {
+                    Ok(Err(err))
+                }
+                Err(err) => Err(err),
             }
-            Err(other) => Err(other),
+        };
+        match self
+            .bounded(key, "Put Block List", Request::Create, 0, commit)
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(_) if self.head(key).await?.is_some() => {
+                Err(StoreError::already_exists(&self.describe, key))
+            }
+            Err(err) => Err(self.map_err(key, Request::Create, &err)),
         }
     }
 }
@@ -372,10 +390,12 @@ impl Store for AzureStore {
         body: Bytes,
         options: &PutOptions,
     ) -> Result<(), StoreError> {
-        let metadata = encode_metadata(&options.metadata).map_err(|detail| StoreError::Other {
-            store: self.describe.clone(),
-            detail: format!("{key}: {detail}"),
-            transient: false,
+        let metadata = encode_metadata(&options.metadata).map_err(|detail| {
+            StoreError::new(
+                walship_store::ErrorKind::Rejected,
+                &self.describe,
+                format!("{key}: {detail}"),
+            )
         })?;
         let tags = encode_tags(&options.tags);
         if body.len() > BLOCK_UPLOAD_THRESHOLD {
@@ -386,6 +406,59 @@ impl Store for AzureStore {
     }
 
     async fn get(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
+        // A download is a series of ranged requests; a failed one starts it over.
+        self.retry
+            .run(key, deadline::for_body(DOWNLOAD_CHUNK), || {
+                self.get_once(key)
+            })
+            .await
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let request = self.blob(key).get_properties();
+        match self
+            .bounded(key, "Get Blob Properties", Request::Read, 0, || {
+                request.clone().into_future()
+            })
+            .await
+        {
+            Ok(response) => Ok(Some(ObjectInfo {
+                key: key.to_owned(),
+                size: response.blob.properties.content_length,
+                metadata: decode_metadata(response.blob.metadata.as_ref()),
+            })),
+            Err(e) if e.kind() == walship_store::ErrorKind::NotFound => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        // A listing is a series of paged requests; a failed one starts it over.
+        self.retry
+            .run(prefix, deadline::for_small_request(), || {
+                self.list_once(prefix)
+            })
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let request = self.blob(key).delete();
+        match self
+            .bounded(key, "Delete Blob", Request::Read, 0, || {
+                request.clone().into_future()
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == walship_store::ErrorKind::NotFound => Ok(()),
+            Err(other) => Err(other),
+        }
+    }
+}
+
+impl AzureStore {
+    /// One download, each ranged request under its own deadline.
+    async fn get_once(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
         let mut stream = self
             .blob(key)
             .get()
@@ -395,15 +468,15 @@ impl Store for AzureStore {
         let mut metadata = None;
         loop {
             // Each ranged request of the download: its headers, then its chunk below.
-            let after = operation_deadline(0);
+            let after = deadline::for_small_request();
             let next = match tokio::time::timeout(after, stream.next()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    return Err(StoreError::TimedOut {
-                        store: self.describe.clone(),
-                        what: format!("Get Blob {key}"),
+                    return Err(StoreError::timed_out(
+                        &self.describe,
+                        format!("Get Blob {key}"),
                         after,
-                    });
+                    ));
                 }
             };
             let Some(response) = next else { break };
@@ -413,14 +486,11 @@ impl Store for AzureStore {
                 Err(err) if is_invalid_range(&err) && body.is_empty() => {
                     return match self.head(key).await? {
                         Some(info) if info.size == 0 => Ok((Bytes::new(), info)),
-                        Some(_) => Err(self.map_err(key, &err)),
-                        None => Err(StoreError::NotFound {
-                            store: self.describe.clone(),
-                            key: key.to_owned(),
-                        }),
+                        Some(_) => Err(self.map_err(key, Request::Read, &err)),
+                        None => Err(StoreError::not_found(&self.describe, key)),
                     };
                 }
-                Err(err) => return Err(self.map_err(key, &err)),
+                Err(err) => return Err(self.map_err(key, Request::Read, &err)),
             };
             if metadata.is_none() {
                 metadata = Some(decode_metadata(response.blob.metadata.as_ref()));
@@ -428,18 +498,22 @@ impl Store for AzureStore {
             let chunk_deadline = deadline::for_body(DOWNLOAD_CHUNK);
             let chunk = tokio::time::timeout(chunk_deadline, response.data.collect())
                 .await
-                .map_err(|_| StoreError::TimedOut {
-                    store: self.describe.clone(),
-                    what: format!("{key} (reading the blob's body)"),
-                    after: chunk_deadline,
+                .map_err(|_| {
+                    StoreError::timed_out(
+                        &self.describe,
+                        format!("{key} (reading the blob's body)"),
+                        chunk_deadline,
+                    )
                 })?
-                .map_err(|err| StoreError::Other {
-                    store: self.describe.clone(),
-                    detail: format!(
-                        "{key}: reading the blob failed: {}",
-                        self.scrubber.scrub(&error_chain(&err))
-                    ),
-                    transient: true,
+                .map_err(|err| {
+                    StoreError::new(
+                        walship_store::ErrorKind::Response,
+                        &self.describe,
+                        format!(
+                            "{key}: reading the blob failed: {}",
+                            self.scrubber.scrub(&error_chain(&err))
+                        ),
+                    )
                 })?;
             body.extend_from_slice(&chunk);
         }
@@ -451,23 +525,8 @@ impl Store for AzureStore {
         Ok((Bytes::from(body), info))
     }
 
-    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
-        let request = self.blob(key).get_properties();
-        match self
-            .bounded(key, "Get Blob Properties", 0, request.into_future())
-            .await
-        {
-            Ok(response) => Ok(Some(ObjectInfo {
-                key: key.to_owned(),
-                size: response.blob.properties.content_length,
-                metadata: decode_metadata(response.blob.metadata.as_ref()),
-            })),
-            Err(StoreError::NotFound { .. }) => Ok(None),
-            Err(other) => Err(other),
-        }
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+    /// One listing, each page under its own deadline.
+    async fn list_once(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let mut request = self.container.list_blobs().include_metadata(true);
         if !prefix.is_empty() {
             request = request.prefix(prefix.to_owned());
@@ -478,16 +537,16 @@ impl Store for AzureStore {
         let mut pages = request.into_stream();
         let mut out = Vec::new();
         loop {
-            let after = operation_deadline(0);
+            let after = deadline::for_small_request();
             let page = match tokio::time::timeout(after, pages.next()).await {
-                Ok(Some(page)) => page.map_err(|err| self.map_err(prefix, &err))?,
+                Ok(Some(page)) => page.map_err(|err| self.map_err(prefix, Request::List, &err))?,
                 Ok(None) => break,
                 Err(_) => {
-                    return Err(StoreError::TimedOut {
-                        store: self.describe.clone(),
-                        what: format!("List Blobs {prefix}"),
+                    return Err(StoreError::timed_out(
+                        &self.describe,
+                        format!("List Blobs {prefix}"),
                         after,
-                    });
+                    ));
                 }
             };
             for blob in page.blobs.blobs() {
@@ -500,17 +559,6 @@ impl Store for AzureStore {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
-    }
-
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let request = self.blob(key).delete();
-        match self
-            .bounded(key, "Delete Blob", 0, request.into_future())
-            .await
-        {
-            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
-            Err(other) => Err(other),
-        }
     }
 }
 
@@ -1133,11 +1181,17 @@ fn has_io_cause(err: &azure_core::Error) -> bool {
     false
 }
 
-/// Maps an SDK error onto the store's error enum. Pure, so that it can be tested without
-/// a server.
-fn classify(store: &str, key: &str, err: &azure_core::Error, scrubber: &Scrubber) -> StoreError {
-    let store = store.to_owned();
-    let key = key.to_owned();
+/// Maps an SDK error onto the store's error kinds, through the one status mapping every
+/// store shares. Pure, so that it can be tested without a server. The SDK's error is
+/// not kept as the source: its text can quote a SAS URL.
+fn classify(
+    store: &str,
+    key: &str,
+    request: Request,
+    err: &azure_core::Error,
+    scrubber: &Scrubber,
+) -> StoreError {
+    use walship_store::ErrorKind as Kind;
     match err.kind() {
         ErrorKind::HttpResponse { status, error_code } => {
             let status = u16::from(*status);
@@ -1154,59 +1208,42 @@ fn classify(store: &str, key: &str, err: &azure_core::Error, scrubber: &Scrubber
             } else {
                 format!("{short}: {message}")
             };
-            match (status, code.as_str()) {
-                (412, _) | (409, "BlobAlreadyExists") => StoreError::AlreadyExists { store, key },
-                (404, "ContainerNotFound") | (409, "ContainerBeingDeleted") => {
-                    StoreError::ContainerMissing { store, detail }
-                }
-                (404, _) => StoreError::NotFound { store, key },
+            match status::kind_of(request, status, &code) {
+                Kind::AlreadyExists => StoreError::already_exists(store, key),
+                Kind::NotFound => StoreError::not_found(store, key),
+                Kind::ContainerMissing => StoreError::new(Kind::ContainerMissing, store, detail),
                 // The service's own message for authentication failures can quote the
                 // string it signed; the code says enough.
-                (401 | 403, _) => StoreError::Denied {
-                    store,
-                    detail: format!("{key}: {short}"),
-                },
-                (408 | 429 | 500..=599, _) | (_, "ServerBusy" | "OperationTimedOut") => {
-                    StoreError::Other {
-                        store,
-                        detail: format!("{key}: {detail}"),
-                        transient: true,
-                    }
-                }
-                _ => StoreError::Other {
-                    store,
-                    detail: format!("{key}: {detail}"),
-                    transient: false,
-                },
+                Kind::Denied => StoreError::new(Kind::Denied, store, format!("{key}: {short}")),
+                kind => StoreError::new(kind, store, format!("{key}: {detail}")),
             }
         }
-        ErrorKind::Io => StoreError::Unreachable {
+        ErrorKind::Io => StoreError::new(
+            Kind::Connection,
             store,
-            detail: format!("{key}: {}", scrubber.scrub(&error_chain(err))),
-        },
+            format!("{key}: {}", scrubber.scrub(&error_chain(err))),
+        ),
         ErrorKind::Credential => {
             let detail = format!(
                 "{key}: cannot obtain an Azure AD token: {}",
                 scrubber.scrub(&error_chain(err))
             );
-            match http_status(err) {
-                Some((status, _)) if (400..500).contains(&status) && status != 429 => {
-                    StoreError::Denied { store, detail }
-                }
-                Some(_) => StoreError::Other {
-                    store,
-                    detail,
-                    transient: true,
-                },
-                None if has_io_cause(err) => StoreError::Unreachable { store, detail },
-                None => StoreError::Denied { store, detail },
-            }
+            // The token endpoint's own answer, when there was one: a 4xx refuses the
+            // identity, anything else is the endpoint failing (and passes).
+            let kind = match http_status(err) {
+                Some((status, _)) if (400..500).contains(&status) && status != 429 => Kind::Denied,
+                Some((429, _)) => Kind::Throttled,
+                Some(_) => Kind::Server,
+                None if has_io_cause(err) => Kind::Connection,
+                None => Kind::Denied,
+            };
+            StoreError::new(kind, store, detail)
         }
-        _ => StoreError::Other {
+        _ => StoreError::new(
+            Kind::Rejected,
             store,
-            detail: format!("{key}: {}", scrubber.scrub(&error_chain(err))),
-            transient: false,
-        },
+            format!("{key}: {}", scrubber.scrub(&error_chain(err))),
+        ),
     }
 }
 

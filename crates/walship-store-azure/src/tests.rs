@@ -14,6 +14,7 @@ fn config(auth: AzureAuth) -> AzureStoreConfig {
         auth,
         encryption_scope: None,
         ca_bundle: None,
+        retry: RetryPolicy::default(),
     }
 }
 
@@ -27,21 +28,8 @@ fn http_error(status: u16, code: Option<&str>) -> azure_core::Error {
     )
 }
 
-fn kind(err: &StoreError) -> &'static str {
-    match err {
-        StoreError::AlreadyExists { .. } => "AlreadyExists",
-        StoreError::NotFound { .. } => "NotFound",
-        StoreError::ContainerMissing { .. } => "ContainerMissing",
-        StoreError::Denied { .. } => "Denied",
-        StoreError::Unreachable { .. } => "Unreachable",
-        StoreError::TimedOut { .. } => "TimedOut",
-        StoreError::Other {
-            transient: true, ..
-        } => "Other(transient)",
-        StoreError::Other {
-            transient: false, ..
-        } => "Other",
-    }
+fn kind(err: &StoreError) -> String {
+    format!("{:?}", err.kind())
 }
 
 #[test]
@@ -57,17 +45,29 @@ fn http_errors_map_onto_the_store_errors() {
         (401, Some("NoAuthenticationInformation"), "Denied"),
         (403, Some("AuthenticationFailed"), "Denied"),
         (403, Some("AuthorizationPermissionMismatch"), "Denied"),
-        (500, Some("InternalError"), "Other(transient)"),
-        (503, Some("ServerBusy"), "Other(transient)"),
-        (500, Some("OperationTimedOut"), "Other(transient)"),
-        (429, None, "Other(transient)"),
-        (408, None, "Other(transient)"),
-        (400, Some("InvalidMetadata"), "Other"),
-        (409, Some("SnapshotsPresent"), "Other"),
+        (500, Some("InternalError"), "Server"),
+        (503, Some("ServerBusy"), "Throttled"),
+        (500, Some("OperationTimedOut"), "Server"),
+        (429, None, "Throttled"),
+        (408, None, "Server"),
+        (400, Some("InvalidMetadata"), "Rejected"),
+        (409, Some("SnapshotsPresent"), "Rejected"),
     ];
     let scrubber = Scrubber::default();
     for (status, code, expected) in table {
-        let err = classify("azure://a/c", "k", &http_error(*status, *code), &scrubber);
+        // Only a create carries a precondition.
+        let request = if matches!(status, 409 | 412) {
+            Request::Create
+        } else {
+            Request::Read
+        };
+        let err = classify(
+            "azure://a/c",
+            "k",
+            request,
+            &http_error(*status, *code),
+            &scrubber,
+        );
         assert_eq!(kind(&err), *expected, "{status} {code:?}: {err}");
     }
 }
@@ -77,6 +77,7 @@ fn already_exists_names_the_key_and_store() {
     let err = classify(
         "azure://a/c",
         "wals/0000000100000000/000000010000000000000001",
+        Request::Create,
         &http_error(409, Some("BlobAlreadyExists")),
         &Scrubber::default(),
     );
@@ -91,6 +92,7 @@ fn denied_says_check_the_credentials_and_shows_no_secret() {
     let err = classify(
         "azure://a/c",
         "k",
+        Request::Read,
         &http_error(403, Some("AuthenticationFailed")),
         &scrubber,
     );
@@ -108,8 +110,14 @@ fn io_errors_are_unreachable_and_scrubbed() {
     );
     let err = azure_core::Error::new(ErrorKind::Io, io);
     let (_, secrets) = sas_credentials(SAS).unwrap();
-    let mapped = classify("azure://a/c", "k", &err, &Scrubber::new(secrets));
-    assert_eq!(kind(&mapped), "Unreachable");
+    let mapped = classify(
+        "azure://a/c",
+        "k",
+        Request::Read,
+        &err,
+        &Scrubber::new(secrets),
+    );
+    assert_eq!(kind(&mapped), "Connection");
     assert!(mapped.is_transient());
     let text = mapped.to_string();
     assert!(!text.contains("SecretSig"), "{text}");
@@ -134,7 +142,13 @@ fn credential_errors_are_denied_or_unreachable() {
         "Azure AD refused the federated token exchange",
     );
     assert_eq!(
-        kind(&classify("s", "k", &refused, &Scrubber::default())),
+        kind(&classify(
+            "s",
+            "k",
+            Request::Read,
+            &refused,
+            &Scrubber::default()
+        )),
         "Denied"
     );
     let io = azure_core::Error::full(
@@ -146,8 +160,14 @@ fn credential_errors_are_denied_or_unreachable() {
         "request token error",
     );
     assert_eq!(
-        kind(&classify("s", "k", &io, &Scrubber::default())),
-        "Unreachable"
+        kind(&classify(
+            "s",
+            "k",
+            Request::Read,
+            &io,
+            &Scrubber::default()
+        )),
+        "Connection"
     );
     let busy = azure_core::Error::full(
         ErrorKind::Credential,
@@ -155,8 +175,14 @@ fn credential_errors_are_denied_or_unreachable() {
         "request token error",
     );
     assert_eq!(
-        kind(&classify("s", "k", &busy, &Scrubber::default())),
-        "Other(transient)"
+        kind(&classify(
+            "s",
+            "k",
+            Request::Read,
+            &busy,
+            &Scrubber::default()
+        )),
+        "Server"
     );
 }
 

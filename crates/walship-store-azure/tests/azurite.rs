@@ -17,7 +17,7 @@ use azure_storage::{CloudLocation, StorageCredentials};
 use azure_storage_blobs::blob::BlockListType;
 use azure_storage_blobs::prelude::{ClientBuilder, ContainerClient};
 use bytes::Bytes;
-use walship_store::{PutOptions, Store, StoreError};
+use walship_store::{ErrorKind, PutOptions, Store};
 use walship_store_azure::{AzureAuth, AzureStore, AzureStoreConfig, BLOCK_UPLOAD_THRESHOLD};
 
 const ACCOUNT: &str = "devstoreaccount1";
@@ -164,6 +164,7 @@ impl Azurite {
             auth,
             encryption_scope: None,
             ca_bundle: None,
+            retry: walship_store::RetryPolicy::default(),
         }
     }
 
@@ -234,7 +235,7 @@ async fn put_get_head_delete_and_create_only() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::AlreadyExists { .. }),
+        err.kind() == ErrorKind::AlreadyExists,
         "second put: {err:?}"
     );
     let (again, info) = store.get(key).await.unwrap();
@@ -243,7 +244,7 @@ async fn put_get_head_delete_and_create_only() {
 
     // A missing blob: NotFound on get, None on head.
     let err = store.get("no/such/blob").await.unwrap_err();
-    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    assert!(err.kind() == ErrorKind::NotFound, "{err:?}");
     assert!(store.head("no/such/blob").await.unwrap().is_none());
 
     // Delete is idempotent.
@@ -286,7 +287,7 @@ async fn concurrent_create_only_puts_have_exactly_one_winner() {
             let (body, result) = task.await.unwrap();
             match result {
                 Ok(()) => winners.push(body),
-                Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(other) => panic!("{key}: unexpected error {other:?}"),
             }
         }
@@ -297,6 +298,22 @@ async fn concurrent_create_only_puts_have_exactly_one_winner() {
             "{key}: the stored blob is the winner's"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_azure_store_passes_the_conformance_suite() {
+    let azurite = Azurite::start();
+    azurite.create_container("conformance").await;
+    let store = azurite
+        .shared_key_store("conformance")
+        .with_list_page_size(5);
+    let scratch = tempfile::tempdir().unwrap();
+    walship_store::conformance::run(
+        std::sync::Arc::new(store),
+        walship_store::conformance::Server::Faithful,
+        scratch.path(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,7 +363,7 @@ async fn a_missing_container_is_reported_as_such() {
     let list = store.list("").await.unwrap_err();
     for err in [put, get, head, list] {
         assert!(
-            matches!(err, StoreError::ContainerMissing { .. }),
+            err.kind() == ErrorKind::ContainerMissing,
             "expected ContainerMissing, got {err:?}"
         );
         assert!(!err.is_transient());
@@ -370,13 +387,13 @@ async fn a_wrong_shared_key_is_denied_without_showing_the_key() {
         .put_create("k", Bytes::from_static(b"x"), &Default::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Denied { .. }), "{err:?}");
+    assert!(err.kind() == ErrorKind::Denied, "{err:?}");
     let text = format!("{err} {err:?}");
     assert!(text.contains("check the credentials"), "{text}");
     assert!(!text.contains(wrong), "{text}");
     assert!(!text.contains(KEY), "{text}");
     let err = store.head("k").await.unwrap_err();
-    assert!(matches!(err, StoreError::Denied { .. }), "head: {err:?}");
+    assert!(err.kind() == ErrorKind::Denied, "head: {err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,7 +437,7 @@ async fn a_container_sas_token_authenticates() {
         .put_create("a/1", Bytes::from_static(b"two"), &Default::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
+    assert!(err.kind() == ErrorKind::AlreadyExists, "{err:?}");
     store.delete("a/1").await.unwrap();
 
     // A read-only SAS cannot write: Denied, and the signature is not in the message.
@@ -453,7 +470,7 @@ async fn a_container_sas_token_authenticates() {
         .put_create("a/2", Bytes::from_static(b"x"), &Default::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Denied { .. }), "{err:?}");
+    assert!(err.kind() == ErrorKind::Denied, "{err:?}");
     let text = format!("{err} {err:?}");
     assert!(!text.contains(&sig), "{text}");
 }
@@ -514,7 +531,7 @@ async fn a_large_body_goes_through_blocks_and_round_trips() {
         .put_create("big/1", pattern(len, 9), &Default::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
+    assert!(err.kind() == ErrorKind::AlreadyExists, "{err:?}");
     assert!(store.get("big/1").await.unwrap().0 == body);
 }
 

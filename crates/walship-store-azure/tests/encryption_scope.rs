@@ -70,6 +70,7 @@ async fn every_write_carries_the_encryption_scope() {
         },
         encryption_scope: Some("walscope".to_owned()),
         ca_bundle: None,
+        retry: walship_store::RetryPolicy::default(),
     })
     .unwrap();
     let options = PutOptions::default();

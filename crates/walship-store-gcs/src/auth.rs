@@ -306,9 +306,10 @@ impl TokenProvider for MetadataServer {
 // ---------------------------------------------------------------------------------------
 // Errors
 
-/// Maps a token failure onto the store's error enum.
+/// Maps a token failure onto the store's error kinds: a 4xx from the token endpoint
+/// refuses the identity, anything else is the endpoint failing.
 pub(crate) fn classify_token_error(store: &str, key: &str, err: &gcp_auth::Error) -> StoreError {
-    let store = store.to_owned();
+    use walship_store::ErrorKind;
     let detail = format!(
         "{key}: cannot obtain a Google access token: {}",
         walship_store::error_chain(err)
@@ -316,38 +317,31 @@ pub(crate) fn classify_token_error(store: &str, key: &str, err: &gcp_auth::Error
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(m) = e.downcast_ref::<MetadataError>() {
-            return match m.status {
-                Some(s) if (400..500).contains(&s) && s != 429 => {
-                    StoreError::Denied { store, detail }
-                }
-                Some(_) => StoreError::Other {
-                    store,
-                    detail,
-                    transient: true,
-                },
-                None => StoreError::Unreachable { store, detail },
+            let kind = match m.status {
+                Some(s) if (400..500).contains(&s) && s != 429 => ErrorKind::Denied,
+                Some(429) => ErrorKind::Throttled,
+                Some(_) => ErrorKind::Server,
+                None => ErrorKind::Connection,
             };
+            return StoreError::new(kind, store, detail);
         }
         source = e.source();
     }
     match err {
         // gcp_auth's answer when the token endpoint returned an error status (after its
         // own retries); the status itself is not kept.
-        gcp_auth::Error::Str("token request failed") => StoreError::Denied {
+        gcp_auth::Error::Str("token request failed") => StoreError::new(
+            ErrorKind::Denied,
             store,
-            detail: format!(
+            format!(
                 "{key}: cannot obtain a Google access token: the token endpoint (the key \
                  file's token_uri) refused the signed assertion; check that the key is \
                  current and its service account enabled"
             ),
-        },
+        ),
         gcp_auth::Error::Other("HTTP request failed", _) | gcp_auth::Error::Http(..) => {
-            StoreError::Unreachable { store, detail }
+            StoreError::new(ErrorKind::Connection, store, detail)
         }
-        _ => StoreError::Other {
-            store,
-            detail,
-            transient: false,
-        },
+        _ => StoreError::new(ErrorKind::Rejected, store, detail),
     }
 }

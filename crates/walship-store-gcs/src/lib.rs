@@ -17,9 +17,9 @@
 //!   own libraries do; gcp_auth hard-codes `metadata.google.internal`);
 //! - the API endpoint is `endpointURL` when set, else `STORAGE_EMULATOR_HOST` (as Google's
 //!   clients read it), else `https://storage.googleapis.com`;
-//! - HTTP statuses and transport failures are mapped onto the store's small error enum,
-//!   transient ones (408, 429, 5xx, timeouts, connection failures) marked as such and
-//!   retried a few times here with backoff.
+//! - HTTP statuses go through the status mapping all stores share
+//!   ([`walship_store::status`]), transport failures onto the same kinds; each request
+//!   is retried by the store's [`RetryPolicy`].
 //!
 //! Why direct JSON-API calls rather than a GCS client crate: walship needs six calls
 //! (multipart upload, resumable upload, object resource, media download, list, delete)
@@ -51,9 +51,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::StatusCode;
 use serde::Deserialize;
-use walship_store::{Metadata, ObjectInfo, PutOptions, Store, StoreError, deadline};
+use walship_store::status::{self, Request};
+use walship_store::{
+    ErrorKind, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError, deadline,
+};
 
 pub use auth::{GcsAuth, MetadataServer};
 
@@ -68,9 +70,6 @@ pub const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
 pub const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 /// How long getting an access token (with gcp_auth's own retries) may take.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Attempts for a request that failed transiently (the first one included).
-const ATTEMPTS: u32 = 4;
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Characters escaped in an object name used as one URL path segment: everything but
 /// RFC 3986's unreserved set, so `/` becomes `%2F` as the JSON API requires.
@@ -88,6 +87,8 @@ pub struct GcsStoreConfig {
     /// `STORAGE_EMULATOR_HOST`, then on [`GOOGLE_ENDPOINT`].
     pub endpoint_url: Option<String>,
     pub auth: GcsAuth,
+    /// How each request is retried.
+    pub retry: RetryPolicy,
 }
 
 /// Why the store could not be built. Messages name the setting and what is expected,
@@ -118,6 +119,7 @@ pub struct GcsStore {
     resumable_threshold: usize,
     resumable_chunk: usize,
     list_page_size: Option<u32>,
+    retry: RetryPolicy,
 }
 
 impl fmt::Debug for GcsStore {
@@ -165,6 +167,7 @@ impl GcsStore {
             resumable_threshold: RESUMABLE_THRESHOLD,
             resumable_chunk: RESUMABLE_CHUNK,
             list_page_size: None,
+            retry: config.retry,
         })
     }
 
@@ -203,58 +206,60 @@ impl GcsStore {
             Ok(result) => {
                 result.map_err(|err| auth::classify_token_error(&self.describe, key, &err))
             }
-            Err(_) => Err(StoreError::TimedOut {
-                store: self.describe.clone(),
-                what: format!("{key}: the Google access token request"),
-                after: TOKEN_TIMEOUT,
-            }),
+            Err(_) => Err(StoreError::timed_out(
+                &self.describe,
+                format!("{key}: the Google access token request"),
+                TOKEN_TIMEOUT,
+            )),
         }
     }
 
-    /// Sends the request `build` makes, with a fresh token each attempt, retrying
-    /// transient failures. Returns the response whatever its status, or the transport
-    /// error mapped onto [`StoreError`]; `what` names the call in messages. Each attempt
-    /// has the deadline of a request moving `len` bytes (the response's body included),
-    /// and no retry starts past [`deadline::for_operation`], so a silent store is given
-    /// up within tens of seconds, as the other stores do.
-    async fn send(
+    /// Sends the request `build` makes, with a fresh token, and reads the whole answer:
+    /// one attempt. An error status is mapped through the shared status mapping; `what`
+    /// names the call in messages. The attempt has the deadline `per_attempt`, the
+    /// response's body included.
+    async fn exchange_once(
         &self,
         key: &str,
         what: &str,
+        request: Request,
+        per_attempt: Duration,
+        build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
+    ) -> Result<(reqwest::header::HeaderMap, Bytes), StoreError> {
+        let token = self.token(key).await?;
+        let response = build()
+            .timeout(per_attempt)
+            .bearer_auth(token.as_str())
+            .send()
+            .await
+            .map_err(|err| self.transport_error(key, what, per_attempt, err))?;
+        if !response.status().is_success() {
+            return Err(self.status_error(key, what, request, response).await);
+        }
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| self.transport_error(key, what, per_attempt, err))?;
+        Ok((headers, body))
+    }
+
+    /// [`GcsStore::exchange_once`] for a request moving about `len` bytes, retried by
+    /// the store's policy.
+    async fn exchange(
+        &self,
+        key: &str,
+        what: &str,
+        request: Request,
         len: u64,
         build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
-    ) -> Result<reqwest::Response, StoreError> {
+    ) -> Result<(reqwest::header::HeaderMap, Bytes), StoreError> {
         let per_attempt = deadline::for_body(len);
-        let give_up = tokio::time::Instant::now() + deadline::for_operation(per_attempt);
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 1;
-        loop {
-            let err = match self.token(key).await {
-                Ok(token) => match build()
-                    .timeout(per_attempt)
-                    .bearer_auth(token.as_str())
-                    .send()
-                    .await
-                {
-                    Ok(response) if is_transient_status(response.status()) => {
-                        self.status_error(key, what, Op::Read, response).await
-                    }
-                    Ok(response) => return Ok(response),
-                    Err(err) => self.transport_error(key, what, per_attempt, &err),
-                },
-                Err(err) => err,
-            };
-            if !err.is_transient()
-                || attempt >= ATTEMPTS
-                || tokio::time::Instant::now() + backoff >= give_up
-            {
-                return Err(err);
-            }
-            tracing::debug!(store = %self.describe, key, what, attempt, error = %err, "retrying");
-            tokio::time::sleep(backoff).await;
-            backoff *= 2;
-            attempt += 1;
-        }
+        self.retry
+            .run(key, per_attempt, || {
+                self.exchange_once(key, what, request, per_attempt, build)
+            })
+            .await
     }
 
     /// `after`: the deadline the request had, for a timeout's message.
@@ -263,43 +268,40 @@ impl GcsStore {
         key: &str,
         what: &str,
         after: Duration,
-        err: &reqwest::Error,
+        err: reqwest::Error,
     ) -> StoreError {
         // reqwest's messages quote the URL: endpoint, bucket and object name, nothing
         // secret (the token travels in a header).
-        let detail = format!("{key}: {what}: {}", walship_store::error_chain(err));
+        let detail = format!("{key}: {what}: {}", walship_store::error_chain(&err));
         // A connect timeout is a store that cannot be reached; only a timeout after the
         // request went out is a store that does not answer.
-        if err.is_timeout() && !err.is_connect() {
-            StoreError::TimedOut {
-                store: self.describe.clone(),
-                what: format!("{what} {key}"),
-                after,
-            }
+        let mapped = if err.is_timeout() && !err.is_connect() {
+            StoreError::timed_out(&self.describe, format!("{what} {key}"), after)
         } else if err.is_connect() || err.is_request() {
-            StoreError::Unreachable {
-                store: self.describe.clone(),
-                detail,
-            }
+            StoreError::new(ErrorKind::Connection, &self.describe, detail)
         } else {
-            StoreError::Other {
-                store: self.describe.clone(),
-                detail,
-                transient: true,
-            }
-        }
+            // The answer broke off or could not be decoded.
+            StoreError::new(ErrorKind::Response, &self.describe, detail)
+        };
+        mapped.with_source(err)
     }
 
     async fn status_error(
         &self,
         key: &str,
         what: &str,
-        op: Op,
+        request: Request,
         response: reqwest::Response,
     ) -> StoreError {
         let status = response.status().as_u16();
+        let retry_after = status::retry_after(
+            response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+        );
         let body = response.text().await.unwrap_or_default();
-        classify(&self.describe, key, what, op, status, &body)
+        classify(&self.describe, key, what, request, status, &body).with_retry_after(retry_after)
     }
 
     async fn put_multipart(
@@ -310,22 +312,21 @@ impl GcsStore {
     ) -> Result<(), StoreError> {
         let (content_type, payload) = multipart_body(resource, &body);
         let url = self.upload_url();
-        let response = self
-            .send(key, "multipart upload", payload.len() as u64, &|| {
+        self.exchange(
+            key,
+            "multipart upload",
+            Request::Create,
+            payload.len() as u64,
+            &|| {
                 self.http
                     .post(&url)
                     .query(&[("uploadType", "multipart"), ("ifGenerationMatch", "0")])
                     .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
                     .body(payload.clone())
-            })
-            .await?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(self
-                .status_error(key, "multipart upload", Op::Create, response)
-                .await)
-        }
+            },
+        )
+        .await?;
+        Ok(())
     }
 
     async fn put_resumable(
@@ -337,8 +338,8 @@ impl GcsStore {
         let url = self.upload_url();
         let resource = serde_json::to_vec(resource).expect("a JSON value serializes");
         let total = body.len();
-        let response = self
-            .send(key, "resumable upload start", 0, &|| {
+        let (headers, _) = self
+            .exchange(key, "resumable upload start", Request::Create, 0, &|| {
                 self.http
                     .post(&url)
                     .query(&[("uploadType", "resumable"), ("ifGenerationMatch", "0")])
@@ -351,20 +352,16 @@ impl GcsStore {
                     .body(resource.clone())
             })
             .await?;
-        if !response.status().is_success() {
-            return Err(self
-                .status_error(key, "resumable upload start", Op::Create, response)
-                .await);
-        }
-        let session = response
-            .headers()
+        let session = headers
             .get(reqwest::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
-            .ok_or_else(|| StoreError::Other {
-                store: self.describe.clone(),
-                detail: format!("{key}: the resumable upload start returned no session URI"),
-                transient: true,
+            .ok_or_else(|| {
+                StoreError::new(
+                    ErrorKind::Response,
+                    &self.describe,
+                    format!("{key}: the resumable upload start returned no session URI"),
+                )
             })?;
         let mut offset = 0;
         loop {
@@ -391,7 +388,7 @@ impl GcsStore {
                 .send()
                 .await
                 .map_err(|e| {
-                    self.transport_error(key, "resumable upload chunk", chunk_deadline, &e)
+                    self.transport_error(key, "resumable upload chunk", chunk_deadline, e)
                 })?;
             let status = response.status();
             if status.as_u16() == 308 {
@@ -404,13 +401,13 @@ impl GcsStore {
                     .and_then(|v| v.parse::<usize>().ok())
                     .map_or(0, |last| last + 1);
                 if last || persisted <= offset {
-                    return Err(StoreError::Other {
-                        store: self.describe.clone(),
-                        detail: format!(
+                    return Err(StoreError::new(
+                        ErrorKind::Response,
+                        &self.describe,
+                        format!(
                             "{key}: the resumable upload stalled at byte {persisted} of {total}"
                         ),
-                        transient: true,
-                    });
+                    ));
                 }
                 offset = persisted;
                 continue;
@@ -419,7 +416,7 @@ impl GcsStore {
                 return Ok(());
             }
             let err = self
-                .status_error(key, "resumable upload chunk", Op::Create, response)
+                .status_error(key, "resumable upload chunk", Request::Create, response)
                 .await;
             // Best effort: free the session; it expires on its own after a week.
             let _ = self.http.delete(&session).send().await;
@@ -429,43 +426,65 @@ impl GcsStore {
 
     async fn resource(&self, key: &str) -> Result<Option<ObjectResource>, StoreError> {
         let url = self.object_url(key);
-        let response = self
-            .send(key, "object get", 0, &|| self.http.get(&url))
-            .await?;
-        if response.status() == StatusCode::NOT_FOUND {
-            let err = self
-                .status_error(key, "object get", Op::Read, response)
-                .await;
-            return match err {
-                StoreError::NotFound { .. } => Ok(None),
-                other => Err(other),
-            };
-        }
-        if !response.status().is_success() {
-            return Err(self
-                .status_error(key, "object get", Op::Read, response)
-                .await);
-        }
-        let bytes = response.bytes().await.map_err(|e| {
-            self.transport_error(key, "object get", deadline::for_small_request(), &e)
-        })?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StoreError::Other {
-                store: self.describe.clone(),
-                detail: format!("{key}: the object resource is not valid JSON: {e}"),
-                transient: false,
-            })
+        let bytes = match self
+            .exchange(key, "object get", Request::Read, 0, &|| self.http.get(&url))
+            .await
+        {
+            Ok((_, bytes)) => bytes,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            StoreError::new(
+                ErrorKind::Response,
+                &self.describe,
+                format!("{key}: the object resource is not valid JSON: {e}"),
+            )
+        })
     }
-}
 
-/// What a request was doing, which decides what a 404 means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    /// Uploads and lists: the bucket is the only thing that can be missing.
-    Create,
-    /// Reads and deletes of one object.
-    Read,
+    /// The object's resource, then the bytes of exactly that generation: one attempt at
+    /// the download.
+    async fn get_once(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
+        let Some(resource) = self.resource(key).await? else {
+            return Err(StoreError::not_found(&self.describe, key));
+        };
+        let url = self.object_url(key);
+        let generation = resource.generation.clone();
+        let size = resource
+            .size
+            .as_deref()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        let (_, body) = self
+            .exchange_once(
+                key,
+                "object download",
+                Request::Read,
+                deadline::for_body(size),
+                &|| {
+                    let request = self.http.get(&url).query(&[("alt", "media")]);
+                    match &generation {
+                        Some(g) => request.query(&[("generation", g.as_str())]),
+                        None => request,
+                    }
+                },
+            )
+            .await?;
+        let info = resource.into_info();
+        if info.size != body.len() as u64 {
+            return Err(StoreError::new(
+                ErrorKind::Response,
+                &self.describe,
+                format!(
+                    "{key}: the download returned {} bytes, the object has {}",
+                    body.len(),
+                    info.size
+                ),
+            ));
+        }
+        Ok((body, info))
+    }
 }
 
 #[async_trait]
@@ -493,49 +512,11 @@ impl Store for GcsStore {
     }
 
     async fn get(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
-        let Some(resource) = self.resource(key).await? else {
-            return Err(StoreError::NotFound {
-                store: self.describe.clone(),
-                key: key.to_owned(),
-            });
-        };
-        let url = self.object_url(key);
-        let generation = resource.generation.clone();
-        let size = resource
-            .size
-            .as_deref()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
-        let response = self
-            .send(key, "object download", size, &|| {
-                let request = self.http.get(&url).query(&[("alt", "media")]);
-                match &generation {
-                    Some(g) => request.query(&[("generation", g.as_str())]),
-                    None => request,
-                }
-            })
-            .await?;
-        if !response.status().is_success() {
-            return Err(self
-                .status_error(key, "object download", Op::Read, response)
-                .await);
-        }
-        let body = response.bytes().await.map_err(|e| {
-            self.transport_error(key, "object download", deadline::for_body(size), &e)
-        })?;
-        let info = resource.into_info();
-        if info.size != body.len() as u64 {
-            return Err(StoreError::Other {
-                store: self.describe.clone(),
-                detail: format!(
-                    "{key}: the download returned {} bytes, the object has {}",
-                    body.len(),
-                    info.size
-                ),
-                transient: true,
-            });
-        }
-        Ok((body, info))
+        // A failed download starts over from the resource, so that a retry never pairs
+        // one generation's metadata with another's bytes.
+        self.retry
+            .run(key, deadline::for_small_request(), || self.get_once(key))
+            .await
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
@@ -547,8 +528,8 @@ impl Store for GcsStore {
         let mut out = Vec::new();
         let mut page_token: Option<String> = None;
         loop {
-            let response = self
-                .send(prefix, "list", 0, &|| {
+            let (_, bytes) = self
+                .exchange(prefix, "list", Request::List, 0, &|| {
                     let mut request = self.http.get(&url);
                     if !prefix.is_empty() {
                         request = request.query(&[("prefix", prefix)]);
@@ -562,18 +543,12 @@ impl Store for GcsStore {
                     request
                 })
                 .await?;
-            if !response.status().is_success() {
-                return Err(self
-                    .status_error(prefix, "list", Op::Create, response)
-                    .await);
-            }
-            let bytes = response.bytes().await.map_err(|e| {
-                self.transport_error(prefix, "list", deadline::for_small_request(), &e)
-            })?;
-            let page: ListPage = serde_json::from_slice(&bytes).map_err(|e| StoreError::Other {
-                store: self.describe.clone(),
-                detail: format!("{prefix}: the object list is not valid JSON: {e}"),
-                transient: false,
+            let page: ListPage = serde_json::from_slice(&bytes).map_err(|e| {
+                StoreError::new(
+                    ErrorKind::Response,
+                    &self.describe,
+                    format!("{prefix}: the object list is not valid JSON: {e}"),
+                )
             })?;
             out.extend(page.items.into_iter().map(ObjectResource::into_info));
             match page.next_page_token.filter(|t| !t.is_empty()) {
@@ -587,15 +562,13 @@ impl Store for GcsStore {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let url = self.object_url(key);
-        let response = self
-            .send(key, "delete", 0, &|| self.http.delete(&url))
-            .await?;
-        if response.status().is_success() {
-            return Ok(());
-        }
-        match self.status_error(key, "delete", Op::Read, response).await {
-            StoreError::NotFound { .. } => Ok(()),
-            other => Err(other),
+        match self
+            .exchange(key, "delete", Request::Read, 0, &|| self.http.delete(&url))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err),
         }
     }
 }
@@ -775,14 +748,16 @@ fn check_url(text: &str) -> Result<String, String> {
 // ---------------------------------------------------------------------------------------
 // Errors
 
-fn is_transient_status(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 408 | 429 | 500..=599)
-}
-
-/// Maps an HTTP error answer onto the store's error enum. Pure, so that it can be tested
-/// without a server.
-fn classify(store: &str, key: &str, what: &str, op: Op, status: u16, body: &str) -> StoreError {
-    let store = store.to_owned();
+/// Maps an HTTP error answer onto the store's error kinds, through the status mapping
+/// every store shares. Pure, so that it can be tested without a server.
+fn classify(
+    store: &str,
+    key: &str,
+    what: &str,
+    request: Request,
+    status: u16,
+    body: &str,
+) -> StoreError {
     let parsed = serde_json::from_str::<ErrorEnvelope>(body)
         .map(|e| e.error)
         .unwrap_or_default();
@@ -805,30 +780,17 @@ fn classify(store: &str, key: &str, what: &str, op: Op, status: u16, body: &str)
     } else {
         format!("{key}: {what}: {short}: {message}")
     };
-    let bucket_missing = message
-        .to_ascii_lowercase()
-        .contains("bucket does not exist");
-    match status {
-        412 if op == Op::Create => StoreError::AlreadyExists {
-            store,
-            key: key.to_owned(),
-        },
-        404 if op == Op::Create || bucket_missing => StoreError::ContainerMissing { store, detail },
-        404 => StoreError::NotFound {
-            store,
-            key: key.to_owned(),
-        },
-        401 | 403 => StoreError::Denied { store, detail },
-        408 | 429 | 500..=599 => StoreError::Other {
-            store,
-            detail,
-            transient: true,
-        },
-        _ => StoreError::Other {
-            store,
-            detail,
-            transient: false,
-        },
+    // GCS gives a missing bucket and a missing object the same reason, `notFound`; only
+    // the message tells them apart.
+    let bucket_missing = status == 404
+        && message
+            .to_ascii_lowercase()
+            .contains("bucket does not exist");
+    match status::kind_of(request, status, &reason) {
+        _ if bucket_missing => StoreError::new(ErrorKind::ContainerMissing, store, detail),
+        ErrorKind::AlreadyExists => StoreError::already_exists(store, key),
+        ErrorKind::NotFound => StoreError::not_found(store, key),
+        kind => StoreError::new(kind, store, detail),
     }
 }
 

@@ -1,20 +1,7 @@
 use super::*;
 
-fn kind(err: &StoreError) -> &'static str {
-    match err {
-        StoreError::AlreadyExists { .. } => "AlreadyExists",
-        StoreError::NotFound { .. } => "NotFound",
-        StoreError::ContainerMissing { .. } => "ContainerMissing",
-        StoreError::Denied { .. } => "Denied",
-        StoreError::Unreachable { .. } => "Unreachable",
-        StoreError::TimedOut { .. } => "TimedOut",
-        StoreError::Other {
-            transient: true, ..
-        } => "Other(transient)",
-        StoreError::Other {
-            transient: false, ..
-        } => "Other",
-    }
+fn kind(err: &StoreError) -> String {
+    format!("{:?}", err.kind())
 }
 
 fn gcs_error(code: u16, reason: &str, message: &str) -> String {
@@ -25,50 +12,62 @@ fn gcs_error(code: u16, reason: &str, message: &str) -> String {
 
 #[test]
 fn http_errors_map_onto_the_store_errors() {
-    let table: &[(Op, u16, &str, &str, &str)] = &[
+    let table: &[(Request, u16, &str, &str, &str)] = &[
         (
-            Op::Create,
+            Request::Create,
             412,
             "conditionNotMet",
             "At least one of the pre-conditions you specified did not hold.",
             "AlreadyExists",
         ),
         (
-            Op::Create,
+            Request::Create,
             404,
             "notFound",
             "The specified bucket does not exist.",
             "ContainerMissing",
         ),
-        (Op::Create, 404, "", "", "ContainerMissing"),
-        (Op::Read, 404, "notFound", "No such object: b/k", "NotFound"),
+        (Request::Create, 404, "", "", "ContainerMissing"),
         (
-            Op::Read,
+            Request::Read,
+            404,
+            "notFound",
+            "No such object: b/k",
+            "NotFound",
+        ),
+        (
+            Request::Read,
             404,
             "notFound",
             "The specified bucket does not exist.",
             "ContainerMissing",
         ),
-        (Op::Read, 412, "conditionNotMet", "", "Other"),
+        (Request::Read, 412, "conditionNotMet", "", "Rejected"),
         (
-            Op::Create,
+            Request::Create,
             401,
             "required",
             "Anonymous caller does not have storage.objects.create access",
             "Denied",
         ),
         (
-            Op::Read,
+            Request::Read,
             403,
             "forbidden",
             "caller does not have storage.objects.get access",
             "Denied",
         ),
-        (Op::Create, 429, "rateLimitExceeded", "", "Other(transient)"),
-        (Op::Read, 408, "", "", "Other(transient)"),
-        (Op::Read, 500, "backendError", "", "Other(transient)"),
-        (Op::Create, 503, "", "", "Other(transient)"),
-        (Op::Create, 400, "invalid", "Invalid argument.", "Other"),
+        (Request::Create, 429, "rateLimitExceeded", "", "Throttled"),
+        (Request::Read, 408, "", "", "Server"),
+        (Request::Read, 500, "backendError", "", "Server"),
+        (Request::Create, 503, "", "", "Server"),
+        (
+            Request::Create,
+            400,
+            "invalid",
+            "Invalid argument.",
+            "Rejected",
+        ),
     ];
     for (op, status, reason, message, expected) in table {
         let err = classify(
@@ -86,11 +85,11 @@ fn http_errors_map_onto_the_store_errors() {
         "gs://b",
         "k",
         "call",
-        Op::Read,
+        Request::Read,
         502,
         "<html>bad gateway</html>",
     );
-    assert_eq!(kind(&err), "Other(transient)", "{err}");
+    assert_eq!(kind(&err), "Server", "{err}");
 }
 
 #[test]
@@ -99,7 +98,7 @@ fn already_exists_names_the_key_and_the_store() {
         "gs://wal-bucket",
         "pg/wals/0000000100000000/000000010000000000000001",
         "multipart upload",
-        Op::Create,
+        Request::Create,
         412,
         &gcs_error(412, "conditionNotMet", "precondition"),
     );
@@ -115,6 +114,7 @@ fn object_names_are_one_escaped_path_segment() {
             bucket: "bkt".into(),
             endpoint_url: Some("http://127.0.0.1:9/".into()),
             auth: GcsAuth::MetadataServer,
+            retry: walship_store::RetryPolicy::default(),
         },
         &|_| None,
     )
@@ -205,6 +205,7 @@ fn keys_never_show_in_debug_or_errors() {
             bucket: "bkt".into(),
             endpoint_url: None,
             auth,
+            retry: walship_store::RetryPolicy::default(),
         },
         &|_| None,
     )
@@ -272,6 +273,7 @@ fn the_metadata_host_comes_from_gce_metadata_host() {
             bucket: "bkt".into(),
             endpoint_url: None,
             auth: GcsAuth::MetadataServer,
+            retry: walship_store::RetryPolicy::default(),
         },
         &|name| (name == "GCE_METADATA_HOST").then(|| "bad host/x".to_owned()),
     )

@@ -42,9 +42,10 @@ use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::ServerSideEncryption;
 use bytes::Bytes;
+use walship_store::status::{self, Request};
 use walship_store::{
-    CaBundle, Metadata, ObjectInfo, PutOptions, Store, StoreError, deadline, error_chain,
-    source_file_error,
+    CaBundle, ErrorKind, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError,
+    deadline, error_chain,
 };
 
 /// Server-side encryption requested for every object written.
@@ -67,6 +68,8 @@ pub struct S3StoreConfig {
     pub region: Option<String>,
     pub credentials: SharedCredentialsProvider,
     pub sse: Option<Sse>,
+    /// How each request is retried; the SDK's own retries are off.
+    pub retry: RetryPolicy,
 }
 
 impl fmt::Debug for S3StoreConfig {
@@ -77,6 +80,7 @@ impl fmt::Debug for S3StoreConfig {
             .field("ca_bundle", &self.ca_bundle)
             .field("region", &self.region)
             .field("sse", &self.sse)
+            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
@@ -98,7 +102,9 @@ pub struct S3Store {
     bucket: String,
     custom_endpoint: bool,
     sse: Option<Sse>,
+    retry: RetryPolicy,
     describe: String,
+    list_page_size: Option<i32>,
 }
 
 impl fmt::Debug for S3Store {
@@ -152,7 +158,9 @@ impl S3Store {
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .timeout_config(timeouts(deadline::for_small_request()))
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(4));
+            // walship_store's policy retries each request; an SDK retry inside it would
+            // multiply the attempts and stretch the deadlines.
+            .retry_config(aws_config::retry::RetryConfig::disabled());
         if shared.region().is_none() {
             builder = builder.region(Region::from_static("us-east-1"));
         }
@@ -172,18 +180,34 @@ impl S3Store {
             bucket: config.bucket,
             custom_endpoint,
             sse: config.sse,
+            retry: config.retry,
             describe,
+            list_page_size: None,
         })
     }
 
-    fn map_err<E, R>(&self, key: &str, after: Duration, err: SdkError<E, R>) -> StoreError
+    /// Lists in pages of at most `size` keys instead of the service's default (1000).
+    /// Meant for tests that need several pages without thousands of objects.
+    pub fn with_list_page_size(mut self, size: i32) -> Self {
+        self.list_page_size = Some(size.max(1));
+        self
+    }
+
+    /// Maps a failed request for `key` (whose attempt had the deadline `after`) onto
+    /// the store's error kinds, through the one status mapping every store shares.
+    fn map_err<E, R>(
+        &self,
+        key: &str,
+        request: Request,
+        after: Duration,
+        err: SdkError<E, R>,
+    ) -> StoreError
     where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: fmt::Debug + HttpStatus + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: fmt::Debug + HttpResponseParts + Send + Sync + 'static,
     {
-        let store = self.describe.clone();
-        let key = key.to_owned();
-        match &err {
+        let store = &self.describe;
+        let mapped = match &err {
             SdkError::ServiceError(service) => {
                 let status = service.raw().status();
                 let code = service.err().code().unwrap_or("").to_owned();
@@ -193,81 +217,48 @@ impl S3Store {
                 } else {
                     format!("HTTP {status} {code}: {message}")
                 };
-                match (status, code.as_str()) {
-                    (412, _) | (_, "PreconditionFailed") => {
-                        StoreError::AlreadyExists { store, key }
-                    }
-                    (404, "NoSuchBucket") => StoreError::ContainerMissing { store, detail },
-                    (404, _) | (_, "NoSuchKey") | (_, "NotFound") => {
-                        StoreError::NotFound { store, key }
-                    }
-                    (401 | 403, _)
-                    | (_, "InvalidAccessKeyId")
-                    | (_, "SignatureDoesNotMatch")
-                    | (_, "AccessDenied") => StoreError::Denied { store, detail },
-                    // 409 ConditionalRequestConflict: a concurrent create of the same key;
-                    // retrying settles who won.
-                    (409 | 429 | 500..=599, _)
-                    | (_, "SlowDown")
-                    | (_, "RequestTimeout")
-                    | (_, "ConditionalRequestConflict") => StoreError::Other {
-                        store,
-                        detail,
-                        transient: true,
-                    },
-                    _ => StoreError::Other {
-                        store,
-                        detail,
-                        transient: false,
-                    },
+                let retry_after = status::retry_after(service.raw().header("retry-after"));
+                match status::kind_of(request, status, &code) {
+                    ErrorKind::AlreadyExists => StoreError::already_exists(store, key),
+                    ErrorKind::NotFound => StoreError::not_found(store, key),
+                    kind => StoreError::new(kind, store, detail),
                 }
+                .with_retry_after(retry_after)
             }
-            // The operation's bound is what ends a silent store's call (the attempt's
-            // timeout fires first, then the operation's, as no retry fits in it).
-            SdkError::TimeoutError(_) => StoreError::TimedOut {
+            SdkError::TimeoutError(_) => StoreError::timed_out(store, key, after),
+            _ if credentials_failed(&err) => StoreError::new(
+                ErrorKind::Denied,
                 store,
-                what: key,
-                after: deadline::for_operation(after),
-            },
-            _ if credentials_failed(&err) => StoreError::Denied {
-                store,
-                detail: format!(
+                format!(
                     "no AWS credentials could be loaded: {}. With inheritFromIAMRole the pod \
                      needs its identity's environment: IRSA's AWS_ROLE_ARN and \
                      AWS_WEB_IDENTITY_TOKEN_FILE (a service account annotated with \
                      eks.amazonaws.com/role-arn), or an instance role",
                     error_chain(&err)
                 ),
-            },
-            SdkError::DispatchFailure(_) => StoreError::Unreachable {
-                store,
-                detail: error_chain(&err),
-            },
-            SdkError::ResponseError(_) => StoreError::Other {
-                store,
-                detail: error_chain(&err),
-                transient: true,
-            },
-            _ => StoreError::Other {
-                store,
-                detail: error_chain(&err),
-                transient: false,
-            },
-        }
+            ),
+            SdkError::DispatchFailure(_) => {
+                StoreError::new(ErrorKind::Connection, store, error_chain(&err))
+            }
+            // The answer could not be read or parsed (a connection cut mid-answer).
+            SdkError::ResponseError(_) => {
+                StoreError::new(ErrorKind::Response, store, error_chain(&err))
+            }
+            _ => StoreError::new(ErrorKind::Rejected, store, error_chain(&err)),
+        };
+        mapped.with_source(err)
     }
 }
 
-/// The SDK's timeouts for requests whose attempts may each take `attempt`: see
-/// [`walship_store::deadline`]. The whole operation, retries included, gets one silent
-/// attempt's time and a little more (the SDK retries fast failures such as a 503 up to
-/// four times within it), so a silent store holds no caller, and no daemon upload slot,
-/// for minutes: the caller decides whether to try again. The connect timeout is the
-/// same for every operation: the SDK keeps one connection pool per connector setting.
+/// The SDK's timeouts for a request that may take `attempt`: see
+/// [`walship_store::deadline`]. The SDK makes one attempt; the retry policy around it
+/// decides about another. The connect timeout is the same for every operation: the SDK
+/// keeps one connection pool per connector setting.
 fn timeouts(attempt: Duration) -> aws_config::timeout::TimeoutConfig {
     aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(deadline::CONNECT)
         .operation_attempt_timeout(attempt)
-        .operation_timeout(deadline::for_operation(attempt))
+        .operation_timeout(attempt)
         .build()
 }
 
@@ -285,14 +276,19 @@ fn credentials_failed(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The HTTP status of a raw response, for error mapping.
-trait HttpStatus {
+/// The parts of a raw response that error mapping reads.
+trait HttpResponseParts {
     fn status(&self) -> u16;
+    fn header(&self, name: &str) -> Option<&str>;
 }
 
-impl HttpStatus for aws_smithy_runtime_api_shim::HttpResponse {
+impl HttpResponseParts for aws_smithy_runtime_api_shim::HttpResponse {
     fn status(&self) -> u16 {
         self.status().as_u16()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers().get(name)
     }
 }
 
@@ -381,18 +377,24 @@ impl Store for S3Store {
     ) -> Result<(), StoreError> {
         // The signer hashes an in-memory body into the request itself.
         let attempt = deadline::for_body(body.len() as u64);
-        self.put_request(key, body.len() as u64, options)
-            .body(ByteStream::from(body))
-            .customize()
-            .config_override(aws_sdk_s3::config::Builder::new().timeout_config(timeouts(attempt)))
-            .send()
-            .await
-            .map_err(|e| self.map_err(key, attempt, e))?;
+        self.retry
+            .run(key, attempt, || async {
+                self.put_request(key, body.len() as u64, options)
+                    .body(ByteStream::from(body.clone()))
+                    .customize()
+                    .config_override(
+                        aws_sdk_s3::config::Builder::new().timeout_config(timeouts(attempt)),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| self.map_err(key, Request::Create, attempt, e))
+            })
+            .await?;
         Ok(())
     }
 
-    /// Streams the file: the SDK reads it in chunks as it sends (and re-opens it for a
-    /// retry), so an upload holds no copy of the segment.
+    /// Streams the file: each attempt reads it in chunks as it sends, so an upload holds
+    /// no copy of the segment.
     async fn put_create_file(
         &self,
         key: &str,
@@ -400,7 +402,8 @@ impl Store for S3Store {
         len: u64,
         options: &PutOptions,
     ) -> Result<(), StoreError> {
-        let source_err = |detail: String| source_file_error(self.describe.clone(), path, &detail);
+        let source_err =
+            |detail: String| StoreError::source_file(self.describe.clone(), path, &detail);
         let payload_sha256 = match (&options.content_sha256, self.custom_endpoint) {
             (_, false) => None,
             (Some(hash), true) => Some(hash.clone()),
@@ -413,111 +416,85 @@ impl Store for S3Store {
                 Some(hash)
             }
         };
-        let body = ByteStream::read_from()
-            .path(path)
-            .length(Length::Exact(len))
-            .build()
-            .await
-            .map_err(|e| source_err(error_chain(&e)))?;
         let attempt = deadline::for_body(len);
-        let mut request = self
-            .put_request(key, len, options)
-            .body(body)
-            .customize()
-            .config_override(aws_sdk_s3::config::Builder::new().timeout_config(timeouts(attempt)));
-        if let Some(hash) = payload_sha256 {
-            request = request.interceptor(SignPayloadHash(hash));
-        }
-        request
-            .send()
-            .await
-            .map_err(|e| self.map_err(key, attempt, e))?;
+        self.retry
+            .run(key, attempt, || async {
+                let body = ByteStream::read_from()
+                    .path(path)
+                    .length(Length::Exact(len))
+                    .build()
+                    .await
+                    .map_err(|e| source_err(error_chain(&e)))?;
+                let mut request = self
+                    .put_request(key, len, options)
+                    .body(body)
+                    .customize()
+                    .config_override(
+                        aws_sdk_s3::config::Builder::new().timeout_config(timeouts(attempt)),
+                    );
+                if let Some(hash) = &payload_sha256 {
+                    request = request.interceptor(SignPayloadHash(hash.clone()));
+                }
+                request
+                    .send()
+                    .await
+                    .map_err(|e| self.map_err(key, Request::Create, attempt, e))
+            })
+            .await?;
         Ok(())
     }
 
     async fn get(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
+        self.retry
+            .run(key, deadline::for_small_request(), || self.get_once(key))
             .await
-            .map_err(|e| self.map_err(key, deadline::for_small_request(), e))?;
-        let metadata = metadata_of(out.metadata());
-        let expected = out.content_length().map(|l| l.max(0) as u64);
-        // The SDK's timeouts end with the response's headers; the body gets its own
-        // deadline, sized by its announced length.
-        let body_deadline = deadline::for_body(expected.unwrap_or(0));
-        let body = match tokio::time::timeout(body_deadline, out.body.collect()).await {
-            Ok(Ok(body)) => body.into_bytes(),
-            Ok(Err(e)) => {
-                return Err(StoreError::Other {
-                    store: self.describe.clone(),
-                    detail: format!("{key}: reading the object failed: {}", error_chain(&e)),
-                    transient: true,
-                });
-            }
-            Err(_) => {
-                return Err(StoreError::TimedOut {
-                    store: self.describe.clone(),
-                    what: format!("{key} (reading the object's body)"),
-                    after: body_deadline,
-                });
-            }
-        };
-        if let Some(expected) = expected
-            && expected != body.len() as u64
-        {
-            return Err(StoreError::Other {
-                store: self.describe.clone(),
-                detail: format!(
-                    "{key}: got {} bytes but the object is {expected} bytes long",
-                    body.len()
-                ),
-                transient: true,
-            });
-        }
-        let info = ObjectInfo {
-            key: key.to_owned(),
-            size: body.len() as u64,
-            metadata,
-        };
-        Ok((body, info))
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        let attempt = deadline::for_small_request();
+        let found = self
+            .retry
+            .run(key, attempt, || async {
+                self.client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| self.map_err(key, Request::Read, attempt, e))
+            })
+            .await;
+        match found {
             Ok(out) => Ok(Some(ObjectInfo {
                 key: key.to_owned(),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
                 metadata: metadata_of(out.metadata()),
             })),
-            Err(e) => match self.map_err(key, deadline::for_small_request(), e) {
-                StoreError::NotFound { .. } => Ok(None),
-                other => Err(other),
-            },
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let attempt = deadline::for_small_request();
         let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.map_err(prefix, deadline::for_small_request(), e))?;
+        let mut token: Option<String> = None;
+        loop {
+            // Each page is one request, retried on its own.
+            let page = self
+                .retry
+                .run(prefix, attempt, || async {
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&self.bucket)
+                        .prefix(prefix)
+                        .set_max_keys(self.list_page_size)
+                        .set_continuation_token(token.clone())
+                        .send()
+                        .await
+                        .map_err(|e| self.map_err(prefix, Request::List, attempt, e))
+                })
+                .await?;
             for object in page.contents() {
                 if let Some(key) = object.key() {
                     out.push(ObjectInfo {
@@ -527,20 +504,84 @@ impl Store for S3Store {
                     });
                 }
             }
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
+                _ => break,
+            }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.client
-            .delete_object()
+        let attempt = deadline::for_small_request();
+        self.retry
+            .run(key, attempt, || async {
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| self.map_err(key, Request::Read, attempt, e))
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+impl S3Store {
+    /// One GetObject, its body included.
+    async fn get_once(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
+        let out = self
+            .client
+            .get_object()
             .bucket(&self.bucket)
             .key(key)
             .send()
             .await
-            .map_err(|e| self.map_err(key, deadline::for_small_request(), e))?;
-        Ok(())
+            .map_err(|e| self.map_err(key, Request::Read, deadline::for_small_request(), e))?;
+        let metadata = metadata_of(out.metadata());
+        let expected = out.content_length().map(|l| l.max(0) as u64);
+        // The SDK's timeouts end with the response's headers; the body gets its own
+        // deadline, sized by its announced length.
+        let body_deadline = deadline::for_body(expected.unwrap_or(0));
+        let body = match tokio::time::timeout(body_deadline, out.body.collect()).await {
+            Ok(Ok(body)) => body.into_bytes(),
+            Ok(Err(e)) => {
+                return Err(StoreError::new(
+                    ErrorKind::Response,
+                    &self.describe,
+                    format!("{key}: reading the object failed: {}", error_chain(&e)),
+                )
+                .with_source(e));
+            }
+            Err(_) => {
+                return Err(StoreError::timed_out(
+                    &self.describe,
+                    format!("{key} (reading the object's body)"),
+                    body_deadline,
+                ));
+            }
+        };
+        if let Some(expected) = expected
+            && expected != body.len() as u64
+        {
+            return Err(StoreError::new(
+                ErrorKind::Response,
+                &self.describe,
+                format!(
+                    "{key}: got {} bytes but the object is {expected} bytes long",
+                    body.len()
+                ),
+            ));
+        }
+        let info = ObjectInfo {
+            key: key.to_owned(),
+            size: body.len() as u64,
+            metadata,
+        };
+        Ok((body, info))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
-use walship_store::{PutOptions, Store, StoreError};
+use walship_store::{ErrorKind, PutOptions, RetryPolicy, Store};
 use walship_store_s3::{S3Store, S3StoreConfig};
 use walship_testkit::S3Server;
 
@@ -25,9 +25,24 @@ async fn store_for(server: &S3Server) -> S3Store {
             "test",
         )),
         sse: None,
+        retry: RetryPolicy::default(),
     })
     .await
     .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_s3_store_passes_the_conformance_suite() {
+    let server = S3Server::start().unwrap();
+    let store = store_for(&server).await.with_list_page_size(5);
+    let scratch = tempfile::tempdir().unwrap();
+    // s3s-fs checks If-None-Match but not atomically (shared/TEST-INFRA.md).
+    walship_store::conformance::run(
+        std::sync::Arc::new(store),
+        walship_store::conformance::Server::CreateOnlyNotAtomic,
+        scratch.path(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -61,7 +76,7 @@ async fn a_streamed_file_is_stored_verbatim_and_never_overwritten() {
         .put_create_file("a/segment", &other, 9, &options)
         .await
         .unwrap_err();
-    assert!(matches!(again, StoreError::AlreadyExists { .. }), "{again}");
+    assert!(again.kind() == ErrorKind::AlreadyExists, "{again}");
     assert!(store.get("a/segment").await.unwrap().0[..] == data[..]);
 }
 
@@ -104,7 +119,7 @@ async fn a_streamed_file_that_differs_from_its_hash_is_refused() {
         .put_create_file("c/segment", &path, changed.len() as u64, &options)
         .await
         .unwrap_err();
-    assert!(!matches!(err, StoreError::AlreadyExists { .. }), "{err}");
+    assert!(err.kind() != ErrorKind::AlreadyExists, "{err}");
     assert!(store.head("c/segment").await.unwrap().is_none());
 
     options.content_sha256 = Some(hex::encode(Sha256::digest(&changed)));

@@ -9,18 +9,26 @@
 //! This crate knows nothing of WAL, configuration or any cloud SDK. Keys are relative to
 //! the store's root (the bucket, the container or the directory) and always use `/`.
 //!
-//! Dependencies: `async-trait` (object-safe async trait, so the binary can hold a
+//! Dependencies: `sha2` and `hex` (the default streamed put checks the SHA-256 its
+//! caller declared), `async-trait` (object-safe async trait, so the binary can hold a
 //! `Box<dyn Store>` chosen at run time), `bytes` (cheap shared object bodies), `tokio`
 //! (the local store's blocking file work runs on its blocking pool), `thiserror`;
 //! `rustls-pki-types`, `rustls-webpki` and `base64` parse a private CA bundle in full
 //! before any HTTP client sees it ([`CaBundle`]): some SDKs panic on what they cannot
 //! decode.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod deadline;
+mod error;
 mod local;
+pub mod retry;
+pub mod status;
 mod tls;
 
+pub use error::{BoxError, ErrorKind, StoreError, error_chain};
 pub use local::LocalStore;
+pub use retry::RetryPolicy;
 pub use tls::CaBundle;
 
 use std::collections::BTreeMap;
@@ -57,74 +65,6 @@ pub struct ObjectInfo {
     pub metadata: Metadata,
 }
 
-/// Why a store operation failed. Messages name the key and the store, never a credential.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{key}: an object with this key already exists in {store}")]
-    AlreadyExists { store: String, key: String },
-    #[error("{key}: no such object in {store}")]
-    NotFound { store: String, key: String },
-    #[error("{store}: the bucket or container does not exist: {detail}")]
-    ContainerMissing { store: String, detail: String },
-    #[error("{store}: access denied ({detail}); check the credentials and their permissions")]
-    Denied { store: String, detail: String },
-    #[error("{store}: cannot reach the store: {detail}")]
-    Unreachable { store: String, detail: String },
-    /// The store accepted the request but did not answer (or finish answering) within
-    /// the request's deadline ([`deadline`]): a silent or stalled store.
-    #[error("{store}: {what} got no answer within {} s; the store is not answering", after.as_secs())]
-    TimedOut {
-        store: String,
-        /// The call and the key, e.g. `PutObject wals/0000.../...`.
-        what: String,
-        after: std::time::Duration,
-    },
-    #[error("{store}: {detail}")]
-    Other {
-        store: String,
-        detail: String,
-        /// Whether retrying the same request may succeed (5xx, throttling, timeouts).
-        transient: bool,
-    },
-}
-
-impl StoreError {
-    /// Whether the same request may succeed later without anything being changed.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            StoreError::Unreachable { .. } | StoreError::TimedOut { .. } => true,
-            StoreError::Other { transient, .. } => *transient,
-            _ => false,
-        }
-    }
-}
-
-/// An error and its sources on one line (`a: b: c`), skipping a source whose text the
-/// line already holds; SDK errors often nest their real cause several levels down.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
-}
-
-/// The error for a local file that could not be read for an upload (not the store's
-/// fault, and not transient: the file itself is wrong).
-pub fn source_file_error(store: String, path: &Path, detail: &str) -> StoreError {
-    StoreError::Other {
-        store,
-        detail: format!("reading {} for upload: {detail}", path.display()),
-        transient: false,
-    }
-}
-
 /// An object store rooted at a bucket, a container or a directory.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
@@ -142,8 +82,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<(), StoreError>;
 
     /// [`Store::put_create`] with the body read from the file at `path`, which must be
-    /// `len` bytes long and not change meanwhile. Stores that can stream a file override
-    /// this so an upload does not hold the whole file in memory; the default reads it.
+    /// `len` bytes long and not change meanwhile. When `options.content_sha256` is set,
+    /// a body that does not match it is refused and nothing is stored. Stores that can
+    /// stream a file override this so an upload does not hold the whole file in memory;
+    /// the default reads it and checks the hash itself.
     async fn put_create_file(
         &self,
         key: &str,
@@ -153,13 +95,27 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<(), StoreError> {
         let body = tokio::fs::read(path)
             .await
-            .map_err(|e| source_file_error(self.describe(), path, &e.to_string()))?;
+            .map_err(|e| StoreError::source_file(self.describe(), path, &e.to_string()))?;
         if body.len() as u64 != len {
-            return Err(source_file_error(
+            return Err(StoreError::source_file(
                 self.describe(),
                 path,
                 &format!("expected {len} bytes, read {}", body.len()),
             ));
+        }
+        if let Some(expected) = &options.content_sha256 {
+            use sha2::Digest;
+            let actual = hex::encode(sha2::Sha256::digest(&body));
+            if !actual.eq_ignore_ascii_case(expected) {
+                return Err(StoreError::source_file(
+                    self.describe(),
+                    path,
+                    &format!(
+                        "its SHA-256 is {actual}, not the {expected} it had when it was read; \
+                         the file changed"
+                    ),
+                ));
+            }
         }
         self.put_create(key, Bytes::from(body), options).await
     }

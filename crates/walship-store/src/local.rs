@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{Metadata, ObjectInfo, PutOptions, Store, StoreError};
+use crate::{ErrorKind, Metadata, ObjectInfo, PutOptions, Store, StoreError};
 
 const META_DIR: &str = ".walship-meta";
 const TMP_PREFIX: &str = ".walship-tmp-";
@@ -46,7 +46,11 @@ impl LocalStore {
                 .split('/')
                 .any(|part| part.is_empty() || part == "." || part == ".." || part == META_DIR)
         {
-            return Err(self.other(format!("{key:?} is not a valid object key"), false));
+            return Err(StoreError::new(
+                ErrorKind::Rejected,
+                self.describe(),
+                format!("{key:?} is not a valid object key"),
+            ));
         }
         Ok(self.root.join(key))
     }
@@ -55,16 +59,14 @@ impl LocalStore {
         self.root.join(META_DIR).join(key)
     }
 
-    fn other(&self, detail: String, transient: bool) -> StoreError {
-        StoreError::Other {
-            store: self.describe(),
-            detail,
-            transient,
-        }
-    }
-
+    /// A file system call of the store failed: the directory did not serve the request.
     fn io_error(&self, what: &str, path: &Path, err: io::Error) -> StoreError {
-        self.other(format!("{what} {}: {err}", path.display()), false)
+        StoreError::new(
+            ErrorKind::Server,
+            self.describe(),
+            format!("{what} {}: {err}", path.display()),
+        )
+        .with_source(err)
     }
 
     fn put_blocking(&self, key: &str, body: &[u8], options: &PutOptions) -> Result<(), StoreError> {
@@ -80,10 +82,7 @@ impl LocalStore {
         match linked {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(StoreError::AlreadyExists {
-                    store: self.describe(),
-                    key: key.to_string(),
-                });
+                return Err(StoreError::already_exists(self.describe(), key));
             }
             Err(e) => return Err(self.io_error("publishing", &target, e)),
         }
@@ -235,10 +234,9 @@ impl Store for LocalStore {
                     };
                     Ok((Bytes::from(body), info))
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound {
-                    store: this.describe(),
-                    key,
-                }),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    Err(StoreError::not_found(this.describe(), &key))
+                }
                 Err(e) => Err(this.io_error("reading", &path, e)),
             }
         })
@@ -276,17 +274,25 @@ async fn spawn<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(StoreError::Other {
-            store: "file".into(),
-            detail: format!("local store task failed: {e}"),
-            transient: false,
-        })
+        Err(StoreError::new(
+            ErrorKind::Server,
+            "file",
+            format!("local store task failed: {e}"),
+        ))
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_local_store_passes_the_conformance_suite() {
+        let root = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(LocalStore::new(root.path().to_owned()));
+        crate::conformance::run(store, crate::conformance::Server::Faithful, scratch.path()).await;
+    }
 
     fn store() -> (tempfile::TempDir, LocalStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -329,7 +335,7 @@ mod tests {
             .put_create("k/x", Bytes::from_static(b"second"), &opts("2"))
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
+        assert!(err.kind() == ErrorKind::AlreadyExists, "{err}");
         let (body, info) = s.get("k/x").await.unwrap();
         assert_eq!(&body[..], b"first");
         assert_eq!(info.metadata.get("walship-sha256").unwrap(), "1");
@@ -354,7 +360,7 @@ mod tests {
         for t in tasks {
             match t.await.unwrap() {
                 Ok(()) => winners += 1,
-                Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(e) => panic!("unexpected {e}"),
             }
         }
@@ -405,10 +411,7 @@ mod tests {
     #[tokio::test]
     async fn get_missing_is_not_found_and_delete_is_idempotent() {
         let (_dir, s) = store();
-        assert!(matches!(
-            s.get("x/y").await.unwrap_err(),
-            StoreError::NotFound { .. }
-        ));
+        assert!(s.get("x/y").await.unwrap_err().kind() == ErrorKind::NotFound);
         s.put_create("x/y", Bytes::from_static(b"1"), &opts("s"))
             .await
             .unwrap();

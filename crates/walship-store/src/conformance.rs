@@ -1,0 +1,311 @@
+//! The behaviour every [`Store`] must show, as one suite each backend runs against a
+//! real server (the local directory, s3s-fs, Azurite, fake-gcs-server), the way
+//! object_store's `integration.rs` holds its backends to one contract.
+//!
+//! Built with the `conformance` feature, for the backends' tests only. Each check works
+//! under its own fresh prefix, so the suite can run against a bucket other tests use,
+//! and panics with a message that names the store and the check.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::{ErrorKind, Metadata, PutOptions, Store};
+
+/// What the server behind a store guarantees, where test servers fall short of the
+/// real service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// Create-only puts are atomic: of concurrent creates of one key exactly one wins.
+    Faithful,
+    /// The server checks `If-None-Match: *` but not atomically (s3s-fs): the race check
+    /// is skipped, and runs against a server that is atomic instead.
+    CreateOnlyNotAtomic,
+}
+
+/// Runs every check against `store`. `scratch` is a local directory for the files of
+/// streamed puts.
+pub async fn run(store: Arc<dyn Store>, server: Server, scratch: &std::path::Path) {
+    let base = format!("conformance-{}/", nonce());
+    create_only_put_never_overwrites(&*store, &format!("{base}create/")).await;
+    if server == Server::Faithful {
+        concurrent_creates_of_one_key_have_exactly_one_winner(
+            store.clone(),
+            &format!("{base}race/"),
+        )
+        .await;
+    }
+    a_missing_key_is_not_found(&*store, &format!("{base}missing/")).await;
+    listing_returns_every_key_under_the_prefix_in_key_order(&*store, &format!("{base}list/")).await;
+    metadata_round_trips_through_head_and_get(&*store, &format!("{base}meta/")).await;
+    delete_is_idempotent(&*store, &format!("{base}delete/")).await;
+    a_streamed_put_is_stored_verbatim(&*store, scratch, &format!("{base}stream/")).await;
+    a_streamed_put_whose_bytes_differ_from_its_hash_is_refused_and_leaves_nothing(
+        &*store,
+        scratch,
+        &format!("{base}badhash/"),
+    )
+    .await;
+}
+
+fn nonce() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}-{nanos:x}", std::process::id())
+}
+
+fn with_metadata(pairs: &[(&str, &str)]) -> PutOptions {
+    PutOptions {
+        metadata: pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..PutOptions::default()
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A second create of a key fails with `AlreadyExists` and leaves the first object,
+/// bytes and metadata, as it was.
+pub async fn create_only_put_never_overwrites(store: &dyn Store, prefix: &str) {
+    let key = format!("{prefix}object");
+    let name = store.describe();
+    store
+        .put_create(
+            &key,
+            Bytes::from_static(b"first"),
+            &with_metadata(&[("n", "1")]),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: the first create failed: {e}"));
+    let err = store
+        .put_create(
+            &key,
+            Bytes::from_static(b"second"),
+            &with_metadata(&[("n", "2")]),
+        )
+        .await
+        .expect_err("a second create of the same key must fail");
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{name}: {err}");
+    assert!(!err.is_transient(), "{name}: AlreadyExists is final");
+    let (body, info) = store.get(&key).await.expect("the first object is readable");
+    assert_eq!(&body[..], b"first", "{name}: the object was overwritten");
+    assert_eq!(
+        info.metadata.get("n").map(String::as_str),
+        Some("1"),
+        "{name}"
+    );
+}
+
+/// Eight creates of one key at once: exactly one succeeds, the others get
+/// `AlreadyExists`, and the stored object is the winner's.
+pub async fn concurrent_creates_of_one_key_have_exactly_one_winner(
+    store: Arc<dyn Store>,
+    prefix: &str,
+) {
+    let key = format!("{prefix}contended");
+    let name = store.describe();
+    let tasks: Vec<_> = (0..8u8)
+        .map(|i| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move {
+                let body = Bytes::from(vec![i; 4096 + usize::from(i)]);
+                (
+                    i,
+                    store.put_create(&key, body, &PutOptions::default()).await,
+                )
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.expect("the task ran") {
+            (i, Ok(())) => winners.push(i),
+            (_, Err(e)) if e.kind() == ErrorKind::AlreadyExists => {}
+            (_, Err(e)) => panic!("{name}: a contended create failed otherwise: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{name}: winners {winners:?}");
+    let (body, _) = store.get(&key).await.expect("the winner's object");
+    let winner = winners[0];
+    assert_eq!(
+        body,
+        Bytes::from(vec![winner; 4096 + usize::from(winner)]),
+        "{name}: the stored object is not the winner's"
+    );
+}
+
+/// Get of a missing key is `NotFound` (final), head is `None`.
+pub async fn a_missing_key_is_not_found(store: &dyn Store, prefix: &str) {
+    let name = store.describe();
+    let key = format!("{prefix}never-written");
+    let err = store.get(&key).await.expect_err("nothing was written");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{name}: {err}");
+    assert!(!err.is_transient(), "{name}: NotFound is final");
+    assert!(
+        store
+            .head(&key)
+            .await
+            .expect("head of a missing key")
+            .is_none(),
+        "{name}"
+    );
+}
+
+/// A listing holds every key under the prefix (several pages where the store was built
+/// with a small page size), in key order, with sizes, and nothing from beside it.
+pub async fn listing_returns_every_key_under_the_prefix_in_key_order(
+    store: &dyn Store,
+    prefix: &str,
+) {
+    let name = store.describe();
+    // Written out of order, with a nested "directory" and a neighbour prefix that
+    // shares the text but is not under `prefix/`.
+    let keys = [
+        "m", "a", "z/1", "b", "z/0", "c", "k", "d", "y", "e", "x", "f",
+    ];
+    for (i, k) in keys.iter().enumerate() {
+        let body = Bytes::from(vec![b'x'; i + 1]);
+        store
+            .put_create(&format!("{prefix}in/{k}"), body, &PutOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: put {k}: {e}"));
+    }
+    store
+        .put_create(
+            &format!("{prefix}inside"),
+            Bytes::from_static(b"neighbour"),
+            &PutOptions::default(),
+        )
+        .await
+        .expect("put the neighbour");
+    let listed = store
+        .list(&format!("{prefix}in/"))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: list: {e}"));
+    let mut expected: Vec<(String, u64)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (format!("{prefix}in/{k}"), i as u64 + 1))
+        .collect();
+    expected.sort();
+    let got: Vec<(String, u64)> = listed.into_iter().map(|o| (o.key, o.size)).collect();
+    assert_eq!(got, expected, "{name}: the listing");
+}
+
+/// User metadata (lower-case keys) comes back from head and from get.
+pub async fn metadata_round_trips_through_head_and_get(store: &dyn Store, prefix: &str) {
+    let name = store.describe();
+    let key = format!("{prefix}with-metadata");
+    let metadata: Metadata = BTreeMap::from([
+        ("walship-sha256".to_owned(), sha256_hex(b"payload")),
+        ("origin".to_owned(), "conformance-suite".to_owned()),
+    ]);
+    let options = PutOptions {
+        metadata: metadata.clone(),
+        ..PutOptions::default()
+    };
+    store
+        .put_create(&key, Bytes::from_static(b"payload"), &options)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: put: {e}"));
+    let head = store.head(&key).await.expect("head").expect("the object");
+    assert_eq!(head.metadata, metadata, "{name}: head");
+    assert_eq!(head.size, 7, "{name}: head size");
+    let (body, info) = store.get(&key).await.expect("get");
+    assert_eq!(&body[..], b"payload", "{name}");
+    assert_eq!(info.metadata, metadata, "{name}: get");
+}
+
+/// Delete removes the object; deleting it again, or a key never written, succeeds.
+pub async fn delete_is_idempotent(store: &dyn Store, prefix: &str) {
+    let name = store.describe();
+    let key = format!("{prefix}doomed");
+    store
+        .put_create(&key, Bytes::from_static(b"x"), &PutOptions::default())
+        .await
+        .expect("put");
+    store.delete(&key).await.expect("delete");
+    assert!(store.head(&key).await.expect("head").is_none(), "{name}");
+    store
+        .delete(&key)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: a second delete: {e}"));
+    store
+        .delete(&format!("{prefix}never-written"))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: deleting a missing key: {e}"));
+    // A deleted key can be created again.
+    store
+        .put_create(&key, Bytes::from_static(b"y"), &PutOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{name}: create after delete: {e}"));
+}
+
+/// A file put with its SHA-256 declared is stored byte for byte, with its metadata.
+pub async fn a_streamed_put_is_stored_verbatim(
+    store: &dyn Store,
+    scratch: &std::path::Path,
+    prefix: &str,
+) {
+    let name = store.describe();
+    // Not a multiple of any block or chunk size, and not all one byte.
+    let body: Vec<u8> = (0..(3 << 20) + 12_345u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let path = scratch.join(format!("stream-{}", nonce()));
+    std::fs::write(&path, &body).expect("write the scratch file");
+    let hash = sha256_hex(&body);
+    let options = PutOptions {
+        metadata: BTreeMap::from([("walship-sha256".to_owned(), hash.clone())]),
+        content_sha256: Some(hash.clone()),
+        ..PutOptions::default()
+    };
+    let key = format!("{prefix}file");
+    store
+        .put_create_file(&key, &path, body.len() as u64, &options)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: streamed put: {e}"));
+    let (got, info) = store.get(&key).await.expect("get");
+    assert_eq!(got.len(), body.len(), "{name}: length");
+    assert_eq!(sha256_hex(&got), hash, "{name}: the bytes differ");
+    assert_eq!(info.metadata.get("walship-sha256"), Some(&hash), "{name}");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A file whose bytes do not match the SHA-256 the caller declared (it changed after
+/// it was hashed) is refused, and nothing is left under the key.
+pub async fn a_streamed_put_whose_bytes_differ_from_its_hash_is_refused_and_leaves_nothing(
+    store: &dyn Store,
+    scratch: &std::path::Path,
+    prefix: &str,
+) {
+    let name = store.describe();
+    let body = vec![7u8; 100_000];
+    let path = scratch.join(format!("badhash-{}", nonce()));
+    std::fs::write(&path, &body).expect("write the scratch file");
+    let options = PutOptions {
+        content_sha256: Some(sha256_hex(b"some other content")),
+        ..PutOptions::default()
+    };
+    let key = format!("{prefix}file");
+    let err = store
+        .put_create_file(&key, &path, body.len() as u64, &options)
+        .await
+        .expect_err("a body that differs from its declared hash must be refused");
+    // What matters is that nothing is stored. Whether the refusal is final depends on
+    // the server: S3 answers 400 XAmzContentSHA256Mismatch, s3s-fs a 500.
+    drop(err);
+    assert!(
+        store.head(&key).await.expect("head").is_none(),
+        "{name}: the refused body was stored"
+    );
+    let _ = std::fs::remove_file(&path);
+}

@@ -1,0 +1,229 @@
+//! The one retry policy: how often and how long a store request is tried again.
+//!
+//! Every store sends each request through [`RetryPolicy::run`], and no SDK retries
+//! underneath it (the S3 and Azure SDKs are built with their retries off), so a request
+//! is tried at most [`RetryPolicy::max_attempts`] times and nothing retries inside
+//! something else that retries. The policy is built once by the binary and handed to
+//! the store it builds; callers above the store (the daemon's queue, PostgreSQL calling
+//! archive_command again) decide about the operation as a whole.
+//!
+//! Only transient kinds ([`ErrorKind::is_transient`]) are retried. A wait the store
+//! asks for (`Retry-After`) replaces the backoff. No attempt starts that could not run
+//! to its deadline within the budget: by default the budget is one silent attempt and a
+//! little more ([`crate::deadline::for_operation`]), so fast failures (a 503, a reset)
+//! are retried, and a store that does not answer holds its caller for tens of seconds,
+//! not for attempts × deadline.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::{StoreError, deadline};
+
+/// How a store retries one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// The wait before the second attempt; it doubles for each later one.
+    pub first_backoff: Duration,
+    /// The longest wait between two attempts.
+    pub max_backoff: Duration,
+    /// How long after the first attempt started a new one may start. `None`: one
+    /// attempt's deadline and a little more ([`deadline::for_operation`]).
+    pub budget: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    /// Four attempts, 200 ms apart and doubling, within one attempt's deadline.
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            first_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            budget: None,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// One attempt only: for callers that retry the whole operation themselves.
+    pub fn once() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// The wait before attempt `attempt + 1`, after `attempt` attempts failed.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(16);
+        self.first_backoff
+            .saturating_mul(1 << doublings)
+            .min(self.max_backoff)
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the policy is spent. Each
+    /// attempt bounds itself (`per_attempt` is its deadline, which sizes the default
+    /// budget). `what` names the request in the debug log of each retry.
+    pub async fn run<T, F, Fut>(
+        &self,
+        what: &str,
+        per_attempt: Duration,
+        mut attempt: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let started = Instant::now();
+        let budget = self
+            .budget
+            .unwrap_or_else(|| deadline::for_operation(per_attempt));
+        let mut tried = 1;
+        loop {
+            let err = match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            let wait = err.retry_after().unwrap_or_else(|| self.backoff(tried));
+            // Another attempt only if it can run to its own deadline within the budget:
+            // a store that lets one attempt time out gets no second one by default.
+            if !err.is_transient()
+                || tried >= self.max_attempts
+                || started.elapsed() + wait + per_attempt > budget
+            {
+                return Err(err);
+            }
+            tracing::debug!(what, attempt = tried, kind = %err.kind(), ?wait, error = %err, "retrying");
+            tokio::time::sleep(wait).await;
+            tried += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::ErrorKind;
+
+    fn failing(kind: ErrorKind) -> StoreError {
+        StoreError::new(kind, "test://", "k: failed")
+    }
+
+    #[test]
+    fn the_backoff_doubles_and_is_capped() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.backoff(1), Duration::from_millis(200));
+        assert_eq!(p.backoff(2), Duration::from_millis(400));
+        assert_eq!(p.backoff(3), Duration::from_millis(800));
+        assert_eq!(p.backoff(40), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_failure_is_retried_up_to_the_attempt_limit() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = RetryPolicy::default()
+            .run("put k", Duration::from_secs(30), || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(failing(ErrorKind::Server))
+            })
+            .await;
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Server);
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lasting_failure_is_not_retried() {
+        for kind in [
+            ErrorKind::Denied,
+            ErrorKind::AlreadyExists,
+            ErrorKind::NotFound,
+            ErrorKind::Rejected,
+            ErrorKind::Source,
+        ] {
+            let calls = AtomicU32::new(0);
+            let result: Result<(), _> = RetryPolicy::default()
+                .run("put k", Duration::from_secs(30), || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Err(failing(kind))
+                })
+                .await;
+            assert_eq!(result.unwrap_err().kind(), kind);
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "{kind}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn success_after_a_throttle_returns_the_value() {
+        let calls = AtomicU32::new(0);
+        let result = RetryPolicy::default()
+            .run("get k", Duration::from_secs(30), || async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 => Err(failing(ErrorKind::Throttled)),
+                    _ => Ok(7),
+                }
+            })
+            .await;
+        assert_eq!(result.unwrap(), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_attempt_leaves_no_room_for_another_by_default() {
+        // The attempt uses up its whole deadline; the default budget is that deadline
+        // and five seconds, less than the deadline again.
+        let per_attempt = Duration::from_secs(25);
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = RetryPolicy::default()
+            .run("put k", per_attempt, || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(per_attempt).await;
+                Err(failing(ErrorKind::TimedOut))
+            })
+            .await;
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::TimedOut);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_replaces_the_backoff() {
+        let started = Instant::now();
+        let calls = AtomicU32::new(0);
+        let policy = RetryPolicy {
+            budget: Some(Duration::from_secs(60)),
+            ..RetryPolicy::default()
+        };
+        let result = policy
+            .run("put k", Duration::from_secs(30), || async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 => Err(failing(ErrorKind::Throttled)
+                        .with_retry_after(Some(Duration::from_secs(3)))),
+                    _ => Ok(()),
+                }
+            })
+            .await;
+        assert!(result.is_ok());
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_total_budget_allows_many_attempts_and_stops_at_its_end() {
+        let started = Instant::now();
+        let policy = RetryPolicy {
+            max_attempts: u32::MAX,
+            budget: Some(Duration::from_secs(30)),
+            ..RetryPolicy::default()
+        };
+        let result: Result<(), _> = policy
+            .run("get k", Duration::from_secs(1), || async {
+                Err(failing(ErrorKind::Connection))
+            })
+            .await;
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Connection);
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert!(started.elapsed() >= Duration::from_secs(20));
+    }
+}

@@ -698,7 +698,7 @@ async fn push_through_daemon(
     path: &std::path::Path,
     wait: Duration,
 ) -> Result<ExitCode, Direct> {
-    use walship_daemon::socket::{Reply, ask_push};
+    use walship_daemon::socket::{PushReply, ask_push};
     if !socket.exists() {
         return Err(Direct::NoDaemon);
     }
@@ -707,18 +707,14 @@ async fn push_through_daemon(
         .map_err(|_| Direct::Silent)?
         .join(path);
     match ask_push(socket, &absolute, wait).await {
-        Ok(Reply::Archived(_)) => Ok(ExitCode::SUCCESS),
-        Ok(Reply::Failed(msg)) => {
+        Ok(PushReply::Archived { .. }) => Ok(ExitCode::SUCCESS),
+        Ok(PushReply::Failed(msg)) => {
             error!("not archived: {msg}");
             Ok(ExitCode::from(1))
         }
-        Ok(Reply::NotMine(msg)) => {
+        Ok(PushReply::NotMine(msg)) => {
             info!("the daemon does not archive this file ({msg}); uploading directly");
             Err(Direct::NotMine)
-        }
-        Ok(Reply::NotFound) => {
-            warn!("unexpected answer from the daemon; uploading directly");
-            Err(Direct::Silent)
         }
         Err(e) => {
             warn!(
@@ -738,15 +734,15 @@ async fn fetch_through_daemon(
     dest: &std::path::Path,
     wait: Duration,
 ) -> Option<ExitCode> {
-    use walship_daemon::socket::{Reply, ask_fetch};
+    use walship_daemon::socket::{FetchReply, ask_fetch};
     if !socket.exists() {
         return None;
     }
     let absolute = std::env::current_dir().ok()?.join(dest);
     match ask_fetch(socket, name, &absolute, wait).await {
-        Ok(Reply::Archived(_)) => Some(ExitCode::SUCCESS),
-        Ok(Reply::NotFound) => Some(ExitCode::from(1)),
-        Ok(Reply::Failed(msg) | Reply::NotMine(msg)) => {
+        Ok(FetchReply::Restored { .. }) => Some(ExitCode::SUCCESS),
+        Ok(FetchReply::NotFound) => Some(ExitCode::from(1)),
+        Ok(FetchReply::Failed(msg)) => {
             warn!("the daemon could not restore {name} ({msg}); fetching directly");
             None
         }

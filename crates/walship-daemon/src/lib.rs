@@ -13,6 +13,11 @@
 //!   [`socket::protocol`]), where a `wal-push` for an acked file returns at once, one in
 //!   flight waits for it, and an unknown one is shipped ahead of the queue.
 //!
+//! The other end lives here too: [`client`] is what `wal-push`, `wal-fetch` and `check`
+//! do, asking the daemon through [`socket::client`] and falling back to the archiver
+//! themselves when no daemon answers, so the binary only wires and maps results to exit
+//! statuses.
+//!
 //! Nothing here renames `.ready` to `.done`: only PostgreSQL does, after wal-push exits 0.
 //!
 //! The rules for one file (validate, hash, compress, create-only upload, compare on
@@ -27,6 +32,7 @@
 //! task tracking for shutdown), `notify` (inotify on `archive_status`), `thiserror`,
 //! `tracing`.
 
+pub mod client;
 pub mod journal;
 mod prefetch;
 pub mod reload;

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::LogFormat;
+use crate::cli::LogFormat;
 
 /// The levels a bare directive may name; anything else bare is a mistake (tracing would
 /// take it as a target name and log nothing at all).

@@ -9,8 +9,14 @@
 //!   (history files before segments, as PostgreSQL orders them), and backs off a failing
 //!   file with jittered exponential delays;
 //! - the ack [`journal`](journal::Journal), written only after the store confirmed;
-//! - the socket server ([`socket`]), where a `wal-push` for an acked file returns at once,
-//!   one in flight waits for it, and an unknown one is shipped ahead of the queue.
+//! - the socket server ([`socket::server`], answering the lines of
+//!   [`socket::protocol`]), where a `wal-push` for an acked file returns at once, one in
+//!   flight waits for it, and an unknown one is shipped ahead of the queue.
+//!
+//! The other end lives here too: [`client`] is what `wal-push`, `wal-fetch` and `check`
+//! do, asking the daemon through [`socket::client`] and falling back to the archiver
+//! themselves when no daemon answers, so the binary only wires and maps results to exit
+//! statuses.
 //!
 //! Nothing here renames `.ready` to `.done`: only PostgreSQL does, after wal-push exits 0.
 //!
@@ -26,6 +32,7 @@
 //! task tracking for shutdown), `notify` (inotify on `archive_status`), `thiserror`,
 //! `tracing`.
 
+pub mod client;
 pub mod journal;
 mod prefetch;
 pub mod reload;
@@ -48,6 +55,7 @@ use walship_store::ErrorKind;
 use walship_wal::WalName;
 
 use journal::{AckRecord, FileIdentity, Journal};
+use socket::{FetchReply, PushReply};
 use walship_engine::{Archiver, PushError, PushOutcome};
 
 /// How the daemon runs.
@@ -554,19 +562,19 @@ impl Daemon {
 
     /// What `wal-fetch` gets: `name` restored to `dest` from the prefetch spool or the
     /// store, and the window moved on.
-    pub async fn request_fetch(&self, name: &str, dest: &Path) -> socket::Reply {
+    pub async fn request_fetch(&self, name: &str, dest: &Path) -> FetchReply {
         let archiver = self.archiver();
         match self.inner.prefetch.fetch(&archiver, name, dest).await {
-            Ok(walship_engine::FetchOutcome::Restored { key, .. }) => socket::Reply::Archived(key),
-            Ok(walship_engine::FetchOutcome::NotFound) => socket::Reply::NotFound,
-            Err(e) => socket::Reply::Failed(e),
+            Ok(walship_engine::FetchOutcome::Restored { key, .. }) => FetchReply::Restored { key },
+            Ok(walship_engine::FetchOutcome::NotFound) => FetchReply::NotFound,
+            Err(e) => FetchReply::Failed(e),
         }
     }
 
     /// What `wal-push` gets for `path`: answered from the journal when the same file is
     /// acked, else after waiting (at most `push_wait`) for its upload, started now if it
     /// was not running.
-    pub async fn request_push(&self, path: &Path) -> socket::Reply {
+    pub async fn request_push(&self, path: &Path) -> PushReply {
         let started = Instant::now();
         let reply = self.request_push_inner(path).await;
         self.inner
@@ -576,13 +584,13 @@ impl Daemon {
         reply
     }
 
-    async fn request_push_inner(&self, path: &Path) -> socket::Reply {
+    async fn request_push_inner(&self, path: &Path) -> PushReply {
         let inner = &self.inner;
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            return socket::Reply::NotMine("no file name".to_owned());
+            return PushReply::NotMine("no file name".to_owned());
         };
         if WalName::parse(name).is_err() {
-            return socket::Reply::NotMine(format!("{name:?} is not a WAL file name"));
+            return PushReply::NotMine(format!("{name:?} is not a WAL file name"));
         }
         let ours = inner.pg_wal.join(name);
         let same_dir = match (
@@ -593,7 +601,7 @@ impl Daemon {
             _ => false,
         };
         if !same_dir {
-            return socket::Reply::NotMine(format!(
+            return PushReply::NotMine(format!(
                 "{} is not in this daemon's {}",
                 path.display(),
                 inner.pg_wal.display()
@@ -601,13 +609,15 @@ impl Daemon {
         }
         let identity = match FileIdentity::of(&ours) {
             Ok(id) => id,
-            Err(e) => return socket::Reply::Failed(format!("{}: {e}", ours.display())),
+            Err(e) => return PushReply::Failed(format!("{}: {e}", ours.display())),
         };
         let mut rx = {
             let mut state = inner.state.lock().expect("state lock");
             if let Some(record) = state.acked.get(name) {
                 if record.identity == identity {
-                    return socket::Reply::Archived(record.sha256.clone());
+                    return PushReply::Archived {
+                        sha256: record.sha256.clone(),
+                    };
                 }
                 // Same name, another file (recycled or rewritten): ship it again; the
                 // create-only rule compares it with what is stored.
@@ -627,16 +637,27 @@ impl Daemon {
         };
         match tokio::time::timeout(inner.config.push_wait, rx.wait_for(Option::is_some)).await {
             Ok(Ok(result)) => match result.clone() {
-                Some(Ok(sha)) => socket::Reply::Archived(sha),
-                Some(Err(e)) => socket::Reply::Failed(e),
-                None => socket::Reply::Failed("upload ended without a result".to_owned()),
+                Some(Ok(sha256)) => PushReply::Archived { sha256 },
+                Some(Err(e)) => PushReply::Failed(e),
+                None => PushReply::Failed("upload ended without a result".to_owned()),
             },
-            Ok(Err(_)) => socket::Reply::Failed("the upload was abandoned".to_owned()),
-            Err(_) => socket::Reply::Failed(format!(
+            Ok(Err(_)) => PushReply::Failed("the upload was abandoned".to_owned()),
+            Err(_) => PushReply::Failed(format!(
                 "still uploading after {:?}; PostgreSQL will ask again",
                 inner.config.push_wait
             )),
         }
+    }
+}
+
+/// The socket server answers through the daemon's own request methods.
+impl socket::Handler for Daemon {
+    fn push(&self, path: &Path) -> impl Future<Output = PushReply> + Send {
+        self.request_push(path)
+    }
+
+    fn fetch(&self, name: &str, dest: &Path) -> impl Future<Output = FetchReply> + Send {
+        self.request_fetch(name, dest)
     }
 }
 

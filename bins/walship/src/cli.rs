@@ -1,0 +1,208 @@
+//! The command line: every option, its environment variable and default, and the help
+//! text with each command's exit-status contract.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "walship", version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// The ObjectStore manifest (apiVersion barmancloud.cnpg.io/v1).
+    #[arg(
+        long,
+        env = "WALSHIP_CONFIG",
+        default_value = "/etc/walship/objectstore.yaml",
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub(crate) config: PathBuf,
+
+    /// Where the Secrets the manifest names are mounted: <dir>/<secret>/<key>.
+    #[arg(
+        long,
+        env = "WALSHIP_SECRETS_DIR",
+        default_value = "/etc/walship/secrets",
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub(crate) secrets_dir: PathBuf,
+
+    /// The server name in the archive (barman's `serverName`; the cluster name under
+    /// CloudNativePG). Overrides spec.configuration.serverName.
+    #[arg(
+        long,
+        env = "WALSHIP_SERVER_NAME",
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub(crate) server_name: Option<String>,
+
+    /// The daemon's Unix socket: `daemon` listens on it, `wal-push` asks it first.
+    #[arg(
+        long,
+        env = "WALSHIP_SOCKET",
+        default_value = "/run/walship/walship.sock",
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub(crate) socket: PathBuf,
+
+    /// Log line format [default: json for `daemon`, text otherwise].
+    #[arg(
+        long,
+        env = "WALSHIP_LOG_FORMAT",
+        value_enum,
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub(crate) log_format: Option<LogFormat>,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or directives such as
+    /// `info,walship_engine=debug`. Every line is scrubbed of secrets at every level.
+    #[arg(
+        long,
+        env = "WALSHIP_LOG",
+        default_value = "info",
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub(crate) log_level: String,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// archive_command: archive one WAL file (`walship wal-push %p`).
+    #[command(after_help = PUSH_HELP)]
+    WalPush {
+        /// Path of the file, as PostgreSQL's %p gives it.
+        path: PathBuf,
+        /// Give up (exit 1, PostgreSQL retries the file later) when the store has not
+        /// confirmed the upload within this many seconds, the daemon's answer included.
+        #[arg(long, env = "WALSHIP_PUSH_TIMEOUT_SECONDS", default_value_t = 60,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        timeout_seconds: u64,
+    },
+    /// restore_command: restore one WAL file (`walship wal-fetch %f %p`).
+    #[command(after_help = FETCH_HELP)]
+    WalFetch {
+        /// The WAL file name PostgreSQL asks for (%f).
+        name: String,
+        /// Where to write it (%p).
+        dest: PathBuf,
+        /// The whole restore's time budget in seconds, attempts in flight included: a
+        /// failing or silent store is retried until it runs out, then wal-fetch exits
+        /// 126. With 0, one attempt, bounded by the per-request deadlines.
+        #[arg(long, env = "WALSHIP_FETCH_RETRY_SECONDS", default_value_t = 60)]
+        retry_seconds: u64,
+    },
+    /// Run the daemon: watch pg_wal/archive_status, ship every ready file concurrently,
+    /// answer wal-push over the socket, serve /metrics, /healthz and /readyz.
+    #[command(after_help = DAEMON_HELP)]
+    Daemon(DaemonArgs),
+    /// Check the configuration, the credentials and that the archive can be listed, and
+    /// report whether the server's WAL archive is empty or already holds WAL.
+    #[command(after_help = CHECK_HELP)]
+    Check {
+        /// Fail (exit 1) when the archive already holds WAL, as
+        /// barman-cloud-check-wal-archive does before a new cluster's first archiving.
+        #[arg(long)]
+        expect_empty: bool,
+        /// Count only WAL of this timeline and later (a promoted cluster continues the
+        /// archive of its former primary on a new timeline).
+        #[arg(long, value_name = "N")]
+        timeline: Option<u32>,
+        /// Give up (exit 1) when the store has not answered within this many seconds.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout_seconds: u64,
+    },
+}
+
+// The daemon's options (a struct of their own, so that one function can take them).
+#[derive(Debug, Args)]
+pub(crate) struct DaemonArgs {
+    /// PostgreSQL's data directory.
+    #[arg(long, env = "PGDATA")]
+    pub(crate) pgdata: PathBuf,
+    /// Where acknowledged uploads are journaled; must be outside the data directory
+    /// [default: <pgdata>/../walship-journal].
+    #[arg(long, env = "WALSHIP_JOURNAL_DIR")]
+    pub(crate) journal_dir: Option<PathBuf>,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "WALSHIP_METRICS_ADDR", default_value = "127.0.0.1:9188")]
+    pub(crate) metrics_addr: std::net::SocketAddr,
+    /// Where restore prefetches are spooled: same filesystem as pg_wal, outside it
+    /// [default: <pgdata>/../walship-spool].
+    #[arg(long, env = "WALSHIP_SPOOL_DIR")]
+    pub(crate) spool_dir: Option<PathBuf>,
+    /// Segments to prefetch ahead of PostgreSQL's restore requests (0 disables);
+    /// also bounded by --prefetch-max-mib.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) prefetch: usize,
+    /// Upper bound on prefetched data held in the spool, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) prefetch_max_mib: u64,
+    /// Seconds to let in-flight uploads finish after SIGTERM.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) shutdown_grace_seconds: u64,
+    /// /readyz fails when uploads have failed continuously for this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) unready_after_seconds: u64,
+    /// Full rescan of archive_status every this many seconds (a safety net for
+    /// missed notifications).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) rescan_seconds: u64,
+}
+
+const PUSH_HELP: &str = "\
+Example (postgresql.conf):
+  archive_mode = on
+  archive_command = 'walship --config /etc/walship/objectstore.yaml --secrets-dir /etc/walship/secrets wal-push %p'
+
+Exit status (PostgreSQL's archive_command contract):
+  0  durably stored, or an identical copy already was
+  1  not archived: PostgreSQL keeps the file and retries (store failing or silent past
+     --timeout-seconds, a file that is not WAL, a different copy already archived,
+     a usage error in archive_command, a signal)
+  2  bad configuration (manifest, secrets); PostgreSQL retries too
+  Never above 125: PostgreSQL's archiver would exit.";
+
+const FETCH_HELP: &str = "\
+Example (postgresql.conf, or the recovery settings of a standby):
+  restore_command = 'walship --config /etc/walship/objectstore.yaml --secrets-dir /etc/walship/secrets wal-fetch %f %p'
+
+Exit status (PostgreSQL's restore_command contract):
+  0    restored
+  1    not in the archive (PostgreSQL then ends recovery or waits for streaming)
+  126  anything else: bad configuration, a usage error in restore_command, the store
+       failing or silent for --retry-seconds, a corrupt object. Above 125, so
+       PostgreSQL stops recovery instead of ending it early at a gap.";
+
+const DAEMON_HELP: &str = "\
+Example (beside PostgreSQL, with the same manifest as archive_command):
+  walship --config /etc/walship/objectstore.yaml --secrets-dir /etc/walship/secrets \\
+    daemon --pgdata /var/lib/postgresql/data --journal-dir /var/lib/walship/journal
+
+--journal-dir and --spool-dir must be outside the data directory and pg_wal.
+
+Exit status: 0 after a clean shutdown (SIGTERM, SIGINT); 1 on any failure, an internal
+error included, so that its supervisor restarts it; 2 for a bad configuration or usage.";
+
+const CHECK_HELP: &str = "\
+Example:
+  walship --config /etc/walship/objectstore.yaml --secrets-dir /etc/walship/secrets check --expect-empty
+
+Exit status:
+  0  usable (and empty, with --expect-empty)
+  1  store problem (unreachable, silent past --timeout-seconds, access denied, missing
+     bucket), or not empty with --expect-empty
+  2  bad configuration or usage";

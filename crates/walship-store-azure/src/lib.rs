@@ -39,7 +39,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -57,8 +57,8 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use walship_store::status::{self, Request};
 use walship_store::{
-    CaBundle, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError, deadline,
-    error_chain,
+    CaBundle, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError, UploadSource,
+    deadline, error_chain,
 };
 
 /// Bodies larger than this are uploaded as blocks in parallel; smaller ones in one
@@ -302,28 +302,38 @@ impl AzureStore {
         .map(drop)
     }
 
+    /// Uploads `source` as blocks, [`BLOCK_CONCURRENCY`] at a time, and commits them.
+    /// Blocks are read from the source in order, one ahead of those in flight, so an
+    /// upload holds a few blocks in memory whatever the size of the body; a source that
+    /// fails (a file that changed after it was hashed) fails before its last block is
+    /// read, and the blocks sent are never committed.
     async fn put_blocks(
         &self,
         key: &str,
-        body: Bytes,
+        source: UploadSource,
         metadata: Option<AzureMetadata>,
         tags: Option<Tags>,
     ) -> Result<(), StoreError> {
         let blob = self.blob(key);
         let nonce = upload_nonce();
-        let ids: Vec<Bytes> = (0..body.len().div_ceil(BLOCK_SIZE))
-            .map(|index| block_id(&nonce, index))
-            .collect();
+        let count = source.len().div_ceil(BLOCK_SIZE as u64) as usize;
+        let ids: Vec<Bytes> = (0..count).map(|index| block_id(&nonce, index)).collect();
         // The 0.21 SDK has no encryption-scope setter on Put Block and Put Block List, so
         // the header rides in the request context; the pipeline adds it before signing.
         let context = self.scope_context();
-        futures::stream::iter(ids.iter().cloned().enumerate())
-            .map(|(index, id)| {
-                let start = index * BLOCK_SIZE;
-                let end = (start + BLOCK_SIZE).min(body.len());
-                let chunk = body.slice(start..end);
+        let chunks =
+            futures::stream::try_unfold((source, 0usize), |(mut source, index)| async move {
+                Ok(source
+                    .next_chunk(BLOCK_SIZE)
+                    .await?
+                    .map(|chunk| ((index, chunk), (source, index + 1))))
+            });
+        chunks
+            .map_ok(|(index, chunk)| {
                 let len = chunk.len() as u64;
-                let request = blob.put_block(id, chunk).context(context.clone());
+                let request = blob
+                    .put_block(ids[index].clone(), chunk)
+                    .context(context.clone());
                 async move {
                     self.bounded(key, "Put Block", Request::Create, len, || {
                         request.clone().into_future()
@@ -332,7 +342,7 @@ impl AzureStore {
                     .map(drop)
                 }
             })
-            .buffer_unordered(BLOCK_CONCURRENCY)
+            .try_buffer_unordered(BLOCK_CONCURRENCY)
             .try_collect::<Vec<()>>()
             .await?;
         let list = BlockList {
@@ -390,19 +400,24 @@ impl Store for AzureStore {
         body: Bytes,
         options: &PutOptions,
     ) -> Result<(), StoreError> {
-        let metadata = encode_metadata(&options.metadata).map_err(|detail| {
-            StoreError::new(
-                walship_store::ErrorKind::Rejected,
-                &self.describe,
-                format!("{key}: {detail}"),
-            )
-        })?;
-        let tags = encode_tags(&options.tags);
-        if body.len() > BLOCK_UPLOAD_THRESHOLD {
-            self.put_blocks(key, body, metadata, tags).await
-        } else {
-            self.put_single(key, body, metadata, tags).await
-        }
+        self.put_source(key, UploadSource::from_bytes(body), options)
+            .await
+    }
+
+    /// Streams the file: bodies up to [`BLOCK_UPLOAD_THRESHOLD`] are read whole (and
+    /// checked against the declared SHA-256) before one Put Blob; larger ones go as
+    /// blocks read from disk as they are sent.
+    async fn put_create_file(
+        &self,
+        key: &str,
+        path: &Path,
+        len: u64,
+        options: &PutOptions,
+    ) -> Result<(), StoreError> {
+        let source =
+            UploadSource::open(&self.describe, path, len, options.content_sha256.as_deref())
+                .await?;
+        self.put_source(key, source, options).await
     }
 
     async fn get(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
@@ -457,6 +472,31 @@ impl Store for AzureStore {
 }
 
 impl AzureStore {
+    async fn put_source(
+        &self,
+        key: &str,
+        mut source: UploadSource,
+        options: &PutOptions,
+    ) -> Result<(), StoreError> {
+        let metadata = encode_metadata(&options.metadata).map_err(|detail| {
+            StoreError::new(
+                walship_store::ErrorKind::Rejected,
+                &self.describe,
+                format!("{key}: {detail}"),
+            )
+        })?;
+        let tags = encode_tags(&options.tags);
+        if source.len() > BLOCK_UPLOAD_THRESHOLD as u64 {
+            self.put_blocks(key, source, metadata, tags).await
+        } else {
+            let body = source
+                .next_chunk(BLOCK_UPLOAD_THRESHOLD)
+                .await?
+                .unwrap_or_default();
+            self.put_single(key, body, metadata, tags).await
+        }
+    }
+
     /// One download, each ranged request under its own deadline.
     async fn get_once(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
         let mut stream = self

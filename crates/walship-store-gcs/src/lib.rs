@@ -37,13 +37,16 @@
 //! Dependencies: `gcp_auth` (service-account tokens and the `TokenProvider` trait the
 //! metadata-server provider implements), `reqwest` (HTTP, rustls), `serde`/`serde_json`
 //! (API resources, the key file, token answers), `chrono` (gcp_auth's token expiry type),
-//! `percent-encoding` (object names in URL paths), `tokio` (backoff sleeps and the token
-//! cache's lock), `walship-store`, `async-trait`, `bytes`, `thiserror`, `tracing`.
+//! `percent-encoding` (object names in URL paths), `futures` (a body streamed from disk
+//! as it is sent: reqwest's `stream` feature), `tokio` (the token request's deadline and
+//! the token cache's lock), `walship-store`, `async-trait`, `bytes`, `thiserror`,
+//! `tracing`.
 
 pub mod auth;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -54,7 +57,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use walship_store::status::{self, Request};
 use walship_store::{
-    ErrorKind, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError, deadline,
+    ErrorKind, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError, UploadSource,
+    deadline,
 };
 
 pub use auth::{GcsAuth, MetadataServer};
@@ -224,10 +228,10 @@ impl GcsStore {
         what: &str,
         request: Request,
         per_attempt: Duration,
-        build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
+        builder: reqwest::RequestBuilder,
     ) -> Result<(reqwest::header::HeaderMap, Bytes), StoreError> {
         let token = self.token(key).await?;
-        let response = build()
+        let response = builder
             .timeout(per_attempt)
             .bearer_auth(token.as_str())
             .send()
@@ -257,7 +261,7 @@ impl GcsStore {
         let per_attempt = deadline::for_body(len);
         self.retry
             .run(key, per_attempt, || {
-                self.exchange_once(key, what, request, per_attempt, build)
+                self.exchange_once(key, what, request, per_attempt, build())
             })
             .await
     }
@@ -304,40 +308,64 @@ impl GcsStore {
         classify(&self.describe, key, what, request, status, &body).with_retry_after(retry_after)
     }
 
+    /// One `multipart/related` request: the object resource, then the body streamed
+    /// from memory or disk. Each attempt reads the body again, under a fresh boundary.
     async fn put_multipart(
         &self,
         key: &str,
-        body: Bytes,
+        body: &Body<'_>,
         resource: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        let (content_type, payload) = multipart_body(resource, &body);
+        let json = Bytes::from(serde_json::to_vec(resource).expect("a JSON value serializes"));
         let url = self.upload_url();
-        self.exchange(
-            key,
-            "multipart upload",
-            Request::Create,
-            payload.len() as u64,
-            &|| {
-                self.http
+        let per_attempt = deadline::for_body(body.len() + json.len() as u64);
+        self.retry
+            .run(key, per_attempt, || async {
+                let source = body.source(&self.describe).await?;
+                let parts = MultipartStream::new(&self.describe, json.clone(), source);
+                let content_type = format!("multipart/related; boundary={}", parts.boundary);
+                let total = parts.total_len();
+                let failure = parts.failure.clone();
+                let builder = self
+                    .http
                     .post(&url)
                     .query(&[("uploadType", "multipart"), ("ifGenerationMatch", "0")])
-                    .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
-                    .body(payload.clone())
-            },
-        )
-        .await?;
-        Ok(())
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .header(reqwest::header::CONTENT_LENGTH, total)
+                    .body(reqwest::Body::wrap_stream(parts.into_stream()));
+                let sent = self
+                    .exchange_once(
+                        key,
+                        "multipart upload",
+                        Request::Create,
+                        per_attempt,
+                        builder,
+                    )
+                    .await;
+                // A body that could not be sent in full says why itself.
+                match (sent, take_failure(&failure)) {
+                    (_, Some(failure)) => Err(failure),
+                    (result, None) => result.map(drop),
+                }
+            })
+            .await
     }
 
+    /// A resumable upload: a session, then the body in chunks read in order from memory
+    /// or disk. A failed chunk ends the upload (the caller retries the whole put): an
+    /// in-session status query would be the way to resume, and some emulators finalize
+    /// on it. A file that changed after it was hashed fails before its last chunk is
+    /// read, so the session is never finalized.
     async fn put_resumable(
         &self,
         key: &str,
-        body: Bytes,
+        body: &Body<'_>,
         resource: &serde_json::Value,
     ) -> Result<(), StoreError> {
         let url = self.upload_url();
         let resource = serde_json::to_vec(resource).expect("a JSON value serializes");
         let total = body.len();
+        let mut source = body.source(&self.describe).await?;
         let (headers, _) = self
             .exchange(key, "resumable upload start", Request::Create, 0, &|| {
                 self.http
@@ -363,28 +391,48 @@ impl GcsStore {
                     format!("{key}: the resumable upload start returned no session URI"),
                 )
             })?;
-        let mut offset = 0;
+        let result = self.send_chunks(key, &session, &mut source, total).await;
+        if result.is_err() {
+            // Best effort: free the session; it expires on its own after a week.
+            let _ = self.http.delete(&session).send().await;
+        }
+        result
+    }
+
+    async fn send_chunks(
+        &self,
+        key: &str,
+        session: &str,
+        source: &mut UploadSource,
+        total: u64,
+    ) -> Result<(), StoreError> {
+        // The part of the current chunk the server has not persisted yet, and where
+        // it starts in the body.
+        let mut pending = Bytes::new();
+        let mut offset = 0u64;
         loop {
-            let end = (offset + self.resumable_chunk).min(total);
+            if pending.is_empty() {
+                pending = source
+                    .next_chunk(self.resumable_chunk)
+                    .await?
+                    .unwrap_or_default();
+            }
+            let end = offset + pending.len() as u64;
             let last = end == total;
             let range = if last {
                 format!("bytes {offset}-{}/{total}", end.max(1) - 1)
             } else {
                 format!("bytes {offset}-{}/*", end - 1)
             };
-            let chunk = body.slice(offset..end);
-            let chunk_deadline = deadline::for_body(chunk.len() as u64);
-            // The session URI is the credential for the upload; a failed chunk ends the
-            // upload (the caller retries the whole put): an in-session status query
-            // would be the way to resume, and some emulators finalize on it.
+            let chunk_deadline = deadline::for_body(pending.len() as u64);
             let token = self.token(key).await?;
             let response = self
                 .http
-                .put(&session)
+                .put(session)
                 .bearer_auth(token.as_str())
                 .header(reqwest::header::CONTENT_RANGE, range)
                 .timeout(chunk_deadline)
-                .body(chunk)
+                .body(pending.clone())
                 .send()
                 .await
                 .map_err(|e| {
@@ -398,9 +446,9 @@ impl GcsStore {
                     .get(reqwest::header::RANGE)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.strip_prefix("bytes=0-"))
-                    .and_then(|v| v.parse::<usize>().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
                     .map_or(0, |last| last + 1);
-                if last || persisted <= offset {
+                if last || persisted <= offset || persisted > end {
                     return Err(StoreError::new(
                         ErrorKind::Response,
                         &self.describe,
@@ -409,18 +457,34 @@ impl GcsStore {
                         ),
                     ));
                 }
+                pending = pending.slice((persisted - offset) as usize..);
                 offset = persisted;
                 continue;
             }
             if status.is_success() {
                 return Ok(());
             }
-            let err = self
+            return Err(self
                 .status_error(key, "resumable upload chunk", Request::Create, response)
-                .await;
-            // Best effort: free the session; it expires on its own after a week.
-            let _ = self.http.delete(&session).send().await;
-            return Err(err);
+                .await);
+        }
+    }
+
+    async fn put_body(
+        &self,
+        key: &str,
+        body: Body<'_>,
+        options: &PutOptions,
+    ) -> Result<(), StoreError> {
+        let resource = serde_json::json!({
+            "name": key,
+            "contentType": "application/octet-stream",
+            "metadata": options.metadata,
+        });
+        if body.len() > self.resumable_threshold as u64 {
+            self.put_resumable(key, &body, &resource).await
+        } else {
+            self.put_multipart(key, &body, &resource).await
         }
     }
 
@@ -462,7 +526,7 @@ impl GcsStore {
                 "object download",
                 Request::Read,
                 deadline::for_body(size),
-                &|| {
+                {
                     let request = self.http.get(&url).query(&[("alt", "media")]);
                     match &generation {
                         Some(g) => request.query(&[("generation", g.as_str())]),
@@ -499,16 +563,23 @@ impl Store for GcsStore {
         body: Bytes,
         options: &PutOptions,
     ) -> Result<(), StoreError> {
-        let resource = serde_json::json!({
-            "name": key,
-            "contentType": "application/octet-stream",
-            "metadata": options.metadata,
-        });
-        if body.len() > self.resumable_threshold {
-            self.put_resumable(key, body, &resource).await
-        } else {
-            self.put_multipart(key, body, &resource).await
-        }
+        self.put_body(key, Body::Memory(body), options).await
+    }
+
+    /// Streams the file from disk, checked against the declared SHA-256 as it is sent.
+    async fn put_create_file(
+        &self,
+        key: &str,
+        path: &Path,
+        len: u64,
+        options: &PutOptions,
+    ) -> Result<(), StoreError> {
+        let body = Body::File {
+            path,
+            len,
+            sha256: options.content_sha256.as_deref(),
+        };
+        self.put_body(key, body, options).await
     }
 
     async fn get(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
@@ -633,30 +704,135 @@ struct ErrorEnvelope {
     error: ErrorBody,
 }
 
-/// A `multipart/related` body: the object resource as JSON, then the bytes. Returns the
-/// Content-Type (with its boundary) and the body.
-fn multipart_body(resource: &serde_json::Value, body: &[u8]) -> (String, Bytes) {
-    let json = serde_json::to_vec(resource).expect("a JSON value serializes");
-    let mut boundary = format!("walship-{}", upload_nonce());
-    // The boundary must not occur in the content; a random one practically never does,
-    // but WAL is arbitrary bytes, so make sure.
-    while contains(body, boundary.as_bytes()) {
-        boundary = format!("walship-{}", upload_nonce());
+/// What a put uploads: bytes already in memory, or a file read as it is sent.
+enum Body<'a> {
+    Memory(Bytes),
+    File {
+        path: &'a Path,
+        len: u64,
+        sha256: Option<&'a str>,
+    },
+}
+
+impl Body<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Body::Memory(bytes) => bytes.len() as u64,
+            Body::File { len, .. } => *len,
+        }
     }
-    let mut out = BytesMut::with_capacity(body.len() + json.len() + 256);
-    out.extend_from_slice(
-        format!("--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n").as_bytes(),
-    );
-    out.extend_from_slice(&json);
-    out.extend_from_slice(
-        format!("\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
-    );
-    out.extend_from_slice(body);
-    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (
-        format!("multipart/related; boundary={boundary}"),
-        out.freeze(),
-    )
+
+    /// A fresh reading of the body, for one attempt.
+    async fn source(&self, store: &str) -> Result<UploadSource, StoreError> {
+        match self {
+            Body::Memory(bytes) => Ok(UploadSource::from_bytes(bytes.clone())),
+            Body::File { path, len, sha256 } => {
+                UploadSource::open(store, path, *len, *sha256).await
+            }
+        }
+    }
+}
+
+/// The pieces of a streamed body are read this large.
+const STREAM_CHUNK: usize = 1 << 20;
+
+/// A `multipart/related` body streamed as it is sent: the object resource as JSON,
+/// then the bytes, under a boundary the bytes are checked not to contain. Why the
+/// stream failed, when it did, is left in `failure` for the request's error.
+struct MultipartStream {
+    store: String,
+    boundary: String,
+    head: Bytes,
+    source: UploadSource,
+    tail: Bytes,
+    /// The end of the bytes sent so far, to find a boundary across two chunks.
+    carry: Vec<u8>,
+    failure: Arc<std::sync::Mutex<Option<StoreError>>>,
+}
+
+impl MultipartStream {
+    fn new(store: &str, json: Bytes, source: UploadSource) -> MultipartStream {
+        let boundary = format!("walship-{}", upload_nonce());
+        let mut head = BytesMut::with_capacity(json.len() + 160);
+        head.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n")
+                .as_bytes(),
+        );
+        head.extend_from_slice(&json);
+        head.extend_from_slice(
+            format!("\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n")
+                .as_bytes(),
+        );
+        let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+        MultipartStream {
+            store: store.to_owned(),
+            boundary,
+            head: head.freeze(),
+            source,
+            tail,
+            carry: Vec::new(),
+            failure: Arc::default(),
+        }
+    }
+
+    fn total_len(&self) -> u64 {
+        self.head.len() as u64 + self.source.len() + self.tail.len() as u64
+    }
+
+    fn fail(&self, err: StoreError) -> std::io::Error {
+        let text = err.to_string();
+        if let Ok(mut slot) = self.failure.lock() {
+            *slot = Some(err);
+        }
+        std::io::Error::other(text)
+    }
+
+    /// The next piece of the body, or why there is none.
+    async fn next_piece(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        if !self.head.is_empty() {
+            return Some(Ok(std::mem::take(&mut self.head)));
+        }
+        match self.source.next_chunk(STREAM_CHUNK).await {
+            Ok(Some(chunk)) => {
+                // The boundary must not occur in the content; a random one practically
+                // never does, but WAL is arbitrary bytes, so make sure. The attempt
+                // fails, and the next one draws another boundary.
+                let needle = self.boundary.as_bytes();
+                let edge = &chunk[..chunk.len().min(needle.len())];
+                let across = [self.carry.as_slice(), edge].concat();
+                if contains(&chunk, needle) || contains(&across, needle) {
+                    let err = StoreError::new(
+                        ErrorKind::Conflict,
+                        &self.store,
+                        "the body contains the multipart boundary; trying another",
+                    );
+                    return Some(Err(self.fail(err)));
+                }
+                // The last bytes sent, to search across the next edge.
+                let keep = needle.len().saturating_sub(1);
+                let mut sent = std::mem::take(&mut self.carry);
+                sent.extend_from_slice(&chunk[chunk.len().saturating_sub(keep)..]);
+                self.carry = sent[sent.len().saturating_sub(keep)..].to_vec();
+                Some(Ok(chunk))
+            }
+            Ok(None) if !self.tail.is_empty() => Some(Ok(std::mem::take(&mut self.tail))),
+            Ok(None) => None,
+            Err(err) => Some(Err(self.fail(err))),
+        }
+    }
+
+    fn into_stream(
+        self,
+    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        futures::stream::unfold(self, |mut parts| async move {
+            let piece = parts.next_piece().await?;
+            Some((piece, parts))
+        })
+    }
+}
+
+fn take_failure(slot: &std::sync::Mutex<Option<StoreError>>) -> Option<StoreError> {
+    slot.lock().ok().and_then(|mut s| s.take())
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -168,14 +168,25 @@ fn bucket_names_are_checked() {
     }
 }
 
-#[test]
-fn multipart_bodies_hold_the_resource_and_the_bytes() {
+async fn collect(parts: MultipartStream) -> Result<Vec<u8>, std::io::Error> {
+    use futures::TryStreamExt;
+    let chunks: Vec<Bytes> = parts.into_stream().try_collect().await?;
+    Ok(chunks.concat())
+}
+
+#[tokio::test]
+async fn multipart_bodies_hold_the_resource_and_the_bytes() {
     let resource = serde_json::json!({"name": "k", "metadata": {"walship-sha256": "ab"}});
     let body = b"\x00\x01binary\r\n--not-a-boundary";
-    let (content_type, payload) = multipart_body(&resource, body);
-    let boundary = content_type
-        .strip_prefix("multipart/related; boundary=")
-        .unwrap();
+    let parts = MultipartStream::new(
+        "gs://b",
+        Bytes::from(serde_json::to_vec(&resource).unwrap()),
+        UploadSource::from_bytes(Bytes::from_static(body)),
+    );
+    let boundary = parts.boundary.clone();
+    let total = parts.total_len();
+    let payload = collect(parts).await.unwrap();
+    assert_eq!(payload.len() as u64, total);
     let text = String::from_utf8_lossy(&payload);
     let parts: Vec<&str> = text.split(&format!("--{boundary}")).collect();
     assert_eq!(parts.len(), 4, "{text}");
@@ -184,6 +195,26 @@ fn multipart_bodies_hold_the_resource_and_the_bytes() {
     let bytes_part = &payload[payload.len() - body.len() - boundary.len() - 8..];
     assert!(bytes_part.starts_with(body));
     assert_eq!(parts[3], "--\r\n");
+}
+
+#[tokio::test]
+async fn a_body_that_contains_the_boundary_fails_the_attempt_even_across_two_chunks() {
+    let parts = MultipartStream::new(
+        "gs://b",
+        Bytes::from_static(b"{}"),
+        UploadSource::from_bytes(Bytes::new()),
+    );
+    let boundary = parts.boundary.clone();
+    // The boundary straddles the edge between the first and the second chunk.
+    let mut body = vec![0u8; STREAM_CHUNK - 5];
+    body.extend_from_slice(boundary.as_bytes());
+    body.extend_from_slice(&[0u8; 100]);
+    let mut parts = parts;
+    parts.source = UploadSource::from_bytes(Bytes::from(body));
+    let failure = parts.failure.clone();
+    assert!(collect(parts).await.is_err());
+    let err = take_failure(&failure).expect("the reason is kept");
+    assert!(err.is_transient(), "another boundary may do: {err}");
 }
 
 #[test]

@@ -309,3 +309,81 @@ pub async fn a_streamed_put_whose_bytes_differ_from_its_hash_is_refused_and_leav
     );
     let _ = std::fs::remove_file(&path);
 }
+
+/// How much the process's peak resident memory may grow while it streams a file of
+/// [`LARGE_FILE`] bytes: a few chunks or blocks in flight, never the file.
+pub const MEMORY_BOUND: u64 = 40 << 20;
+/// The size of the file [`a_large_streamed_put_does_not_hold_the_file_in_memory`] puts.
+pub const LARGE_FILE: u64 = 96 << 20;
+
+/// Streams a file of [`LARGE_FILE`] bytes and checks that the process's peak resident
+/// memory grew by less than [`MEMORY_BOUND`]. Linux only (it resets and reads the peak
+/// through `/proc/self`); run it in a test binary of its own, as other tests in the
+/// same process would add their own peaks.
+pub async fn a_large_streamed_put_does_not_hold_the_file_in_memory(
+    store: &dyn Store,
+    scratch: &std::path::Path,
+    prefix: &str,
+) {
+    use sha2::Digest;
+    use std::io::Write;
+    let name = store.describe();
+    let path = scratch.join(format!("large-{}", nonce()));
+    let mut hasher = sha2::Sha256::new();
+    {
+        let mut file = std::fs::File::create(&path).expect("create the scratch file");
+        let mut piece = vec![0u8; 1 << 20];
+        for i in 0..LARGE_FILE >> 20 {
+            for (j, b) in piece.iter_mut().enumerate() {
+                *b = (j as u64 ^ i.wrapping_mul(0x9e37_79b9)) as u8;
+            }
+            hasher.update(&piece);
+            file.write_all(&piece).expect("write the scratch file");
+        }
+    }
+    let hash = hex::encode(hasher.finalize());
+    let options = PutOptions {
+        content_sha256: Some(hash),
+        ..PutOptions::default()
+    };
+    let key = format!("{prefix}large");
+    // Memory checks in one process run one at a time: each would see the other's peak.
+    let _alone = MEMORY_CHECK.lock().await;
+    // Writing 5 to clear_refs resets the peak resident set size (VmHWM) to the
+    // current one.
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
+    let before = resident_kib("VmRSS:");
+    store
+        .put_create_file(&key, &path, LARGE_FILE, &options)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: streamed put of {LARGE_FILE} bytes: {e}"));
+    let peak = resident_kib("VmHWM:");
+    let grown = peak.saturating_sub(before) << 10;
+    let _ = std::fs::remove_file(&path);
+    let info = store.head(&key).await.expect("head").expect("the object");
+    assert_eq!(info.size, LARGE_FILE, "{name}");
+    eprintln!(
+        "{name}: peak resident memory grew by {} MiB while streaming {} MiB",
+        grown >> 20,
+        LARGE_FILE >> 20
+    );
+    assert!(
+        grown < MEMORY_BOUND,
+        "{name}: peak resident memory grew by {} MiB while streaming a {} MiB file (bound {} MiB)",
+        grown >> 20,
+        LARGE_FILE >> 20,
+        MEMORY_BOUND >> 20
+    );
+}
+
+static MEMORY_CHECK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A `kB` line of `/proc/self/status`, in KiB.
+fn resident_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}

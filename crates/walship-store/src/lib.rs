@@ -25,11 +25,13 @@ mod local;
 pub mod retry;
 pub mod status;
 mod tls;
+mod upload;
 
 pub use error::{BoxError, ErrorKind, StoreError, error_chain};
 pub use local::LocalStore;
 pub use retry::RetryPolicy;
 pub use tls::CaBundle;
+pub use upload::UploadSource;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -69,14 +69,22 @@ impl LocalStore {
         .with_source(err)
     }
 
-    fn put_blocking(&self, key: &str, body: &[u8], options: &PutOptions) -> Result<(), StoreError> {
+    /// Creates the object `key` with the content `fill` writes into a temporary file
+    /// beside it: the file is synced, linked to its name only if that name is free, and
+    /// the directory synced.
+    fn put_blocking(
+        &self,
+        key: &str,
+        fill: &mut dyn FnMut(&mut std::fs::File) -> Result<(), StoreError>,
+        options: &PutOptions,
+    ) -> Result<(), StoreError> {
         let target = self.path_of(key)?;
         let dir = target
             .parent()
             .expect("a key always has a parent")
             .to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| self.io_error("creating", &dir, e))?;
-        let tmp = write_temp(&dir, body).map_err(|e| self.io_error("writing into", &dir, e))?;
+        let tmp = write_temp(&dir, fill, &|e| self.io_error("writing into", &dir, e))?;
         let linked = std::fs::hard_link(&tmp, &target);
         let _ = std::fs::remove_file(&tmp);
         match linked {
@@ -107,8 +115,9 @@ impl LocalStore {
             text.push_str(v);
             text.push('\n');
         }
-        let tmp =
-            write_temp(&dir, text.as_bytes()).map_err(|e| self.io_error("writing", &dir, e))?;
+        let io_error = |e| self.io_error("writing", &dir, e);
+        let mut fill = |file: &mut std::fs::File| file.write_all(text.as_bytes()).map_err(io_error);
+        let tmp = write_temp(&dir, &mut fill, &io_error)?;
         std::fs::rename(&tmp, &path).map_err(|e| self.io_error("publishing", &path, e))?;
         fsync_dir(&dir).map_err(|e| self.io_error("syncing", &dir, e))
     }
@@ -186,19 +195,79 @@ impl LocalStore {
     }
 }
 
-fn write_temp(dir: &Path, body: &[u8]) -> io::Result<PathBuf> {
+fn write_temp(
+    dir: &Path,
+    fill: &mut dyn FnMut(&mut std::fs::File) -> Result<(), StoreError>,
+    io_error: &dyn Fn(io::Error) -> StoreError,
+) -> Result<PathBuf, StoreError> {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&tmp)?;
-    let written = file.write_all(body).and_then(|()| file.sync_all());
+        .open(&tmp)
+        .map_err(io_error)?;
+    let written = fill(&mut file).and_then(|()| file.sync_all().map_err(io_error));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
     Ok(tmp)
+}
+
+/// Copies `len` bytes of the file at `from` into `to` in pieces, checking that the file
+/// has exactly that length and, when `sha256` is given, that hash.
+fn copy_checked(
+    store: &str,
+    from: &Path,
+    len: u64,
+    sha256: Option<&str>,
+    to: &mut std::fs::File,
+) -> Result<(), StoreError> {
+    use sha2::Digest;
+    use std::io::Read;
+    let source_error = |detail: String| StoreError::source_file(store, from, &detail);
+    let mut file = std::fs::File::open(from).map_err(|e| source_error(e.to_string()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut copied = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| source_error(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        copied += n as u64;
+        if copied > len {
+            return Err(source_error(format!(
+                "expected {len} bytes, the file is longer; it changed"
+            )));
+        }
+        hasher.update(&buf[..n]);
+        to.write_all(&buf[..n]).map_err(|e| {
+            StoreError::new(
+                ErrorKind::Server,
+                store,
+                format!("writing a copy of {}: {e}", from.display()),
+            )
+        })?;
+    }
+    if copied != len {
+        return Err(source_error(format!(
+            "expected {len} bytes, the file ended after {copied}"
+        )));
+    }
+    if let Some(expected) = sha256 {
+        let actual = hex::encode(hasher.finalize());
+        if !actual.eq_ignore_ascii_case(expected) {
+            return Err(source_error(format!(
+                "its SHA-256 is {actual}, not the {expected} it had when it was read; the \
+                 file changed"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn fsync_dir(dir: &Path) -> io::Result<()> {
@@ -218,7 +287,41 @@ impl Store for LocalStore {
         options: &PutOptions,
     ) -> Result<(), StoreError> {
         let (this, key, options) = (self.clone(), key.to_string(), options.clone());
-        spawn(move || this.put_blocking(&key, &body, &options)).await
+        spawn(move || {
+            let dir = this.root.clone();
+            let mut fill = |file: &mut std::fs::File| {
+                file.write_all(&body)
+                    .map_err(|e| this.io_error("writing into", &dir, e))
+            };
+            this.put_blocking(&key, &mut fill, &options)
+        })
+        .await
+    }
+
+    /// Copies the file in pieces, never holding it in memory, checking its length and
+    /// the declared SHA-256 before the copy is published.
+    async fn put_create_file(
+        &self,
+        key: &str,
+        path: &Path,
+        len: u64,
+        options: &PutOptions,
+    ) -> Result<(), StoreError> {
+        let (this, key, path, options) = (
+            self.clone(),
+            key.to_string(),
+            path.to_owned(),
+            options.clone(),
+        );
+        spawn(move || {
+            let store = this.describe();
+            let sha256 = options.content_sha256.clone();
+            let mut fill = |file: &mut std::fs::File| {
+                copy_checked(&store, &path, len, sha256.as_deref(), file)
+            };
+            this.put_blocking(&key, &mut fill, &options)
+        })
+        .await
     }
 
     async fn get(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
@@ -285,6 +388,65 @@ async fn spawn<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_large_file_is_copied_into_the_local_store_without_being_held_in_memory() {
+        let root = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(root.path().to_owned());
+        crate::conformance::a_large_streamed_put_does_not_hold_the_file_in_memory(
+            &store,
+            scratch.path(),
+            "memory/",
+        )
+        .await;
+    }
+
+    /// A store that takes the trait's default streamed put, which reads the file into
+    /// memory: the memory check must catch it.
+    #[derive(Debug)]
+    struct Buffering(LocalStore);
+
+    #[async_trait]
+    impl Store for Buffering {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        async fn put_create(
+            &self,
+            key: &str,
+            body: Bytes,
+            options: &PutOptions,
+        ) -> Result<(), StoreError> {
+            self.0.put_create(key, body, options).await
+        }
+        async fn get(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
+            self.0.get(key).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+            self.0.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+            self.0.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.0.delete(key).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    #[should_panic(expected = "peak resident memory grew by")]
+    async fn the_memory_check_catches_a_store_that_holds_the_file() {
+        let root = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let store = Buffering(LocalStore::new(root.path().to_owned()));
+        crate::conformance::a_large_streamed_put_does_not_hold_the_file_in_memory(
+            &store,
+            scratch.path(),
+            "memory/",
+        )
+        .await;
+    }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn the_local_store_passes_the_conformance_suite() {

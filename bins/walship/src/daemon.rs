@@ -62,6 +62,7 @@ pub async fn run(
                     &sources.secrets_dir,
                     sources.server_name.as_deref(),
                     Some(credential_observer(&metrics)),
+                    walship_store::RetryPolicy::default(),
                 )
                 .await
                 .map(|wired| reload::Rebuilt {

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tracing::error;
+use walship_store::RetryPolicy;
 
 use cli::{Cli, Command, DaemonArgs, LogFormat};
 use walship_daemon::client::{
@@ -215,13 +216,15 @@ async fn injected_panic() {}
 async fn run(cli: Cli) -> Ending {
     injected_panic().await;
     // The archiver of wal-push and wal-fetch, wired only when the daemon could not
-    // answer for them (a future does nothing until awaited).
-    let wire = || async {
+    // answer for them (a future does nothing until awaited), with the command's one
+    // retry policy.
+    let wire = |retry: RetryPolicy| async {
         wiring::archiver(
             &cli.config,
             &cli.secrets_dir,
             cli.server_name.as_deref(),
             None,
+            retry,
         )
         .await
         .map(|wired| wired.archiver)
@@ -231,22 +234,34 @@ async fn run(cli: Cli) -> Ending {
             path,
             timeout_seconds,
         } => Client::new(&cli.socket)
-            .push(path, Duration::from_secs(*timeout_seconds), wire())
+            .push(
+                path,
+                Duration::from_secs(*timeout_seconds),
+                wire(RetryPolicy::default()),
+            )
             .await
             .map(Ending::Pushed),
         Command::WalFetch {
             name,
             dest,
             retry_seconds,
-        } => Client::new(&cli.socket)
-            .fetch(name, dest, Duration::from_secs(*retry_seconds), wire())
-            .await
-            .map(Ending::Fetched),
+        } => {
+            // The store retries each request for as long as --retry-seconds allows; with
+            // zero, as the other commands do.
+            let retry = match *retry_seconds {
+                0 => RetryPolicy::default(),
+                n => RetryPolicy::within(Duration::from_secs(n)),
+            };
+            Client::new(&cli.socket)
+                .fetch(name, dest, Duration::from_secs(*retry_seconds), wire(retry))
+                .await
+                .map(Ending::Fetched)
+        }
         Command::Check {
             expect_empty,
             timeline,
             timeout_seconds,
-        } => match wire().await {
+        } => match wire(RetryPolicy::default()).await {
             Ok(archiver) => {
                 let timeout = Duration::from_secs(*timeout_seconds);
                 let checked = client::check(&archiver, *expect_empty, *timeline, timeout).await;
@@ -291,6 +306,7 @@ async fn run_daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<Ending> {
         &cli.secrets_dir,
         cli.server_name.as_deref(),
         observer,
+        RetryPolicy::default(),
     )
     .await?;
     let beside_pgdata = |name: &str| {

@@ -21,12 +21,14 @@ pub struct Wired {
 }
 
 /// Builds the archiver a manifest describes. `on_credentials` (the daemon's metrics) is
-/// told of every credential load the store's SDK makes.
+/// told of every credential load the store's SDK makes; `retry` is the one retry policy
+/// of every request the store makes.
 pub async fn archiver(
     config_path: &Path,
     secrets_dir: &Path,
     server_override: Option<&str>,
     on_credentials: Option<RefreshObserver>,
+    retry: RetryPolicy,
 ) -> Result<Wired> {
     let doc = walship_config::load(config_path).map_err(|errors| {
         anyhow::anyhow!(
@@ -40,7 +42,7 @@ pub async fn archiver(
     let configuration = &doc.spec.configuration;
     let destination = configuration.destination();
     let secrets = SecretsDir::new(secrets_dir);
-    let store = store_for(&doc, &destination, &secrets, on_credentials).await?;
+    let store = store_for(&doc, &destination, &secrets, on_credentials, retry).await?;
     let compression = configuration
         .wal_compression()
         .map(|c| {
@@ -64,11 +66,9 @@ async fn store_for(
     destination: &Destination,
     secrets: &SecretsDir,
     on_credentials: Option<RefreshObserver>,
+    retry: RetryPolicy,
 ) -> Result<Arc<dyn Store>> {
     let configuration = &doc.spec.configuration;
-    // The one retry policy: every request of the store goes through it, and no SDK
-    // retries underneath.
-    let retry = RetryPolicy::default();
     match destination {
         Destination::File { root, .. } => Ok(Arc::new(LocalStore::new(root.clone()))),
         Destination::S3 { bucket, .. } => {

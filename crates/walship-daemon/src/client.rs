@@ -186,7 +186,7 @@ impl Client {
             return Ok(result);
         }
         let archiver = archiver.await?;
-        Ok(fetch_with_retries(&archiver, name, dest, started + retry, retry).await)
+        Ok(fetch_within(&archiver, name, dest, started + retry, retry).await)
     }
 
     /// The prefetching path of wal-fetch: ask the daemon. `None` means it could not
@@ -279,45 +279,38 @@ async fn injected_stuck_read() {
 #[cfg(not(debug_assertions))]
 async fn injected_stuck_read() {}
 
-/// Fetches from the store until it answers or `deadline` passes, backing off between
-/// attempts that failed in the store (any other failure is final at once).
-async fn fetch_with_retries(
+/// Fetches from the store, whose requests retry by the policy the archiver was built
+/// with (for wal-fetch: for as long as `--retry-seconds` allows), within `deadline`.
+/// Nothing retries here: a retry of the whole fetch would nest inside the store's.
+async fn fetch_within(
     archiver: &Archiver,
     name: &str,
     dest: &Path,
     deadline: Instant,
     retry: Duration,
 ) -> FetchResult {
-    let mut delay = Duration::from_millis(500);
-    loop {
-        // The budget bounds the attempt in flight too; with zero the single attempt is
-        // bounded by the stores' per-request deadlines alone.
-        let attempt = archiver.fetch(name, dest);
-        let result = if retry.is_zero() {
-            attempt.await
-        } else {
-            match tokio::time::timeout_at(deadline.into(), attempt).await {
-                Ok(result) => result,
-                Err(_) => {
-                    let reason = format!(
-                        "{name}: no answer from {} within --retry-seconds {}",
-                        archiver.store().describe(),
-                        retry.as_secs()
-                    );
-                    return fatal(reason, name);
-                }
+    // The budget bounds the attempt in flight too; with zero the fetch is bounded by
+    // the stores' per-request deadlines alone.
+    let attempt = archiver.fetch(name, dest);
+    let result = if retry.is_zero() {
+        attempt.await
+    } else {
+        match tokio::time::timeout_at(deadline.into(), attempt).await {
+            Ok(result) => result,
+            Err(_) => {
+                let reason = format!(
+                    "{name}: no answer from {} within --retry-seconds {}",
+                    archiver.store().describe(),
+                    retry.as_secs()
+                );
+                return fatal(reason, name);
             }
-        };
-        match result {
-            Ok(FetchOutcome::Restored { .. }) => return FetchResult::RestoredDirectly,
-            Ok(FetchOutcome::NotFound) => return FetchResult::NotFound,
-            Err(e) if e.is_store_failure() && Instant::now() + delay < deadline => {
-                warn!("{e}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-            Err(e) => return fatal(e.to_string(), name),
         }
+    };
+    match result {
+        Ok(FetchOutcome::Restored { .. }) => FetchResult::RestoredDirectly,
+        Ok(FetchOutcome::NotFound) => FetchResult::NotFound,
+        Err(e) => fatal(e.to_string(), name),
     }
 }
 

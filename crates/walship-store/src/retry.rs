@@ -30,8 +30,10 @@ pub struct RetryPolicy {
     pub first_backoff: Duration,
     /// The longest wait between two attempts.
     pub max_backoff: Duration,
-    /// How long after the first attempt started a new one may start. `None`: one
-    /// attempt's deadline and a little more ([`deadline::for_operation`]).
+    /// How long after the first attempt started a new one may start; the caller bounds
+    /// the attempt in flight (wal-fetch's `--retry-seconds`). `None`: one attempt's
+    /// deadline and a little more ([`deadline::for_operation`]), and only attempts that
+    /// can run to their own deadline within it.
     pub budget: Option<Duration>,
 }
 
@@ -48,11 +50,15 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// One attempt only: for callers that retry the whole operation themselves.
-    pub fn once() -> Self {
+    /// As many attempts as fit in `budget`, 0.5 s apart and doubling up to 10 s: for a
+    /// caller with a total budget of its own, such as restore_command, for which a
+    /// store that is down for a while must not end recovery.
+    pub fn within(budget: Duration) -> Self {
         RetryPolicy {
-            max_attempts: 1,
-            ..RetryPolicy::default()
+            max_attempts: u32::MAX,
+            first_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(10),
+            budget: Some(budget),
         }
     }
 
@@ -78,9 +84,6 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, StoreError>>,
     {
         let started = Instant::now();
-        let budget = self
-            .budget
-            .unwrap_or_else(|| deadline::for_operation(per_attempt));
         let mut tried = 1;
         loop {
             let err = match attempt().await {
@@ -88,12 +91,14 @@ impl RetryPolicy {
                 Err(err) => err,
             };
             let wait = err.retry_after().unwrap_or_else(|| self.backoff(tried));
-            // Another attempt only if it can run to its own deadline within the budget:
-            // a store that lets one attempt time out gets no second one by default.
-            if !err.is_transient()
-                || tried >= self.max_attempts
-                || started.elapsed() + wait + per_attempt > budget
-            {
+            let next_start = started.elapsed() + wait;
+            let fits = match self.budget {
+                // Another attempt only if it can run to its own deadline within the
+                // budget: a store that lets one attempt time out gets no second one.
+                None => next_start + per_attempt <= deadline::for_operation(per_attempt),
+                Some(total) => next_start < total,
+            };
+            if !err.is_transient() || tried >= self.max_attempts || !fits {
                 return Err(err);
             }
             tracing::debug!(what, attempt = tried, kind = %err.kind(), ?wait, error = %err, "retrying");
@@ -212,18 +217,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_total_budget_allows_many_attempts_and_stops_at_its_end() {
         let started = Instant::now();
-        let policy = RetryPolicy {
-            max_attempts: u32::MAX,
-            budget: Some(Duration::from_secs(30)),
-            ..RetryPolicy::default()
-        };
-        let result: Result<(), _> = policy
-            .run("get k", Duration::from_secs(1), || async {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = RetryPolicy::within(Duration::from_secs(30))
+            .run("get k", Duration::from_secs(25), || async {
+                calls.fetch_add(1, Ordering::SeqCst);
                 Err(failing(ErrorKind::Connection))
             })
             .await;
         assert_eq!(result.unwrap_err().kind(), ErrorKind::Connection);
-        assert!(started.elapsed() < Duration::from_secs(30));
-        assert!(started.elapsed() >= Duration::from_secs(20));
+        // 0.5, 1, 2, 4, 8 and 10 s apart: the attempt at 25.5 s is the last to start.
+        assert_eq!(calls.load(Ordering::SeqCst), 7);
+        assert_eq!(started.elapsed(), Duration::from_millis(25_500));
     }
 }

@@ -40,18 +40,11 @@ pub async fn archiver(
         .server_name(server_override)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let configuration = &doc.spec.configuration;
-    let destination = configuration.destination();
+    let destination = doc.destination();
     let secrets = SecretsDir::new(secrets_dir);
-    let store = store_for(&doc, &destination, &secrets, on_credentials, retry).await?;
-    let compression = configuration
-        .wal_compression()
-        .map(|c| {
-            Compression::from_name(c.as_str())
-                .with_context(|| format!("wal.compression {:?} has no codec", c.as_str()))
-        })
-        .transpose()?;
+    let store = store_for(&doc, destination, &secrets, on_credentials, retry).await?;
     let settings = ArchiverSettings {
-        compression,
+        compression: configuration.wal_compression().map(codec),
         tags: configuration.tags.clone().into_iter().collect(),
         history_tags: configuration.history_tags.clone().into_iter().collect(),
     };
@@ -59,6 +52,20 @@ pub async fn archiver(
         archiver: Archiver::new(store, Layout::new(destination.prefix(), &server), settings),
         max_parallel: configuration.wal_max_parallel().max(1) as usize,
     })
+}
+
+/// The codec of a `wal.compression` value, matched rather than looked up by name: a
+/// value the manifest accepts without a codec does not compile.
+fn codec(compression: walship_config::Compression) -> Compression {
+    use walship_config::Compression as Configured;
+    match compression {
+        Configured::Bzip2 => Compression::Bzip2,
+        Configured::Gzip => Compression::Gzip,
+        Configured::Lz4 => Compression::Lz4,
+        Configured::Snappy => Compression::Snappy,
+        Configured::Xz => Compression::Xz,
+        Configured::Zstd => Compression::Zstd,
+    }
 }
 
 async fn store_for(
@@ -175,4 +182,28 @@ fn endpoint_ca(doc: &ObjectStore, secrets: &SecretsDir) -> Result<Option<CaBundl
                 r.key
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_configured_compression_has_the_codec_of_its_name() {
+        use walship_config::Compression as Configured;
+        for configured in [
+            Configured::Bzip2,
+            Configured::Gzip,
+            Configured::Lz4,
+            Configured::Snappy,
+            Configured::Xz,
+            Configured::Zstd,
+        ] {
+            assert_eq!(
+                Some(codec(configured)),
+                Compression::from_name(configured.as_str()),
+                "{configured:?}"
+            );
+        }
+    }
 }

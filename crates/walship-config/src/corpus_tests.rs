@@ -723,8 +723,8 @@ fn full_document_round_trips_into_the_model() {
     let store = parse(&yaml).unwrap();
     let c = &store.spec.configuration;
     assert_eq!(
-        c.destination(),
-        Destination::S3 {
+        store.destination(),
+        &Destination::S3 {
             bucket: "bucket".into(),
             prefix: "a/b".into()
         }
@@ -768,7 +768,7 @@ fn empty_enum_strings_mean_unset() {
 
 #[test]
 fn server_name_rules() {
-    let mut store = parse(&s3("")).unwrap();
+    let mut store = parse(&s3("")).unwrap().into_document();
     assert_eq!(store.server_name(None).unwrap(), store.metadata.name);
     store.metadata.name.clear();
     let e = store.server_name(None).unwrap_err();
@@ -860,7 +860,7 @@ fn serialized_model_parses_back_to_the_same_model() {
     );
     let store = parse(&yaml).unwrap();
     // JSON is YAML: what the model writes, parse reads.
-    let json = serde_json::to_string(&store).unwrap();
+    let json = serde_json::to_string(&*store).unwrap();
     assert_eq!(parse(&json).unwrap(), store);
     assert!(!json.contains("inheritFromAzureAD"), "{json}");
 }

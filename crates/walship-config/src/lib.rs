@@ -47,7 +47,7 @@
 //! "#).unwrap();
 //! assert_eq!(
 //!     store.destination(),
-//!     walship_config::Destination::S3 { bucket: "backups".into(), prefix: "pg".into() },
+//!     &walship_config::Destination::S3 { bucket: "backups".into(), prefix: "pg".into() },
 //! );
 //! assert_eq!(store.spec.configuration.wal_max_parallel(), 1);
 //! assert_eq!(store.server_name(Some("cluster-1")).unwrap(), "cluster-1");
@@ -55,6 +55,7 @@
 
 mod destination;
 mod error;
+mod manifest;
 mod model;
 pub mod redact;
 mod schema;
@@ -68,6 +69,7 @@ use std::path::Path;
 
 pub use destination::Destination;
 pub use error::{ConfigError, ConfigErrors};
+pub use manifest::Manifest;
 pub use model::{
     API_VERSION, AzureCredentials, BarmanObjectStoreConfiguration, Compression,
     DEFAULT_RETENTION_POLICY_INTERVAL_SECONDS, DEFAULT_WAL_MAX_PARALLEL, DataConfig, Encryption,
@@ -79,7 +81,7 @@ pub use secrets::{Secret, SecretBytes, SecretError, SecretsDir};
 /// Parse and validate an ObjectStore document. On failure, every problem
 /// found is returned: schema problems (unknown fields, types, missing fields;
 /// fields of one mapping in name order) first, then the cross-field rules.
-pub fn parse(yaml: &str) -> Result<ObjectStore, ConfigErrors> {
+pub fn parse(yaml: &str) -> Result<Manifest, ConfigErrors> {
     let options = serde_saphyr::options! {
         // `maxParallel: 010` should not silently become 8 or 10.
         leading_zero_numbers_as_strings: true,
@@ -110,11 +112,12 @@ pub fn parse(yaml: &str) -> Result<ObjectStore, ConfigErrors> {
     match serde_json::from_value::<ObjectStore>(clean) {
         Ok(store) => {
             validate::validate(&store, &mut errs);
-            if errs.is_empty() {
-                Ok(store)
-            } else {
-                Err(ConfigErrors(errs))
+            if !errs.is_empty() {
+                return Err(ConfigErrors(errs));
             }
+            // Validation checked the destination; what it parsed is kept with the
+            // document, so nothing downstream parses it again.
+            Manifest::new(store).map_err(|e| ConfigErrors(vec![e]))
         }
         Err(e) => {
             // The walk hands serde only values it checked, so this means the
@@ -130,7 +133,7 @@ pub fn parse(yaml: &str) -> Result<ObjectStore, ConfigErrors> {
 }
 
 /// Read `path` and [`parse`] it. An unreadable file gives one error naming it.
-pub fn load(path: &Path) -> Result<ObjectStore, ConfigErrors> {
+pub fn load(path: &Path) -> Result<Manifest, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError::new(
             path.display().to_string(),

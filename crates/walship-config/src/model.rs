@@ -136,21 +136,8 @@ pub struct BarmanObjectStoreConfiguration {
 }
 
 impl BarmanObjectStoreConfiguration {
-    /// The parsed `destinationPath`.
-    ///
-    /// # Panics
-    ///
-    /// Only if this value did not come from [`crate::parse`]/[`crate::load`]
-    /// (or `destination_path` was changed afterwards) and the path is invalid;
-    /// use [`Self::try_destination`] for values built by hand.
-    pub fn destination(&self) -> Destination {
-        match self.try_destination() {
-            Ok(d) => d,
-            Err(e) => panic!("destination() on an unvalidated configuration: {e}"),
-        }
-    }
-
-    /// The parsed `destinationPath`, or the error validation would report.
+    /// The parsed `destinationPath`, or the error validation would report. A
+    /// [`crate::Manifest`] holds it parsed once and for all.
     pub fn try_destination(&self) -> Result<Destination, ConfigError> {
         Destination::parse(&self.destination_path)
     }
@@ -444,11 +431,6 @@ impl ObjectStore {
         };
         check_server_name(path, name)?;
         Ok(name.to_string())
-    }
-
-    /// The parsed destination (see [`BarmanObjectStoreConfiguration::destination`]).
-    pub fn destination(&self) -> Destination {
-        self.spec.configuration.destination()
     }
 }
 

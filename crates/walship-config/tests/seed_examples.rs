@@ -79,7 +79,7 @@ fn every_seed_example_loads_with_the_right_destination() {
         let store = load(&seed(file)).unwrap_or_else(|e| panic!("{file}:\n{e}"));
         assert_eq!(store.api_version, "barmancloud.cnpg.io/v1", "{file}");
         assert_eq!(store.kind, "ObjectStore", "{file}");
-        assert_eq!(store.destination(), want, "{file}");
+        assert_eq!(store.destination(), &want, "{file}");
         let prefix = store.destination().prefix().to_string();
         assert!(
             !prefix.starts_with('/') && !prefix.ends_with('/'),
@@ -118,11 +118,13 @@ fn seed_details_survive_parsing() {
     assert!(s3.inherit_from_iam_role);
     assert!(s3.access_key_id.is_none());
 
-    let token = load(&seed("aws-access-keys-session-token.yaml")).unwrap();
+    let token = load(&seed("aws-access-keys-session-token.yaml"))
+        .unwrap()
+        .into_document();
     let s3 = token.spec.configuration.s3_credentials.unwrap();
     assert_eq!(s3.session_token.unwrap().key, "ACCESS_SESSION_TOKEN");
 
-    let gke = load(&seed("google-gke.yaml")).unwrap();
+    let gke = load(&seed("google-gke.yaml")).unwrap().into_document();
     assert!(
         gke.spec
             .configuration

@@ -10,6 +10,8 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use walship_store::durable;
+
 pub use walship_engine::FileIdentity;
 
 /// One acknowledged upload.
@@ -36,8 +38,10 @@ impl Journal {
             let entry = entry?;
             let name = entry.file_name();
             let Some(wal) = name.to_str().and_then(|n| n.strip_suffix(SUFFIX)) else {
-                // Leftover temporary files from a crash.
-                if name.to_string_lossy().starts_with(".tmp-") {
+                // Leftover temporary files from a crash (and from before the durable
+                // write was shared: `.tmp-`).
+                let name = name.to_string_lossy();
+                if durable::is_temporary(&name) || name.starts_with(".tmp-") {
                     let _ = fs::remove_file(entry.path());
                 }
                 continue;
@@ -62,20 +66,19 @@ impl Journal {
         ))
     }
 
-    /// Durably records that `name` is stored: temp file, fsync, rename, directory fsync.
+    /// Durably records that `name` is stored ([`walship_store::durable`]).
     pub fn record(&self, name: &str, record: &AckRecord) -> io::Result<()> {
-        let tmp = self.dir.join(format!(".tmp-{name}-{}", std::process::id()));
         let id = record.identity;
         let text = format!(
             "{} {} {} {} {}\n",
             record.sha256, id.dev, id.ino, id.size, id.mtime_ns
         );
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, self.dir.join(format!("{name}{SUFFIX}")))?;
-        fs::File::open(&self.dir)?.sync_all()
+        durable::write(
+            &self.dir.join(format!("{name}{SUFFIX}")),
+            durable::Publish::Replace,
+            |file| file.write_all(text.as_bytes()),
+            |e| e,
+        )
     }
 
     /// Drops the record of `name` (PostgreSQL has marked it done).

@@ -224,25 +224,30 @@ impl Prefetcher {
     }
 }
 
-/// Renames the spooled file onto `dest`; across filesystems, copies next to `dest`,
-/// fsyncs and renames, so `dest` is never partial.
+/// Renames the spooled file onto `dest`; across filesystems, copies it durably
+/// ([`walship_store::durable`]), so `dest` is never partial.
 fn move_into_place(spooled: &Path, dest: &Path) -> std::io::Result<()> {
+    use walship_store::durable;
     match std::fs::rename(spooled, dest) {
-        Ok(()) => {}
+        Ok(()) => {
+            if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+                durable::sync_dir(dir)?;
+            }
+            Ok(())
+        }
         Err(e) if e.raw_os_error() == Some(18) => {
             // EXDEV: the spool is on another filesystem.
-            let tmp = dest.with_extension("walship-copy");
-            std::fs::copy(spooled, &tmp)?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, dest)?;
+            durable::write(
+                dest,
+                durable::Publish::Replace,
+                |file| std::io::copy(&mut std::fs::File::open(spooled)?, file).map(drop),
+                |e| e,
+            )?;
             let _ = std::fs::remove_file(spooled);
+            Ok(())
         }
-        Err(e) => return Err(e),
+        Err(e) => Err(e),
     }
-    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

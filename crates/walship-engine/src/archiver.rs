@@ -587,30 +587,15 @@ fn prepare(
     })
 }
 
-/// Writes `content` to a temporary file beside `dest`, fsyncs it, renames it over
-/// `dest` and fsyncs the directory, so `dest` is either absent or complete.
+/// Writes `content` to `dest` durably ([`walship_store::durable`]): `dest` is either
+/// absent or complete.
 fn write_atomically(dest: &Path, content: &[u8]) -> std::io::Result<()> {
-    let dir = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.walship-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(content)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, dest)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    walship_store::durable::write(
+        dest,
+        walship_store::durable::Publish::Replace,
+        |file| file.write_all(content),
+        |e| e,
+    )
 }
 
 #[cfg(test)]

@@ -2,21 +2,7 @@
 
 use super::*;
 
-/// A value no other upload of the same key uses at the same time: process, time and a
-/// counter. Block ids of one blob must all have the same length, so it is fixed-width.
-pub(crate) fn upload_nonce() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{:08x}{:016x}{:08x}",
-        std::process::id(),
-        nanos,
-        count as u32
-    )
-}
+pub(crate) use walship_store::upload_nonce;
 
 pub(crate) fn block_id(nonce: &str, index: usize) -> Bytes {
     Bytes::from(format!("{nonce}-{index:06}"))

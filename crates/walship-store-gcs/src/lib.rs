@@ -48,8 +48,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -58,7 +57,7 @@ use serde::Deserialize;
 use walship_store::status::{self, Request};
 use walship_store::{
     ErrorKind, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError, UploadSource,
-    deadline,
+    deadline, upload_nonce,
 };
 
 pub use auth::{GcsAuth, MetadataServer};
@@ -844,16 +843,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         .enumerate()
         .filter(|&(_, &b)| b == first)
         .any(|(i, _)| haystack[i..].starts_with(needle))
-}
-
-/// A value no other upload of this process uses: process, time and a counter.
-fn upload_nonce() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:08x}{nanos:016x}{count:08x}", std::process::id())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod deadline;
+pub mod durable;
 mod error;
 mod local;
 pub mod retry;
@@ -31,7 +32,7 @@ pub use error::{BoxError, ErrorKind, StoreError, error_chain};
 pub use local::LocalStore;
 pub use retry::RetryPolicy;
 pub use tls::CaBundle;
-pub use upload::UploadSource;
+pub use upload::{UploadSource, upload_nonce};
 
 use std::collections::BTreeMap;
 use std::fmt;

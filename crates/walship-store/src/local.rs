@@ -9,17 +9,13 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{ErrorKind, Metadata, ObjectInfo, PutOptions, Store, StoreError};
+use crate::{ErrorKind, Metadata, ObjectInfo, PutOptions, Store, StoreError, durable};
 
 const META_DIR: &str = ".walship-meta";
-const TMP_PREFIX: &str = ".walship-tmp-";
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A store rooted at a directory.
 #[derive(Debug, Clone)]
@@ -69,9 +65,8 @@ impl LocalStore {
         .with_source(err)
     }
 
-    /// Creates the object `key` with the content `fill` writes into a temporary file
-    /// beside it: the file is synced, linked to its name only if that name is free, and
-    /// the directory synced.
+    /// Creates the object `key` with the content `fill` writes, durably and only if the
+    /// name is free ([`durable::Publish::CreateOnly`]).
     fn put_blocking(
         &self,
         key: &str,
@@ -84,17 +79,13 @@ impl LocalStore {
             .expect("a key always has a parent")
             .to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| self.io_error("creating", &dir, e))?;
-        let tmp = write_temp(&dir, fill, &|e| self.io_error("writing into", &dir, e))?;
-        let linked = std::fs::hard_link(&tmp, &target);
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(StoreError::already_exists(self.describe(), key));
+        durable::write(&target, durable::Publish::CreateOnly, fill, |e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                StoreError::already_exists(self.describe(), key)
+            } else {
+                self.io_error("writing", &target, e)
             }
-            Err(e) => return Err(self.io_error("publishing", &target, e)),
-        }
-        fsync_dir(&dir).map_err(|e| self.io_error("syncing", &dir, e))?;
+        })?;
         if !options.metadata.is_empty() {
             self.write_meta(key, &options.metadata)?;
         }
@@ -115,11 +106,13 @@ impl LocalStore {
             text.push_str(v);
             text.push('\n');
         }
-        let io_error = |e| self.io_error("writing", &dir, e);
-        let mut fill = |file: &mut std::fs::File| file.write_all(text.as_bytes()).map_err(io_error);
-        let tmp = write_temp(&dir, &mut fill, &io_error)?;
-        std::fs::rename(&tmp, &path).map_err(|e| self.io_error("publishing", &path, e))?;
-        fsync_dir(&dir).map_err(|e| self.io_error("syncing", &dir, e))
+        let io_error = |e| self.io_error("writing", &path, e);
+        durable::write(
+            &path,
+            durable::Publish::Replace,
+            |file| file.write_all(text.as_bytes()).map_err(io_error),
+            io_error,
+        )
     }
 
     fn read_meta(&self, key: &str) -> Metadata {
@@ -164,7 +157,7 @@ impl LocalStore {
                 let entry = entry.map_err(|e| self.io_error("listing", &dir, e))?;
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                if name == META_DIR || name.starts_with(TMP_PREFIX) {
+                if name == META_DIR || name.starts_with(durable::TEMP_PREFIX) {
                     continue;
                 }
                 let path = entry.path();
@@ -193,26 +186,6 @@ impl LocalStore {
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
-}
-
-fn write_temp(
-    dir: &Path,
-    fill: &mut dyn FnMut(&mut std::fs::File) -> Result<(), StoreError>,
-    io_error: &dyn Fn(io::Error) -> StoreError,
-) -> Result<PathBuf, StoreError> {
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(io_error)?;
-    let written = fill(&mut file).and_then(|()| file.sync_all().map_err(io_error));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(tmp)
 }
 
 /// Copies `len` bytes of the file at `from` into `to` in pieces, checking that the file
@@ -268,10 +241,6 @@ fn copy_checked(
         }
     }
     Ok(())
-}
-
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[async_trait]

@@ -15,6 +15,21 @@ use tokio::io::AsyncReadExt;
 
 use crate::StoreError;
 
+/// A value no other upload of this process uses at the same time, and no upload of
+/// another process in practice: process id, time and a counter, 32 hex digits always
+/// (Azure's block ids of one blob must all have the same length; GCS multipart
+/// boundaries take it too).
+pub fn upload_nonce() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:08x}{nanos:016x}{count:08x}", std::process::id())
+}
+
 /// A body being read for one upload attempt: a file, or bytes already in memory.
 pub struct UploadSource {
     store: String,
@@ -238,6 +253,15 @@ mod tests {
             .await
             .unwrap();
         assert!(source.next_chunk(10).await.is_err());
+    }
+
+    #[test]
+    fn upload_nonces_have_one_width_and_never_repeat() {
+        let a = upload_nonce();
+        let b = upload_nonce();
+        assert_eq!(a.len(), 32);
+        assert_eq!(b.len(), 32);
+        assert_ne!(a, b);
     }
 
     #[tokio::test]

@@ -201,13 +201,7 @@ impl Archiver {
         // faster, and each holds a compressor's state and a growing output buffer.
         let prepared = {
             let (path, compression) = (path.to_owned(), self.settings.compression);
-            let _cpu = CPU_SLOTS
-                .acquire()
-                .await
-                .expect("the CPU semaphore is never closed");
-            tokio::task::spawn_blocking(move || prepare(&path, &name, compression))
-                .await
-                .expect("preparing task panicked")?
+            on_cpu(move || prepare(&path, &name, compression)).await?
         };
         let Prepared {
             len,
@@ -313,18 +307,16 @@ impl Archiver {
                 // Written by barman-cloud (no metadata), or metadata was lost: compare
                 // the decompressed content itself.
                 let (body, _) = self.store.get(key).await.map_err(store_err)?;
-                let content = match compression {
-                    None => body.to_vec(),
-                    Some(codec) => tokio::task::spawn_blocking(move || codec.decompress(&body))
-                        .await
-                        .expect("decompression task panicked")
-                        .map_err(|source| PushError::Unreadable {
-                            name: name.to_string(),
-                            key: key.to_owned(),
-                            source,
-                        })?,
-                };
-                sha256_hex(&content)
+                on_cpu(move || match compression {
+                    None => Ok(sha256_hex(&body)),
+                    Some(codec) => codec.decompress(&body).map(|content| sha256_hex(&content)),
+                })
+                .await
+                .map_err(|source| PushError::Unreadable {
+                    name: name.to_string(),
+                    key: key.to_owned(),
+                    source,
+                })?
             }
         };
         if archived_sha256 == sha256 {
@@ -390,25 +382,32 @@ impl Archiver {
             key: key.clone(),
             problem,
         };
-        let content = match compression {
-            None => body.to_vec(),
-            Some(codec) => tokio::task::spawn_blocking(move || codec.decompress(&body))
-                .await
-                .expect("decompression task panicked")
-                .map_err(|e| corrupt(e.to_string()))?,
-        };
-        if let Some(expected) = info.metadata.get(META_SHA256) {
-            let actual = sha256_hex(&content);
-            if &actual != expected {
-                return Err(corrupt(format!(
-                    "content sha256 {actual} does not match the sha256 recorded at upload, {expected}"
-                )));
+        // Decompress, hash and validate in one pass off the async threads, at most one
+        // per CPU at a time as on the way out: a prefetch window of many segments must
+        // not run that many decompressions at once.
+        let expected = info.metadata.get(META_SHA256).cloned();
+        let content = on_cpu(move || -> Result<Vec<u8>, String> {
+            let content = match compression {
+                None => body.to_vec(),
+                Some(codec) => codec.decompress(&body).map_err(|e| e.to_string())?,
+            };
+            if let Some(expected) = expected {
+                let actual = sha256_hex(&content);
+                if actual != expected {
+                    return Err(format!(
+                        "content sha256 {actual} does not match the sha256 recorded at upload, \
+                         {expected}"
+                    ));
+                }
             }
-        }
-        if name.has_page_headers() {
-            validate_segment(&name, content.len() as u64, &content)
-                .map_err(|e| corrupt(e.to_string()))?;
-        }
+            if name.has_page_headers() {
+                validate_segment(&name, content.len() as u64, &content)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(content)
+        })
+        .await
+        .map_err(corrupt)?;
         let bytes = content.len() as u64;
         let dest_owned = dest.to_owned();
         tokio::task::spawn_blocking(move || write_atomically(&dest_owned, &content))
@@ -465,12 +464,24 @@ struct Prepared {
 /// Bytes read to check a segment's first page header before anything is shipped.
 const FIRST_PAGE_PEEK: u64 = 8192;
 
-/// Permits for the CPU-bound pass over a file to ship ([`prepare`]): one per CPU this
-/// process may use, shared by every archiver in the process (a reload makes a new one).
+/// Permits for the CPU-bound passes ([`on_cpu`]): over a file to ship ([`prepare`]) and
+/// over a restored object (decompress, hash, validate). One per CPU this process may
+/// use, shared by every archiver in the process (a reload makes a new one).
 static CPU_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     tokio::sync::Semaphore::new(cpus)
 });
+
+/// Runs the CPU-bound `work` off the async threads, holding one of [`CPU_SLOTS`].
+async fn on_cpu<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    let _cpu = CPU_SLOTS
+        .acquire()
+        .await
+        .expect("the CPU semaphore is never closed");
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("a CPU task panicked")
+}
 
 /// A history file holds a line per ancestor timeline: kilobytes. Anything much larger
 /// is not one (and fails validation as such rather than filling memory).

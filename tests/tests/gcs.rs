@@ -1,150 +1,52 @@
 //! Google Cloud Storage through fake-gcs-server, with the seed's two `googleCredentials`
-//! manifests as written: a service-account JSON key (tokens from a local token endpoint
-//! that checks the signed assertion) and GKE Workload Identity (tokens from a local
-//! metadata server). PostgreSQL archives with `wal-push` and recovers to a point in time
-//! with `wal-fetch`; barman-cloud reads what walship wrote and walship what barman-cloud
-//! wrote; bad keys, a wrong bucket and a refusing token endpoint fail cleanly.
-//!
-//! The seed's manifests carry no endpoint, so walship finds the emulator through
-//! `STORAGE_EMULATOR_HOST` and the metadata server through `GCE_METADATA_HOST`, as
-//! Google's own clients do; PostgreSQL's `archive_command` sets them for its child.
+//! manifests as written (see `common::gcs`): PostgreSQL archives with `wal-push` and
+//! recovers to a point in time with `wal-fetch`; barman-cloud reads what walship wrote
+//! and walship what barman-cloud wrote; bad keys, a wrong bucket and a refusing token
+//! endpoint fail cleanly; and the scenarios every store must pass (`common::pitr`, the
+//! daemon's) run here too.
 
 mod common;
 
 use std::fs;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use common::daemon::{DaemonProcess, assert_all_archived_identical, setup_for};
+use common::gcs::{BUCKET, FOLDER, GcsArchive, Identity, SERVER, seed_service_account_manifest};
 use common::{
     archived_in_pg_wal, assert_changed_copy_refused, assert_walship_restores_what_barman_archived,
     real_segments, sha256_file, stderr,
 };
 use walship_testkit::{
-    GcsServer, GoogleTokenServer, InitOptions, MetadataServer, PgCluster, TokenMode, WalshipBin,
-    free_port, make_readable_by_pg, pg_temp_dir, pg_user_command, wait_until,
+    InitOptions, PgCluster, TokenMode, WalshipBin, free_port, pg_temp_dir, pg_user_command,
+    wait_until,
 };
 
-const BUCKET: &str = "walship-gcs-e2e";
-const FOLDER: &str = "archive";
-const SERVER: &str = "pg-gcs";
-
-/// The seed's "Service Account JSON Key" manifest, with `<bucket>` and `<folder>` filled in.
-fn seed_service_account_manifest() -> String {
-    format!(
-        "apiVersion: barmancloud.cnpg.io/v1\nkind: ObjectStore\nmetadata:\n  name: google-store\n\
-         spec:\n  configuration:\n    destinationPath: \"gs://{BUCKET}/{FOLDER}\"\n    \
-         googleCredentials:\n      applicationCredentials:\n        name: backup-creds\n        \
-         key: gcsCredentials\n"
-    )
+#[test]
+fn the_point_in_time_recovery_every_store_passes_passes_on_gcs() -> Result<()> {
+    common::pitr::recovers_to_a_target_time(&GcsArchive::for_scenarios("gzip", 1)?)
 }
 
-/// The seed's "GKE Workload Identity" manifest.
-fn seed_gke_manifest() -> String {
-    format!(
-        "apiVersion: barmancloud.cnpg.io/v1\nkind: ObjectStore\nmetadata:\n  name: google-store\n\
-         spec:\n  configuration:\n    destinationPath: \"gs://{BUCKET}/{FOLDER}\"\n    \
-         googleCredentials:\n      gkeEnvironment: true\n"
-    )
-}
-
-enum Identity {
-    Key(GoogleTokenServer),
-    Gke(MetadataServer),
-}
-
-struct GcsArchive {
-    gcs: GcsServer,
-    identity: Identity,
-    dir: tempfile::TempDir,
-}
-
-impl GcsArchive {
-    fn start(gke: bool) -> Result<GcsArchive> {
-        let gcs = GcsServer::start()?;
-        gcs.create_bucket(BUCKET)?;
-        let dir = pg_temp_dir()?;
-        let identity = if gke {
-            fs::write(dir.path().join("objectstore.yaml"), seed_gke_manifest())?;
-            Identity::Gke(MetadataServer::start()?)
-        } else {
-            let tokens = GoogleTokenServer::start()?;
-            fs::write(
-                dir.path().join("objectstore.yaml"),
-                seed_service_account_manifest(),
-            )?;
-            let secret = dir.path().join("secrets/backup-creds");
-            fs::create_dir_all(&secret)?;
-            fs::write(secret.join("gcsCredentials"), tokens.key_json()?)?;
-            Identity::Key(tokens)
-        };
-        make_readable_by_pg(dir.path())?;
-        Ok(GcsArchive { gcs, identity, dir })
-    }
-
-    fn tokens(&self) -> &GoogleTokenServer {
-        match &self.identity {
-            Identity::Key(t) => t,
-            Identity::Gke(_) => panic!("not a service-account archive"),
-        }
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        let mut env = vec![("STORAGE_EMULATOR_HOST".to_owned(), self.gcs.host())];
-        if let Identity::Gke(metadata) = &self.identity {
-            env.push(("GCE_METADATA_HOST".to_owned(), metadata.host()));
-        }
-        env
-    }
-
-    fn args(&self) -> Vec<String> {
-        vec![
-            "--config".into(),
-            self.dir
-                .path()
-                .join("objectstore.yaml")
-                .display()
-                .to_string(),
-            "--secrets-dir".into(),
-            self.dir.path().join("secrets").display().to_string(),
-            "--server-name".into(),
-            SERVER.into(),
-        ]
-    }
-
-    /// An `archive_command` or `restore_command` for PostgreSQL (run through `sh -c`).
-    fn pg_command(&self, tail: &str) -> Result<String> {
-        let env: Vec<String> = self.env().iter().map(|(k, v)| format!("{k}={v}")).collect();
-        Ok(format!(
-            "{} {} {} {tail}",
-            env.join(" "),
-            WalshipBin::for_pg()?.display(),
-            self.args().join(" ")
-        ))
-    }
-
-    fn walship(&self, args: &[&str]) -> Result<Output> {
-        Command::new(WalshipBin::path()?)
-            .envs(self.env())
-            .args(self.args())
-            .args(args)
-            .output()
-            .context("running walship")
-    }
-
-    fn barman(&self, tool: &str) -> Result<Command> {
-        let venv = walship_testkit::barman_venv()
-            .context("the barman-cloud virtualenv is missing: run `cargo xtask install-tools`")?;
-        let mut cmd = Command::new(venv.join("bin").join(tool));
-        // barman's Google client goes to the emulator, unauthenticated, when this is set.
-        cmd.env("STORAGE_EMULATOR_HOST", self.gcs.endpoint())
-            .args(["--cloud-provider", "google-cloud-storage"]);
-        Ok(cmd)
-    }
-
-    fn destination(&self) -> String {
-        format!("gs://{BUCKET}/{FOLDER}")
-    }
+#[test]
+fn the_daemon_ships_every_segment_to_gcs_and_wal_push_only_asks_it() -> Result<()> {
+    let archive = GcsArchive::for_scenarios("zstd", 4)?;
+    let (mut pg, socket) = setup_for(&archive)?;
+    let daemon = DaemonProcess::start(&archive, &pg, &socket)?;
+    pg.start()?;
+    pg.pgbench(&["-i", "-s", "1", "-q"])?;
+    let last = pg.switch_wal()?;
+    let stats = pg.wait_for_archived(&last, Duration::from_secs(120))?;
+    assert_eq!(stats.failed_count, 0, "{}", pg.log_contents());
+    let count = assert_all_archived_identical(&archive, &pg)?;
+    assert!(count >= 3, "only {count} segments");
+    let log = pg.log_contents();
+    assert!(
+        !log.contains("uploading directly"),
+        "wal-push bypassed the daemon:\n{log}\ndaemon:\n{}",
+        daemon.log_contents()
+    );
+    assert!(daemon.metric("walship_segments_archived_total")? >= count as f64);
+    Ok(())
 }
 
 #[test]
@@ -385,7 +287,7 @@ fn the_daemon_ships_to_gcs_with_gke_workload_identity() -> Result<()> {
     let log = archive.dir.path().join("daemon.log");
     let metrics_port = free_port()?;
     let mut cmd = pg_user_command(&WalshipBin::for_pg()?, archive.dir.path())?;
-    cmd.envs(archive.env())
+    cmd.envs(archive.env_vars())
         .args(archive.args())
         .arg("--socket")
         .arg(&socket)

@@ -487,10 +487,27 @@ impl GcsStore {
         }
     }
 
+    /// The object's resource, retried by the store's policy.
     async fn resource(&self, key: &str) -> Result<Option<ObjectResource>, StoreError> {
+        self.retry
+            .run(key, deadline::for_small_request(), || {
+                self.resource_once(key)
+            })
+            .await
+    }
+
+    /// One attempt at the object's resource.
+    async fn resource_once(&self, key: &str) -> Result<Option<ObjectResource>, StoreError> {
         let url = self.object_url(key);
+        let per_attempt = deadline::for_small_request();
         let bytes = match self
-            .exchange(key, "object get", Request::Read, 0, &|| self.http.get(&url))
+            .exchange_once(
+                key,
+                "object get",
+                Request::Read,
+                per_attempt,
+                self.http.get(&url),
+            )
             .await
         {
             Ok((_, bytes)) => bytes,
@@ -509,7 +526,8 @@ impl GcsStore {
     /// The object's resource, then the bytes of exactly that generation: one attempt at
     /// the download.
     async fn get_once(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
-        let Some(resource) = self.resource(key).await? else {
+        // One attempt at each request: the caller's policy retries the pair.
+        let Some(resource) = self.resource_once(key).await? else {
             return Err(StoreError::not_found(&self.describe, key));
         };
         let url = self.object_url(key);

@@ -1,11 +1,12 @@
 //! Shared set-up for the end-to-end tests: an S3 server with a bucket (or Azurite with a
-//! container, in `azure`), an ObjectStore manifest and its secrets as Kubernetes would
+//! container, in `azure`; fake-gcs-server with a bucket, in `gcs`), an ObjectStore manifest and its secrets as Kubernetes would
 //! mount them, and a way to run the `walship` binary with them. Scenarios that every
 //! store must pass (`pitr`, the daemon's) take an [`ArchiveHarness`].
 #![allow(dead_code)]
 
 pub mod azure;
 pub mod daemon;
+pub mod gcs;
 pub mod pitr;
 
 use std::fs;

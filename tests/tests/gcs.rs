@@ -11,7 +11,6 @@ use std::fs;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::daemon::{DaemonProcess, assert_all_archived_identical, setup_for};
 use common::gcs::{BUCKET, FOLDER, GcsArchive, Identity, SERVER, seed_service_account_manifest};
 use common::{
     archived_in_pg_wal, assert_changed_copy_refused, assert_walship_restores_what_barman_archived,
@@ -30,23 +29,7 @@ fn the_point_in_time_recovery_every_store_passes_passes_on_gcs() -> Result<()> {
 #[test]
 fn the_daemon_ships_every_segment_to_gcs_and_wal_push_only_asks_it() -> Result<()> {
     let archive = GcsArchive::for_scenarios("zstd", 4)?;
-    let (mut pg, socket) = setup_for(&archive)?;
-    let daemon = DaemonProcess::start(&archive, &pg, &socket)?;
-    pg.start()?;
-    pg.pgbench(&["-i", "-s", "1", "-q"])?;
-    let last = pg.switch_wal()?;
-    let stats = pg.wait_for_archived(&last, Duration::from_secs(120))?;
-    assert_eq!(stats.failed_count, 0, "{}", pg.log_contents());
-    let count = assert_all_archived_identical(&archive, &pg)?;
-    assert!(count >= 3, "only {count} segments");
-    let log = pg.log_contents();
-    assert!(
-        !log.contains("uploading directly"),
-        "wal-push bypassed the daemon:\n{log}\ndaemon:\n{}",
-        daemon.log_contents()
-    );
-    assert!(daemon.metric("walship_segments_archived_total")? >= count as f64);
-    Ok(())
+    common::daemon::ships_every_segment_and_wal_push_only_asks_it(&archive)
 }
 
 #[test]

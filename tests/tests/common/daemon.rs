@@ -180,3 +180,26 @@ pub fn assert_all_archived_identical(
     }
     Ok(archived.len())
 }
+
+/// The daemon scenario every store must pass: PostgreSQL under pgbench archives through
+/// the daemon (`archive` compresses with zstd); every segment is stored byte-identical,
+/// `wal-push` never uploads by itself, and the daemon counts what it shipped.
+pub fn ships_every_segment_and_wal_push_only_asks_it(archive: &dyn ArchiveHarness) -> Result<()> {
+    let (mut pg, socket) = setup_for(archive)?;
+    let daemon = DaemonProcess::start(archive, &pg, &socket)?;
+    pg.start()?;
+    pg.pgbench(&["-i", "-s", "1", "-q"])?;
+    let last = pg.switch_wal()?;
+    let stats = pg.wait_for_archived(&last, Duration::from_secs(120))?;
+    assert_eq!(stats.failed_count, 0, "{}", pg.log_contents());
+    let count = assert_all_archived_identical(archive, &pg)?;
+    assert!(count >= 3, "only {count} segments");
+    let log = pg.log_contents();
+    assert!(
+        !log.contains("uploading directly"),
+        "wal-push bypassed the daemon:\n{log}\ndaemon:\n{}",
+        daemon.log_contents()
+    );
+    assert!(daemon.metric("walship_segments_archived_total")? >= count as f64);
+    Ok(())
+}

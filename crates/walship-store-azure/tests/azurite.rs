@@ -1,16 +1,11 @@
 //! `AzureStore` against a real Azurite blob service on 127.0.0.1.
 //!
-//! Every test starts its own in-memory Azurite on a free port and stops it when the test
-//! ends (the `Azurite` guard kills it on drop, also when an assertion fails). Azurite is
-//! found through `WALSHIP_AZURITE`, then `azurite-blob` on `PATH`, then
-//! `<workspace>/target/tools/node_modules/.bin/azurite-blob` (where
-//! `cargo xtask install-tools` puts it). When it cannot be found the tests fail: a store
+//! Every test starts its own in-memory Azurite on a free port, through the test kit's
+//! `AzuriteServer` (the one the end-to-end tests use), and stops it when the test ends,
+//! also when an assertion fails. When Azurite cannot be found the tests fail: a store
 //! that was never exercised must not look green.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use azure_storage::prelude::{BlobSasPermissions, SasToken};
 use azure_storage::{CloudLocation, StorageCredentials};
@@ -19,123 +14,33 @@ use azure_storage_blobs::prelude::{ClientBuilder, ContainerClient};
 use bytes::Bytes;
 use walship_store::{ErrorKind, PutOptions, Store};
 use walship_store_azure::{AzureAuth, AzureStore, AzureStoreConfig, BLOCK_UPLOAD_THRESHOLD};
+use walship_testkit::AzuriteServer;
 
 const ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's well-known, documented development key (not a secret).
 const KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-fn workspace_root() -> PathBuf {
-    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    // crates/walship-store-azure -> the workspace root.
-    crate_dir
-        .ancestors()
-        .nth(2)
-        .map_or(crate_dir.clone(), PathBuf::from)
-}
-
-fn azurite_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("WALSHIP_AZURITE").filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        assert!(
-            path.exists(),
-            "WALSHIP_AZURITE={} does not exist. Install Azurite with `cargo xtask \
-             install-tools` or `npm install --prefix {} azurite`",
-            path.display(),
-            workspace_root().join("target/tools").display()
-        );
-        return path;
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let candidate = dir.join("azurite-blob");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    let mut candidates = vec![workspace_root().join("target/tools/node_modules/.bin/azurite-blob")];
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(target).join("tools/node_modules/.bin/azurite-blob"));
-    }
-    for candidate in &candidates {
-        if candidate.exists() {
-            return candidate.clone();
-        }
-    }
-    panic!(
-        "azurite-blob not found (looked at $WALSHIP_AZURITE, PATH and {}). Install it with \
-         `cargo xtask install-tools` or `npm install --prefix {} azurite`, or set \
-         WALSHIP_AZURITE to an azurite-blob executable",
-        candidates[0].display(),
-        workspace_root().join("target/tools").display()
-    );
-}
-
-/// A running in-memory Azurite blob service; killed when dropped.
+/// The test kit's in-memory Azurite blob service, with the SDK's own client beside the
+/// store under test; stopped when dropped.
 struct Azurite {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+    server: AzuriteServer,
 }
 
 impl Azurite {
     fn start() -> Azurite {
-        let binary = azurite_path();
-        let dir = tempfile::tempdir().expect("temp dir for Azurite");
-        // Another process may take the port between this probe and Azurite's bind; the
-        // start-up check below then fails loudly rather than testing the wrong server.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let log = std::fs::File::create(dir.path().join("azurite.log")).expect("log file");
-        let child = Command::new(&binary)
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-            .args([
-                "--inMemoryPersistence",
-                "--loose",
-                "--skipApiVersionCheck",
-                "--disableTelemetry",
-            ])
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let mut azurite = Azurite {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = azurite.child.try_wait().expect("Azurite status") {
-                let log = std::fs::read_to_string(azurite._dir.path().join("azurite.log"))
-                    .unwrap_or_default();
-                panic!("Azurite exited at start-up ({status}):\n{log}");
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return azurite;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Azurite did not listen on 127.0.0.1:{port} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        Azurite {
+            server: AzuriteServer::start()
+                .unwrap_or_else(|e| panic!("cannot start Azurite: {e:#}")),
         }
     }
 
     fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/{ACCOUNT}", self.port)
+        self.server.blob_endpoint()
     }
 
     fn connection_string(&self) -> String {
-        format!(
-            "DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};BlobEndpoint={};",
-            self.endpoint()
-        )
+        self.server.connection_string()
     }
 
     /// The SDK's own client for a container, outside the store under test.
@@ -177,13 +82,6 @@ impl Azurite {
             },
         ))
         .expect("store")
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

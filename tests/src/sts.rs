@@ -1,8 +1,10 @@
 //! A stand-in for AWS STS on 127.0.0.1 that answers `AssumeRoleWithWebIdentity` (the
-//! call behind IRSA) with fixed credentials, and records what it was sent.
+//! call behind IRSA) with fixed credentials, or with an error status while told to, and
+//! records what it was sent.
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
@@ -13,6 +15,8 @@ use crate::stub::{LoopbackServer, read_request};
 pub struct StsStub {
     server: LoopbackServer,
     requests: Arc<Mutex<Vec<String>>>,
+    /// 0: answer with credentials; otherwise the HTTP status to fail with.
+    failing: Arc<AtomicU16>,
 }
 
 impl StsStub {
@@ -20,14 +24,25 @@ impl StsStub {
     /// assumed role's credentials, valid for an hour.
     pub fn start(access_key: &str, secret_key: &str, session_token: &str) -> Result<StsStub> {
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let failing = Arc::new(AtomicU16::new(0));
         let body = response_body(access_key, secret_key, session_token);
-        let seen = requests.clone();
+        let (seen, status) = (requests.clone(), failing.clone());
         let server = LoopbackServer::start(move |stream| {
-            if let Ok(request) = serve(stream, &body) {
+            if let Ok(request) = serve(stream, &body, status.load(Ordering::SeqCst)) {
                 seen.lock().expect("requests lock").push(request);
             }
         })?;
-        Ok(StsStub { server, requests })
+        Ok(StsStub {
+            server,
+            requests,
+            failing,
+        })
+    }
+
+    /// From now on answers every request with `status` and STS's error document
+    /// (`None`: with credentials again).
+    pub fn fail_with(&self, status: Option<u16>) {
+        self.failing.store(status.unwrap_or(0), Ordering::SeqCst);
     }
 
     /// The endpoint to give the SDK (`AWS_ENDPOINT_URL_STS`).
@@ -41,13 +56,22 @@ impl StsStub {
     }
 }
 
-/// Reads one HTTP request and answers it; returns the request body.
-fn serve(stream: TcpStream, body: &str) -> std::io::Result<String> {
+/// Reads one HTTP request and answers it (with `failing` as the status when it is not
+/// 0); returns the request body.
+fn serve(stream: TcpStream, body: &str, failing: u16) -> std::io::Result<String> {
     let request = read_request(&stream)?;
     let mut stream = stream;
+    let (status, body) = match failing {
+        0 => ("200 OK".to_owned(), body.to_owned()),
+        code => (
+            format!("{code} Failing"),
+            r#"<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Receiver</Type><Code>ServiceUnavailable</Code><Message>the test made STS fail</Message></Error><RequestId>0</RequestId></ErrorResponse>"#
+                .to_owned(),
+        ),
+    };
     write!(
         stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     Ok(String::from_utf8_lossy(&request.body).into_owned())

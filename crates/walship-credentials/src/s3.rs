@@ -131,8 +131,14 @@ impl S3Access {
                 "walship-secrets",
             )),
             S3CredentialSource::Ambient => {
+                // The store's retry policy retries each request, loading credentials
+                // included; STS's own client (three attempts by default) would multiply
+                // those attempts and hide a failing STS behind them.
+                let provider = aws_config::provider_config::ProviderConfig::default()
+                    .with_retry_config(aws_config::retry::RetryConfig::disabled());
                 let mut chain =
-                    aws_config::default_provider::credentials::DefaultCredentialsChain::builder();
+                    aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                        .configure(provider);
                 if let Some(region) = &self.region {
                     chain = chain.region(aws_config::Region::new(region.clone()));
                 }

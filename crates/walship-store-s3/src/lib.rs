@@ -24,7 +24,8 @@
 //! Dependencies: `aws-sdk-s3` and `aws-config` (the client, retries, signing),
 //! `aws-smithy-http-client` (an HTTPS client with a custom trust store),
 //! `aws-smithy-types` (byte streams, base64), `aws-credential-types` (the provider
-//! type), `aws-runtime` (the signer's payload-hash override), `sha2` and `hex` (hashing
+//! type), `aws-sdk-sts` (only the error type of IRSA's STS call, whose status tells a
+//! failing STS from a refused identity), `aws-runtime` (the signer's payload-hash override), `sha2` and `hex` (hashing
 //! a file whose caller gave no hash), `walship-store`, `async-trait`, `bytes`,
 //! `thiserror`, `tracing`, `tokio` (that hashing, off the async threads).
 
@@ -226,25 +227,19 @@ impl S3Store {
                 .with_retry_after(retry_after)
             }
             SdkError::TimeoutError(_) => StoreError::timed_out(store, key, after),
-            _ if credentials_failed(&err) => StoreError::new(
-                ErrorKind::Denied,
-                store,
-                format!(
-                    "no AWS credentials could be loaded: {}. With inheritFromIAMRole the pod \
-                     needs its identity's environment: IRSA's AWS_ROLE_ARN and \
-                     AWS_WEB_IDENTITY_TOKEN_FILE (a service account annotated with \
-                     eks.amazonaws.com/role-arn), or an instance role",
-                    error_chain(&err)
-                ),
-            ),
-            SdkError::DispatchFailure(_) => {
-                StoreError::new(ErrorKind::Connection, store, error_chain(&err))
-            }
-            // The answer could not be read or parsed (a connection cut mid-answer).
-            SdkError::ResponseError(_) => {
-                StoreError::new(ErrorKind::Response, store, error_chain(&err))
-            }
-            _ => StoreError::new(ErrorKind::Rejected, store, error_chain(&err)),
+            _ => match credentials_failure(&err) {
+                Some(failure) => failure.into_error(store, &err),
+                None => match &err {
+                    SdkError::DispatchFailure(_) => {
+                        StoreError::new(ErrorKind::Connection, store, error_chain(&err))
+                    }
+                    // The answer could not be read or parsed (a connection cut mid-answer).
+                    SdkError::ResponseError(_) => {
+                        StoreError::new(ErrorKind::Response, store, error_chain(&err))
+                    }
+                    _ => StoreError::new(ErrorKind::Rejected, store, error_chain(&err)),
+                },
+            },
         };
         mapped.with_source(err)
     }
@@ -262,18 +257,93 @@ fn timeouts(attempt: Duration) -> aws_config::timeout::TimeoutConfig {
         .build()
 }
 
-/// Whether the request failed because no credentials could be loaded (the identity
-/// chain found nothing, or its provider failed), rather than on its way to the store.
-fn credentials_failed(err: &(dyn std::error::Error + 'static)) -> bool {
+/// Why the credentials a request needed could not be loaded, when that is why it failed
+/// rather than something on its way to the store.
+enum CredentialsFailure {
+    /// The chain found no identity, or its provider failed in a way that does not name
+    /// the credential endpoint.
+    NotLoaded,
+    /// The credential endpoint (STS, for IRSA) answered, failed or could not be reached:
+    /// its kind comes from its answer, as for every other request.
+    Endpoint { kind: ErrorKind, detail: String },
+}
+
+impl CredentialsFailure {
+    fn into_error(self, store: &str, err: &(dyn std::error::Error + 'static)) -> StoreError {
+        match self {
+            CredentialsFailure::NotLoaded => StoreError::new(
+                ErrorKind::Denied,
+                store,
+                format!(
+                    "no AWS credentials could be loaded: {}. With inheritFromIAMRole the pod \
+                     needs its identity's environment: IRSA's AWS_ROLE_ARN and \
+                     AWS_WEB_IDENTITY_TOKEN_FILE (a service account annotated with \
+                     eks.amazonaws.com/role-arn), or an instance role",
+                    error_chain(err)
+                ),
+            ),
+            CredentialsFailure::Endpoint { kind, detail } => {
+                StoreError::credentials(kind, store, detail)
+            }
+        }
+    }
+}
+
+/// Looks through `err`'s sources for a failure to load credentials and, for STS (IRSA's
+/// `AssumeRoleWithWebIdentity`), for the answer STS gave: a 5xx or an unreachable STS is
+/// the endpoint failing and is retried like any store request; only its 4xx refuses
+/// the identity.
+fn credentials_failure(err: &(dyn std::error::Error + 'static)) -> Option<CredentialsFailure> {
     use aws_credential_types::provider::error::CredentialsError;
+    use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError;
+    type StsError = aws_sdk_sts::error::SdkError<
+        AssumeRoleWithWebIdentityError,
+        aws_sdk_sts::config::http::HttpResponse,
+    >;
     let mut source = Some(err);
+    let mut loading = None;
     while let Some(e) = source {
-        if e.downcast_ref::<CredentialsError>().is_some() {
-            return true;
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            if let CredentialsError::ProviderTimedOut(_) = c {
+                return Some(CredentialsFailure::Endpoint {
+                    kind: ErrorKind::TimedOut,
+                    detail: format!("the AWS credentials provider timed out: {}", error_chain(c)),
+                });
+            }
+            loading.get_or_insert(c);
+        }
+        if let Some(sts) = e.downcast_ref::<StsError>() {
+            let (kind, detail) = match sts {
+                aws_sdk_sts::error::SdkError::ServiceError(service) => {
+                    let status = service.raw().status().as_u16();
+                    let code = service.err().code().unwrap_or("");
+                    let message = service.err().message().unwrap_or("");
+                    (
+                        status::kind_of(Request::Token, status, code),
+                        format!(
+                            "STS answered AssumeRoleWithWebIdentity with HTTP {status} {code}: \
+                             {message}"
+                        ),
+                    )
+                }
+                aws_sdk_sts::error::SdkError::TimeoutError(_) => (
+                    ErrorKind::TimedOut,
+                    "STS did not answer AssumeRoleWithWebIdentity in time".to_owned(),
+                ),
+                aws_sdk_sts::error::SdkError::DispatchFailure(_) => (
+                    ErrorKind::Connection,
+                    format!("cannot reach STS: {}", error_chain(sts)),
+                ),
+                _ => (
+                    ErrorKind::Response,
+                    format!("STS's answer could not be read: {}", error_chain(sts)),
+                ),
+            };
+            return Some(CredentialsFailure::Endpoint { kind, detail });
         }
         source = e.source();
     }
-    false
+    loading.map(|_| CredentialsFailure::NotLoaded)
 }
 
 /// The parts of a raw response that error mapping reads.

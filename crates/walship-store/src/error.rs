@@ -130,6 +130,26 @@ impl StoreError {
         }
     }
 
+    /// The credentials the store signs with could not be obtained from a credential
+    /// endpoint (STS, Azure AD, a token endpoint, the metadata server). A refusal reads
+    /// as access denied; anything else says the endpoint failed, so an endpoint that is
+    /// down is not taken for wrong credentials (nor for the store being unreachable).
+    pub fn credentials(
+        kind: ErrorKind,
+        store: impl fmt::Display,
+        detail: impl fmt::Display,
+    ) -> Self {
+        if kind == ErrorKind::Denied {
+            return Self::new(kind, store, detail);
+        }
+        StoreError {
+            kind,
+            message: format!("{store}: cannot obtain credentials: {detail}"),
+            source: None,
+            retry_after: None,
+        }
+    }
+
     /// A create-only put found an object under `key`.
     pub fn already_exists(store: impl fmt::Display, key: &str) -> Self {
         StoreError {

@@ -19,11 +19,23 @@ pub enum Request {
     List,
     /// A read or a delete of one object.
     Read,
+    /// A credential exchange (STS, Azure AD, Google's token endpoint, the metadata
+    /// server): its 4xx answers refuse the identity, whatever their code.
+    Token,
 }
 
 /// The kind of an HTTP error answer with status `status` and the service's error
 /// `code` (empty when it gave none).
 pub fn kind_of(request: Request, status: u16, code: &str) -> ErrorKind {
+    if request == Request::Token {
+        return match (status, code) {
+            // STS throttles with 400 Throttling.
+            (429, _) | (_, "Throttling" | "SlowDown" | "TooManyRequests") => ErrorKind::Throttled,
+            (408, _) | (500..=599, _) => ErrorKind::Server,
+            (400..=499, _) => ErrorKind::Denied,
+            _ => ErrorKind::Rejected,
+        };
+    }
     match (status, code) {
         // Create-only puts carry `If-None-Match: *` (S3, Azure) or
         // `ifGenerationMatch=0` (GCS); nothing else walship sends has a precondition.
@@ -118,6 +130,30 @@ mod tests {
                 kind_of(request, status, code),
                 kind,
                 "{request:?} {status} {code}"
+            );
+        }
+    }
+
+    /// A credential endpoint failing is not the identity refused: only its 4xx answers
+    /// say the identity is wrong, and a throttled or failing endpoint is retried.
+    #[test]
+    fn a_token_endpoints_4xx_refuses_the_identity_and_its_5xx_is_the_endpoint_failing() {
+        for (status, code, kind) in [
+            (400, "InvalidIdentityToken", Denied),
+            (403, "AccessDenied", Denied),
+            (400, "invalid_grant", Denied),
+            (401, "", Denied),
+            (404, "", Denied),
+            (400, "Throttling", Throttled),
+            (429, "", Throttled),
+            (408, "", Server),
+            (500, "", Server),
+            (503, "ServiceUnavailable", Server),
+        ] {
+            assert_eq!(
+                kind_of(Request::Token, status, code),
+                kind,
+                "{status} {code}"
             );
         }
     }

@@ -132,12 +132,18 @@ impl S3Access {
             )),
             S3CredentialSource::Ambient => {
                 // The store's retry policy retries each request, loading credentials
-                // included; STS's own client (three attempts by default) would multiply
-                // those attempts and hide a failing STS behind them.
+                // included; STS's own client (three attempts by default) and the instance
+                // metadata client (four) would multiply those attempts and hide a failing
+                // endpoint behind them.
                 let provider = aws_config::provider_config::ProviderConfig::default()
                     .with_retry_config(aws_config::retry::RetryConfig::disabled());
+                let imds = aws_config::imds::Client::builder()
+                    .configure(&provider)
+                    .max_attempts(1)
+                    .build();
                 let mut chain =
                     aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                        .imds_client(imds)
                         .configure(provider);
                 if let Some(region) = &self.region {
                     chain = chain.region(aws_config::Region::new(region.clone()));

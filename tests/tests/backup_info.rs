@@ -137,3 +137,42 @@ fn walship_writes_exactly_barmans_key_set() -> Result<()> {
     assert_eq!(ours, barman.lines().collect::<Vec<_>>());
     Ok(())
 }
+
+/// The CloudNativePG plugin parses barman-cloud's `--format json`: walship's rendering
+/// of a backup is barman's `json.dumps(BackupInfo.to_json())`, byte for byte.
+#[test]
+fn the_json_of_a_backup_is_barmans_byte_for_byte() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("backup.info");
+    barman_python(
+        "import sys, datetime\n\
+         from dateutil import tz\n\
+         from barman.infofile import BackupInfo, Tablespace\n\
+         b = BackupInfo('20261130T001933', status='DONE', version=150018, timeline=1, \
+             backup_name='nightly \\u00e9', server_name='cloud', \
+             begin_time=datetime.datetime(2026, 11, 3, 0, 19, 33, 672596, tzinfo=tz.tzutc()), \
+             end_time=datetime.datetime(2026, 11, 30, 1, 0, 0, tzinfo=tz.tzoffset(None, 3600)), \
+             begin_wal='000000010000000000000013', end_wal='000000010000000000000014', \
+             begin_xlog='0/13000028', end_xlog='0/14000100', begin_offset=40, end_offset=256, \
+             tablespaces=[Tablespace('a', 16385, '/a')], \
+             backup_label='START WAL LOCATION: 0/13000028\\nLABEL: \"x\"\\n', \
+             copy_stats={'total_time': 1.5, 'copy_time': 1e-05, 'number_of_workers': 2}, \
+             included_files=['/etc/postgresql/extra.conf'], \
+             children_backup_ids=['20261201T000000'], data_checksums='on', \
+             systemid='7442563521237112345', xlog_segment_size=16777216, size=1024)\n\
+         b.save(filename=sys.argv[1])\n",
+        &[&path],
+    )?;
+    let barman = barman_python(
+        "import sys, json\n\
+         from barman.infofile import BackupInfo\n\
+         b = BackupInfo('20261130T001933')\n\
+         b.load(filename=sys.argv[1])\n\
+         print(json.dumps(b.to_json()))\n",
+        &[&path],
+    )?;
+    let info = BackupInfo::parse(&std::fs::read(&path)?)?;
+    let ours = walship_backup::json::backup_json("20261130T001933", &info).render();
+    assert_eq!(ours, barman.trim_end());
+    Ok(())
+}

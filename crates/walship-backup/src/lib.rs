@@ -3,18 +3,25 @@
 //! barman-cloud share one catalog and a user can switch either way in the middle of a
 //! retention window.
 //!
-//! This first part holds the catalog's formats, without I/O: [`info`], the
-//! `backup.info` file barman reads strictly, and [`pyrepr`], the Python literals some of
-//! its values are written as.
+//! So far: the catalog's formats, without I/O ([`info`], the `backup.info` file barman
+//! reads strictly; [`pyrepr`], the Python literals some of its values are written as;
+//! [`json`], barman-cloud's `--format json` output, which the CloudNativePG plugin
+//! parses), and the [`catalog`] of a server's backups in a store, read as barman reads
+//! it.
 //!
 //! It must never write a `backup.info` key barman does not know (barman then refuses
 //! the whole server's catalog), nor mark a backup DONE before everything it needs is
 //! stored.
 //!
-//! Dependencies: `chrono` (backup times with their offsets, as barman writes them),
-//! `thiserror`.
+//! Dependencies: `walship-store` (the objects), `walship-wal` (the bucket layout),
+//! `chrono` (backup times with their offsets, as barman writes them), `futures` (several
+//! `backup.info` reads in flight when listing), `thiserror`.
 
+pub mod catalog;
 pub mod info;
+pub mod json;
 pub mod pyrepr;
+
+pub use catalog::{Catalog, Entry, KeepTarget, Listing};
 
 pub use info::{BackupInfo, InfoError, InfoTime, Status, Tablespace};

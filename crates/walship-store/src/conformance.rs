@@ -1,5 +1,5 @@
 //! The behaviour every [`Store`] must show, as one suite each backend runs against a
-//! real server (the local directory, s3s-fs, Azurite, fake-gcs-server), the way
+//! real server (the local directory, s3s-fs, moto, Azurite, fake-gcs-server), the way
 //! object_store's `integration.rs` holds its backends to one contract.
 //!
 //! Built with the `conformance` feature, for the backends' tests only. Each check works

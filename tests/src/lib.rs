@@ -1,11 +1,12 @@
 //! Real servers for walship's end-to-end tests and for `cargo xtask`.
 //!
 //! This crate starts and stops the things walship talks to — an S3-compatible
-//! object store (`s3s-fs`, or `minio` when one is on `PATH`), Azurite (plain HTTP, or
+//! object store (`s3s-fs`, or `minio` when one is on `PATH`; moto's server where a
+//! test needs atomic create-only puts), Azurite (plain HTTP, or
 //! HTTPS with a throwaway CA and OAuth), stand-ins for AWS STS and Azure AD's token
 //! endpoint that speak their real protocols, and throwaway PostgreSQL 15 clusters — and
 //! finds the tools and binaries the tests drive
-//! (`walship` itself, `s3s-fs`, the barman-cloud virtualenv). Everything listens
+//! (`walship` itself, `s3s-fs`, `moto_server`, the barman-cloud virtualenv). Everything listens
 //! on 127.0.0.1 on ports picked free at start, every handle owns its temporary
 //! directory, and every handle stops its process when dropped, so a test stops
 //! exactly what it started. PostgreSQL refuses to run as root, so when the tests
@@ -51,7 +52,7 @@ pub use pg::{
     InitOptions, PgCluster, PgUser, make_readable_by_pg, pg_bin_dir, pg_temp_dir, pg_user,
     pg_user_command,
 };
-pub use s3::{S3Kind, S3Options, S3Server};
+pub use s3::{S3Kind, S3Options, S3Server, moto_path};
 pub use silent::SilentServer;
 pub use sts::StsStub;
 pub use tls::TlsProxy;

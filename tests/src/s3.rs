@@ -1,4 +1,6 @@
-//! A local S3-compatible server: `s3s-fs` by default, `minio` when one is on `PATH`.
+//! A local S3-compatible server: `s3s-fs` by default, `minio` when one is on `PATH`,
+//! or moto's server where a test needs what s3s-fs gets wrong (create-only puts that
+//! are atomic under concurrent PUTs of one key, a missing bucket that stays missing).
 
 use std::env;
 use std::fs::{self, File};
@@ -9,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::paths::tool_path;
+use crate::paths::{target_dir, tool_path};
 use crate::sigv4;
 use crate::util::{free_port, port_is_open, random_token, tail, wait_until};
 
@@ -23,17 +25,26 @@ pub enum S3Kind {
     S3sFs,
     /// MinIO: objects are in MinIO's own on-disk format under the root.
     Minio,
+    /// moto's server (`moto_server`, PyPI `moto[server]`): objects live in the
+    /// process's memory, so the root stays empty and a restart loses them. It checks
+    /// `If-None-Match: *` atomically (of concurrent creates of one key exactly one
+    /// wins) and answers a PUT into a missing bucket with `NoSuchBucket`, where s3s-fs
+    /// does neither; it accepts any keys.
+    Moto,
 }
 
 impl S3Kind {
-    /// `$WALSHIP_S3_SERVER` (`s3s-fs` or `minio`) when set, else `minio` when one is
-    /// on `PATH`, else `s3s-fs`.
+    /// `$WALSHIP_S3_SERVER` (`s3s-fs`, `minio` or `moto`) when set, else `minio` when
+    /// one is on `PATH`, else `s3s-fs`.
     pub fn detect() -> Result<Self> {
         match env::var("WALSHIP_S3_SERVER").as_deref() {
             Ok("s3s-fs") => return Ok(S3Kind::S3sFs),
             Ok("minio") => return Ok(S3Kind::Minio),
+            Ok("moto") => return Ok(S3Kind::Moto),
             Ok("") | Err(_) => {}
-            Ok(other) => bail!("WALSHIP_S3_SERVER={other:?}: expected `s3s-fs` or `minio`"),
+            Ok(other) => {
+                bail!("WALSHIP_S3_SERVER={other:?}: expected `s3s-fs`, `minio` or `moto`")
+            }
         }
         let minio_on_path = env::var_os("PATH")
             .is_some_and(|p| env::split_paths(&p).any(|dir| dir.join("minio").is_file()));
@@ -44,12 +55,41 @@ impl S3Kind {
         })
     }
 
-    fn program(self) -> &'static str {
+    /// The program's file name.
+    pub fn program(self) -> &'static str {
         match self {
             S3Kind::S3sFs => "s3s-fs",
             S3Kind::Minio => "minio",
+            S3Kind::Moto => "moto_server",
         }
     }
+
+    /// Where the program is installed; an error says how to install it.
+    pub fn path(self) -> Result<PathBuf> {
+        match self {
+            S3Kind::Moto => moto_path(),
+            other => tool_path(other.program()),
+        }
+    }
+}
+
+/// Finds moto's `moto_server`: `$WALSHIP_MOTO`, else
+/// `<target>/tools/moto-venv/bin/moto_server` (the pinned version `cargo xtask
+/// install-tools` puts there), else on `PATH` (or where [`tool_path`] looks).
+pub fn moto_path() -> Result<PathBuf> {
+    if let Some(p) = env::var_os("WALSHIP_MOTO").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let ours = target_dir().join("tools/moto-venv/bin/moto_server");
+    if ours.exists() {
+        return Ok(ours);
+    }
+    tool_path("moto_server").map_err(|_| {
+        anyhow::anyhow!(
+            "moto_server not found: run `cargo xtask install-tools` (pip installs \
+             moto[server] into <target>/tools/moto-venv), or set WALSHIP_MOTO"
+        )
+    })
 }
 
 /// What to start; every field left `None` is chosen by the kit.
@@ -90,13 +130,22 @@ impl S3Server {
         Self::start_with(S3Options::default())
     }
 
+    /// Starts moto's server (in memory, random keys, a free port): for the checks
+    /// s3s-fs cannot make, such as concurrent create-only puts of one key.
+    pub fn start_moto() -> Result<S3Server> {
+        Self::start_with(S3Options {
+            kind: Some(S3Kind::Moto),
+            ..S3Options::default()
+        })
+    }
+
     /// Starts a server as `options` say; waits until it accepts connections.
     pub fn start_with(options: S3Options) -> Result<S3Server> {
         let kind = match options.kind {
             Some(kind) => kind,
             None => S3Kind::detect()?,
         };
-        let program = tool_path(kind.program())?;
+        let program = kind.path()?;
         let (temp, root, log) = match options.root {
             Some(root) => {
                 let log = options.log.unwrap_or_else(|| root.with_extension("log"));
@@ -176,6 +225,11 @@ impl S3Server {
                     .env("MINIO_ROOT_PASSWORD", &self.secret_key)
                     .env("MINIO_BROWSER", "off");
             }
+            S3Kind::Moto => {
+                // Keys are not passed: without INITIAL_NO_AUTH_ACTION_COUNT moto accepts
+                // any signature.
+                cmd.args(["--host", "127.0.0.1", "--port", &self.port.to_string()]);
+            }
         }
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -233,7 +287,8 @@ impl S3Server {
     }
 
     /// The server's data directory. For `s3s-fs` an object is the plain file
-    /// `<root>/<bucket>/<key>` (its metadata sits in dot-files directly under the root).
+    /// `<root>/<bucket>/<key>` (its metadata sits in dot-files directly under the root);
+    /// moto keeps everything in memory and leaves it empty.
     pub fn root_dir(&self) -> &Path {
         &self.root
     }
@@ -258,17 +313,18 @@ impl S3Server {
     }
 
     /// Creates a bucket. For `s3s-fs` a bucket is a directory under the root, so this
-    /// makes the directory; for MinIO it sends a signed CreateBucket.
+    /// makes the directory; for MinIO and moto it sends a signed CreateBucket.
     pub fn create_bucket(&self, name: &str) -> Result<()> {
         match self.kind {
             S3Kind::S3sFs => {
                 let dir = self.root.join(name);
                 fs::create_dir(&dir).with_context(|| format!("creating bucket {name}"))
             }
-            S3Kind::Minio => {
+            S3Kind::Minio | S3Kind::Moto => {
                 // MinIO may accept connections a moment before it serves requests.
                 let mut status = 0;
-                wait_until(Duration::from_secs(10), "MinIO to create a bucket", || {
+                let what = format!("{} to create a bucket", self.kind.program());
+                wait_until(Duration::from_secs(10), &what, || {
                     status = sigv4::send(
                         self.port,
                         "PUT",
@@ -279,7 +335,10 @@ impl S3Server {
                     Ok(status != 503)
                 })?;
                 if status != 200 {
-                    bail!("creating bucket {name}: MinIO answered HTTP {status}");
+                    bail!(
+                        "creating bucket {name}: {} answered HTTP {status}",
+                        self.kind.program()
+                    );
                 }
                 Ok(())
             }
@@ -449,6 +508,32 @@ mod tests {
             server.objects_on_disk("puts").unwrap(),
             vec![("a/b".to_owned(), 5)]
         );
+    }
+
+    fn moto() -> S3Server {
+        S3Server::start_moto()
+            .expect("moto_server starts (run `cargo xtask install-tools` if it is missing)")
+    }
+
+    #[test]
+    fn moto_starts_serves_and_frees_its_port_on_drop() {
+        let server = moto();
+        let port = server.port();
+        assert_eq!(server.kind(), S3Kind::Moto);
+        assert!(!server.bucket_exists("walship").unwrap());
+        server.create_bucket("walship").unwrap();
+        assert!(server.bucket_exists("walship").unwrap());
+        drop(server);
+        assert!(!port_is_open(port), "port {port} still open after drop");
+    }
+
+    #[test]
+    fn moto_refuses_a_put_into_a_missing_bucket() {
+        // s3s-fs creates the bucket instead (shared/TEST-INFRA.md): moto is where a
+        // missing bucket can be seen.
+        let server = moto();
+        assert_eq!(server.put_object("absent", "k", b"x").unwrap(), 404);
+        assert!(!server.bucket_exists("absent").unwrap());
     }
 
     #[test]

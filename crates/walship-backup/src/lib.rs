@@ -7,7 +7,7 @@
 //! reads strictly; [`pyrepr`], the Python literals some of its values are written as;
 //! [`json`], barman-cloud's `--format json` output, which the CloudNativePG plugin
 //! parses; [`pgdata`], what of a data directory a backup copies), the PostgreSQL
-//! [`session`] a backup holds from start to stop, the [`tarball`] stream, and the [`catalog`] of a server's backups in a store, read as barman reads
+//! [`session`] a backup holds from start to stop, the [`tarball`] stream and the [`walk`] that feeds it, and the [`catalog`] of a server's backups in a store, read as barman reads
 //! it.
 //!
 //! It must never write a `backup.info` key barman does not know (barman then refuses
@@ -26,6 +26,7 @@ pub mod pgdata;
 pub mod pyrepr;
 pub mod session;
 pub mod tarball;
+pub mod walk;
 
 pub use catalog::{Catalog, Entry, KeepTarget, Listing};
 

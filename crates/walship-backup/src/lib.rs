@@ -7,7 +7,8 @@
 //! reads strictly; [`pyrepr`], the Python literals some of its values are written as;
 //! [`json`], barman-cloud's `--format json` output, which the CloudNativePG plugin
 //! parses; [`pgdata`], what of a data directory a backup copies), the PostgreSQL
-//! [`session`] a backup holds from start to stop, the [`tarball`] stream and the [`walk`] that feeds it, and the [`catalog`] of a server's backups in a store, read as barman reads
+//! [`session`] a backup holds from start to stop, the [`tarball`] stream, the [`walk`] that feeds it and the writers that
+//! [`compress`] it, and the [`catalog`] of a server's backups in a store, read as barman reads
 //! it.
 //!
 //! It must never write a `backup.info` key barman does not know (barman then refuses
@@ -17,9 +18,11 @@
 //! Dependencies: `walship-store` (the objects), `walship-wal` (the bucket layout),
 //! `chrono` (backup times with their offsets, as barman writes them), `futures` (several
 //! `backup.info` reads in flight when listing), `tokio-postgres` (the backup's session:
-//! PostgreSQL's protocol without libpq), `tar` (the archives barman-cloud writes and reads), `tokio`, `thiserror`.
+//! PostgreSQL's protocol without libpq), `tar` (the archives barman-cloud writes and reads), `flate2`, `bzip2`, `snap`,
+//! `lz4_flex` (the compressions barman-cloud-restore reads for base backups), `tokio`, `thiserror`.
 
 pub mod catalog;
+pub mod compress;
 pub mod info;
 pub mod json;
 pub mod pgdata;

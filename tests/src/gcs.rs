@@ -314,6 +314,8 @@ pub enum TokenMode {
     Grant,
     /// Answer `400 invalid_grant`, as Google does for a deleted key or disabled account.
     Refuse,
+    /// Answer every request with this status (a 5xx: the endpoint failing).
+    Fail(u16),
 }
 
 /// Google's OAuth 2.0 token endpoint for service accounts (the JWT-bearer grant, RFC
@@ -351,8 +353,19 @@ impl GoogleTokenServer {
                 "http://{}/token",
                 request.header("host").unwrap_or_default()
             );
+            let mode = *m.lock().expect("mode");
+            if let TokenMode::Fail(status) = mode {
+                r.lock()
+                    .expect("refused")
+                    .push(format!("failed with {status}"));
+                return (
+                    status,
+                    vec![("Content-Type", "application/json".into())],
+                    "{\"error\":\"internal_failure\"}".to_owned(),
+                );
+            }
             match check_assertion(request, &e, &audience, &public) {
-                Ok(()) if *m.lock().expect("mode") == TokenMode::Grant => {
+                Ok(()) if mode == TokenMode::Grant => {
                     g.fetch_add(1, Ordering::SeqCst);
                     let body = format!(
                         "{{\"access_token\":\"ya29.test-{}\",\"expires_in\":3599,\"token_type\":\"Bearer\"}}",
@@ -429,7 +442,7 @@ impl GoogleTokenServer {
         self.granted.load(Ordering::SeqCst)
     }
 
-    /// Why each refused request was refused.
+    /// Why each refused request was refused (or that it failed, in [`TokenMode::Fail`]).
     pub fn refused(&self) -> Vec<String> {
         self.refused.lock().expect("refused").clone()
     }

@@ -3,13 +3,14 @@
 //! barman-cloud share one catalog and a user can switch either way in the middle of a
 //! retention window.
 //!
-//! So far: the catalog's formats, without I/O ([`info`], the `backup.info` file barman
-//! reads strictly; [`pyrepr`], the Python literals some of its values are written as;
-//! [`json`], barman-cloud's `--format json` output, which the CloudNativePG plugin
-//! parses; [`pgdata`], what of a data directory a backup copies), the PostgreSQL
-//! [`session`] a backup holds from start to stop, the [`tarball`] stream, the [`walk`] that feeds it and the writers that
-//! [`compress`] it, and the [`catalog`] of a server's backups in a store, read as barman reads
-//! it.
+//! So far:
+//! - the catalog's formats, without I/O: [`info`] (the `backup.info` file barman reads
+//!   strictly), [`pyrepr`] (the Python literals some of its values are written as),
+//!   [`json`] (barman-cloud's `--format json`, which the CloudNativePG plugin parses);
+//! - what a backup copies and how: [`pgdata`] (the rules), [`walk`] (the data directory
+//!   under them), [`tarball`] (the tar stream), [`compress`] (its writers);
+//! - the PostgreSQL [`session`] a backup holds from start to stop;
+//! - the [`catalog`] of a server's backups in a store, read as barman reads it.
 //!
 //! It must never write a `backup.info` key barman does not know (barman then refuses
 //! the whole server's catalog), nor mark a backup DONE before everything it needs is
@@ -18,8 +19,9 @@
 //! Dependencies: `walship-store` (the objects), `walship-wal` (the bucket layout),
 //! `chrono` (backup times with their offsets, as barman writes them), `futures` (several
 //! `backup.info` reads in flight when listing), `tokio-postgres` (the backup's session:
-//! PostgreSQL's protocol without libpq), `tar` (the archives barman-cloud writes and reads), `flate2`, `bzip2`, `snap`,
-//! `lz4_flex` (the compressions barman-cloud-restore reads for base backups), `tokio`, `thiserror`.
+//! PostgreSQL's protocol without libpq), `tar` (the archives barman-cloud writes and
+//! reads), `flate2`, `bzip2`, `snap`, `lz4_flex` (the compressions barman-cloud-restore
+//! reads for base backups), `tokio`, `thiserror`.
 
 pub mod catalog;
 pub mod compress;

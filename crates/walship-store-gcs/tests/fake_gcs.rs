@@ -230,6 +230,36 @@ async fn token_failures_are_denied_or_unreachable_and_never_leak_the_key() {
     assert!(err.kind() == ErrorKind::Connection, "{err}");
 }
 
+/// A token endpoint that fails is not a refused key: the failure is the endpoint's, it
+/// is retried by the store's policy alone (one token request per attempt, where
+/// gcp_auth's client made five), and the store works again once the endpoint does.
+#[tokio::test]
+async fn a_failing_token_endpoint_is_retried_once_per_attempt_and_not_taken_for_a_refusal() {
+    let gcs = GcsServer::start().unwrap();
+    gcs.create_bucket(BUCKET).unwrap();
+    let tokens = GoogleTokenServer::start().unwrap();
+    tokens.set_mode(TokenMode::Fail(503));
+    let key = tokens.key_json().unwrap();
+    let failing = store(&gcs, GcsAuth::ServiceAccountKey(key.clone()), None);
+    let err = failing.list("").await.unwrap_err();
+    assert!(err.kind() == ErrorKind::Server, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("token endpoint") && text.contains("503"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("denied") && !text.contains("refused"),
+        "{text}"
+    );
+    let attempts = walship_store::RetryPolicy::default().max_attempts as usize;
+    assert_eq!(tokens.refused().len(), attempts, "{:?}", tokens.refused());
+    // The endpoint is back: the same store gets a token and lists.
+    tokens.set_mode(TokenMode::Grant);
+    failing.list("").await.unwrap();
+    assert_eq!(tokens.granted(), 1);
+}
+
 /// A line from the middle of the key's PEM body.
 fn foreign_key_line(json: &str) -> String {
     let value: serde_json::Value = serde_json::from_str(json).unwrap();

@@ -8,7 +8,8 @@
 //!   strictly), [`pyrepr`] (the Python literals some of its values are written as),
 //!   [`json`] (barman-cloud's `--format json`, which the CloudNativePG plugin parses);
 //! - what a backup copies and how: [`pgdata`] (the rules), [`walk`] (the data directory
-//!   under them), [`tarball`] (the tar stream), [`compress`] (its writers);
+//!   under them), [`tarball`] (the tar stream), [`compress`] (its writers), [`parts`]
+//!   (the stream cut into parts for upload, hashed whole);
 //! - the PostgreSQL [`session`] a backup holds from start to stop;
 //! - the [`catalog`] of a server's backups in a store, read as barman reads it.
 //!
@@ -21,12 +22,14 @@
 //! `backup.info` reads in flight when listing), `tokio-postgres` (the backup's session:
 //! PostgreSQL's protocol without libpq), `tar` (the archives barman-cloud writes and
 //! reads), `flate2`, `bzip2`, `snap`, `lz4_flex` (the compressions barman-cloud-restore
-//! reads for base backups), `tokio`, `thiserror`.
+//! reads for base backups), `bytes`, `sha2` and `hex` (parts and their hash), `tokio`,
+//! `thiserror`.
 
 pub mod catalog;
 pub mod compress;
 pub mod info;
 pub mod json;
+pub mod parts;
 pub mod pgdata;
 pub mod pyrepr;
 pub mod session;

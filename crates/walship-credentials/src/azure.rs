@@ -3,7 +3,8 @@
 
 use std::fmt;
 
-use walship_config::{AzureCredentials, Secret, SecretRef, SecretsDir};
+use walship_config::{AzureCredentials, SecretRef, SecretsDir};
+use walship_secret::Secret;
 
 use crate::{CredentialError, read_nonempty, read_nonempty_name};
 

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use walship_config::{GoogleCredentials, Secret};
+use walship_config::GoogleCredentials;
+use walship_secret::Secret;
 
 use crate::{CredentialError, read_nonempty};
 

@@ -4,7 +4,8 @@ use std::fmt;
 
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
-use walship_config::{S3Credentials, Secret, SecretRef, SecretsDir};
+use walship_config::{S3Credentials, SecretRef, SecretsDir};
+use walship_secret::Secret;
 
 use crate::{CredentialError, read_nonempty, read_nonempty_name};
 

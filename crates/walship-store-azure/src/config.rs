@@ -311,7 +311,7 @@ pub(crate) fn endpoint_or_public(endpoint: &str, account: &str) -> Result<Url, A
 /// Checks a blob service URL; the error says what is wrong, showing the URL without any
 /// user info or query string.
 pub(crate) fn parse_endpoint(text: &str) -> Result<Url, String> {
-    let shown = redact_url(text);
+    let shown = walship_secret::redact::url(text);
     let url = Url::parse(text.trim())
         .map_err(|_| format!("{shown:?} is not a valid URL; expected https://ACCOUNT.blob.core.windows.net or http://HOST:PORT/ACCOUNT"))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -329,30 +329,12 @@ pub(crate) fn parse_endpoint(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// `https://user:pass@host/path?sig=...` must never reach a log line.
-pub(crate) fn redact_url(text: &str) -> String {
-    let text = text.trim();
-    let text = text.split(['?', '#']).next().unwrap_or("");
-    match text.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            if path.is_empty() {
-                format!("{scheme}://{host}")
-            } else {
-                format!("{scheme}://{host}/{path}")
-            }
-        }
-        None => text.rsplit_once('@').map_or(text, |(_, h)| h).to_owned(),
-    }
-}
-
 pub(crate) fn describe(account: &str, container: &str, endpoint: &Url) -> String {
     let public = format!("https://{account}.blob.core.windows.net");
     let endpoint = endpoint.as_str().trim_end_matches('/');
     if endpoint == public {
         format!("azure://{account}/{container}")
     } else {
-        format!("azure://{account}/{container} at {}", redact_url(endpoint))
+        format!("azure://{account}/{container} at {}", walship_secret::redact::url(endpoint))
     }
 }

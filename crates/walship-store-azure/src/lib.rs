@@ -40,7 +40,8 @@
 //! `reqwest` (the SDK's own HTTP client, built here only to trust a private CA from
 //! `endpointCA`, for both the blob service and the token endpoint), `futures` (the SDK's pageable streams,
 //! parallel block uploads, an async mutex around the token cache), `tokio` (a deadline on every operation: the SDK's HTTP client has
-//! none), `walship-store`, `async-trait`, `bytes`, `thiserror`, `tracing`.
+//! none), `walship-secret` (the endpoint shown without user info or query),
+//! `walship-store`, `async-trait`, `bytes`, `thiserror`, `tracing`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

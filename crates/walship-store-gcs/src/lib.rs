@@ -37,9 +37,9 @@
 //! Dependencies: `gcp_auth` (service-account tokens and the `TokenProvider` trait the
 //! metadata-server provider implements), `reqwest` (HTTP, rustls), `serde`/`serde_json`
 //! (API resources, the key file, token answers), `chrono` (gcp_auth's token expiry type),
-//! `percent-encoding` (object names in URL paths), `futures` (a body streamed from disk
+//! `percent-encoding` with walship-secret's unreserved set (object names in URL paths), `futures` (a body streamed from disk
 //! as it is sent: reqwest's `stream` feature), `tokio` (the token request's deadline and
-//! the token cache's lock), `walship-store`, `async-trait`, `bytes`, `thiserror`,
+//! the token cache's lock), `walship-secret`, `walship-store`, `async-trait`, `bytes`, `thiserror`,
 //! `tracing`.
 
 pub mod auth;
@@ -52,13 +52,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 use serde::Deserialize;
 use walship_store::status::{self, Request};
 use walship_store::{
     ErrorKind, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError, UploadSource,
     deadline, upload_nonce,
 };
+use walship_secret::ALL_BUT_UNRESERVED;
 
 pub use auth::{GcsAuth, MetadataServer};
 
@@ -73,14 +74,6 @@ pub const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
 pub const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 /// How long getting an access token (with gcp_auth's own retries) may take.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Characters escaped in an object name used as one URL path segment: everything but
-/// RFC 3986's unreserved set, so `/` becomes `%2F` as the JSON API requires.
-const OBJECT_NAME: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// Where the bucket is and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,7 +187,9 @@ impl GcsStore {
             "{}/storage/v1/b/{}/o/{}",
             self.endpoint,
             self.bucket,
-            utf8_percent_encode(key, OBJECT_NAME)
+            // RFC 3986's unreserved set stays, everything else is escaped: `/` becomes
+            // `%2F`, as the JSON API wants an object name as one path segment.
+            utf8_percent_encode(key, ALL_BUT_UNRESERVED)
         )
     }
 

@@ -25,7 +25,8 @@
 //! `aws-smithy-http-client` (an HTTPS client with a custom trust store),
 //! `aws-smithy-types` (byte streams, base64), `aws-credential-types` (the provider
 //! type), `aws-runtime` (the signer's payload-hash override), `sha2` and `hex` (hashing
-//! a file whose caller gave no hash), `walship-store`, `async-trait`, `bytes`,
+//! a file whose caller gave no hash), `walship-secret` (the endpoint shown without user
+//! info, tags percent-encoded), `walship-store`, `async-trait`, `bytes`,
 //! `thiserror`, `tracing`, `tokio` (that hashing, off the async threads).
 
 use std::collections::BTreeMap;
@@ -47,6 +48,7 @@ use walship_store::{
     CaBundle, ErrorKind, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError,
     deadline, error_chain,
 };
+use walship_secret::{percent_encode, redact};
 
 /// Server-side encryption requested for every object written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +174,7 @@ impl S3Store {
                 .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         }
         let describe = match &config.endpoint_url {
-            Some(url) => format!("s3://{} at {}", config.bucket, redact_userinfo(url)),
+            Some(url) => format!("s3://{} at {}", config.bucket, redact::url(url)),
             None => format!("s3://{}", config.bucket),
         };
         Ok(S3Store {
@@ -297,22 +299,6 @@ mod aws_smithy_runtime_api_shim {
     pub use aws_sdk_s3::config::http::HttpResponse;
 }
 
-/// `https://user:pass@host` must never reach a log line.
-fn redact_userinfo(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            if path.is_empty() {
-                format!("{scheme}://{host}")
-            } else {
-                format!("{scheme}://{host}/{path}")
-            }
-        }
-        None => url.to_owned(),
-    }
-}
-
 fn https_client_trusting(
     bundle: &CaBundle,
 ) -> Result<aws_sdk_s3::config::SharedHttpClient, S3ConfigError> {
@@ -335,23 +321,10 @@ fn tagging(tags: &BTreeMap<String, String>) -> Option<String> {
     }
     Some(
         tags.iter()
-            .map(|(k, v)| format!("{}={}", url_encode(k), url_encode(v)))
+            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
             .collect::<Vec<_>>()
             .join("&"),
     )
-}
-
-fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 fn metadata_of(map: Option<&std::collections::HashMap<String, String>>) -> Metadata {
@@ -628,18 +601,6 @@ fn sha256_of_file(path: &Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn userinfo_is_removed_from_descriptions() {
-        assert_eq!(
-            redact_userinfo("https://AKIA:secret@minio.local:9000/x"),
-            "https://minio.local:9000/x"
-        );
-        assert_eq!(
-            redact_userinfo("http://127.0.0.1:9000"),
-            "http://127.0.0.1:9000"
-        );
-    }
 
     #[test]
     fn tags_are_url_encoded() {

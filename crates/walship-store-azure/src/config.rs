@@ -335,6 +335,9 @@ pub(crate) fn describe(account: &str, container: &str, endpoint: &Url) -> String
     if endpoint == public {
         format!("azure://{account}/{container}")
     } else {
-        format!("azure://{account}/{container} at {}", walship_secret::redact::url(endpoint))
+        format!(
+            "azure://{account}/{container} at {}",
+            walship_secret::redact::url(endpoint)
+        )
     }
 }

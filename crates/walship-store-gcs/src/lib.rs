@@ -54,12 +54,12 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use percent_encoding::utf8_percent_encode;
 use serde::Deserialize;
+use walship_secret::ALL_BUT_UNRESERVED;
 use walship_store::status::{self, Request};
 use walship_store::{
-    ErrorKind, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError, UploadSource,
-    deadline, upload_nonce,
+    ErrorKind, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError, UploadSource, deadline,
+    upload_nonce,
 };
-use walship_secret::ALL_BUT_UNRESERVED;
 
 pub use auth::{GcsAuth, MetadataServer};
 
@@ -677,12 +677,7 @@ impl ObjectResource {
         ObjectInfo {
             key: self.name,
             size: self.size.and_then(|s| s.parse().ok()).unwrap_or(0),
-            metadata: self
-                .metadata
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                .collect::<Metadata>(),
+            metadata: walship_store::metadata_from(self.metadata.unwrap_or_default()),
         }
     }
 }

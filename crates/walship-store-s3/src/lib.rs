@@ -43,12 +43,12 @@ use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::ServerSideEncryption;
 use bytes::Bytes;
+use walship_secret::{percent_encode, redact};
 use walship_store::status::{self, Request};
 use walship_store::{
     CaBundle, ErrorKind, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError,
-    deadline, error_chain,
+    deadline, error_chain, metadata_from,
 };
-use walship_secret::{percent_encode, redact};
 
 /// Server-side encryption requested for every object written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,13 +327,10 @@ fn tagging(tags: &BTreeMap<String, String>) -> Option<String> {
     )
 }
 
+/// The user metadata S3 returned (without its `x-amz-meta-` prefix), as the store's.
 fn metadata_of(map: Option<&std::collections::HashMap<String, String>>) -> Metadata {
-    map.map(|m| {
-        m.iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-            .collect()
-    })
-    .unwrap_or_default()
+    map.map(|m| metadata_from(m.iter().map(|(k, v)| (k, v.clone()))))
+        .unwrap_or_default()
 }
 
 #[async_trait]

@@ -23,6 +23,7 @@ pub mod deadline;
 pub mod durable;
 mod error;
 mod local;
+mod metadata;
 pub mod retry;
 pub mod status;
 mod tls;
@@ -30,6 +31,7 @@ mod upload;
 
 pub use error::{BoxError, ErrorKind, StoreError, error_chain};
 pub use local::LocalStore;
+pub use metadata::{Metadata, metadata_from};
 pub use retry::RetryPolicy;
 pub use tls::CaBundle;
 pub use upload::{UploadSource, upload_nonce};
@@ -40,10 +42,6 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-
-/// User metadata stored with an object (S3 `x-amz-meta-*`, Azure metadata, GCS metadata).
-/// Keys are lower-case ASCII.
-pub type Metadata = BTreeMap<String, String>;
 
 /// What a create-only put carries besides the body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -157,6 +157,7 @@ async fn store_for(
                 bucket: bucket.clone(),
                 endpoint_url: configuration.endpoint_url.clone(),
                 auth,
+                ca_bundle: endpoint_ca(doc, secrets)?,
                 retry: retry.clone(),
             })?;
             Ok(Arc::new(store))

@@ -23,27 +23,23 @@ pub(crate) fn check_container_name(name: &str) -> Result<(), AzureConfigError> {
     }
 }
 
-/// The SDK's default client, or one that also trusts the PEM certificates given.
-/// The HTTP client of every Azure request (blobs and Azure AD tokens): a bounded
-/// connect (the SDK's default client has no timeout at all) and the `endpointCA`
-/// certificates, already parsed, added to the public roots.
+/// The HTTP client of every Azure request (blobs and Azure AD tokens): walship-store's
+/// (a bounded connect, where the SDK's default client has no timeout at all, and the
+/// `endpointCA` certificates, already parsed, added to the public roots).
 pub(crate) fn http_client(
     ca: Option<&CaBundle>,
 ) -> Result<Arc<dyn azure_core::HttpClient>, AzureConfigError> {
-    // Like the SDK's own client: no idle pooled connections, which can hang in hyper
-    // (hyperium/hyper#2312).
-    let mut builder = reqwest::ClientBuilder::new()
+    let client = walship_store::http::client_builder(ca)
+        .map_err(AzureConfigError::EndpointCa)?
+        // Like the SDK's own client: no idle pooled connections, which can hang in hyper
+        // (hyperium/hyper#2312).
         .pool_max_idle_per_host(0)
-        .connect_timeout(deadline::CONNECT);
-    for der in ca.map(CaBundle::der).unwrap_or_default() {
-        let certificate = reqwest::Certificate::from_der(der.as_ref()).map_err(|e| {
-            AzureConfigError::EndpointCa(format!("a certificate cannot be used: {e}"))
+        .build()
+        .map_err(|e| {
+            AzureConfigError::EndpointCa(format!(
+                "an HTTP client with this CA cannot be built: {e}"
+            ))
         })?;
-        builder = builder.add_root_certificate(certificate);
-    }
-    let client = builder.build().map_err(|e| {
-        AzureConfigError::EndpointCa(format!("an HTTP client with this CA cannot be built: {e}"))
-    })?;
     Ok(Arc::new(client))
 }
 

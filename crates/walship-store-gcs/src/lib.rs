@@ -16,7 +16,8 @@
 //!   metadata server ([`auth::MetadataServer`], honouring `GCE_METADATA_HOST` as Google's
 //!   own libraries do; gcp_auth hard-codes `metadata.google.internal`);
 //! - the API endpoint is `endpointURL` when set, else `STORAGE_EMULATOR_HOST` (as Google's
-//!   clients read it), else `https://storage.googleapis.com`;
+//!   clients read it), else `https://storage.googleapis.com`; its client (walship-store's
+//!   reqwest builder) trusts `endpointCA` besides the public roots;
 //! - HTTP statuses go through the status mapping all stores share
 //!   ([`walship_store::status`]), transport failures onto the same kinds; each request
 //!   is retried by the store's [`RetryPolicy`].
@@ -57,8 +58,8 @@ use serde::Deserialize;
 use walship_secret::ALL_BUT_UNRESERVED;
 use walship_store::status::{self, Request};
 use walship_store::{
-    ErrorKind, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError, UploadSource, deadline,
-    upload_nonce,
+    CaBundle, ErrorKind, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError, UploadSource,
+    deadline, upload_nonce,
 };
 
 pub use auth::{GcsAuth, MetadataServer};
@@ -83,6 +84,10 @@ pub struct GcsStoreConfig {
     /// `STORAGE_EMULATOR_HOST`, then on [`GOOGLE_ENDPOINT`].
     pub endpoint_url: Option<String>,
     pub auth: GcsAuth,
+    /// Certificates (`endpointCA`) to trust in addition to the public roots, for an
+    /// endpoint behind a private CA (the JSON API and the metadata server; gcp_auth's
+    /// service-account token requests go through its own client).
+    pub ca_bundle: Option<CaBundle>,
     /// How each request is retried.
     pub retry: RetryPolicy,
 }
@@ -101,6 +106,8 @@ pub enum GcsConfigError {
     ServiceAccountKey(String),
     #[error("spec.configuration.googleCredentials.gkeEnvironment: {0}")]
     Metadata(String),
+    #[error("spec.configuration.endpointCA: {0}")]
+    EndpointCa(String),
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
 }
@@ -141,8 +148,11 @@ impl GcsStore {
     ) -> Result<GcsStore, GcsConfigError> {
         check_bucket_name(&config.bucket)?;
         let endpoint = resolve_endpoint(config.endpoint_url.as_deref(), var)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(deadline::CONNECT)
+        // Unlike Azure's, this client keeps idle connections, as it always has: a TLS
+        // handshake per request would cost more, and a request that fails on a pooled
+        // connection the server dropped is a connection error, which the policy retries.
+        let http = walship_store::http::client_builder(config.ca_bundle.as_ref())
+            .map_err(GcsConfigError::EndpointCa)?
             // Each request below sets its own, sized for its body; this one covers the
             // rest (the token flows use this client too).
             .timeout(deadline::for_small_request())

@@ -15,6 +15,7 @@ fn store(gcs: &GcsServer, auth: GcsAuth, metadata_host: Option<String>) -> GcsSt
             bucket: BUCKET.into(),
             endpoint_url: None,
             auth,
+            ca_bundle: None,
             retry: walship_store::RetryPolicy::default(),
         },
         &|name| match name {

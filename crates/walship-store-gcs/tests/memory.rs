@@ -21,6 +21,7 @@ async fn a_large_file_is_streamed_to_gcs_without_being_held_in_memory() {
                 bucket: "memory".into(),
                 endpoint_url: None,
                 auth: GcsAuth::ServiceAccountKey(tokens.key_json().unwrap()),
+                ca_bundle: None,
                 retry: RetryPolicy::default(),
             },
             &|name| (name == "STORAGE_EMULATOR_HOST").then(|| gcs.host()),

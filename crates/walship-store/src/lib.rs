@@ -15,13 +15,16 @@
 //! (the local store's blocking file work runs on its blocking pool), `thiserror`;
 //! `rustls-pki-types`, `rustls-webpki` and `base64` parse a private CA bundle in full
 //! before any HTTP client sees it ([`CaBundle`]): some SDKs panic on what they cannot
-//! decode.
+//! decode. `reqwest`, with the feature `http` only: the one client builder (bounded
+//! connect, `endpointCA` trusted) of the stores that run on reqwest (Azure, GCS).
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod deadline;
 pub mod durable;
 mod error;
+#[cfg(any(test, feature = "http"))]
+pub mod http;
 mod local;
 mod metadata;
 pub mod retry;

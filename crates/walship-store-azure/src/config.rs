@@ -48,8 +48,11 @@ pub(crate) fn resolve(
     http: &Arc<dyn azure_core::HttpClient>,
 ) -> Result<Resolved, AzureConfigError> {
     match &config.auth {
-        AzureAuth::ConnectionString(text) => resolve_connection_string(config, text),
-        AzureAuth::SharedKey { account, key } => {
+        AzureCredentialSource::ConnectionString(text) => {
+            resolve_connection_string(config, text.expose())
+        }
+        AzureCredentialSource::SharedKey { account, key } => {
+            let key = key.expose();
             let account = pick_account(account, &config.account)?;
             if key.trim().is_empty() {
                 return Err(AzureConfigError::StorageKey("the key is empty".to_owned()));
@@ -67,10 +70,10 @@ pub(crate) fn resolve(
                 secrets: vec![key.trim().to_owned()],
             })
         }
-        AzureAuth::Sas { account, token } => {
+        AzureCredentialSource::Sas { account, token } => {
             let account = pick_account(account, &config.account)?;
             let (credentials, secrets) =
-                sas_credentials(token).map_err(AzureConfigError::SasToken)?;
+                sas_credentials(token.expose()).map_err(AzureConfigError::SasToken)?;
             Ok(Resolved {
                 endpoint: endpoint_or_public(&config.endpoint, &account)?,
                 credentials,
@@ -78,7 +81,7 @@ pub(crate) fn resolve(
                 secrets,
             })
         }
-        AzureAuth::WorkloadIdentity => {
+        AzureCredentialSource::WorkloadIdentity => {
             let account = pick_account("", &config.account)?;
             let credential =
                 WorkloadIdentity::from_env(&|name| std::env::var(name).ok(), http.clone())
@@ -90,7 +93,7 @@ pub(crate) fn resolve(
                 secrets: Vec::new(),
             })
         }
-        AzureAuth::DefaultCredential => {
+        AzureCredentialSource::DefaultCredential => {
             let account = pick_account("", &config.account)?;
             let credential: Arc<dyn TokenCredential> =
                 match WorkloadIdentity::from_env(&|name| std::env::var(name).ok(), http.clone()) {

@@ -31,8 +31,9 @@
 //! through the Azure SDK, so the JSON API costs no new HTTP stack and keeps every
 //! request, header and status visible here.
 //!
-//! This crate must never log, display or return a secret: the JSON key is redacted in
-//! `Debug` and never quoted in [`GcsConfigError`]; access tokens only ever go into an
+//! This crate must never log, display or return a secret: the JSON key stays a `Secret`
+//! (redacted in `Debug`) until gcp_auth signs with it, and is never quoted in
+//! [`GcsConfigError`]; access tokens only ever go into an
 //! `Authorization` header. It knows nothing of WAL, configuration files or the daemon.
 //!
 //! Dependencies: `gcp_auth` (service-account tokens and the `TokenProvider` trait the
@@ -40,7 +41,8 @@
 //! (API resources, the key file, token answers), `chrono` (gcp_auth's token expiry type),
 //! `percent-encoding` with walship-secret's unreserved set (object names in URL paths), `futures` (a body streamed from disk
 //! as it is sent: reqwest's `stream` feature), `tokio` (the token request's deadline and
-//! the token cache's lock), `walship-secret`, `walship-store`, `async-trait`, `bytes`, `thiserror`,
+//! the token cache's lock), `walship-credentials` (the credential source it signs with,
+//! one type from the secret to gcp_auth), `walship-secret`, `walship-store`, `async-trait`, `bytes`, `thiserror`,
 //! `tracing`.
 
 pub mod auth;
@@ -55,6 +57,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use percent_encoding::utf8_percent_encode;
 use serde::Deserialize;
+use walship_credentials::GoogleCredentialSource;
 use walship_secret::ALL_BUT_UNRESERVED;
 use walship_store::status::{self, Request};
 use walship_store::{
@@ -62,7 +65,7 @@ use walship_store::{
     deadline, upload_nonce,
 };
 
-pub use auth::{GcsAuth, MetadataServer};
+pub use auth::MetadataServer;
 
 /// Bodies up to this size are sent in one multipart upload; larger ones in a resumable
 /// upload. A default 16 MiB WAL segment is one request.
@@ -76,14 +79,15 @@ pub const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 /// How long getting an access token (with gcp_auth's own retries) may take.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Where the bucket is and how to reach it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the bucket is and how to reach it. Its derived `Debug` never shows the key: it
+/// stays a `Secret` until gcp_auth signs with it.
+#[derive(Debug, Clone)]
 pub struct GcsStoreConfig {
     pub bucket: String,
     /// `endpointURL`: the JSON API's base URL (scheme, host, port). `None` falls back on
     /// `STORAGE_EMULATOR_HOST`, then on [`GOOGLE_ENDPOINT`].
     pub endpoint_url: Option<String>,
-    pub auth: GcsAuth,
+    pub auth: GoogleCredentialSource,
     /// Certificates (`endpointCA`) to trust in addition to the public roots, for an
     /// endpoint behind a private CA (the JSON API and the metadata server; gcp_auth's
     /// service-account token requests go through its own client).

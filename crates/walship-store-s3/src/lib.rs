@@ -74,6 +74,8 @@ pub struct S3StoreConfig {
     pub retry: RetryPolicy,
 }
 
+// Written out rather than derived: the SDK's credentials provider would show static
+// credentials' access key id, which walship treats as a secret like the rest.
 impl fmt::Debug for S3StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3StoreConfig")

@@ -86,7 +86,7 @@ impl Drop for LineWriter {
             return;
         }
         let text = String::from_utf8_lossy(&self.0);
-        let scrubbed = walship_config::redact::scrub(&text);
+        let scrubbed = walship_secret::redact::scrub(&text);
         let _ = std::io::stderr().lock().write_all(scrubbed.as_bytes());
     }
 }
@@ -104,7 +104,7 @@ pub fn register_environment_secrets() {
         "AZURE_STORAGE_CONNECTION_STRING",
     ] {
         if let Ok(value) = std::env::var(var) {
-            walship_config::redact::register(&value);
+            walship_secret::redact::register(&value);
         }
     }
 }

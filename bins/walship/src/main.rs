@@ -194,7 +194,7 @@ fn install_panic_backstop(contract: Contract) {
         let message = format!(
             "walship: internal error (a bug; please report it){location}: {}; exiting with \
              status {code}\n",
-            walship_config::redact::scrub(&payload)
+            walship_secret::redact::scrub(&payload)
         );
         let _ = std::io::Write::write_all(&mut std::io::stderr(), message.as_bytes());
         std::process::exit(i32::from(code));

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use walship_config::{Destination, Encryption, ObjectStore, SecretsDir};
-use walship_credentials::{AzureCredentialSource, GoogleCredentialSource, RefreshObserver};
+use walship_credentials::RefreshObserver;
 use walship_engine::{Archiver, ArchiverSettings};
 use walship_store::{CaBundle, LocalStore, RetryPolicy, Store};
-use walship_store_azure::{AzureAuth, AzureStore, AzureStoreConfig};
-use walship_store_gcs::{GcsAuth, GcsStore, GcsStoreConfig};
+use walship_store_azure::{AzureStore, AzureStoreConfig};
+use walship_store_gcs::{GcsStore, GcsStoreConfig};
 use walship_store_s3::{S3Store, S3StoreConfig, Sse};
 use walship_wal::{Compression, Layout};
 
@@ -116,21 +116,8 @@ async fn store_for(
             let creds = configuration.azure_credentials.as_ref().context(
                 "spec.configuration.azureCredentials: required for an Azure destinationPath",
             )?;
-            let auth = match walship_credentials::azure_access(creds, secrets)? {
-                AzureCredentialSource::ConnectionString(s) => {
-                    AzureAuth::ConnectionString(s.expose().trim().to_owned())
-                }
-                AzureCredentialSource::SharedKey { account, key } => AzureAuth::SharedKey {
-                    account,
-                    key: key.expose().trim().to_owned(),
-                },
-                AzureCredentialSource::Sas { account, token } => AzureAuth::Sas {
-                    account,
-                    token: token.expose().trim().to_owned(),
-                },
-                AzureCredentialSource::WorkloadIdentity => AzureAuth::WorkloadIdentity,
-                AzureCredentialSource::DefaultCredential => AzureAuth::DefaultCredential,
-            };
+            // The secrets stay Secrets until the store builds the SDK's credentials.
+            let auth = walship_credentials::azure_access(creds, secrets)?;
             let store = AzureStore::new(AzureStoreConfig {
                 endpoint: endpoint.clone(),
                 account: account.clone(),
@@ -146,17 +133,14 @@ async fn store_for(
             let creds = configuration.google_credentials.as_ref().context(
                 "spec.configuration.googleCredentials: required for a gs:// destinationPath",
             )?;
-            let auth = match walship_credentials::google_access(creds, secrets)? {
-                // The key stays in memory: gcp_auth signs with it, nothing writes it out.
-                GoogleCredentialSource::ServiceAccountKey(key) => {
-                    GcsAuth::ServiceAccountKey(key.expose().to_owned())
-                }
-                GoogleCredentialSource::GkeWorkloadIdentity => GcsAuth::MetadataServer,
-            };
+            // The key stays in memory, a Secret until gcp_auth signs with it; nothing
+            // writes it out.
+            let auth = walship_credentials::google_access(creds, secrets)?;
             let store = GcsStore::new(GcsStoreConfig {
                 bucket: bucket.clone(),
                 endpoint_url: configuration.endpoint_url.clone(),
                 auth,
+                ca_bundle: endpoint_ca(doc, secrets)?,
                 retry: retry.clone(),
             })?;
             Ok(Arc::new(store))

@@ -7,7 +7,8 @@
 //! the first WAL segment is due), reports *every* problem at once with its
 //! YAML path ([`ConfigErrors`]), parses `destinationPath` into a
 //! [`Destination`], and reads the Secret values the document refers to from
-//! a Kubernetes-style secrets directory ([`SecretsDir`]).
+//! a Kubernetes-style secrets directory ([`SecretsDir`]) into walship-secret's
+//! redacting `Secret`, registering each value with its scrubber.
 //!
 //! # What this crate must never do
 //!
@@ -29,6 +30,8 @@
 //! - `url`: parsing Azure, `file://` and `endpointURL` URLs.
 //! - `strsim`: "did you mean ...?" suggestions for misspelled field names.
 //! - `thiserror`: the [`SecretError`] type.
+//! - `walship-secret`: the redacting `Secret` values are read into, and the scrubber
+//!   each one is registered with.
 //!
 //! # Example
 //!
@@ -57,7 +60,6 @@ mod destination;
 mod error;
 mod manifest;
 mod model;
-pub mod redact;
 mod schema;
 mod secrets;
 mod validate;
@@ -76,7 +78,7 @@ pub use model::{
     GoogleCredentials, InstanceSidecarConfiguration, KIND, ObjectMeta, ObjectStore,
     ObjectStoreSpec, RetentionPolicy, RetentionUnit, S3Credentials, SecretRef, WalConfig,
 };
-pub use secrets::{Secret, SecretBytes, SecretError, SecretsDir};
+pub use secrets::{SecretError, SecretsDir};
 
 /// Parse and validate an ObjectStore document. On failure, every problem
 /// found is returned: schema problems (unknown fields, types, missing fields;

@@ -2,9 +2,10 @@
 //! volumes: `<dir>/<secret name>/<key>`, where each key is usually a symlink
 //! through `..data` to a timestamped directory. Symlinks are followed.
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+
+use walship_secret::{Secret, SecretBytes, redact};
 
 use crate::model::SecretRef;
 use crate::validate::secret_part_problem;
@@ -13,62 +14,6 @@ use crate::validate::secret_part_problem;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretsDir {
     root: PathBuf,
-}
-
-/// A secret string. Its `Debug` and `Display` never show the value.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a value (for tests and for values from other sources).
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value itself; call this only where it is handed to a client.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-/// Secret bytes, exactly as stored (CA bundles, JSON keys). Redacted like [`Secret`].
-#[derive(Clone)]
-pub struct SecretBytes(Vec<u8>);
-
-impl SecretBytes {
-    /// The bytes themselves.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// Take the bytes out.
-    pub fn into_exposed(self) -> Vec<u8> {
-        self.0
-    }
-}
-
-impl fmt::Debug for SecretBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl fmt::Display for SecretBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
 }
 
 /// Why a Secret value could not be read. Names the Secret, key and path,
@@ -138,7 +83,7 @@ impl SecretsDir {
     /// otherwise become part of a key.
     pub fn read(&self, r: &SecretRef) -> Result<Secret, SecretError> {
         let secret = self.read_text(r)?;
-        crate::redact::register(secret.expose());
+        redact::register(secret.expose());
         Ok(secret)
     }
 
@@ -146,7 +91,7 @@ impl SecretsDir {
     /// a region): like [`SecretsDir::read`], but the value stays readable in logs, where
     /// it is what tells an operator which account or region is used.
     pub fn read_name(&self, r: &SecretRef) -> Result<String, SecretError> {
-        Ok(self.read_text(r)?.0)
+        Ok(self.read_text(r)?.into_exposed())
     }
 
     fn read_text(&self, r: &SecretRef) -> Result<Secret, SecretError> {
@@ -163,15 +108,15 @@ impl SecretsDir {
                 s.pop();
             }
         }
-        Ok(Secret(s))
+        Ok(Secret::new(s))
     }
 
     /// Read a value byte for byte (CA bundles, JSON key files).
     pub fn read_bytes(&self, r: &SecretRef) -> Result<SecretBytes, SecretError> {
         let bytes = self.read_raw(r)?;
         // Whatever the value is used for, no log line may carry it.
-        crate::redact::register(&String::from_utf8_lossy(&bytes));
-        Ok(SecretBytes(bytes))
+        redact::register(&String::from_utf8_lossy(&bytes));
+        Ok(SecretBytes::new(bytes))
     }
 
     fn read_raw(&self, r: &SecretRef) -> Result<Vec<u8>, SecretError> {

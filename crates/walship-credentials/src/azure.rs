@@ -1,16 +1,18 @@
 //! Azure credentials: a connection string, a shared key or a SAS token from secrets, or
 //! the pod's identity (workload identity, or the default chain).
 
-use std::fmt;
-
-use walship_config::{AzureCredentials, Secret, SecretRef, SecretsDir};
+use walship_config::{AzureCredentials, SecretRef, SecretsDir};
+use walship_secret::Secret;
 
 use crate::{CredentialError, read_nonempty, read_nonempty_name};
 
 const FIELD: &str = "spec.configuration.azureCredentials";
 
 /// How an Azure client authenticates. The config crate has already checked that exactly
-/// one way is configured.
+/// one way is configured. The Azure store takes it as it is and exposes the secrets only
+/// where it builds the SDK's credentials from them, so the derived `Debug` (the `Secret`s
+/// redact themselves) is the only one.
+#[derive(Debug, Clone)]
 pub enum AzureCredentialSource {
     /// `connectionString`: account, key or SAS and endpoints in one string.
     ConnectionString(Secret),
@@ -23,18 +25,6 @@ pub enum AzureCredentialSource {
     WorkloadIdentity,
     /// `useDefaultAzureCredentials`: the Azure SDK's default chain.
     DefaultCredential,
-}
-
-impl fmt::Debug for AzureCredentialSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ConnectionString(_) => f.write_str("ConnectionString(<redacted>)"),
-            Self::SharedKey { account, .. } => write!(f, "SharedKey({account}, <redacted>)"),
-            Self::Sas { account, .. } => write!(f, "Sas({account}, <redacted>)"),
-            Self::WorkloadIdentity => f.write_str("WorkloadIdentity"),
-            Self::DefaultCredential => f.write_str("DefaultCredential"),
-        }
-    }
 }
 
 /// Reads the secrets `creds` names.

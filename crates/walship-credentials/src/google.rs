@@ -1,30 +1,23 @@
 //! Google credentials: a service-account JSON key from a secret, or GKE Workload Identity.
 
-use std::fmt;
-
-use walship_config::{GoogleCredentials, Secret};
+use walship_config::GoogleCredentials;
+use walship_secret::Secret;
 
 use crate::{CredentialError, read_nonempty};
 
 const FIELD: &str = "spec.configuration.googleCredentials";
 
 /// How a Google client authenticates. The config crate has already checked that exactly
-/// one way is configured.
+/// one way is configured. The GCS store takes it as it is and exposes the key only where
+/// gcp_auth signs with it, so the derived `Debug` (the `Secret` redacts itself) is the
+/// only one.
+#[derive(Debug, Clone)]
 pub enum GoogleCredentialSource {
     /// `applicationCredentials`: the service-account JSON key, held in memory (never
     /// written out, never logged).
     ServiceAccountKey(Secret),
     /// `gkeEnvironment: true`: the pod's Workload Identity, through the metadata server.
     GkeWorkloadIdentity,
-}
-
-impl fmt::Debug for GoogleCredentialSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ServiceAccountKey(_) => f.write_str("ServiceAccountKey(<redacted>)"),
-            Self::GkeWorkloadIdentity => f.write_str("GkeWorkloadIdentity"),
-        }
-    }
 }
 
 /// Reads the secret `creds` names.

@@ -6,7 +6,7 @@
 //! it into something a cloud client can sign with. Each cloud gets one resolved type
 //! ([`S3Access`], [`AzureCredentialSource`], [`GoogleCredentialSource`]) so callers match on
 //! a closed set of sources instead of re-reading configuration. Secret values stay inside
-//! [`walship_config::Secret`] (redacting `Debug`) until the moment a client needs them.
+//! [`walship_secret::Secret`] (redacting `Debug`) until the moment a client needs them.
 //!
 //! Expiring tokens are refreshed by the providers handed to the SDKs: for S3 that is
 //! aws-config's default chain, whose web-identity provider re-assumes the role before the
@@ -77,7 +77,7 @@ fn read_nonempty(
     secrets: &walship_config::SecretsDir,
     field: &str,
     r: &walship_config::SecretRef,
-) -> Result<walship_config::Secret, CredentialError> {
+) -> Result<walship_secret::Secret, CredentialError> {
     let secret = secrets.read(r).map_err(|source| CredentialError::Secret {
         field: field.to_owned(),
         source,

@@ -1,10 +1,9 @@
 //! S3 credentials: static keys from secrets, or the ambient AWS identity.
 
-use std::fmt;
-
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
-use walship_config::{S3Credentials, Secret, SecretRef, SecretsDir};
+use walship_config::{S3Credentials, SecretRef, SecretsDir};
+use walship_secret::Secret;
 
 use crate::{CredentialError, read_nonempty, read_nonempty_name};
 
@@ -20,7 +19,9 @@ pub struct S3Access {
     pub region: Option<String>,
 }
 
-/// Where the signing identity comes from.
+/// Where the signing identity comes from. The keys stay `Secret`s (its derived `Debug`
+/// redacts them) until [`S3Access::provider`] hands them to the SDK.
+#[derive(Debug)]
 pub enum S3CredentialSource {
     /// `accessKeyId` + `secretAccessKey` (+ `sessionToken`) read from secrets.
     Static {
@@ -31,23 +32,6 @@ pub enum S3CredentialSource {
     /// `inheritFromIAMRole: true`, or no credentials at all: the AWS default chain
     /// (environment, IRSA web-identity token file, ECS, instance metadata).
     Ambient,
-}
-
-impl fmt::Debug for S3CredentialSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            S3CredentialSource::Static { session_token, .. } => f
-                .debug_struct("Static")
-                .field("access_key_id", &"<redacted>")
-                .field("secret_access_key", &"<redacted>")
-                .field(
-                    "session_token",
-                    &session_token.as_ref().map(|_| "<redacted>"),
-                )
-                .finish(),
-            S3CredentialSource::Ambient => f.write_str("Ambient"),
-        }
-    }
 }
 
 /// Resolves the S3 credentials a configuration names, reading secrets from `secrets`.

@@ -37,12 +37,11 @@ pub(crate) fn encode_metadata(metadata: &Metadata) -> Result<Option<AzureMetadat
     Ok(Some(out))
 }
 
+/// Azure metadata names back into walship's keys: the `_` that stood for `-`.
 pub(crate) fn decode_metadata(metadata: Option<&HashMap<String, String>>) -> Metadata {
     metadata
         .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.to_ascii_lowercase().replace('_', "-"), v.clone()))
-                .collect()
+            walship_store::metadata_from(m.iter().map(|(k, v)| (k.replace('_', "-"), v.clone())))
         })
         .unwrap_or_default()
 }

@@ -23,27 +23,23 @@ pub(crate) fn check_container_name(name: &str) -> Result<(), AzureConfigError> {
     }
 }
 
-/// The SDK's default client, or one that also trusts the PEM certificates given.
-/// The HTTP client of every Azure request (blobs and Azure AD tokens): a bounded
-/// connect (the SDK's default client has no timeout at all) and the `endpointCA`
-/// certificates, already parsed, added to the public roots.
+/// The HTTP client of every Azure request (blobs and Azure AD tokens): walship-store's
+/// (a bounded connect, where the SDK's default client has no timeout at all, and the
+/// `endpointCA` certificates, already parsed, added to the public roots).
 pub(crate) fn http_client(
     ca: Option<&CaBundle>,
 ) -> Result<Arc<dyn azure_core::HttpClient>, AzureConfigError> {
-    // Like the SDK's own client: no idle pooled connections, which can hang in hyper
-    // (hyperium/hyper#2312).
-    let mut builder = reqwest::ClientBuilder::new()
+    let client = walship_store::http::client_builder(ca)
+        .map_err(AzureConfigError::EndpointCa)?
+        // Like the SDK's own client: no idle pooled connections, which can hang in hyper
+        // (hyperium/hyper#2312).
         .pool_max_idle_per_host(0)
-        .connect_timeout(deadline::CONNECT);
-    for der in ca.map(CaBundle::der).unwrap_or_default() {
-        let certificate = reqwest::Certificate::from_der(der.as_ref()).map_err(|e| {
-            AzureConfigError::EndpointCa(format!("a certificate cannot be used: {e}"))
+        .build()
+        .map_err(|e| {
+            AzureConfigError::EndpointCa(format!(
+                "an HTTP client with this CA cannot be built: {e}"
+            ))
         })?;
-        builder = builder.add_root_certificate(certificate);
-    }
-    let client = builder.build().map_err(|e| {
-        AzureConfigError::EndpointCa(format!("an HTTP client with this CA cannot be built: {e}"))
-    })?;
     Ok(Arc::new(client))
 }
 
@@ -52,8 +48,11 @@ pub(crate) fn resolve(
     http: &Arc<dyn azure_core::HttpClient>,
 ) -> Result<Resolved, AzureConfigError> {
     match &config.auth {
-        AzureAuth::ConnectionString(text) => resolve_connection_string(config, text),
-        AzureAuth::SharedKey { account, key } => {
+        AzureCredentialSource::ConnectionString(text) => {
+            resolve_connection_string(config, text.expose())
+        }
+        AzureCredentialSource::SharedKey { account, key } => {
+            let key = key.expose();
             let account = pick_account(account, &config.account)?;
             if key.trim().is_empty() {
                 return Err(AzureConfigError::StorageKey("the key is empty".to_owned()));
@@ -71,10 +70,10 @@ pub(crate) fn resolve(
                 secrets: vec![key.trim().to_owned()],
             })
         }
-        AzureAuth::Sas { account, token } => {
+        AzureCredentialSource::Sas { account, token } => {
             let account = pick_account(account, &config.account)?;
             let (credentials, secrets) =
-                sas_credentials(token).map_err(AzureConfigError::SasToken)?;
+                sas_credentials(token.expose()).map_err(AzureConfigError::SasToken)?;
             Ok(Resolved {
                 endpoint: endpoint_or_public(&config.endpoint, &account)?,
                 credentials,
@@ -82,7 +81,7 @@ pub(crate) fn resolve(
                 secrets,
             })
         }
-        AzureAuth::WorkloadIdentity => {
+        AzureCredentialSource::WorkloadIdentity => {
             let account = pick_account("", &config.account)?;
             let credential =
                 WorkloadIdentity::from_env(&|name| std::env::var(name).ok(), http.clone())
@@ -94,7 +93,7 @@ pub(crate) fn resolve(
                 secrets: Vec::new(),
             })
         }
-        AzureAuth::DefaultCredential => {
+        AzureCredentialSource::DefaultCredential => {
             let account = pick_account("", &config.account)?;
             let credential: Arc<dyn TokenCredential> =
                 match WorkloadIdentity::from_env(&|name| std::env::var(name).ok(), http.clone()) {
@@ -311,7 +310,7 @@ pub(crate) fn endpoint_or_public(endpoint: &str, account: &str) -> Result<Url, A
 /// Checks a blob service URL; the error says what is wrong, showing the URL without any
 /// user info or query string.
 pub(crate) fn parse_endpoint(text: &str) -> Result<Url, String> {
-    let shown = redact_url(text);
+    let shown = walship_secret::redact::url(text);
     let url = Url::parse(text.trim())
         .map_err(|_| format!("{shown:?} is not a valid URL; expected https://ACCOUNT.blob.core.windows.net or http://HOST:PORT/ACCOUNT"))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -329,30 +328,15 @@ pub(crate) fn parse_endpoint(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// `https://user:pass@host/path?sig=...` must never reach a log line.
-pub(crate) fn redact_url(text: &str) -> String {
-    let text = text.trim();
-    let text = text.split(['?', '#']).next().unwrap_or("");
-    match text.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            if path.is_empty() {
-                format!("{scheme}://{host}")
-            } else {
-                format!("{scheme}://{host}/{path}")
-            }
-        }
-        None => text.rsplit_once('@').map_or(text, |(_, h)| h).to_owned(),
-    }
-}
-
 pub(crate) fn describe(account: &str, container: &str, endpoint: &Url) -> String {
     let public = format!("https://{account}.blob.core.windows.net");
     let endpoint = endpoint.as_str().trim_end_matches('/');
     if endpoint == public {
         format!("azure://{account}/{container}")
     } else {
-        format!("azure://{account}/{container} at {}", redact_url(endpoint))
+        format!(
+            "azure://{account}/{container} at {}",
+            walship_secret::redact::url(endpoint)
+        )
     }
 }

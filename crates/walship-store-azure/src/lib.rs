@@ -28,7 +28,8 @@
 //! already contains `_`, or any character outside `[a-z0-9-]`, is refused.
 //!
 //! This crate must never log, display or return a secret: account keys, SAS tokens and
-//! connection strings are redacted in `Debug`, never put in [`AzureConfigError`] messages,
+//! connection strings stay walship-secret `Secret`s (redacted in `Debug`) until the SDK's
+//! credentials are built from them, are never put in [`AzureConfigError`] messages,
 //! and scrubbed from every error text that comes back from the SDK or the HTTP client
 //! (whose messages may contain the request URL and thus a SAS signature). It knows
 //! nothing of WAL, of configuration files or of the daemon.
@@ -40,7 +41,9 @@
 //! `reqwest` (the SDK's own HTTP client, built here only to trust a private CA from
 //! `endpointCA`, for both the blob service and the token endpoint), `futures` (the SDK's pageable streams,
 //! parallel block uploads, an async mutex around the token cache), `tokio` (a deadline on every operation: the SDK's HTTP client has
-//! none), `walship-store`, `async-trait`, `bytes`, `thiserror`, `tracing`.
+//! none), `walship-credentials` (the credential source it signs with, one type from the
+//! secrets to the SDK), `walship-secret` (the endpoint shown without user info or query),
+//! `walship-store`, `async-trait`, `bytes`, `thiserror`, `tracing`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -60,6 +63,7 @@ use azure_storage_blobs::blob::{BlobBlockType, BlockList};
 use azure_storage_blobs::prelude::{BlobClient, ClientBuilder, ContainerClient, Tags};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use walship_credentials::AzureCredentialSource;
 use walship_store::status::{self, Request};
 use walship_store::{
     CaBundle, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError, UploadSource,
@@ -88,51 +92,9 @@ const DOWNLOAD_CHUNK: u64 = 16 * 1024 * 1024;
 /// Azure AD tokens are refreshed this long before they expire.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
-/// How the store authenticates. `Debug` never shows a secret.
-#[derive(Clone, PartialEq, Eq)]
-pub enum AzureAuth {
-    /// `connectionString`: `AccountName`/`AccountKey`, or `SharedAccessSignature`, and
-    /// optionally a `BlobEndpoint` (Azurite, private endpoints) that then overrides
-    /// [`AzureStoreConfig::endpoint`].
-    ConnectionString(String),
-    /// `storageAccount` + `storageKey`: Shared Key signing.
-    SharedKey { account: String, key: String },
-    /// `storageAccount` + `storageSasToken` (with or without the leading `?`).
-    Sas { account: String, token: String },
-    /// `inheritFromAzureAD`: AKS workload identity, from `AZURE_CLIENT_ID`,
-    /// `AZURE_TENANT_ID`, `AZURE_FEDERATED_TOKEN_FILE` and optionally
-    /// `AZURE_AUTHORITY_HOST`, as the workload identity webhook injects them.
-    WorkloadIdentity,
-    /// `useDefaultAzureCredentials`: workload identity when its variables are set,
-    /// otherwise the SDK's default chain (environment, managed identity, Azure CLI).
-    DefaultCredential,
-}
-
-impl fmt::Debug for AzureAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const REDACTED: &str = "<redacted>";
-        match self {
-            AzureAuth::ConnectionString(_) => {
-                f.debug_tuple("ConnectionString").field(&REDACTED).finish()
-            }
-            AzureAuth::SharedKey { account, .. } => f
-                .debug_struct("SharedKey")
-                .field("account", account)
-                .field("key", &REDACTED)
-                .finish(),
-            AzureAuth::Sas { account, .. } => f
-                .debug_struct("Sas")
-                .field("account", account)
-                .field("token", &REDACTED)
-                .finish(),
-            AzureAuth::WorkloadIdentity => f.write_str("WorkloadIdentity"),
-            AzureAuth::DefaultCredential => f.write_str("DefaultCredential"),
-        }
-    }
-}
-
-/// Where the container is and how to reach it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the container is and how to reach it. Its derived `Debug` never shows a secret:
+/// the credentials stay `Secret`s until the SDK's credentials are built from them.
+#[derive(Debug, Clone)]
 pub struct AzureStoreConfig {
     /// The blob service URL: `https://ACCOUNT.blob.core.windows.net`, or for the emulator
     /// and other path-style endpoints `http://HOST:PORT/ACCOUNT`. May be empty when a
@@ -142,7 +104,13 @@ pub struct AzureStoreConfig {
     /// connection string).
     pub account: String,
     pub container: String,
-    pub auth: AzureAuth,
+    /// How the store authenticates: a connection string (its `BlobEndpoint`, Azurite's
+    /// or a private endpoint's, then overrides [`AzureStoreConfig::endpoint`]), a shared
+    /// key, a SAS token (with or without its leading `?`), AKS workload identity (from
+    /// `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`, `AZURE_FEDERATED_TOKEN_FILE` and optionally
+    /// `AZURE_AUTHORITY_HOST`, as the webhook injects them), or the default chain
+    /// (workload identity when its variables are set, else the SDK's chain).
+    pub auth: AzureCredentialSource,
     /// An encryption scope applied to every blob written.
     pub encryption_scope: Option<String>,
     /// Certificates (`endpointCA`) to trust in addition to the public roots, for an

@@ -12,8 +12,10 @@ use azure_storage::{CloudLocation, StorageCredentials};
 use azure_storage_blobs::blob::BlockListType;
 use azure_storage_blobs::prelude::{ClientBuilder, ContainerClient};
 use bytes::Bytes;
+use walship_credentials::AzureCredentialSource;
+use walship_secret::Secret;
 use walship_store::{ErrorKind, PutOptions, Store};
-use walship_store_azure::{AzureAuth, AzureStore, AzureStoreConfig, BLOCK_UPLOAD_THRESHOLD};
+use walship_store_azure::{AzureStore, AzureStoreConfig, BLOCK_UPLOAD_THRESHOLD};
 use walship_testkit::AzuriteServer;
 
 const ACCOUNT: &str = "devstoreaccount1";
@@ -61,7 +63,7 @@ impl Azurite {
         client
     }
 
-    fn config(&self, container: &str, auth: AzureAuth) -> AzureStoreConfig {
+    fn config(&self, container: &str, auth: AzureCredentialSource) -> AzureStoreConfig {
         AzureStoreConfig {
             endpoint: self.endpoint(),
             account: ACCOUNT.to_owned(),
@@ -76,9 +78,9 @@ impl Azurite {
     fn shared_key_store(&self, container: &str) -> AzureStore {
         AzureStore::new(self.config(
             container,
-            AzureAuth::SharedKey {
+            AzureCredentialSource::SharedKey {
                 account: ACCOUNT.to_owned(),
-                key: KEY.to_owned(),
+                key: Secret::new(KEY.to_owned()),
             },
         ))
         .expect("store")
@@ -275,9 +277,9 @@ async fn a_wrong_shared_key_is_denied_without_showing_the_key() {
     let wrong = "V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXlXcm9uZ0tleQ==";
     let store = AzureStore::new(azurite.config(
         "wal",
-        AzureAuth::SharedKey {
+        AzureCredentialSource::SharedKey {
             account: ACCOUNT.to_owned(),
-            key: wrong.to_owned(),
+            key: Secret::new(wrong.to_owned()),
         },
     ))
     .unwrap();
@@ -316,9 +318,9 @@ async fn a_container_sas_token_authenticates() {
         .unwrap();
     let store = AzureStore::new(azurite.config(
         "sas",
-        AzureAuth::Sas {
+        AzureCredentialSource::Sas {
             account: ACCOUNT.to_owned(),
-            token: format!("?{token}"),
+            token: Secret::new(format!("?{token}")),
         },
     ))
     .unwrap();
@@ -358,9 +360,9 @@ async fn a_container_sas_token_authenticates() {
         .to_owned();
     let store = AzureStore::new(azurite.config(
         "sas",
-        AzureAuth::Sas {
+        AzureCredentialSource::Sas {
             account: ACCOUNT.to_owned(),
-            token: read_only,
+            token: Secret::new(read_only),
         },
     ))
     .unwrap();
@@ -379,7 +381,7 @@ async fn a_connection_string_with_a_blob_endpoint_works() {
     azurite.create_container("conn").await;
     let mut config = azurite.config(
         "conn",
-        AzureAuth::ConnectionString(azurite.connection_string()),
+        AzureCredentialSource::ConnectionString(Secret::new(azurite.connection_string())),
     );
     // The connection string's BlobEndpoint wins over whatever endpoint was derived.
     config.endpoint = String::new();

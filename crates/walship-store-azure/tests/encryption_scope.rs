@@ -8,8 +8,10 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use walship_credentials::AzureCredentialSource;
+use walship_secret::Secret;
 use walship_store::{PutOptions, Store};
-use walship_store_azure::{AzureAuth, AzureStore, AzureStoreConfig, BLOCK_UPLOAD_THRESHOLD};
+use walship_store_azure::{AzureStore, AzureStoreConfig, BLOCK_UPLOAD_THRESHOLD};
 
 /// Starts the recorder; returns its port and the request heads it has seen.
 fn recorder() -> (u16, Arc<Mutex<Vec<String>>>) {
@@ -64,9 +66,9 @@ async fn every_write_carries_the_encryption_scope() {
         endpoint: format!("http://127.0.0.1:{port}/devstoreaccount1"),
         account: "devstoreaccount1".to_owned(),
         container: "walship".to_owned(),
-        auth: AzureAuth::SharedKey {
+        auth: AzureCredentialSource::SharedKey {
             account: "devstoreaccount1".to_owned(),
-            key: "a2V5".to_owned(),
+            key: Secret::new("a2V5".to_owned()),
         },
         encryption_scope: Some("walscope".to_owned()),
         ca_bundle: None,

@@ -16,6 +16,7 @@ use chrono::Utc;
 use gcp_auth::{CustomServiceAccount, Token, TokenProvider};
 use serde::Deserialize;
 use tokio::sync::Mutex;
+use walship_credentials::GoogleCredentialSource;
 use walship_store::StoreError;
 
 use crate::GcsConfigError;
@@ -25,25 +26,6 @@ pub const DEFAULT_METADATA_HOST: &str = "metadata.google.internal";
 /// A metadata-server token is replaced this long before it expires. The GKE metadata
 /// server itself hands out tokens with at least five minutes left.
 pub const METADATA_REFRESH_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
-
-/// How the store authenticates. `Debug` never shows the key.
-#[derive(Clone, PartialEq, Eq)]
-pub enum GcsAuth {
-    /// `applicationCredentials`: the contents of a service-account JSON key file.
-    ServiceAccountKey(String),
-    /// `gkeEnvironment: true`: GKE Workload Identity, through the metadata server
-    /// (`GCE_METADATA_HOST`, else `metadata.google.internal`).
-    MetadataServer,
-}
-
-impl fmt::Debug for GcsAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            GcsAuth::ServiceAccountKey(_) => f.write_str("ServiceAccountKey(<redacted>)"),
-            GcsAuth::MetadataServer => f.write_str("MetadataServer"),
-        }
-    }
-}
 
 /// The fields of a key file walship checks before handing it to gcp_auth, so that a
 /// wrong file is reported by what is wrong with it.
@@ -56,14 +38,18 @@ struct KeyFile {
     token_uri: Option<String>,
 }
 
+/// The token provider of `auth`: a service-account key (`applicationCredentials`), or
+/// GKE Workload Identity through the metadata server (`gkeEnvironment: true`;
+/// `GCE_METADATA_HOST`, else `metadata.google.internal`).
 pub(crate) fn provider(
-    auth: &GcsAuth,
+    auth: &GoogleCredentialSource,
     http: reqwest::Client,
     var: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Arc<dyn TokenProvider>, GcsConfigError> {
     match auth {
-        GcsAuth::ServiceAccountKey(json) => service_account(json),
-        GcsAuth::MetadataServer => {
+        // The key leaves its Secret only here, where gcp_auth signs with it.
+        GoogleCredentialSource::ServiceAccountKey(json) => service_account(json.expose()),
+        GoogleCredentialSource::GkeWorkloadIdentity => {
             let host = var("GCE_METADATA_HOST")
                 .map(|h| h.trim().to_owned())
                 .filter(|h| !h.is_empty())

@@ -16,7 +16,8 @@
 //!   metadata server ([`auth::MetadataServer`], honouring `GCE_METADATA_HOST` as Google's
 //!   own libraries do; gcp_auth hard-codes `metadata.google.internal`);
 //! - the API endpoint is `endpointURL` when set, else `STORAGE_EMULATOR_HOST` (as Google's
-//!   clients read it), else `https://storage.googleapis.com`;
+//!   clients read it), else `https://storage.googleapis.com`; its client (walship-store's
+//!   reqwest builder) trusts `endpointCA` besides the public roots;
 //! - HTTP statuses go through the status mapping all stores share
 //!   ([`walship_store::status`]), transport failures onto the same kinds; each request
 //!   is retried by the store's [`RetryPolicy`].
@@ -30,16 +31,18 @@
 //! through the Azure SDK, so the JSON API costs no new HTTP stack and keeps every
 //! request, header and status visible here.
 //!
-//! This crate must never log, display or return a secret: the JSON key is redacted in
-//! `Debug` and never quoted in [`GcsConfigError`]; access tokens only ever go into an
+//! This crate must never log, display or return a secret: the JSON key stays a `Secret`
+//! (redacted in `Debug`) until gcp_auth signs with it, and is never quoted in
+//! [`GcsConfigError`]; access tokens only ever go into an
 //! `Authorization` header. It knows nothing of WAL, configuration files or the daemon.
 //!
 //! Dependencies: `gcp_auth` (service-account tokens and the `TokenProvider` trait the
 //! metadata-server provider implements), `reqwest` (HTTP, rustls), `serde`/`serde_json`
 //! (API resources, the key file, token answers), `chrono` (gcp_auth's token expiry type),
-//! `percent-encoding` (object names in URL paths), `futures` (a body streamed from disk
+//! `percent-encoding` with walship-secret's unreserved set (object names in URL paths), `futures` (a body streamed from disk
 //! as it is sent: reqwest's `stream` feature), `tokio` (the token request's deadline and
-//! the token cache's lock), `walship-store`, `async-trait`, `bytes`, `thiserror`,
+//! the token cache's lock), `walship-credentials` (the credential source it signs with,
+//! one type from the secret to gcp_auth), `walship-secret`, `walship-store`, `async-trait`, `bytes`, `thiserror`,
 //! `tracing`.
 
 pub mod auth;
@@ -52,15 +55,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 use serde::Deserialize;
+use walship_credentials::GoogleCredentialSource;
+use walship_secret::ALL_BUT_UNRESERVED;
 use walship_store::status::{self, Request};
 use walship_store::{
-    ErrorKind, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError, UploadSource,
+    CaBundle, ErrorKind, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError, UploadSource,
     deadline, upload_nonce,
 };
 
-pub use auth::{GcsAuth, MetadataServer};
+pub use auth::MetadataServer;
 
 /// Bodies up to this size are sent in one multipart upload; larger ones in a resumable
 /// upload. A default 16 MiB WAL segment is one request.
@@ -74,22 +79,19 @@ pub const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 /// How long getting an access token (with gcp_auth's own retries) may take.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Characters escaped in an object name used as one URL path segment: everything but
-/// RFC 3986's unreserved set, so `/` becomes `%2F` as the JSON API requires.
-const OBJECT_NAME: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// Where the bucket is and how to reach it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the bucket is and how to reach it. Its derived `Debug` never shows the key: it
+/// stays a `Secret` until gcp_auth signs with it.
+#[derive(Debug, Clone)]
 pub struct GcsStoreConfig {
     pub bucket: String,
     /// `endpointURL`: the JSON API's base URL (scheme, host, port). `None` falls back on
     /// `STORAGE_EMULATOR_HOST`, then on [`GOOGLE_ENDPOINT`].
     pub endpoint_url: Option<String>,
-    pub auth: GcsAuth,
+    pub auth: GoogleCredentialSource,
+    /// Certificates (`endpointCA`) to trust in addition to the public roots, for an
+    /// endpoint behind a private CA (the JSON API and the metadata server; gcp_auth's
+    /// service-account token requests go through its own client).
+    pub ca_bundle: Option<CaBundle>,
     /// How each request is retried.
     pub retry: RetryPolicy,
 }
@@ -108,6 +110,8 @@ pub enum GcsConfigError {
     ServiceAccountKey(String),
     #[error("spec.configuration.googleCredentials.gkeEnvironment: {0}")]
     Metadata(String),
+    #[error("spec.configuration.endpointCA: {0}")]
+    EndpointCa(String),
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
 }
@@ -148,8 +152,11 @@ impl GcsStore {
     ) -> Result<GcsStore, GcsConfigError> {
         check_bucket_name(&config.bucket)?;
         let endpoint = resolve_endpoint(config.endpoint_url.as_deref(), var)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(deadline::CONNECT)
+        // Unlike Azure's, this client keeps idle connections, as it always has: a TLS
+        // handshake per request would cost more, and a request that fails on a pooled
+        // connection the server dropped is a connection error, which the policy retries.
+        let http = walship_store::http::client_builder(config.ca_bundle.as_ref())
+            .map_err(GcsConfigError::EndpointCa)?
             // Each request below sets its own, sized for its body; this one covers the
             // rest (the token flows use this client too).
             .timeout(deadline::for_small_request())
@@ -194,7 +201,9 @@ impl GcsStore {
             "{}/storage/v1/b/{}/o/{}",
             self.endpoint,
             self.bucket,
-            utf8_percent_encode(key, OBJECT_NAME)
+            // RFC 3986's unreserved set stays, everything else is escaped: `/` becomes
+            // `%2F`, as the JSON API wants an object name as one path segment.
+            utf8_percent_encode(key, ALL_BUT_UNRESERVED)
         )
     }
 
@@ -682,12 +691,7 @@ impl ObjectResource {
         ObjectInfo {
             key: self.name,
             size: self.size.and_then(|s| s.parse().ok()).unwrap_or(0),
-            metadata: self
-                .metadata
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                .collect::<Metadata>(),
+            metadata: walship_store::metadata_from(self.metadata.unwrap_or_default()),
         }
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use walship_secret::Secret;
 
 fn kind(err: &StoreError) -> String {
     format!("{:?}", err.kind())
@@ -113,7 +114,8 @@ fn object_names_are_one_escaped_path_segment() {
         GcsStoreConfig {
             bucket: "bkt".into(),
             endpoint_url: Some("http://127.0.0.1:9/".into()),
-            auth: GcsAuth::MetadataServer,
+            auth: GoogleCredentialSource::GkeWorkloadIdentity,
+            ca_bundle: None,
             retry: walship_store::RetryPolicy::default(),
         },
         &|_| None,
@@ -227,15 +229,16 @@ fn the_boundary_search_finds_every_position() {
 #[test]
 fn keys_never_show_in_debug_or_errors() {
     let secret = "-----BEGIN PRIVATE KEY-----\\nTOPSECRETMATERIAL\\n-----END PRIVATE KEY-----\\n";
-    let auth = GcsAuth::ServiceAccountKey(format!(
+    let auth = GoogleCredentialSource::ServiceAccountKey(Secret::new(format!(
         r#"{{"type":"service_account","client_email":"a@b.iam.gserviceaccount.com","private_key":"{secret}","token_uri":"https://oauth2.googleapis.com/token"}}"#
-    ));
-    assert_eq!(format!("{auth:?}"), "ServiceAccountKey(<redacted>)");
+    )));
+    assert_eq!(format!("{auth:?}"), "ServiceAccountKey(Secret(<redacted>))");
     let err = GcsStore::with_env(
         GcsStoreConfig {
             bucket: "bkt".into(),
             endpoint_url: None,
             auth,
+            ca_bundle: None,
             retry: walship_store::RetryPolicy::default(),
         },
         &|_| None,
@@ -281,7 +284,7 @@ fn wrong_key_files_say_what_is_wrong() {
     ];
     for (json, expected) in table {
         let err = match auth::provider(
-            &GcsAuth::ServiceAccountKey((*json).to_owned()),
+            &GoogleCredentialSource::ServiceAccountKey(Secret::new((*json).to_owned())),
             reqwest::Client::new(),
             &|_| None,
         ) {
@@ -303,7 +306,8 @@ fn the_metadata_host_comes_from_gce_metadata_host() {
         GcsStoreConfig {
             bucket: "bkt".into(),
             endpoint_url: None,
-            auth: GcsAuth::MetadataServer,
+            auth: GoogleCredentialSource::GkeWorkloadIdentity,
+            ca_bundle: None,
             retry: walship_store::RetryPolicy::default(),
         },
         &|name| (name == "GCE_METADATA_HOST").then(|| "bad host/x".to_owned()),

@@ -3,18 +3,21 @@
 //! server. Every test starts its own servers and stops them when it ends.
 
 use bytes::Bytes;
+use walship_credentials::GoogleCredentialSource;
+use walship_secret::Secret;
 use walship_store::{ErrorKind, PutOptions, Store};
-use walship_store_gcs::{GcsAuth, GcsStore, GcsStoreConfig};
+use walship_store_gcs::{GcsStore, GcsStoreConfig};
 use walship_testkit::{GcsServer, GoogleTokenServer, MetadataServer, TokenMode};
 
 const BUCKET: &str = "walship-test";
 
-fn store(gcs: &GcsServer, auth: GcsAuth, metadata_host: Option<String>) -> GcsStore {
+fn store(gcs: &GcsServer, auth: GoogleCredentialSource, metadata_host: Option<String>) -> GcsStore {
     GcsStore::with_env(
         GcsStoreConfig {
             bucket: BUCKET.into(),
             endpoint_url: None,
             auth,
+            ca_bundle: None,
             retry: walship_store::RetryPolicy::default(),
         },
         &|name| match name {
@@ -50,7 +53,7 @@ async fn the_gcs_store_passes_the_conformance_suite() {
     let tokens = GoogleTokenServer::start().unwrap();
     let store = store(
         &gcs,
-        GcsAuth::ServiceAccountKey(tokens.key_json().unwrap()),
+        GoogleCredentialSource::ServiceAccountKey(Secret::new(tokens.key_json().unwrap())),
         None,
     )
     .with_list_page_size(5);
@@ -70,7 +73,7 @@ async fn create_only_puts_gets_lists_and_deletes() {
     let tokens = GoogleTokenServer::start().unwrap();
     let store = store(
         &gcs,
-        GcsAuth::ServiceAccountKey(tokens.key_json().unwrap()),
+        GoogleCredentialSource::ServiceAccountKey(Secret::new(tokens.key_json().unwrap())),
         None,
     )
     .with_list_page_size(2);
@@ -133,8 +136,12 @@ async fn large_bodies_go_through_resumable_uploads() {
     let gcs = GcsServer::start().unwrap();
     gcs.create_bucket(BUCKET).unwrap();
     let metadata = MetadataServer::start().unwrap();
-    let store = store(&gcs, GcsAuth::MetadataServer, Some(metadata.host()))
-        .with_resumable_upload(1024 * 1024, 512 * 1024);
+    let store = store(
+        &gcs,
+        GoogleCredentialSource::GkeWorkloadIdentity,
+        Some(metadata.host()),
+    )
+    .with_resumable_upload(1024 * 1024, 512 * 1024);
     let large = body(3 * 1024 * 1024 + 12345);
     store
         .put_create("big", large.clone(), &options("cc"))
@@ -154,7 +161,11 @@ async fn large_bodies_go_through_resumable_uploads() {
 async fn a_missing_bucket_is_reported_as_such() {
     let gcs = GcsServer::start().unwrap();
     let metadata = MetadataServer::start().unwrap();
-    let store = store(&gcs, GcsAuth::MetadataServer, Some(metadata.host()));
+    let store = store(
+        &gcs,
+        GoogleCredentialSource::GkeWorkloadIdentity,
+        Some(metadata.host()),
+    );
     let err = store
         .put_create("k", body(3), &PutOptions::default())
         .await
@@ -169,7 +180,11 @@ async fn metadata_tokens_are_cached_and_refreshed_before_they_expire() {
     let gcs = GcsServer::start().unwrap();
     gcs.create_bucket(BUCKET).unwrap();
     let metadata = MetadataServer::start().unwrap();
-    let store = store(&gcs, GcsAuth::MetadataServer, Some(metadata.host()));
+    let store = store(
+        &gcs,
+        GoogleCredentialSource::GkeWorkloadIdentity,
+        Some(metadata.host()),
+    );
     store.list("").await.unwrap();
     store.list("").await.unwrap();
     assert_eq!(metadata.tokens(), 1, "an hour-long token is reused");
@@ -188,7 +203,11 @@ async fn metadata_tokens_are_cached_and_refreshed_before_they_expire() {
 }
 
 fn store_fresh(gcs: &GcsServer, metadata: &MetadataServer) -> GcsStore {
-    store(gcs, GcsAuth::MetadataServer, Some(metadata.host()))
+    store(
+        gcs,
+        GoogleCredentialSource::GkeWorkloadIdentity,
+        Some(metadata.host()),
+    )
 }
 
 #[tokio::test]
@@ -198,7 +217,11 @@ async fn token_failures_are_denied_or_unreachable_and_never_leak_the_key() {
     let tokens = GoogleTokenServer::start().unwrap();
     // A key the token endpoint does not know: the signature check fails.
     let foreign = tokens.key_json_with_foreign_key().unwrap();
-    let store_foreign = store(&gcs, GcsAuth::ServiceAccountKey(foreign.clone()), None);
+    let store_foreign = store(
+        &gcs,
+        GoogleCredentialSource::ServiceAccountKey(Secret::new(foreign.clone())),
+        None,
+    );
     let err = store_foreign.list("").await.unwrap_err();
     assert!(err.kind() == ErrorKind::Denied, "{err}");
     assert!(
@@ -212,7 +235,7 @@ async fn token_failures_are_denied_or_unreachable_and_never_leak_the_key() {
     tokens.set_mode(TokenMode::Refuse);
     let refused = store(
         &gcs,
-        GcsAuth::ServiceAccountKey(tokens.key_json().unwrap()),
+        GoogleCredentialSource::ServiceAccountKey(Secret::new(tokens.key_json().unwrap())),
         None,
     );
     let err = refused.list("").await.unwrap_err();
@@ -223,7 +246,9 @@ async fn token_failures_are_denied_or_unreachable_and_never_leak_the_key() {
     drop(tokens);
     let unreachable = store(
         &gcs,
-        GcsAuth::ServiceAccountKey(key.replace(&uri, "http://127.0.0.1:9/token")),
+        GoogleCredentialSource::ServiceAccountKey(Secret::new(
+            key.replace(&uri, "http://127.0.0.1:9/token"),
+        )),
         None,
     );
     let err = unreachable.list("").await.unwrap_err();

@@ -3,11 +3,13 @@
 //! of its own: the check reads this process's peak resident memory, so the two uploads
 //! run one after the other.
 
+use walship_credentials::GoogleCredentialSource;
+use walship_secret::Secret;
 use walship_store::RetryPolicy;
 use walship_store::conformance::{
     LARGE_FILE, a_large_streamed_put_does_not_hold_the_file_in_memory,
 };
-use walship_store_gcs::{GcsAuth, GcsStore, GcsStoreConfig};
+use walship_store_gcs::{GcsStore, GcsStoreConfig};
 use walship_testkit::{GcsServer, GoogleTokenServer};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -20,7 +22,10 @@ async fn a_large_file_is_streamed_to_gcs_without_being_held_in_memory() {
             GcsStoreConfig {
                 bucket: "memory".into(),
                 endpoint_url: None,
-                auth: GcsAuth::ServiceAccountKey(tokens.key_json().unwrap()),
+                auth: GoogleCredentialSource::ServiceAccountKey(Secret::new(
+                    tokens.key_json().unwrap(),
+                )),
+                ca_bundle: None,
                 retry: RetryPolicy::default(),
             },
             &|name| (name == "STORAGE_EMULATOR_HOST").then(|| gcs.host()),

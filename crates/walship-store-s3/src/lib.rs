@@ -25,8 +25,10 @@
 //! `aws-smithy-http-client` (an HTTPS client with a custom trust store),
 //! `aws-smithy-types` (byte streams, base64), `aws-credential-types` (the provider
 //! type), `aws-sdk-sts` (only the error type of IRSA's STS call, whose status tells a
-//! failing STS from a refused identity), `aws-runtime` (the signer's payload-hash override), `sha2` and `hex` (hashing
-//! a file whose caller gave no hash), `walship-store`, `async-trait`, `bytes`,
+//! failing STS from a refused identity), `aws-runtime` (the signer's payload-hash
+//! override), `sha2` and `hex` (hashing a file whose caller gave no hash),
+//! `walship-secret` (the endpoint shown without user info, tags percent-encoded),
+//! `walship-store`, `async-trait`, `bytes`,
 //! `thiserror`, `tracing`, `tokio` (that hashing, off the async threads).
 
 use std::collections::BTreeMap;
@@ -43,10 +45,11 @@ use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::ServerSideEncryption;
 use bytes::Bytes;
+use walship_secret::{percent_encode, redact};
 use walship_store::status::{self, Request};
 use walship_store::{
     CaBundle, ErrorKind, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError,
-    deadline, error_chain,
+    deadline, error_chain, metadata_from,
 };
 
 /// Server-side encryption requested for every object written.
@@ -73,6 +76,8 @@ pub struct S3StoreConfig {
     pub retry: RetryPolicy,
 }
 
+// Written out rather than derived: the SDK's credentials provider would show static
+// credentials' access key id, which walship treats as a secret like the rest.
 impl fmt::Debug for S3StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3StoreConfig")
@@ -173,7 +178,7 @@ impl S3Store {
                 .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         }
         let describe = match &config.endpoint_url {
-            Some(url) => format!("s3://{} at {}", config.bucket, redact_userinfo(url)),
+            Some(url) => format!("s3://{} at {}", config.bucket, redact::url(url)),
             None => format!("s3://{}", config.bucket),
         };
         Ok(S3Store {
@@ -367,22 +372,6 @@ mod aws_smithy_runtime_api_shim {
     pub use aws_sdk_s3::config::http::HttpResponse;
 }
 
-/// `https://user:pass@host` must never reach a log line.
-fn redact_userinfo(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            if path.is_empty() {
-                format!("{scheme}://{host}")
-            } else {
-                format!("{scheme}://{host}/{path}")
-            }
-        }
-        None => url.to_owned(),
-    }
-}
-
 fn https_client_trusting(
     bundle: &CaBundle,
 ) -> Result<aws_sdk_s3::config::SharedHttpClient, S3ConfigError> {
@@ -405,32 +394,16 @@ fn tagging(tags: &BTreeMap<String, String>) -> Option<String> {
     }
     Some(
         tags.iter()
-            .map(|(k, v)| format!("{}={}", url_encode(k), url_encode(v)))
+            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
             .collect::<Vec<_>>()
             .join("&"),
     )
 }
 
-fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
+/// The user metadata S3 returned (without its `x-amz-meta-` prefix), as the store's.
 fn metadata_of(map: Option<&std::collections::HashMap<String, String>>) -> Metadata {
-    map.map(|m| {
-        m.iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-            .collect()
-    })
-    .unwrap_or_default()
+    map.map(|m| metadata_from(m.iter().map(|(k, v)| (k, v.clone()))))
+        .unwrap_or_default()
 }
 
 #[async_trait]
@@ -698,18 +671,6 @@ fn sha256_of_file(path: &Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn userinfo_is_removed_from_descriptions() {
-        assert_eq!(
-            redact_userinfo("https://AKIA:secret@minio.local:9000/x"),
-            "https://minio.local:9000/x"
-        );
-        assert_eq!(
-            redact_userinfo("http://127.0.0.1:9000"),
-            "http://127.0.0.1:9000"
-        );
-    }
 
     #[test]
     fn tags_are_url_encoded() {

@@ -15,14 +15,18 @@
 //! (the local store's blocking file work runs on its blocking pool), `thiserror`;
 //! `rustls-pki-types`, `rustls-webpki` and `base64` parse a private CA bundle in full
 //! before any HTTP client sees it ([`CaBundle`]): some SDKs panic on what they cannot
-//! decode.
+//! decode. `reqwest`, with the feature `http` only: the one client builder (bounded
+//! connect, `endpointCA` trusted) of the stores that run on reqwest (Azure, GCS).
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod deadline;
 pub mod durable;
 mod error;
+#[cfg(any(test, feature = "http"))]
+pub mod http;
 mod local;
+mod metadata;
 pub mod retry;
 pub mod status;
 mod tls;
@@ -30,6 +34,7 @@ mod upload;
 
 pub use error::{BoxError, ErrorKind, StoreError, error_chain};
 pub use local::LocalStore;
+pub use metadata::{Metadata, metadata_from};
 pub use retry::RetryPolicy;
 pub use tls::CaBundle;
 pub use upload::{UploadSource, upload_nonce};
@@ -40,10 +45,6 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-
-/// User metadata stored with an object (S3 `x-amz-meta-*`, Azure metadata, GCS metadata).
-/// Keys are lower-case ASCII.
-pub type Metadata = BTreeMap<String, String>;
 
 /// What a create-only put carries besides the body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

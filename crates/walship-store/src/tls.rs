@@ -107,11 +107,11 @@ fn pem_problem(e: &rustls_pki_types::pem::Error) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A real self-signed CA certificate (`openssl req -x509 -newkey ec`, P-256).
-    const CA: &str = "-----BEGIN CERTIFICATE-----
+    pub(crate) const CA: &str = "-----BEGIN CERTIFICATE-----
 MIIBiTCCAS+gAwIBAgIUCGRKzDX8OWQIVQAVrMAJm/hHyVQwCgYIKoZIzj0EAwIw
 GjEYMBYGA1UEAwwPd2Fsc2hpcC10ZXN0LWNhMB4XDTI2MTEzMDAyMTM0MVoXDTM2
 MTEyNzAyMTM0MVowGjEYMBYGA1UEAwwPd2Fsc2hpcC10ZXN0LWNhMFkwEwYHKoZI

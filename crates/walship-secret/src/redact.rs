@@ -4,8 +4,8 @@
 //! still print what it was handed: the Azure SDK logs request URLs, SAS signature
 //! included, at debug level. So every log line is passed through [`scrub`] before it
 //! is written, whatever its source. Two nets:
-//! - every secret value walship reads ([`crate::SecretsDir`] registers each one, and
-//!   the binary registers the credential environment variables) is replaced wherever
+//! - every secret value walship reads (walship-config's `SecretsDir` registers each one,
+//!   and the binary registers the credential environment variables) is replaced wherever
 //!   it appears, as read, line by line, parameter by parameter and percent-encoded;
 //! - values derived from secrets, which no registry can know (request signatures,
 //!   access tokens, session tokens), are recognised by the parameter or header that
@@ -13,6 +13,8 @@
 
 use std::borrow::Cow;
 use std::sync::RwLock;
+
+use crate::percent_encode;
 
 /// What a scrubbed value is replaced with.
 pub const REDACTED: &str = "<redacted>";
@@ -145,19 +147,29 @@ fn scrub_after(text: &str, marker: &str) -> Option<String> {
     Some(out)
 }
 
-/// RFC 3986 percent-encoding of everything but unreserved characters, as URLs carry
-/// SAS signatures (`/`, `+` and `=` encoded).
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
+/// A URL as it may be shown: without user info (`https://user:pass@host`), query
+/// (`?sig=...`) or fragment, which is where URLs carry credentials. Text that is not a
+/// URL loses everything up to its last `@` and from its first `?` or `#`.
+pub fn url(text: &str) -> String {
+    let text = text.trim();
+    let (scheme, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, text),
+    };
+    // Everything up to the last `@` goes, even when a `?`, `#` or `/` inside a password
+    // makes the user info hard to tell from the rest: showing less is the safe mistake.
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host_and_path = if path.is_empty() {
+        host.to_owned()
+    } else {
+        format!("{host}/{path}")
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{host_and_path}"),
+        None => host_and_path,
     }
-    out
 }
 
 #[cfg(test)]
@@ -234,5 +246,31 @@ mod tests {
         // Scrubbing is idempotent.
         let once = scrub("a sig=xyz b").into_owned();
         assert_eq!(scrub(&once), once);
+    }
+
+    #[test]
+    fn a_url_is_shown_without_user_info_query_or_fragment() {
+        let cases = [
+            (
+                "https://AKIA:secret@minio.local:9000/x",
+                "https://minio.local:9000/x",
+            ),
+            ("http://127.0.0.1:9000", "http://127.0.0.1:9000"),
+            ("http://127.0.0.1:9000/", "http://127.0.0.1:9000"),
+            (
+                " https://acct.blob.core.windows.net/c?sv=1&sig=abc#frag ",
+                "https://acct.blob.core.windows.net/c",
+            ),
+            (
+                "http://127.0.0.1:10000/devstoreaccount1",
+                "http://127.0.0.1:10000/devstoreaccount1",
+            ),
+            ("https://u:p?a#s/s@host/path", "https://host/path"),
+            ("user:pass@host:9000/p?q=1", "host:9000/p"),
+            ("not a url", "not a url"),
+        ];
+        for (text, shown) in cases {
+            assert_eq!(url(text), shown, "{text}");
+        }
     }
 }

@@ -1,12 +1,14 @@
 //! Where access tokens come from: a service-account JSON key, or the GKE metadata server.
 //!
 //! Both are gcp_auth [`TokenProvider`]s, so the store asks one trait for a token before
-//! each request and never sees how it was made. gcp_auth's `CustomServiceAccount` signs
-//! the JWT assertion with the key and posts it to the key file's `token_uri` (as Google's
-//! libraries do, which is also how tests point it at a local token endpoint); it caches
-//! the token and fetches a new one 20 s before expiry. gcp_auth's own metadata provider
-//! hard-codes `metadata.google.internal`, so [`MetadataServer`] implements the trait
-//! itself and honours `GCE_METADATA_HOST`.
+//! each request and never sees how it was made. For a key, gcp_auth parses it and signs
+//! the JWT assertion, which `service_account.rs` posts to the key file's `token_uri` (as
+//! Google's libraries do, which is also how tests point it at a local token endpoint)
+//! once per call: gcp_auth's own client retries five times inside the store's retry
+//! policy. gcp_auth's metadata provider hard-codes `metadata.google.internal`, so
+//! [`MetadataServer`] implements the trait itself and honours `GCE_METADATA_HOST`. Both
+//! ask through the store's HTTP client (its bounds, `endpointCA`), and both fail with a
+//! [`TokenEndpointError`] whose kind comes from the one status mapping.
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,9 +19,11 @@ use gcp_auth::{CustomServiceAccount, Token, TokenProvider};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 use walship_credentials::GoogleCredentialSource;
-use walship_store::StoreError;
+use walship_store::status::{self, Request};
+use walship_store::{ErrorKind, StoreError};
 
 use crate::GcsConfigError;
+use crate::service_account::ServiceAccount;
 
 /// The metadata server's name inside GCE and GKE.
 pub const DEFAULT_METADATA_HOST: &str = "metadata.google.internal";
@@ -48,7 +52,7 @@ pub(crate) fn provider(
 ) -> Result<Arc<dyn TokenProvider>, GcsConfigError> {
     match auth {
         // The key leaves its Secret only here, where gcp_auth signs with it.
-        GoogleCredentialSource::ServiceAccountKey(json) => service_account(json.expose()),
+        GoogleCredentialSource::ServiceAccountKey(json) => service_account(json.expose(), http),
         GoogleCredentialSource::GkeWorkloadIdentity => {
             let host = var("GCE_METADATA_HOST")
                 .map(|h| h.trim().to_owned())
@@ -59,7 +63,10 @@ pub(crate) fn provider(
     }
 }
 
-fn service_account(json: &str) -> Result<Arc<dyn TokenProvider>, GcsConfigError> {
+fn service_account(
+    json: &str,
+    http: reqwest::Client,
+) -> Result<Arc<dyn TokenProvider>, GcsConfigError> {
     let bad = |problem: String| GcsConfigError::ServiceAccountKey(problem);
     // serde_json's syntax errors give a position, never the text around it.
     let key: KeyFile = serde_json::from_str(json).map_err(|e| {
@@ -126,7 +133,12 @@ fn service_account(json: &str) -> Result<Arc<dyn TokenProvider>, GcsConfigError>
              PRIVATE KEY-----\" RSA key of the downloaded file"
         )),
     })?;
-    Ok(Arc::new(account))
+    Ok(Arc::new(ServiceAccount::new(
+        account,
+        key.client_email.as_deref().unwrap_or_default(),
+        token_uri,
+        http,
+    )))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -150,12 +162,32 @@ impl fmt::Debug for MetadataServer {
     }
 }
 
-/// Why the metadata server gave no token; `status` is its HTTP status when it answered.
+/// Why a token endpoint (the metadata server, a key's `token_uri`) gave no token: the
+/// kind its answer maps to (a 4xx refuses the identity; a 5xx, a throttle or no answer
+/// is the endpoint failing) and what happened.
 #[derive(Debug, thiserror::Error)]
 #[error("{detail}")]
-pub struct MetadataError {
-    pub status: Option<u16>,
+pub struct TokenEndpointError {
+    pub kind: ErrorKind,
     pub detail: String,
+}
+
+impl TokenEndpointError {
+    /// The endpoint answered `status`.
+    pub(crate) fn answered(status: u16, detail: String) -> TokenEndpointError {
+        TokenEndpointError {
+            kind: status::kind_of(Request::Token, status, ""),
+            detail,
+        }
+    }
+
+    /// No usable answer: the endpoint could not be reached, or its answer not read.
+    pub(crate) fn unreachable(detail: String) -> TokenEndpointError {
+        TokenEndpointError {
+            kind: ErrorKind::Connection,
+            detail,
+        }
+    }
 }
 
 impl MetadataServer {
@@ -179,7 +211,7 @@ impl MetadataServer {
         })
     }
 
-    async fn fetch(&self, path: &str) -> Result<bytes::Bytes, MetadataError> {
+    async fn fetch(&self, path: &str) -> Result<bytes::Bytes, TokenEndpointError> {
         let url = format!("{}/{path}", self.base);
         let response = self
             .http
@@ -187,13 +219,12 @@ impl MetadataServer {
             .header("Metadata-Flavor", "Google")
             .send()
             .await
-            .map_err(|e| MetadataError {
-                status: None,
-                detail: format!(
+            .map_err(|e| {
+                TokenEndpointError::unreachable(format!(
                     "cannot reach the metadata server at {}: {}",
                     self.base,
                     walship_store::error_chain(&e)
-                ),
+                ))
             })?;
         let status = response.status();
         let flavored = response
@@ -201,46 +232,41 @@ impl MetadataServer {
             .get("Metadata-Flavor")
             .is_some_and(|v| v.as_bytes() == b"Google");
         if !status.is_success() {
-            return Err(MetadataError {
-                status: Some(status.as_u16()),
-                detail: format!(
+            return Err(TokenEndpointError::answered(
+                status.as_u16(),
+                format!(
                     "the metadata server at {} answered HTTP {} for {path}; on GKE, check that \
                      the Kubernetes service account is bound to a Google service account \
                      (iam.gke.io/gcp-service-account)",
                     self.base,
                     status.as_u16()
                 ),
-            });
+            ));
         }
         if !flavored {
-            return Err(MetadataError {
-                status: None,
-                detail: format!(
-                    "{} answered without \"Metadata-Flavor: Google\": not a metadata server",
-                    self.base
-                ),
-            });
+            return Err(TokenEndpointError::unreachable(format!(
+                "{} answered without \"Metadata-Flavor: Google\": not a metadata server",
+                self.base
+            )));
         }
-        response.bytes().await.map_err(|e| MetadataError {
-            status: None,
-            detail: format!(
+        response.bytes().await.map_err(|e| {
+            TokenEndpointError::unreachable(format!(
                 "reading the metadata server's answer failed: {}",
                 walship_store::error_chain(&e)
-            ),
+            ))
         })
     }
 
-    async fn fetch_token(&self) -> Result<Token, MetadataError> {
+    async fn fetch_token(&self) -> Result<Token, TokenEndpointError> {
         let body = self
             .fetch("instance/service-accounts/default/token")
             .await?;
-        serde_json::from_slice::<Token>(&body).map_err(|e| MetadataError {
-            status: None,
-            detail: format!(
+        serde_json::from_slice::<Token>(&body).map_err(|e| {
+            TokenEndpointError::unreachable(format!(
                 "the metadata server's token answer is not the expected JSON \
                  (access_token, expires_in): {}",
                 e.classify_message()
-            ),
+            ))
         })
     }
 }
@@ -261,7 +287,7 @@ impl ClassifyMessage for serde_json::Error {
     }
 }
 
-fn metadata_error(err: MetadataError) -> gcp_auth::Error {
+fn metadata_error(err: TokenEndpointError) -> gcp_auth::Error {
     gcp_auth::Error::Other("no token from the GKE metadata server", Box::new(err))
 }
 
@@ -292,42 +318,20 @@ impl TokenProvider for MetadataServer {
 // ---------------------------------------------------------------------------------------
 // Errors
 
-/// Maps a token failure onto the store's error kinds: a 4xx from the token endpoint
-/// refuses the identity, anything else is the endpoint failing.
+/// Maps a token failure onto the store's error kinds: the endpoint's answer decides (a
+/// 4xx refuses the identity, anything else is the endpoint failing), and a failure
+/// that is not the endpoint's (a key that cannot sign) is the configuration's.
 pub(crate) fn classify_token_error(store: &str, key: &str, err: &gcp_auth::Error) -> StoreError {
-    use walship_store::ErrorKind;
     let detail = format!(
         "{key}: cannot obtain a Google access token: {}",
         walship_store::error_chain(err)
     );
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
-        if let Some(m) = e.downcast_ref::<MetadataError>() {
-            let kind = match m.status {
-                Some(s) if (400..500).contains(&s) && s != 429 => ErrorKind::Denied,
-                Some(429) => ErrorKind::Throttled,
-                Some(_) => ErrorKind::Server,
-                None => ErrorKind::Connection,
-            };
-            return StoreError::new(kind, store, detail);
+        if let Some(t) = e.downcast_ref::<TokenEndpointError>() {
+            return StoreError::credentials(t.kind, store, detail);
         }
         source = e.source();
     }
-    match err {
-        // gcp_auth's answer when the token endpoint returned an error status (after its
-        // own retries); the status itself is not kept.
-        gcp_auth::Error::Str("token request failed") => StoreError::new(
-            ErrorKind::Denied,
-            store,
-            format!(
-                "{key}: cannot obtain a Google access token: the token endpoint (the key \
-                 file's token_uri) refused the signed assertion; check that the key is \
-                 current and its service account enabled"
-            ),
-        ),
-        gcp_auth::Error::Other("HTTP request failed", _) | gcp_auth::Error::Http(..) => {
-            StoreError::new(ErrorKind::Connection, store, detail)
-        }
-        _ => StoreError::new(ErrorKind::Rejected, store, detail),
-    }
+    StoreError::new(ErrorKind::Rejected, store, detail)
 }

@@ -36,16 +36,19 @@
 //! [`GcsConfigError`]; access tokens only ever go into an
 //! `Authorization` header. It knows nothing of WAL, configuration files or the daemon.
 //!
-//! Dependencies: `gcp_auth` (service-account tokens and the `TokenProvider` trait the
-//! metadata-server provider implements), `reqwest` (HTTP, rustls), `serde`/`serde_json`
-//! (API resources, the key file, token answers), `chrono` (gcp_auth's token expiry type),
-//! `percent-encoding` with walship-secret's unreserved set (object names in URL paths), `futures` (a body streamed from disk
-//! as it is sent: reqwest's `stream` feature), `tokio` (the token request's deadline and
-//! the token cache's lock), `walship-credentials` (the credential source it signs with,
-//! one type from the secret to gcp_auth), `walship-secret`, `walship-store`, `async-trait`, `bytes`, `thiserror`,
+//! Dependencies: `gcp_auth` (the service-account key parsed and its assertions signed,
+//! and the `TokenProvider` trait both token providers implement), `base64` (the signed
+//! assertion's encoding), `reqwest` (HTTP, rustls), `serde`/`serde_json` (API resources,
+//! the key file, token answers), `chrono` (gcp_auth's token expiry type),
+//! `percent-encoding` with walship-secret's unreserved set (object names in URL paths),
+//! `futures` (a body streamed from disk as it is sent: reqwest's `stream` feature),
+//! `tokio` (the token request's deadline and the token cache's lock),
+//! `walship-credentials` (the credential source it signs with, one type from the secret
+//! to gcp_auth), `walship-secret`, `walship-store`, `async-trait`, `bytes`, `thiserror`,
 //! `tracing`.
 
 pub mod auth;
+mod service_account;
 
 use std::collections::BTreeMap;
 use std::fmt;

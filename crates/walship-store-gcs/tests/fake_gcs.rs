@@ -265,7 +265,11 @@ async fn a_failing_token_endpoint_is_retried_once_per_attempt_and_not_taken_for_
     let tokens = GoogleTokenServer::start().unwrap();
     tokens.set_mode(TokenMode::Fail(503));
     let key = tokens.key_json().unwrap();
-    let failing = store(&gcs, GcsAuth::ServiceAccountKey(key.clone()), None);
+    let failing = store(
+        &gcs,
+        GoogleCredentialSource::ServiceAccountKey(Secret::new(key)),
+        None,
+    );
     let err = failing.list("").await.unwrap_err();
     assert!(err.kind() == ErrorKind::Server, "{err}");
     let text = err.to_string();

@@ -34,6 +34,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,14 +43,14 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
-use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use bytes::Bytes;
 use walship_secret::{percent_encode, redact};
 use walship_store::status::{self, Request};
 use walship_store::{
     CaBundle, ErrorKind, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError,
-    deadline, error_chain, metadata_from,
+    UploadSource, deadline, error_chain, metadata_from,
 };
 
 /// Server-side encryption requested for every object written.
@@ -248,6 +249,35 @@ impl S3Store {
         };
         mapped.with_source(err)
     }
+}
+
+/// How much of a file one body chunk holds.
+const BODY_CHUNK: usize = 256 * 1024;
+
+/// The file as the SDK sends it, read chunk by chunk through an [`UploadSource`], which
+/// refuses to hand out the last chunk when what was read differs from the declared
+/// SHA-256: the request is cut off before its end and nothing is stored. This holds on
+/// AWS too, whose own checksums cover the bytes as sent, not the bytes the archiver
+/// hashed. The source's error goes into `failed`, since the SDK reports only that the
+/// body failed.
+fn streamed(source: UploadSource, failed: Arc<Mutex<Option<StoreError>>>) -> ByteStream {
+    use http_body::Frame;
+    let chunks = futures::stream::unfold(Some(source), move |state| {
+        let failed = failed.clone();
+        async move {
+            let mut source = state?;
+            match source.next_chunk(BODY_CHUNK).await {
+                Ok(Some(chunk)) => Some((Ok(Frame::data(chunk)), Some(source))),
+                Ok(None) => None,
+                Err(e) => {
+                    let message = e.to_string();
+                    *failed.lock().expect("body error slot") = Some(e);
+                    Some((Err(std::io::Error::other(message)), None))
+                }
+            }
+        }
+    });
+    ByteStream::from_body_1_x(http_body_util::StreamBody::new(chunks))
 }
 
 /// The SDK's timeouts for a request that may take `attempt`: see
@@ -459,15 +489,16 @@ impl Store for S3Store {
                 Some(hash)
             }
         };
+        // What the file is checked against as it is sent: the hash declared, or the one
+        // just computed to sign it.
+        let expected = options.content_sha256.clone().or(payload_sha256.clone());
         let attempt = deadline::for_body(len);
         self.retry
             .run(key, attempt, || async {
-                let body = ByteStream::read_from()
-                    .path(path)
-                    .length(Length::Exact(len))
-                    .build()
-                    .await
-                    .map_err(|e| source_err(error_chain(&e)))?;
+                let source =
+                    UploadSource::open(&self.describe, path, len, expected.as_deref()).await?;
+                let failed = Arc::new(Mutex::new(None));
+                let body = streamed(source, failed.clone());
                 let mut request = self
                     .put_request(key, len, options)
                     .body(body)
@@ -478,10 +509,14 @@ impl Store for S3Store {
                 if let Some(hash) = &payload_sha256 {
                     request = request.interceptor(SignPayloadHash(hash.clone()));
                 }
-                request
-                    .send()
-                    .await
-                    .map_err(|e| self.map_err(key, Request::Create, attempt, e))
+                request.send().await.map_err(|e| {
+                    // The file's own failure (it changed, it is shorter) is the error, not
+                    // the SDK's report that the body failed.
+                    match failed.lock().expect("body error slot").take() {
+                        Some(source) => source,
+                        None => self.map_err(key, Request::Create, attempt, e),
+                    }
+                })
             })
             .await?;
         Ok(())

@@ -48,8 +48,7 @@ async fn the_s3_store_passes_the_conformance_suite() {
 }
 
 /// The suite with the race of concurrent creates of one key, which moto decides
-/// atomically as S3 does. moto does not hash what arrives against the signed
-/// `x-amz-content-sha256` (S3 and s3s-fs do), so that one check runs on s3s-fs above.
+/// atomically as S3 does.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_s3_store_passes_the_conformance_suite_on_moto_races_included() {
     let server = S3Server::start_moto().unwrap();
@@ -57,33 +56,37 @@ async fn the_s3_store_passes_the_conformance_suite_on_moto_races_included() {
     let scratch = tempfile::tempdir().unwrap();
     walship_store::conformance::run(
         std::sync::Arc::new(store),
-        walship_store::conformance::Server::PayloadHashNotChecked,
+        walship_store::conformance::Server::Faithful,
         scratch.path(),
     )
     .await;
 }
 
-/// Why moto runs the suite as `PayloadHashNotChecked`: it stores a body that differs
-/// from the SHA-256 signed for it. If a moto upgrade starts refusing it, this fails,
-/// and the suite above can run on moto as `Faithful`.
+/// moto stores a body whatever SHA-256 was signed for it (S3 answers 400
+/// XAmzContentSHA256Mismatch), and AWS itself checks only its own checksums of the bytes
+/// as sent: the store checks the file against the hash declared as it reads it, and cuts
+/// the request off before its end, so nothing is stored even where the server would.
 #[tokio::test(flavor = "multi_thread")]
-async fn moto_stores_a_body_that_differs_from_its_signed_hash_where_s3_refuses_it() {
+async fn a_file_that_differs_from_its_hash_is_refused_by_the_store_where_the_server_would_take_it()
+{
     use sha2::{Digest, Sha256};
     let server = S3Server::start_moto().unwrap();
     let store = store_for(&server).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("segment");
-    std::fs::write(&path, vec![7u8; 100_000]).unwrap();
+    std::fs::write(&path, vec![7u8; 1_000_000]).unwrap();
     let options = PutOptions {
         content_sha256: Some(hex::encode(Sha256::digest(b"some other content"))),
         ..PutOptions::default()
     };
 
-    store
-        .put_create_file("d/segment", &path, 100_000, &options)
+    let err = store
+        .put_create_file("d/segment", &path, 1_000_000, &options)
         .await
-        .unwrap();
-    assert!(store.head("d/segment").await.unwrap().is_some());
+        .unwrap_err();
+    assert!(err.kind() == ErrorKind::Source, "{err}");
+    assert!(err.to_string().contains("SHA-256"), "{err}");
+    assert!(store.head("d/segment").await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]

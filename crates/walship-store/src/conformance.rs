@@ -24,11 +24,6 @@ pub enum Server {
     /// The server checks `If-None-Match: *` but not atomically (s3s-fs): the race check
     /// is skipped, and runs against a server that is atomic instead (moto).
     CreateOnlyNotAtomic,
-    /// The server stores a body whatever SHA-256 was signed for it in
-    /// `x-amz-content-sha256` (moto), where S3 answers `400 XAmzContentSHA256Mismatch`:
-    /// the check that a file which differs from its declared hash is refused is
-    /// skipped, and runs against a server that hashes what arrives instead (s3s-fs).
-    PayloadHashNotChecked,
 }
 
 /// Runs every check against `store`. `scratch` is a local directory for the files of
@@ -48,14 +43,12 @@ pub async fn run(store: Arc<dyn Store>, server: Server, scratch: &std::path::Pat
     metadata_round_trips_through_head_and_get(&*store, &format!("{base}meta/")).await;
     delete_is_idempotent(&*store, &format!("{base}delete/")).await;
     a_streamed_put_is_stored_verbatim(&*store, scratch, &format!("{base}stream/")).await;
-    if server != Server::PayloadHashNotChecked {
-        a_streamed_put_whose_bytes_differ_from_its_hash_is_refused_and_leaves_nothing(
-            &*store,
-            scratch,
-            &format!("{base}badhash/"),
-        )
-        .await;
-    }
+    a_streamed_put_whose_bytes_differ_from_its_hash_is_refused_and_leaves_nothing(
+        &*store,
+        scratch,
+        &format!("{base}badhash/"),
+    )
+    .await;
 }
 
 fn nonce() -> String {

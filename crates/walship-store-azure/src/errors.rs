@@ -126,16 +126,15 @@ pub(crate) fn classify(
                 "{key}: cannot obtain an Azure AD token: {}",
                 scrubber.scrub(&error_chain(err))
             );
-            // The token endpoint's own answer, when there was one: a 4xx refuses the
-            // identity, anything else is the endpoint failing (and passes).
+            // The token endpoint's own answer, when there was one, through the one
+            // mapping: a 4xx refuses the identity, anything else is the endpoint failing
+            // (and passes).
             let kind = match http_status(err) {
-                Some((status, _)) if (400..500).contains(&status) && status != 429 => Kind::Denied,
-                Some((429, _)) => Kind::Throttled,
-                Some(_) => Kind::Server,
+                Some((status, code)) => status::kind_of(status::Request::Token, status, &code),
                 None if has_io_cause(err) => Kind::Connection,
                 None => Kind::Denied,
             };
-            StoreError::new(kind, store, detail)
+            StoreError::credentials(kind, store, detail)
         }
         _ => StoreError::new(
             Kind::Rejected,

@@ -252,7 +252,7 @@ impl S3Store {
 }
 
 /// How much of a file one body chunk holds.
-const BODY_CHUNK: usize = 256 * 1024;
+const BODY_CHUNK: usize = 1024 * 1024;
 
 /// The file as the SDK sends it, read chunk by chunk through an [`UploadSource`], which
 /// refuses to hand out the last chunk when what was read differs from the declared

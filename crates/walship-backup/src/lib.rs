@@ -10,7 +10,8 @@
 //! - what a backup copies and how: [`pgdata`] (the rules), [`walk`] (the data directory
 //!   under them), [`tarball`] (the tar stream), [`compress`] (its writers), [`parts`]
 //!   (the stream cut into parts for upload, hashed whole);
-//! - the PostgreSQL [`session`] a backup holds from start to stop;
+//! - the PostgreSQL [`session`] a backup holds from start to stop, and the [`record`]
+//!   `backup.info` keeps of it (STARTED, DONE, FAILED);
 //! - the [`catalog`] of a server's backups in a store, read as barman reads it.
 //!
 //! It must never write a `backup.info` key barman does not know (barman then refuses
@@ -32,6 +33,7 @@ pub mod json;
 pub mod parts;
 pub mod pgdata;
 pub mod pyrepr;
+pub mod record;
 pub mod session;
 pub mod tarball;
 pub mod walk;

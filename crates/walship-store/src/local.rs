@@ -8,14 +8,20 @@
 //! like an object written by another tool (they compare contents instead).
 
 use std::io::{self, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{ErrorKind, Metadata, ObjectInfo, PutOptions, Store, StoreError, durable};
+use crate::{
+    ErrorKind, Metadata, MultipartUpload, ObjectInfo, PutOptions, Store, StoreError, durable,
+};
 
 const META_DIR: &str = ".walship-meta";
+/// Where multipart uploads stage their parts until they complete or abort.
+const UPLOADS_DIR: &str = ".walship-uploads";
 
 /// A store rooted at a directory.
 #[derive(Debug, Clone)]
@@ -40,7 +46,13 @@ impl LocalStore {
             || key.starts_with('/')
             || key
                 .split('/')
-                .any(|part| part.is_empty() || part == "." || part == ".." || part == META_DIR)
+                .any(|part| {
+                    part.is_empty()
+                        || part == "."
+                        || part == ".."
+                        || part == META_DIR
+                        || part == UPLOADS_DIR
+                })
         {
             return Err(StoreError::new(
                 ErrorKind::Rejected,
@@ -157,7 +169,8 @@ impl LocalStore {
                 let entry = entry.map_err(|e| self.io_error("listing", &dir, e))?;
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                if name == META_DIR || name.starts_with(durable::TEMP_PREFIX) {
+                if name == META_DIR || name == UPLOADS_DIR || name.starts_with(durable::TEMP_PREFIX)
+                {
                     continue;
                 }
                 let path = entry.path();
@@ -325,6 +338,80 @@ impl Store for LocalStore {
         spawn(move || this.list_blocking(&prefix)).await
     }
 
+    async fn put_replace(
+        &self,
+        key: &str,
+        body: Bytes,
+        options: &PutOptions,
+    ) -> Result<(), StoreError> {
+        let (this, key, options) = (self.clone(), key.to_string(), options.clone());
+        spawn(move || {
+            let target = this.path_of(&key)?;
+            let dir = target.parent().expect("a key always has a parent");
+            std::fs::create_dir_all(dir).map_err(|e| this.io_error("creating", dir, e))?;
+            let io_error = |e| this.io_error("writing", &target, e);
+            durable::write(
+                &target,
+                durable::Publish::Replace,
+                |file| file.write_all(&body).map_err(io_error),
+                io_error,
+            )?;
+            // Metadata of the object replaced must not stay with the new one.
+            match options.metadata.is_empty() {
+                true => match std::fs::remove_file(this.meta_path_of(&key)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        Err(this.io_error("removing", &this.meta_path_of(&key), e))
+                    }
+                    _ => Ok(()),
+                },
+                false => this.write_meta(&key, &options.metadata),
+            }
+        })
+        .await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        let (this, key) = (self.clone(), key.to_string());
+        spawn(move || {
+            use std::io::{Read, Seek, SeekFrom};
+            let path = this.path_of(&key)?;
+            let mut file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(StoreError::not_found(this.describe(), &key));
+                }
+                Err(e) => return Err(this.io_error("reading", &path, e)),
+            };
+            let read = |e| this.io_error("reading", &path, e);
+            let len = file.metadata().map_err(read)?.len();
+            let (start, end) = (range.start.min(len), range.end.min(len));
+            file.seek(SeekFrom::Start(start)).map_err(read)?;
+            let mut body = vec![0u8; end.saturating_sub(start) as usize];
+            file.read_exact(&mut body).map_err(read)?;
+            Ok(Bytes::from(body))
+        })
+        .await
+    }
+
+    async fn start_multipart(
+        &self,
+        key: &str,
+        options: &PutOptions,
+    ) -> Result<Arc<dyn MultipartUpload>, StoreError> {
+        self.path_of(key)?;
+        let staging = self.root.join(UPLOADS_DIR).join(crate::upload_nonce());
+        let this = self.clone();
+        let dir = staging.clone();
+        spawn(move || std::fs::create_dir_all(&dir).map_err(|e| this.io_error("creating", &dir, e)))
+            .await?;
+        Ok(Arc::new(LocalUpload {
+            store: self.clone(),
+            key: key.to_owned(),
+            staging,
+            metadata: options.metadata.clone(),
+        }))
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let (this, key) = (self.clone(), key.to_string());
         spawn(move || {
@@ -337,6 +424,76 @@ impl Store for LocalStore {
                 }
             }
             Ok(())
+        })
+        .await
+    }
+}
+
+/// Parts staged as files under `.walship-uploads/<nonce>/`, concatenated into a
+/// temporary file beside the target at complete and published with `link(2)` as every
+/// create-only put is.
+#[derive(Debug)]
+struct LocalUpload {
+    store: LocalStore,
+    key: String,
+    staging: PathBuf,
+    metadata: Metadata,
+}
+
+impl LocalUpload {
+    fn part_path(&self, index: usize) -> PathBuf {
+        self.staging.join(format!("{index:05}"))
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for LocalUpload {
+    async fn put_part(&self, index: usize, body: Bytes) -> Result<(), StoreError> {
+        let (path, store) = (self.part_path(index), self.store.clone());
+        spawn(move || {
+            let io_error = |e| store.io_error("writing", &path, e);
+            durable::write(
+                &path,
+                durable::Publish::Replace,
+                |file| file.write_all(&body).map_err(io_error),
+                io_error,
+            )
+        })
+        .await
+    }
+
+    async fn complete(&self, parts: usize) -> Result<(), StoreError> {
+        let (store, key, staging) = (self.store.clone(), self.key.clone(), self.staging.clone());
+        let part_paths: Vec<PathBuf> = (0..parts).map(|i| self.part_path(i)).collect();
+        let options = PutOptions {
+            metadata: self.metadata.clone(),
+            ..PutOptions::default()
+        };
+        spawn(move || {
+            let mut fill = |file: &mut std::fs::File| {
+                for part in &part_paths {
+                    let mut from = std::fs::File::open(part)
+                        .map_err(|e| store.io_error("reading the staged part", part, e))?;
+                    // std's copy between two files is copy_file_range(2) on Linux.
+                    io::copy(&mut from, file)
+                        .map_err(|e| store.io_error("copying the staged part", part, e))?;
+                }
+                Ok(())
+            };
+            store.put_blocking(&key, &mut fill, &options)?;
+            let _ = std::fs::remove_dir_all(&staging);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn abort(&self) -> Result<(), StoreError> {
+        let (store, staging) = (self.store.clone(), self.staging.clone());
+        spawn(move || match std::fs::remove_dir_all(&staging) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(store.io_error("removing", &staging, e))
+            }
+            _ => Ok(()),
         })
         .await
     }
@@ -400,6 +557,24 @@ mod tests {
         }
         async fn delete(&self, key: &str) -> Result<(), StoreError> {
             self.0.delete(key).await
+        }
+        async fn put_replace(
+            &self,
+            key: &str,
+            body: Bytes,
+            options: &PutOptions,
+        ) -> Result<(), StoreError> {
+            self.0.put_replace(key, body, options).await
+        }
+        async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+            self.0.get_range(key, range).await
+        }
+        async fn start_multipart(
+            &self,
+            key: &str,
+            options: &PutOptions,
+        ) -> Result<Arc<dyn MultipartUpload>, StoreError> {
+            self.0.start_multipart(key, options).await
         }
     }
 

@@ -61,8 +61,7 @@ pub async fn run(store: Arc<dyn Store>, server: Server, scratch: &std::path::Pat
         &format!("{base}multipart-taken/"),
     )
     .await;
-    an_aborted_multipart_upload_leaves_nothing(&*store, &format!("{base}multipart-abort/"))
-        .await;
+    an_aborted_multipart_upload_leaves_nothing(&*store, &format!("{base}multipart-abort/")).await;
 }
 
 /// Bytes that are not all one value and repeat with no short period: part boundaries
@@ -79,17 +78,37 @@ pub async fn a_replacing_put_replaces_bytes_and_metadata(store: &dyn Store, pref
     let name = store.describe();
     let key = format!("{prefix}backup.info");
     store
-        .put_replace(&key, Bytes::from_static(b"status=STARTED\n"), &with_metadata(&[("a", "1")]))
+        .put_replace(
+            &key,
+            Bytes::from_static(b"status=STARTED\n"),
+            &with_metadata(&[("a", "1")]),
+        )
         .await
         .unwrap_or_else(|e| panic!("{name}: a replacing put of a new key: {e}"));
     store
-        .put_replace(&key, Bytes::from_static(b"status=DONE\n"), &with_metadata(&[("b", "2")]))
+        .put_replace(
+            &key,
+            Bytes::from_static(b"status=DONE\n"),
+            &with_metadata(&[("b", "2")]),
+        )
         .await
         .unwrap_or_else(|e| panic!("{name}: a replacing put over an object: {e}"));
     let (body, info) = store.get(&key).await.expect("the replaced object");
-    assert_eq!(&body[..], b"status=DONE\n", "{name}: the object was not replaced");
-    assert_eq!(info.metadata.get("b").map(String::as_str), Some("2"), "{name}");
-    assert_eq!(info.metadata.get("a"), None, "{name}: the old metadata stayed");
+    assert_eq!(
+        &body[..],
+        b"status=DONE\n",
+        "{name}: the object was not replaced"
+    );
+    assert_eq!(
+        info.metadata.get("b").map(String::as_str),
+        Some("2"),
+        "{name}"
+    );
+    assert_eq!(
+        info.metadata.get("a"),
+        None,
+        "{name}: the old metadata stayed"
+    );
 }
 
 /// Range reads return exactly the bytes asked for, a range past the end is cut at the
@@ -102,13 +121,23 @@ pub async fn a_range_read_returns_exactly_those_bytes(store: &dyn Store, prefix:
         .put_create(&key, Bytes::from(body.clone()), &PutOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{name}: put: {e}"));
-    for range in [0..1, 0..100_000, 12_345..67_890, 99_999..100_000, 90_000..200_000] {
+    for range in [
+        0..1,
+        0..100_000,
+        12_345..67_890,
+        99_999..100_000,
+        90_000..200_000,
+    ] {
         let got = store
             .get_range(&key, range.clone())
             .await
             .unwrap_or_else(|e| panic!("{name}: range {range:?}: {e}"));
         let end = (range.end as usize).min(body.len());
-        assert_eq!(&got[..], &body[range.start as usize..end], "{name}: range {range:?}");
+        assert_eq!(
+            &got[..],
+            &body[range.start as usize..end],
+            "{name}: range {range:?}"
+        );
     }
     let err = store
         .get_range(&format!("{prefix}missing"), 0..10)
@@ -160,8 +189,15 @@ pub async fn a_multipart_upload_sent_out_of_order_joins_its_parts_in_order(
     let (got, info) = store.get(&key).await.expect("the completed object");
     let expected: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
     assert_eq!(got.len(), expected.len(), "{name}: length");
-    assert!(got[..] == expected[..], "{name}: the parts were not joined in order");
-    assert_eq!(info.metadata.get("kind").map(String::as_str), Some("tar"), "{name}");
+    assert!(
+        got[..] == expected[..],
+        "{name}: the parts were not joined in order"
+    );
+    assert_eq!(
+        info.metadata.get("kind").map(String::as_str),
+        Some("tar"),
+        "{name}"
+    );
     let listed = store.list(prefix).await.expect("list");
     assert_eq!(
         listed.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(),
@@ -187,7 +223,11 @@ pub async fn a_multipart_upload_onto_a_taken_key_fails_and_leaves_the_object(
         .await
         .unwrap_or_else(|e| panic!("{name}: a part: {e}"));
     store
-        .put_create(&key, Bytes::from_static(b"the other writer"), &PutOptions::default())
+        .put_create(
+            &key,
+            Bytes::from_static(b"the other writer"),
+            &PutOptions::default(),
+        )
         .await
         .unwrap_or_else(|e| panic!("{name}: the other writer's create: {e}"));
     let err = upload
@@ -197,7 +237,11 @@ pub async fn a_multipart_upload_onto_a_taken_key_fails_and_leaves_the_object(
     assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{name}: {err}");
     let _ = upload.abort().await;
     let (body, _) = store.get(&key).await.expect("the other writer's object");
-    assert_eq!(&body[..], b"the other writer", "{name}: the object was overwritten");
+    assert_eq!(
+        &body[..],
+        b"the other writer",
+        "{name}: the object was overwritten"
+    );
 }
 
 /// An upload aborted after some parts leaves no object and nothing listed.
@@ -220,7 +264,10 @@ pub async fn an_aborted_multipart_upload_leaves_nothing(store: &dyn Store, prefi
         .abort()
         .await
         .unwrap_or_else(|e| panic!("{name}: a second abort: {e}"));
-    assert!(store.head(&key).await.expect("head").is_none(), "{name}: an object appeared");
+    assert!(
+        store.head(&key).await.expect("head").is_none(),
+        "{name}: an object appeared"
+    );
     assert!(
         store.list(prefix).await.expect("list").is_empty(),
         "{name}: the aborted upload left objects"

@@ -44,15 +44,13 @@ impl LocalStore {
         // bug with consequences, so refuse it outright.
         if key.is_empty()
             || key.starts_with('/')
-            || key
-                .split('/')
-                .any(|part| {
-                    part.is_empty()
-                        || part == "."
-                        || part == ".."
-                        || part == META_DIR
-                        || part == UPLOADS_DIR
-                })
+            || key.split('/').any(|part| {
+                part.is_empty()
+                    || part == "."
+                    || part == ".."
+                    || part == META_DIR
+                    || part == UPLOADS_DIR
+            })
         {
             return Err(StoreError::new(
                 ErrorKind::Rejected,
@@ -402,8 +400,10 @@ impl Store for LocalStore {
         let staging = self.root.join(UPLOADS_DIR).join(crate::upload_nonce());
         let this = self.clone();
         let dir = staging.clone();
-        spawn(move || std::fs::create_dir_all(&dir).map_err(|e| this.io_error("creating", &dir, e)))
-            .await?;
+        spawn(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| this.io_error("creating", &dir, e))
+        })
+        .await?;
         Ok(Arc::new(LocalUpload {
             store: self.clone(),
             key: key.to_owned(),

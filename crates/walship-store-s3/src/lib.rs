@@ -438,6 +438,31 @@ fn metadata_of(map: Option<&std::collections::HashMap<String, String>>) -> Metad
 
 #[async_trait]
 impl Store for S3Store {
+    async fn put_replace(
+        &self,
+        _key: &str,
+        _body: Bytes,
+        _options: &PutOptions,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::new(ErrorKind::Rejected, &self.describe, "not yet"))
+    }
+
+    async fn get_range(
+        &self,
+        _key: &str,
+        _range: std::ops::Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        Err(StoreError::new(ErrorKind::Rejected, &self.describe, "not yet"))
+    }
+
+    async fn start_multipart(
+        &self,
+        _key: &str,
+        _options: &PutOptions,
+    ) -> Result<Arc<dyn walship_store::MultipartUpload>, StoreError> {
+        Err(StoreError::new(ErrorKind::Rejected, &self.describe, "not yet"))
+    }
+
     fn describe(&self) -> String {
         self.describe.clone()
     }

@@ -444,7 +444,11 @@ impl Store for S3Store {
         _body: Bytes,
         _options: &PutOptions,
     ) -> Result<(), StoreError> {
-        Err(StoreError::new(ErrorKind::Rejected, &self.describe, "not yet"))
+        Err(StoreError::new(
+            ErrorKind::Rejected,
+            &self.describe,
+            "not yet",
+        ))
     }
 
     async fn get_range(
@@ -452,7 +456,11 @@ impl Store for S3Store {
         _key: &str,
         _range: std::ops::Range<u64>,
     ) -> Result<Bytes, StoreError> {
-        Err(StoreError::new(ErrorKind::Rejected, &self.describe, "not yet"))
+        Err(StoreError::new(
+            ErrorKind::Rejected,
+            &self.describe,
+            "not yet",
+        ))
     }
 
     async fn start_multipart(
@@ -460,7 +468,11 @@ impl Store for S3Store {
         _key: &str,
         _options: &PutOptions,
     ) -> Result<Arc<dyn walship_store::MultipartUpload>, StoreError> {
-        Err(StoreError::new(ErrorKind::Rejected, &self.describe, "not yet"))
+        Err(StoreError::new(
+            ErrorKind::Rejected,
+            &self.describe,
+            "not yet",
+        ))
     }
 
     fn describe(&self) -> String {

@@ -33,6 +33,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,8 +50,9 @@ use bytes::Bytes;
 use walship_secret::{percent_encode, redact};
 use walship_store::status::{self, Request};
 use walship_store::{
-    CaBundle, ErrorKind, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError,
-    UploadSource, deadline, error_chain, metadata_from,
+    CaBundle, ErrorKind, Metadata, MultipartUpload, ObjectInfo, PutOptions, RetryPolicy, Store,
+    StoreError, UPLOAD_ID_METADATA, UploadSource, deadline, error_chain, metadata_from,
+    upload_nonce,
 };
 
 /// Server-side encryption requested for every object written.
@@ -103,7 +105,8 @@ pub enum S3ConfigError {
     BadEndpoint(String),
 }
 
-/// A bucket on S3 or an S3-compatible server.
+/// A bucket on S3 or an S3-compatible server. Cloning shares the client.
+#[derive(Clone)]
 pub struct S3Store {
     client: Client,
     bucket: String,
@@ -125,12 +128,23 @@ impl fmt::Debug for S3Store {
 impl S3Store {
     /// A create-only PutObject for `key` with everything but the body.
     fn put_request(&self, key: &str, len: u64, options: &PutOptions) -> PutObjectFluentBuilder {
+        self.put_request_replacing(key, len, options)
+            .if_none_match("*")
+    }
+
+    /// A PutObject for `key` that replaces any object there, with everything but the
+    /// body.
+    fn put_request_replacing(
+        &self,
+        key: &str,
+        len: u64,
+        options: &PutOptions,
+    ) -> PutObjectFluentBuilder {
         let mut request = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .if_none_match("*")
             .content_length(len as i64)
             .set_tagging(tagging(&options.tags));
         for (k, v) in &options.metadata {
@@ -438,43 +452,6 @@ fn metadata_of(map: Option<&std::collections::HashMap<String, String>>) -> Metad
 
 #[async_trait]
 impl Store for S3Store {
-    async fn put_replace(
-        &self,
-        _key: &str,
-        _body: Bytes,
-        _options: &PutOptions,
-    ) -> Result<(), StoreError> {
-        Err(StoreError::new(
-            ErrorKind::Rejected,
-            &self.describe,
-            "not yet",
-        ))
-    }
-
-    async fn get_range(
-        &self,
-        _key: &str,
-        _range: std::ops::Range<u64>,
-    ) -> Result<Bytes, StoreError> {
-        Err(StoreError::new(
-            ErrorKind::Rejected,
-            &self.describe,
-            "not yet",
-        ))
-    }
-
-    async fn start_multipart(
-        &self,
-        _key: &str,
-        _options: &PutOptions,
-    ) -> Result<Arc<dyn walship_store::MultipartUpload>, StoreError> {
-        Err(StoreError::new(
-            ErrorKind::Rejected,
-            &self.describe,
-            "not yet",
-        ))
-    }
-
     fn describe(&self) -> String {
         self.describe.clone()
     }
@@ -561,8 +538,97 @@ impl Store for S3Store {
 
     async fn get(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
         self.retry
-            .run(key, deadline::for_small_request(), || self.get_once(key))
+            .run(key, deadline::for_small_request(), || {
+                self.get_once(key, None)
+            })
             .await
+    }
+
+    async fn put_replace(
+        &self,
+        key: &str,
+        body: Bytes,
+        options: &PutOptions,
+    ) -> Result<(), StoreError> {
+        let attempt = deadline::for_body(body.len() as u64);
+        self.retry
+            .run(key, attempt, || async {
+                self.put_request_replacing(key, body.len() as u64, options)
+                    .body(ByteStream::from(body.clone()))
+                    .customize()
+                    .config_override(
+                        aws_sdk_s3::config::Builder::new().timeout_config(timeouts(attempt)),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| self.map_err(key, Request::Read, attempt, e))
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        if range.start >= range.end {
+            return Ok(Bytes::new());
+        }
+        let attempt = deadline::for_body(range.end - range.start);
+        self.retry
+            .run(key, attempt, || async {
+                Ok(self.get_once(key, Some(range.clone())).await?.0)
+            })
+            .await
+    }
+
+    async fn start_multipart(
+        &self,
+        key: &str,
+        options: &PutOptions,
+    ) -> Result<Arc<dyn MultipartUpload>, StoreError> {
+        let nonce = upload_nonce();
+        let attempt = deadline::for_small_request();
+        let created = self
+            .retry
+            .run(key, attempt, || async {
+                let mut request = self
+                    .client
+                    .create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .set_tagging(tagging(&options.tags))
+                    .metadata(UPLOAD_ID_METADATA, &nonce);
+                for (k, v) in &options.metadata {
+                    request = request.metadata(k, v);
+                }
+                request = match self.sse {
+                    Some(Sse::Aes256) => {
+                        request.server_side_encryption(ServerSideEncryption::Aes256)
+                    }
+                    Some(Sse::AwsKms) => {
+                        request.server_side_encryption(ServerSideEncryption::AwsKms)
+                    }
+                    None => request,
+                };
+                request
+                    .send()
+                    .await
+                    .map_err(|e| self.map_err(key, Request::Create, attempt, e))
+            })
+            .await?;
+        let Some(upload_id) = created.upload_id() else {
+            return Err(StoreError::new(
+                ErrorKind::Response,
+                &self.describe,
+                format!("{key}: CreateMultipartUpload answered without an upload id"),
+            ));
+        };
+        Ok(Arc::new(S3Upload {
+            store: self.clone(),
+            key: key.to_owned(),
+            upload_id: upload_id.to_owned(),
+            nonce,
+            etags: Mutex::new(BTreeMap::new()),
+            aborted: std::sync::atomic::AtomicBool::new(false),
+        }))
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
@@ -645,17 +711,217 @@ impl Store for S3Store {
     }
 }
 
+/// One multipart upload: S3's own, completed with `If-None-Match: *`.
+struct S3Upload {
+    store: S3Store,
+    key: String,
+    upload_id: String,
+    /// Recorded in the object's metadata ([`UPLOAD_ID_METADATA`]): the object found
+    /// after a retried complete is this upload's only when it carries this.
+    nonce: String,
+    /// Each stored part's ETag and length by index, which the complete lists.
+    etags: Mutex<BTreeMap<usize, (String, u64)>>,
+    /// Set once an abort succeeded: a second abort sends nothing (S3 answers it 404
+    /// NoSuchUpload, which counts as done, but s3s-fs answers 403).
+    aborted: std::sync::atomic::AtomicBool,
+}
+
+impl fmt::Debug for S3Upload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Upload")
+            .field("store", &self.store.describe)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Upload {
+    /// Whether the object now under the key is the one this upload completed.
+    async fn is_ours(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .head(&self.key)
+            .await?
+            .is_some_and(|info| info.metadata.get(UPLOAD_ID_METADATA) == Some(&self.nonce)))
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for S3Upload {
+    async fn put_part(&self, index: usize, body: Bytes) -> Result<(), StoreError> {
+        let store = &self.store;
+        let attempt = deadline::for_body(body.len() as u64);
+        let out = store
+            .retry
+            .run(&self.key, attempt, || async {
+                // An in-memory body: the signer hashes it into the request, so a part
+                // damaged on the way is refused.
+                store
+                    .client
+                    .upload_part()
+                    .bucket(&store.bucket)
+                    .key(&self.key)
+                    .upload_id(&self.upload_id)
+                    .part_number(index as i32 + 1)
+                    .content_length(body.len() as i64)
+                    .body(ByteStream::from(body.clone()))
+                    .customize()
+                    .config_override(
+                        aws_sdk_s3::config::Builder::new().timeout_config(timeouts(attempt)),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| store.map_err(&self.key, Request::Create, attempt, e))
+            })
+            .await?;
+        let Some(etag) = out.e_tag() else {
+            return Err(StoreError::new(
+                ErrorKind::Response,
+                &store.describe,
+                format!("{}: part {index} was answered without an ETag", self.key),
+            ));
+        };
+        self.etags
+            .lock()
+            .expect("etags")
+            .insert(index, (etag.to_owned(), body.len() as u64));
+        Ok(())
+    }
+
+    async fn complete(&self, parts: usize) -> Result<(), StoreError> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let store = &self.store;
+        let (listed, total): (Vec<CompletedPart>, u64) = {
+            let etags = self.etags.lock().expect("etags");
+            let mut listed = Vec::with_capacity(parts);
+            let mut total = 0;
+            for index in 0..parts {
+                let Some((etag, len)) = etags.get(&index) else {
+                    return Err(StoreError::new(
+                        ErrorKind::Rejected,
+                        &store.describe,
+                        format!("{}: part {index} of {parts} was never stored", self.key),
+                    ));
+                };
+                listed.push(
+                    CompletedPart::builder()
+                        .part_number(index as i32 + 1)
+                        .e_tag(etag)
+                        .build(),
+                );
+                total += len;
+            }
+            (listed, total)
+        };
+        // Servers that ignore `If-None-Match` on the complete (s3s-fs, older MinIO)
+        // would replace an object created meanwhile; this check narrows that to the
+        // moment between it and the complete. S3 itself checks atomically.
+        if store.head(&self.key).await?.is_some() {
+            return Err(StoreError::already_exists(&store.describe, &self.key));
+        }
+        // S3 may take a while to join a large object's parts before it answers.
+        let attempt = deadline::for_body(total);
+        let completed = store
+            .retry
+            .run(&self.key, attempt, || async {
+                store
+                    .client
+                    .complete_multipart_upload()
+                    .bucket(&store.bucket)
+                    .key(&self.key)
+                    .upload_id(&self.upload_id)
+                    .if_none_match("*")
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(listed.clone()))
+                            .build(),
+                    )
+                    .customize()
+                    .config_override(
+                        aws_sdk_s3::config::Builder::new().timeout_config(timeouts(attempt)),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| store.map_err(&self.key, Request::Create, attempt, e))
+            })
+            .await;
+        match completed {
+            Ok(_) => Ok(()),
+            // A retry after a first attempt that succeeded unseen finds the key taken
+            // (412) or the upload gone (NoSuchUpload): it succeeded if the object is
+            // this upload's.
+            Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::NotFound) => {
+                match self.is_ours().await? {
+                    true => Ok(()),
+                    false => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn abort(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.aborted.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let store = &self.store;
+        let attempt = deadline::for_small_request();
+        let aborted = store
+            .retry
+            .run(&self.key, attempt, || async {
+                store
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&store.bucket)
+                    .key(&self.key)
+                    .upload_id(&self.upload_id)
+                    .send()
+                    .await
+                    .map_err(|e| store.map_err(&self.key, Request::Create, attempt, e))
+            })
+            .await;
+        match aborted {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+            _ => {
+                self.aborted.store(true, Ordering::Release);
+                Ok(())
+            }
+        }
+    }
+}
+
 impl S3Store {
-    /// One GetObject, its body included.
-    async fn get_once(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
-        let out = self
+    /// One GetObject (of `range` only, when given), its body included.
+    async fn get_once(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(Bytes, ObjectInfo), StoreError> {
+        let ranged = range.is_some();
+        let out = match self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_range(range.map(|r| format!("bytes={}-{}", r.start, r.end - 1)))
             .send()
             .await
-            .map_err(|e| self.map_err(key, Request::Read, deadline::for_small_request(), e))?;
+        {
+            Ok(out) => out,
+            // 416: the range starts at or past the end, so nothing of it is there.
+            Err(SdkError::ServiceError(e)) if ranged && e.raw().status().as_u16() == 416 => {
+                let info = ObjectInfo {
+                    key: key.to_owned(),
+                    size: 0,
+                    metadata: Metadata::new(),
+                };
+                return Ok((Bytes::new(), info));
+            }
+            Err(e) => {
+                return Err(self.map_err(key, Request::Read, deadline::for_small_request(), e));
+            }
+        };
         let metadata = metadata_of(out.metadata());
         let expected = out.content_length().map(|l| l.max(0) as u64);
         // The SDK's timeouts end with the response's headers; the body gets its own

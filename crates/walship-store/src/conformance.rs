@@ -37,6 +37,11 @@ pub async fn run(store: Arc<dyn Store>, server: Server, scratch: &std::path::Pat
             &format!("{base}race/"),
         )
         .await;
+        concurrent_multipart_completes_of_one_key_have_exactly_one_winner(
+            store.clone(),
+            &format!("{base}multipart-race/"),
+        )
+        .await;
     }
     a_missing_key_is_not_found(&*store, &format!("{base}missing/")).await;
     listing_returns_every_key_under_the_prefix_in_key_order(&*store, &format!("{base}list/")).await;
@@ -362,6 +367,55 @@ pub async fn concurrent_creates_of_one_key_have_exactly_one_winner(
     assert_eq!(
         body,
         Bytes::from(vec![winner; 4096 + usize::from(winner)]),
+        "{name}: the stored object is not the winner's"
+    );
+}
+
+/// Four multipart uploads of one key completed at once: exactly one succeeds, and the
+/// object is the winner's. The check before the complete cannot decide this race; only
+/// the store's own create-only complete can.
+pub async fn concurrent_multipart_completes_of_one_key_have_exactly_one_winner(
+    store: Arc<dyn Store>,
+    prefix: &str,
+) {
+    let key = format!("{prefix}data.tar");
+    let name = store.describe();
+    let mut uploads = Vec::new();
+    for i in 0..4u8 {
+        let upload = store
+            .start_multipart(&key, &PutOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: starting upload {i}: {e}"));
+        upload
+            .put_part(0, Bytes::from(vec![i; 1000]))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: the part of upload {i}: {e}"));
+        uploads.push(upload);
+    }
+    let tasks: Vec<_> = uploads
+        .iter()
+        .enumerate()
+        .map(|(i, upload)| {
+            let upload = upload.clone();
+            tokio::spawn(async move { (i as u8, upload.complete(1).await) })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.expect("the task ran") {
+            (i, Ok(())) => winners.push(i),
+            (_, Err(e)) if e.kind() == ErrorKind::AlreadyExists => {}
+            (_, Err(e)) => panic!("{name}: a contended complete failed otherwise: {e}"),
+        }
+    }
+    for upload in &uploads {
+        let _ = upload.abort().await;
+    }
+    assert_eq!(winners.len(), 1, "{name}: winners {winners:?}");
+    let (body, _) = store.get(&key).await.expect("the winner's object");
+    assert_eq!(
+        body,
+        Bytes::from(vec![winners[0]; 1000]),
         "{name}: the stored object is not the winner's"
     );
 }

@@ -46,7 +46,8 @@ pub fn kind_of(request: Request, status: u16, code: &str) -> ErrorKind {
         (404, "NoSuchBucket" | "ContainerNotFound") | (409, "ContainerBeingDeleted") => {
             ErrorKind::ContainerMissing
         }
-        (404, "NoSuchKey" | "BlobNotFound") => ErrorKind::NotFound,
+        // NoSuchUpload: a multipart upload's id is gone (completed or aborted already).
+        (404, "NoSuchKey" | "BlobNotFound" | "NoSuchUpload") => ErrorKind::NotFound,
         // A create or a listing names no existing object, so its 404 can only be the
         // bucket's.
         (404, _) if request != Request::Read => ErrorKind::ContainerMissing,
@@ -90,6 +91,7 @@ mod tests {
             (Create, 412, "PreconditionFailed", AlreadyExists),
             (Read, 404, "NoSuchKey", NotFound),
             (Create, 404, "NoSuchBucket", ContainerMissing),
+            (Create, 404, "NoSuchUpload", NotFound),
             (Read, 404, "NoSuchBucket", ContainerMissing),
             (Read, 403, "AccessDenied", Denied),
             (Read, 403, "SignatureDoesNotMatch", Denied),

@@ -62,6 +62,51 @@ pub fn barman_venv() -> Option<PathBuf> {
     default.join("bin").is_dir().then_some(default)
 }
 
+/// The virtualenv made with the system's `/usr/bin/python3` for the PostgreSQL user,
+/// when it cannot run the installed one (whose Python may live under `/root`, as
+/// pyenv's does): `<target>/tools/barman-venv-system`.
+pub fn barman_system_venv() -> PathBuf {
+    target_dir().join("tools/barman-venv-system")
+}
+
+/// A barman-cloud `bin/` directory the PostgreSQL user can run tools from, for
+/// `archive_command` and `restore_command`: the installed virtualenv's when it can,
+/// else [`barman_system_venv`]'s (`cargo xtask install-tools` makes it when needed).
+pub fn barman_bin_for_pg() -> Result<Option<PathBuf>> {
+    let candidates = barman_venv()
+        .into_iter()
+        .chain([barman_system_venv()])
+        .map(|venv| venv.join("bin"));
+    for bin in candidates {
+        if pg_can_run_script(&bin.join("barman-cloud-wal-archive"))? {
+            return Ok(Some(bin));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the PostgreSQL user can run the script at `script`: the script and the
+/// interpreter its `#!` line names must both be reachable (`test -x` checks with the
+/// real uid, as the archiver's shell will).
+pub fn pg_can_run_script(script: &Path) -> Result<bool> {
+    let Ok(text) = fs::read_to_string(script) else {
+        return Ok(false);
+    };
+    let interpreter = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("#!"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("/bin/sh")
+        .to_owned();
+    for path in [script, Path::new(&interpreter)] {
+        if !pg::pg_can_execute(path)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 fn is_executable(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

@@ -273,6 +273,15 @@ impl PgCluster {
         Ok(cluster)
     }
 
+    /// A handle on a data directory another tool restored into `<temp>/data` (the
+    /// handle owns `temp`); the tree is given to the PostgreSQL user.
+    pub fn restored_in(temp: TempDir) -> Result<PgCluster> {
+        make_readable_by_pg(temp.path())?;
+        let mut cluster = PgCluster::at(temp.path())?;
+        cluster._temp = Some(temp);
+        Ok(cluster)
+    }
+
     /// A handle on `<dir>/data` without running anything; picks a port.
     fn at(dir: &Path) -> Result<PgCluster> {
         Ok(PgCluster {

@@ -65,6 +65,16 @@ pub struct Tools {
 pub fn install() -> Result<Tools> {
     let s3s_fs = ensure_s3s_fs();
     let venv = ensure_barman_venv();
+    // The recovery tests run barman-cloud-wal-restore as PostgreSQL's restore_command.
+    let for_pg = match &venv {
+        Ok(_) => ensure_barman_for_pg().and_then(|bin| {
+            bin.context(
+                "the PostgreSQL user can run no barman-cloud (is the target directory \
+                          searchable by others?)",
+            )
+        }),
+        Err(_) => Err(anyhow::anyhow!("barman-cloud is missing")),
+    };
     let azurite = ensure_azurite();
     let fake_gcs = ensure_fake_gcs();
     let moto = ensure_moto();
@@ -78,6 +88,7 @@ pub fn install() -> Result<Tools> {
         [
             s3s_fs.as_ref().err(),
             venv.as_ref().err(),
+            for_pg.as_ref().err(),
             azurite.as_ref().err(),
             fake_gcs.as_ref().err(),
             moto.as_ref().err(),
@@ -298,6 +309,24 @@ fn ensure_barman_venv() -> Result<PathBuf> {
     make_barman_venv("python3", &ours)?;
     hint_if_tests_miss(&ours);
     Ok(ours)
+}
+
+/// A barman-cloud the PostgreSQL user can run as `archive_command` or
+/// `restore_command` ([`walship_testkit::barman_bin_for_pg`]): the installed
+/// virtualenv when it can, else one made with the system's `/usr/bin/python3` (the
+/// installed one may use a Python under `/root`, as pyenv's do). `None` when neither
+/// works (a target directory the PostgreSQL user cannot enter).
+pub fn ensure_barman_for_pg() -> Result<Option<PathBuf>> {
+    if let Some(bin) = walship_testkit::barman_bin_for_pg()? {
+        return Ok(Some(bin));
+    }
+    let venv = walship_testkit::barman_system_venv();
+    println!(
+        "barman-cloud: the PostgreSQL user cannot run the installed one; making {}",
+        venv.display()
+    );
+    make_barman_venv("/usr/bin/python3", &venv)?;
+    walship_testkit::barman_bin_for_pg()
 }
 
 /// Creates a virtualenv at `venv` with `python` and installs barman-cloud into it.

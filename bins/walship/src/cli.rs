@@ -109,6 +109,25 @@ pub(crate) enum Command {
     /// answer wal-push over the socket, serve /metrics, /healthz and /readyz.
     #[command(after_help = DAEMON_HELP)]
     Daemon(DaemonArgs),
+    /// Take an online base backup of the running PostgreSQL (its data directory read
+    /// locally) into the archive, in barman-cloud-backup's layout.
+    #[command(after_help = BACKUP_HELP)]
+    Backup(BackupArgs),
+    /// List the server's base backups, as barman-cloud-backup-list does.
+    #[command(after_help = LIST_HELP)]
+    BackupList {
+        #[arg(long, value_enum, default_value = "console")]
+        format: OutputFormat,
+    },
+    /// Show one base backup, as barman-cloud-backup-show does.
+    #[command(after_help = LIST_HELP)]
+    BackupShow {
+        /// A backup id, a backup name, `latest` (or `last`), `oldest` (or `first`), or
+        /// `last-failed`.
+        backup: String,
+        #[arg(long, value_enum, default_value = "console")]
+        format: OutputFormat,
+    },
     /// Check the configuration, the credentials and that the archive can be listed, and
     /// report whether the server's WAL archive is empty or already holds WAL.
     #[command(after_help = CHECK_HELP)]
@@ -125,6 +144,88 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
         timeout_seconds: u64,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OutputFormat {
+    Console,
+    Json,
+}
+
+/// A base backup's compression (`data.compression` in the manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BackupCompressionArg {
+    None,
+    Gzip,
+    Bzip2,
+    Snappy,
+    Lz4,
+}
+
+// `backup`'s options.
+#[derive(Debug, Args)]
+pub(crate) struct BackupArgs {
+    /// A name for the backup, usable wherever an id is (barman's --name).
+    #[arg(long, short = 'n')]
+    pub(crate) name: Option<String>,
+    /// Ask PostgreSQL for an immediate checkpoint instead of a spread one
+    /// [default: data.immediateCheckpoint].
+    #[arg(long)]
+    pub(crate) immediate_checkpoint: bool,
+    /// Parts uploaded at once [default: data.jobs, else 2].
+    #[arg(long, short = 'J', value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub(crate) jobs: Option<u32>,
+    /// Compression of the tars [default: data.compression, else none].
+    #[arg(long, value_enum)]
+    pub(crate) compression: Option<BackupCompressionArg>,
+    /// A tar is continued in a new object (data_0001.tar, …) once it holds this much:
+    /// a number of bytes, or with kB, MB, GB or TB (powers of 1024, as barman reads them).
+    #[arg(long, value_parser = parse_size, default_value = "100GB")]
+    pub(crate) max_archive_size: u64,
+    /// PostgreSQL's host or socket directory [default: PGHOST, else /var/run/postgresql].
+    #[arg(long)]
+    pub(crate) host: Option<String>,
+    /// [default: PGPORT, else 5432]
+    #[arg(long)]
+    pub(crate) port: Option<u16>,
+    /// [default: PGUSER, else postgres]
+    #[arg(long, short = 'U')]
+    pub(crate) user: Option<String>,
+    /// [default: PGDATABASE, else postgres]
+    #[arg(long, short = 'd')]
+    pub(crate) dbname: Option<String>,
+    /// While the backup waits for PostgreSQL to archive its last WAL, give up once
+    /// archiving has failed, with no success, for this many seconds.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) archive_stall_seconds: u64,
+}
+
+/// `100GB`, `5MB`, `1024`: barman's size syntax (binary multiples).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size; expected e.g. 100GB, 512MB or 1048576"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" => 10,
+        "M" | "MB" => 20,
+        "G" | "GB" => 30,
+        "T" | "TB" => 40,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?}; expected B, kB, MB, GB or TB"
+            ));
+        }
+    };
+    number
+        .checked_mul(1 << shift)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?} is not a usable size"))
 }
 
 // The daemon's options (a struct of their own, so that one function can take them).
@@ -196,6 +297,29 @@ Example (beside PostgreSQL, with the same manifest as archive_command):
 
 Exit status: 0 after a clean shutdown (SIGTERM, SIGINT); 1 on any failure, an internal
 error included, so that its supervisor restarts it; 2 for a bad configuration or usage.";
+
+const BACKUP_HELP: &str = "\
+Example:
+  PGHOST=/var/run/postgresql walship --config /etc/walship/objectstore.yaml backup --name nightly
+
+The backup refuses to start when WAL archiving is off or failing: its WAL would never
+reach the archive and it could not be restored. backup.info says STARTED while it runs,
+DONE once every object is stored, FAILED otherwise (SIGTERM and SIGINT included).
+
+Exit status (barman-cloud-backup's):
+  0  the backup is DONE
+  1  the backup failed (backup.info says FAILED), or WAL archiving cannot deliver its WAL
+  2  PostgreSQL or the store cannot be reached, or PostgreSQL refused the backup (rights)
+  3  bad configuration or usage
+  4  internal error";
+
+const LIST_HELP: &str = "\
+Exit status:
+  0  printed
+  1  no such backup
+  2  the store cannot be reached
+  3  bad configuration or usage
+  4  internal error, or a backup.info the catalog cannot read";
 
 const CHECK_HELP: &str = "\
 Example:

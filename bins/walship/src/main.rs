@@ -17,6 +17,7 @@
 //! edge only), `tokio` (the runtime), `tracing` and `tracing-subscriber` (logs to
 //! stderr, which PostgreSQL copies into its own log for archive and restore commands).
 
+mod backups;
 mod cli;
 mod daemon;
 mod logging;
@@ -41,6 +42,8 @@ enum Contract {
     Fetch,
     Check,
     Daemon,
+    /// `backup`, `backup-list`, `backup-show`: barman-cloud's statuses.
+    Catalog,
 }
 
 /// How a command ended, whichever it was.
@@ -49,6 +52,7 @@ enum Ending {
     Pushed(PushResult),
     Fetched(FetchResult),
     Checked(CheckResult),
+    Cataloged(backups::Outcome),
     /// The daemon stopped cleanly (SIGTERM, SIGINT).
     DaemonStopped,
     /// The daemon stopped on a failure.
@@ -66,6 +70,9 @@ impl Contract {
             Command::WalFetch { .. } => Contract::Fetch,
             Command::Check { .. } => Contract::Check,
             Command::Daemon(_) => Contract::Daemon,
+            Command::Backup(_) | Command::BackupList { .. } | Command::BackupShow { .. } => {
+                Contract::Catalog
+            }
         }
     }
 
@@ -79,6 +86,7 @@ impl Contract {
                 Some("wal-fetch") => Some(Contract::Fetch),
                 Some("daemon") => Some(Contract::Daemon),
                 Some("check") => Some(Contract::Check),
+                Some("backup" | "backup-list" | "backup-show") => Some(Contract::Catalog),
                 _ => None,
             })
             .unwrap_or(Contract::Check)
@@ -95,14 +103,20 @@ impl Contract {
             Ending::Fetched(FetchResult::Fatal { .. }) => EXIT_RESTORE_FATAL,
             Ending::Checked(checked) if checked.usable => 0,
             Ending::Checked(_) => 1,
+            Ending::Cataloged(backups::Outcome::Done) => 0,
+            Ending::Cataloged(backups::Outcome::Failed) => 1,
+            Ending::Cataloged(backups::Outcome::Unreachable) => 2,
+            Ending::Cataloged(backups::Outcome::General) => 4,
             Ending::DaemonStopped => 0,
             Ending::DaemonFailed => 1,
             // restore_command must stop recovery (126), not report the file missing.
             Ending::BadConfig if self == Contract::Fetch => EXIT_RESTORE_FATAL,
+            Ending::BadConfig if self == Contract::Catalog => 3,
             Ending::BadConfig => 2,
             // archive_command retries (1), restore_command stops recovery (126), check
             // reports failure (1), the daemon exits so its supervisor restarts it.
             Ending::Internal if self == Contract::Fetch => EXIT_RESTORE_FATAL,
+            Ending::Internal if self == Contract::Catalog => 4,
             Ending::Internal => 1,
         }
     }
@@ -137,7 +151,8 @@ fn main() -> ExitCode {
     // when the daemon already shipped the segment. Compression still runs on the
     // blocking pool. The daemon serves many uploads at once.
     let mut builder = match cli.command {
-        Command::Daemon(_) => {
+        // A backup compresses on one thread and uploads (and hashes parts) on others.
+        Command::Daemon(_) | Command::Backup(_) => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(2);
             b
@@ -276,6 +291,11 @@ async fn run(cli: Cli) -> Ending {
             Err(e) => Err(e),
         },
         Command::Daemon(args) => run_daemon(&cli, args).await,
+        Command::Backup(args) => backups::backup(&cli, args).await.map(Ending::Cataloged),
+        Command::BackupList { format } => backups::list(&cli, *format).await.map(Ending::Cataloged),
+        Command::BackupShow { backup, format } => backups::show(&cli, backup, *format)
+            .await
+            .map(Ending::Cataloged),
     };
     ended.unwrap_or_else(|e| {
         // Printed plainly: a list of config errors reads best one per line.

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use walship_config::{Destination, Encryption, ObjectStore, SecretsDir};
+use walship_config::{Destination, Encryption, Manifest, ObjectStore, SecretsDir};
 use walship_credentials::RefreshObserver;
 use walship_engine::{Archiver, ArchiverSettings};
 use walship_store::{CaBundle, LocalStore, RetryPolicy, Store};
@@ -20,16 +20,33 @@ pub struct Wired {
     pub max_parallel: usize,
 }
 
-/// Builds the archiver a manifest describes. `on_credentials` (the daemon's metrics) is
+/// Which objects a store is built for: the server-side encryption of WAL comes from
+/// `wal.encryption`, that of base backups from `data.encryption`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Wal,
+    Backups,
+}
+
+/// A manifest's store, where the server's objects are in it, and the manifest itself.
+pub struct Target {
+    pub store: Arc<dyn Store>,
+    pub layout: Layout,
+    pub server: String,
+    pub doc: Manifest,
+}
+
+/// Loads the manifest and builds its store. `on_credentials` (the daemon's metrics) is
 /// told of every credential load the store's SDK makes; `retry` is the one retry policy
 /// of every request the store makes.
-pub async fn archiver(
+pub async fn target(
     config_path: &Path,
     secrets_dir: &Path,
     server_override: Option<&str>,
     on_credentials: Option<RefreshObserver>,
     retry: RetryPolicy,
-) -> Result<Wired> {
+    purpose: Purpose,
+) -> Result<Target> {
     let doc = walship_config::load(config_path).map_err(|errors| {
         anyhow::anyhow!(
             "invalid configuration in {}:\n{errors}",
@@ -39,18 +56,43 @@ pub async fn archiver(
     let server = doc
         .server_name(server_override)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let configuration = &doc.spec.configuration;
     let destination = doc.destination();
     let secrets = SecretsDir::new(secrets_dir);
-    let store = store_for(&doc, destination, &secrets, on_credentials, retry).await?;
+    let store = store_for(&doc, destination, &secrets, on_credentials, retry, purpose).await?;
+    Ok(Target {
+        store,
+        layout: Layout::new(destination.prefix(), &server),
+        server,
+        doc,
+    })
+}
+
+/// Builds the archiver a manifest describes (see [`target`]).
+pub async fn archiver(
+    config_path: &Path,
+    secrets_dir: &Path,
+    server_override: Option<&str>,
+    on_credentials: Option<RefreshObserver>,
+    retry: RetryPolicy,
+) -> Result<Wired> {
+    let target = target(
+        config_path,
+        secrets_dir,
+        server_override,
+        on_credentials,
+        retry,
+        Purpose::Wal,
+    )
+    .await?;
+    let configuration = &target.doc.spec.configuration;
     let settings = ArchiverSettings {
         compression: configuration.wal_compression().map(codec),
         tags: configuration.tags.clone().into_iter().collect(),
         history_tags: configuration.history_tags.clone().into_iter().collect(),
     };
     Ok(Wired {
-        archiver: Archiver::new(store, Layout::new(destination.prefix(), &server), settings),
         max_parallel: configuration.wal_max_parallel().max(1) as usize,
+        archiver: Archiver::new(target.store, target.layout, settings),
     })
 }
 
@@ -74,6 +116,7 @@ async fn store_for(
     secrets: &SecretsDir,
     on_credentials: Option<RefreshObserver>,
     retry: RetryPolicy,
+    purpose: Purpose,
 ) -> Result<Arc<dyn Store>> {
     let configuration = &doc.spec.configuration;
     match destination {
@@ -82,14 +125,14 @@ async fn store_for(
             let access =
                 walship_credentials::s3_access(configuration.s3_credentials.as_ref(), secrets)?;
             let ca_bundle = endpoint_ca(doc, secrets)?;
-            let sse = configuration
-                .wal
-                .as_ref()
-                .and_then(|w| w.encryption)
-                .map(|e| match e {
-                    Encryption::Aes256 => Sse::Aes256,
-                    Encryption::AwsKms => Sse::AwsKms,
-                });
+            let encryption = match purpose {
+                Purpose::Wal => configuration.wal.as_ref().and_then(|w| w.encryption),
+                Purpose::Backups => configuration.data.as_ref().and_then(|d| d.encryption),
+            };
+            let sse = encryption.map(|e| match e {
+                Encryption::Aes256 => Sse::Aes256,
+                Encryption::AwsKms => Sse::AwsKms,
+            });
             let store = S3Store::new(S3StoreConfig {
                 bucket: bucket.clone(),
                 endpoint_url: configuration.endpoint_url.clone(),

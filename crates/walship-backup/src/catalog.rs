@@ -85,6 +85,11 @@ impl Catalog {
         }
     }
 
+    /// `base/<id>/`: where a backup's objects are.
+    pub fn backup_prefix(&self, id: &str) -> String {
+        format!("{}{id}/", self.base)
+    }
+
     /// `base/<id>/backup.info`.
     pub fn info_key(&self, id: &str) -> String {
         format!("{}{id}/backup.info", self.base)

@@ -82,6 +82,17 @@ pub enum Encoder<W: Write> {
 }
 
 impl<W: Write> Encoder<W> {
+    /// The writer the compressed stream goes to.
+    pub fn get_ref(&self) -> &W {
+        match self {
+            Encoder::None(w) => w,
+            Encoder::Gzip(e) => e.get_ref(),
+            Encoder::Bzip2(e) => e.get_ref(),
+            Encoder::Snappy(e) => e.get_ref(),
+            Encoder::Lz4(e) => e.get_ref(),
+        }
+    }
+
     /// Writes the stream's end and returns the inner writer.
     pub fn finish(self) -> io::Result<W> {
         match self {

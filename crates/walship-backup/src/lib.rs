@@ -32,10 +32,13 @@ pub mod info;
 pub mod json;
 pub mod parts;
 pub mod pgdata;
+pub mod present;
 pub mod pyrepr;
 pub mod record;
 pub mod session;
+pub mod take;
 pub mod tarball;
+pub mod upload;
 pub mod walk;
 
 pub use catalog::{Catalog, Entry, KeepTarget, Listing};

@@ -52,6 +52,11 @@ impl<'a> PartWriter<'a> {
         (self.sink)(index, body)
     }
 
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.total
+    }
+
     /// Hands over the last part (an empty stream is one empty part, so every object has
     /// at least one) and returns the figures.
     pub fn finish(mut self) -> io::Result<Written> {

@@ -85,6 +85,22 @@ pub fn rule(path: &str, is_dir: bool) -> Rule {
     Rule::Copy
 }
 
+/// The rule for `path` relative to a tablespace's location, for a server of major
+/// version `major`: only the server's own `PG_<major>_<catversion>` directory goes into
+/// the tablespace's tar (another version's, left by pg_upgrade, is not this server's),
+/// without temporary files and relations.
+pub fn tablespace_rule(major: u32, path: &str, is_dir: bool) -> Rule {
+    let first = path.split('/').next().unwrap_or_default();
+    let ours = first
+        .strip_prefix(&format!("PG_{major}_"))
+        .is_some_and(|cat| !cat.is_empty() && cat.bytes().all(|b| b.is_ascii_digit()));
+    let name = path.rsplit('/').next().unwrap_or_default();
+    if !ours || name.starts_with("pgsql_tmp") || (!is_dir && is_temporary_relation(path)) {
+        return Rule::Skip;
+    }
+    Rule::Copy
+}
+
 /// A temporary relation's file, `t<backend>_<relfilenode>[.<segment>|_<fork>]`, in a
 /// database directory (`base/<oid>/` or a tablespace's): PostgreSQL removes them at
 /// start, so copying them is waste.
@@ -111,6 +127,26 @@ fn is_temporary_relation(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tablespace_keeps_only_this_versions_directory_without_temporary_files() {
+        assert_eq!(tablespace_rule(15, "PG_15_202209061", true), Rule::Copy);
+        assert_eq!(
+            tablespace_rule(15, "PG_15_202209061/16384/16390", false),
+            Rule::Copy
+        );
+        assert_eq!(tablespace_rule(15, "PG_14_202107181", true), Rule::Skip);
+        assert_eq!(
+            tablespace_rule(15, "PG_15_202209061/16384/t3_16390", false),
+            Rule::Skip
+        );
+        assert_eq!(
+            tablespace_rule(15, "PG_15_202209061/pgsql_tmp", true),
+            Rule::Skip
+        );
+        assert_eq!(tablespace_rule(15, "lost+found", true), Rule::Skip);
+        assert_eq!(tablespace_rule(15, "notes.txt", false), Rule::Skip);
+    }
 
     #[test]
     fn each_entry_gets_the_rule_postgresql_and_barman_give_it() {

@@ -155,6 +155,16 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
     (high <= 0xffff_ffff && low <= 0xffff_ffff).then_some((high << 32) | low)
 }
 
+/// What `pg_stat_archiver` and the archive settings say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiverState {
+    /// Why archiving cannot deliver a backup's WAL, when it cannot.
+    pub problem: Option<String>,
+    pub archived: i64,
+    pub failed: i64,
+    pub last_failed_wal: String,
+}
+
 /// Where the backup started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Started {
@@ -329,6 +339,45 @@ impl Session {
             label,
             tablespace_map: row.get::<_, Option<String>>(2).unwrap_or_default(),
             time: parse_now(&row.get::<_, String>(3))?,
+        })
+    }
+
+    /// Whether WAL archiving can deliver the WAL a backup needs: `Err` with the reason
+    /// when archiving is off, has no command, or its most recent attempt failed.
+    pub async fn archiving(&self) -> Result<ArchiverState, SessionError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT current_setting('archive_mode'), current_setting('archive_command'),                         coalesce(current_setting('archive_library', true), ''),                         archived_count, failed_count, coalesce(last_failed_wal, ''),                         coalesce(last_failed_time > coalesce(last_archived_time,                                  '-infinity'::timestamptz), false),                         pg_is_in_recovery()                  FROM pg_stat_archiver",
+                &[],
+            )
+            .await
+            .map_err(query_error("the archiver's settings and statistics"))?;
+        let mode: String = row.get(0);
+        let command: String = row.get(1);
+        let library: String = row.get(2);
+        let in_recovery: bool = row.get(7);
+        let problem = if mode == "off" {
+            Some("WAL archiving is off (archive_mode = off)".to_owned())
+        } else if in_recovery && mode != "always" {
+            Some(format!(
+                "this server is a standby and archives WAL only with archive_mode = always                  (it is {mode})"
+            ))
+        } else if command.trim().is_empty() && library.trim().is_empty() {
+            Some("archive_command is empty (and no archive_library is set)".to_owned())
+        } else if row.get::<_, bool>(6) {
+            Some(format!(
+                "WAL archiving is failing: the last attempt, for {}, failed, and none has                  succeeded since (pg_stat_archiver)",
+                row.get::<_, String>(5)
+            ))
+        } else {
+            None
+        };
+        Ok(ArchiverState {
+            problem,
+            archived: row.get(3),
+            failed: row.get(4),
+            last_failed_wal: row.get(5),
         })
     }
 

@@ -102,6 +102,11 @@ impl<W: Write> TarOut<W> {
         Ok(Appended::Copied(size))
     }
 
+    /// The writer the archive goes to.
+    pub fn get_ref(&self) -> &W {
+        self.builder.get_ref()
+    }
+
     /// Ends the archive (two zero blocks) and returns the writer.
     pub fn finish(self) -> io::Result<W> {
         self.builder.into_inner()

@@ -3,14 +3,13 @@
 //! the oldest gets, and how long the pile takes to drain once pgbench stops.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Result, bail};
-use walship_testkit::{InitOptions, PgCluster, pg_user_command, target_dir, wait_until};
+use walship_testkit::{InitOptions, PgCluster, wait_until};
 
 use super::env::{Env, SERVER, Transport};
 use super::proc::{children, reap_newcomers};
@@ -55,7 +54,7 @@ pub struct Load {
 
 /// A fresh cluster archiving with `tool` while pgbench loads it (`pgbench -i`, then
 /// `pgbench -N` for `load.seconds`).
-/// `barman_bin` is a barman-cloud the PostgreSQL user can run ([`barman_for_pg`]).
+/// `barman_bin` is a barman-cloud the PostgreSQL user can run ([`crate::tools::ensure_barman_for_pg`]).
 pub fn live(
     env: &Env,
     tool: LiveTool,
@@ -214,53 +213,4 @@ fn count_ready(dir: &Path) -> Result<(usize, f64)> {
         }
     }
     Ok((count, oldest))
-}
-
-/// A barman-cloud the PostgreSQL user can run as `archive_command`: the installed
-/// virtualenv when it can, else one made with the system's `/usr/bin/python3` beside
-/// it (the installed one may use a Python under `/root`, as pyenv's do). `None`
-/// when neither works (a target directory the PostgreSQL user cannot enter).
-pub fn barman_for_pg(installed_bin: &Path) -> Result<Option<PathBuf>> {
-    if pg_can_run(installed_bin)? {
-        return Ok(Some(installed_bin.to_path_buf()));
-    }
-    let venv = target_dir().join("tools/barman-venv-system");
-    let bin = venv.join("bin");
-    if !pg_can_run(&bin)? {
-        println!(
-            "bench: the PostgreSQL user cannot run barman-cloud from {}; making {}",
-            installed_bin.display(),
-            venv.display()
-        );
-        crate::tools::make_barman_venv("/usr/bin/python3", &venv)?;
-    }
-    Ok(pg_can_run(&bin)?.then_some(bin))
-}
-
-/// Whether the PostgreSQL user can run `barman-cloud-wal-archive` from `bin`: the
-/// script and the interpreter its `#!` line names must both be reachable (`test -x`
-/// checks with the real uid, as the archiver's shell will).
-fn pg_can_run(bin: &Path) -> Result<bool> {
-    let script = bin.join("barman-cloud-wal-archive");
-    let Ok(text) = fs::read_to_string(&script) else {
-        return Ok(false);
-    };
-    let interpreter = text
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("#!"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or("/bin/sh")
-        .to_owned();
-    for path in [script.as_path(), Path::new(&interpreter)] {
-        let mut test = pg_user_command(Path::new("test"), Path::new("/"))?;
-        test.arg("-x")
-            .arg(path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if !test.status().is_ok_and(|s| s.success()) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }

@@ -186,9 +186,7 @@ pub fn run(args: Args) -> Result<u8> {
     );
     let installed = tools::install_for_bench()?;
     let barman_live = match &plan.live {
-        Some(_) if plan.wants(&LiveTool::Barman.label()) => {
-            live::barman_for_pg(&installed.barman_venv.join("bin"))?
-        }
+        Some(_) if plan.wants(&LiveTool::Barman.label()) => crate::tools::ensure_barman_for_pg()?,
         _ => None,
     };
 

@@ -1,0 +1,295 @@
+//! `backup`, `backup-list` and `backup-show`: the manifest's store and options wired to
+//! `walship_backup`, the progress shown, and the outcome turned into an [`Outcome`].
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+use walship_backup::Catalog;
+use walship_backup::catalog::KeepTarget;
+use walship_backup::compress::BackupCompression;
+use walship_backup::present;
+use walship_backup::session::ConnParams;
+use walship_backup::take::{self, BackupError, BackupOptions, Progress};
+use walship_store::{ErrorKind, RetryPolicy, StoreError};
+
+use crate::cli::{BackupArgs, BackupCompressionArg, Cli, OutputFormat};
+use crate::wiring::{self, Purpose, Target};
+
+/// How a catalog command ended, in barman-cloud's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// The operation failed (the backup is FAILED, no such backup, archiving broken).
+    Failed,
+    /// PostgreSQL or the store could not be reached, or refused us.
+    Unreachable,
+    /// Something walship cannot go on with (an unreadable catalog).
+    General,
+}
+
+async fn target(cli: &Cli) -> Result<Target> {
+    wiring::target(
+        &cli.config,
+        &cli.secrets_dir,
+        cli.server_name.as_deref(),
+        None,
+        RetryPolicy::default(),
+        Purpose::Backups,
+    )
+    .await
+}
+
+/// Whether a store error means the store could not be reached or refused us.
+fn unreachable(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Connection
+            | ErrorKind::TimedOut
+            | ErrorKind::Denied
+            | ErrorKind::ContainerMissing
+            | ErrorKind::Server
+            | ErrorKind::Throttled
+    )
+}
+
+fn store_outcome(e: &StoreError) -> Outcome {
+    error!("{e}");
+    if unreachable(e.kind()) {
+        Outcome::Unreachable
+    } else {
+        Outcome::Failed
+    }
+}
+
+/// `walship backup`. `Err` is a bad configuration.
+pub async fn backup(cli: &Cli, args: &BackupArgs) -> Result<Outcome> {
+    let target = target(cli).await?;
+    let data = target
+        .doc
+        .spec
+        .configuration
+        .data
+        .clone()
+        .unwrap_or_default();
+    let compression = match args.compression {
+        Some(BackupCompressionArg::None) => BackupCompression::None,
+        Some(BackupCompressionArg::Gzip) => BackupCompression::Gzip,
+        Some(BackupCompressionArg::Bzip2) => BackupCompression::Bzip2,
+        Some(BackupCompressionArg::Snappy) => BackupCompression::Snappy,
+        Some(BackupCompressionArg::Lz4) => BackupCompression::Lz4,
+        None => match data.compression {
+            None => BackupCompression::None,
+            Some(c) => BackupCompression::from_name(c.as_str()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "spec.configuration.data.compression: {c} is not a base backup \
+                     compression; expected gzip, bzip2, snappy or lz4"
+                )
+            })?,
+        },
+    };
+    let options = BackupOptions {
+        name: args.name.clone(),
+        compression,
+        jobs: args.jobs.or(data.jobs).unwrap_or(2).max(1) as usize,
+        immediate_checkpoint: args.immediate_checkpoint || data.immediate_checkpoint,
+        max_archive_size: args.max_archive_size,
+        tags: target
+            .doc
+            .spec
+            .configuration
+            .tags
+            .clone()
+            .into_iter()
+            .collect(),
+        archive_stall: Duration::from_secs(args.archive_stall_seconds),
+    };
+    let mut params =
+        ConnParams::from_env(&|name| std::env::var(name).ok()).map_err(anyhow::Error::msg)?;
+    if let Some(host) = &args.host {
+        params.host = host.clone();
+    }
+    if let Some(port) = args.port {
+        params.port = port;
+    }
+    if let Some(user) = &args.user {
+        params.user = user.clone();
+    }
+    if let Some(dbname) = &args.dbname {
+        params.dbname = dbname.clone();
+    }
+    let catalog = Catalog::new(target.store.clone(), &target.layout, &target.server);
+    let progress = Arc::new(Progress::default());
+    let cancel = CancellationToken::new();
+    let watch = tokio::spawn(cancel_on_signal(cancel.clone()));
+    let ticker = tokio::spawn(report_progress(progress.clone()));
+    let taken = take::take(
+        target.store.clone(),
+        &catalog,
+        &params,
+        &options,
+        progress,
+        cancel,
+    )
+    .await;
+    ticker.abort();
+    watch.abort();
+    Ok(match taken {
+        Ok(taken) => {
+            let size = taken.info.size.unwrap_or_default();
+            info!(
+                "backup {} is DONE: {} objects, {} stored, WAL {} to {}",
+                taken.id,
+                taken.objects.len(),
+                human(size),
+                taken.info.begin_wal.as_deref().unwrap_or("?"),
+                taken.info.end_wal.as_deref().unwrap_or("?"),
+            );
+            Outcome::Done
+        }
+        Err(e) => {
+            error!("{e}");
+            match &e {
+                BackupError::Postgres(_) => Outcome::Unreachable,
+                BackupError::Archiving(_) => Outcome::Failed,
+                BackupError::Start(s) if unreachable(s.kind()) => Outcome::Unreachable,
+                BackupError::Start(_) => Outcome::Failed,
+                BackupError::Failed { store, .. } => match store {
+                    Some(kind) if unreachable(*kind) => Outcome::Unreachable,
+                    _ => Outcome::Failed,
+                },
+            }
+        }
+    })
+}
+
+/// SIGTERM or SIGINT cancels the backup, which then ends FAILED.
+async fn cancel_on_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    error!("signal received: cancelling the backup");
+    cancel.cancel();
+}
+
+/// A log line every few seconds: bytes read of the estimate, stored, rate, time left.
+async fn report_progress(progress: Arc<Progress>) {
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let read = progress.read.load(Ordering::Relaxed);
+        let total = progress.total.load(Ordering::Relaxed).max(read);
+        let stored = progress.stored.load(Ordering::Relaxed);
+        let seconds = start.elapsed().as_secs_f64();
+        let rate = read as f64 / seconds.max(0.001);
+        let left = if rate > 0.0 {
+            format!("{:.0}s", (total - read) as f64 / rate)
+        } else {
+            "?".to_owned()
+        };
+        let percent = if total > 0 {
+            read as f64 * 100.0 / total as f64
+        } else {
+            0.0
+        };
+        info!(
+            "backup: read {} of {} ({percent:.0}%), {}/s, stored {}, about {left} left",
+            human(read),
+            human(total),
+            human(rate as u64),
+            human(stored),
+        );
+    }
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ => format!("{value:.1} {}", UNITS[unit]),
+    }
+}
+
+/// `walship backup-list`.
+pub async fn list(cli: &Cli, format: OutputFormat) -> Result<Outcome> {
+    let target = target(cli).await?;
+    let catalog = Catalog::new(target.store.clone(), &target.layout, &target.server);
+    let listing = match catalog.list().await {
+        Ok(listing) => listing,
+        Err(e) => return Ok(store_outcome(&e)),
+    };
+    for (id, why) in &listing.unreadable {
+        error!("backup {id}: {why}");
+    }
+    match format {
+        OutputFormat::Json => println!("{}", present::list_json(&listing.backups)),
+        OutputFormat::Console => {
+            let mut keeps = std::collections::BTreeMap::<String, KeepTarget>::new();
+            for entry in &listing.backups {
+                match catalog.keep_target(&entry.id).await {
+                    Ok(Some(keep)) => {
+                        keeps.insert(entry.id.clone(), keep);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Ok(store_outcome(&e)),
+                }
+            }
+            print!(
+                "{}",
+                present::list_console(&listing.backups, &|id| keeps.get(id).copied())
+            );
+        }
+    }
+    Ok(if listing.unreadable.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::General
+    })
+}
+
+/// `walship backup-show`.
+pub async fn show(cli: &Cli, which: &str, format: OutputFormat) -> Result<Outcome> {
+    let target = target(cli).await?;
+    let catalog = Catalog::new(target.store.clone(), &target.layout, &target.server);
+    let listing = match catalog.list().await {
+        Ok(listing) => listing,
+        Err(e) => return Ok(store_outcome(&e)),
+    };
+    let entry = match catalog.resolve(&listing, which) {
+        Ok(entry) => entry,
+        Err(e) => {
+            error!("{e}");
+            return Ok(Outcome::Failed);
+        }
+    };
+    match format {
+        OutputFormat::Json => println!("{}", present::show_json(entry)),
+        OutputFormat::Console => {
+            let keep = match catalog.keep_target(&entry.id).await {
+                Ok(keep) => keep,
+                Err(e) => return Ok(store_outcome(&e)),
+            };
+            print!("{}", present::show_console(entry, keep));
+        }
+    }
+    Ok(Outcome::Done)
+}

@@ -1,0 +1,261 @@
+//! `walship backup` against a real PostgreSQL 15 and the S3 test server, read back by
+//! barman-cloud's own tools: barman-cloud-backup-list and -show see walship's backups,
+//! barman-cloud-restore restores each compression (a tablespace relocated), and
+//! PostgreSQL recovers from every one of them to one target time with
+//! barman-cloud-wal-restore fetching the WAL.
+
+mod common;
+
+use std::fs;
+use std::process::Output;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use common::{Archive, BUCKET, PREFIX, SERVER, stderr};
+use walship_testkit::{InitOptions, PgCluster, make_readable_by_pg, pg_temp_dir};
+
+/// walship's `--compression` values, with the extension barman gives each.
+const COMPRESSIONS: [(&str, &str); 5] = [
+    ("none", ""),
+    ("gzip", ".gz"),
+    ("bzip2", ".bz2"),
+    ("snappy", ".snappy"),
+    ("lz4", ".lz4"),
+];
+
+fn backup(archive: &Archive, cluster: &PgCluster, extra: &[&str]) -> Result<Output> {
+    let port = cluster.port().to_string();
+    let mut args = vec!["backup", "--host", "127.0.0.1", "--port", &port];
+    args.extend_from_slice(extra);
+    archive.walship(&args)
+}
+
+/// A primary archiving through walship, with a table in a tablespace of its own.
+fn primary(archive: &Archive) -> Result<(PgCluster, tempfile::TempDir)> {
+    let mut primary = PgCluster::init_temp(InitOptions {
+        wal_segsize_mb: Some(1),
+    })?;
+    primary.set_conf(&[
+        ("archive_mode", "on"),
+        ("archive_command", &archive.archive_command()?),
+    ])?;
+    primary.start()?;
+    let space = pg_temp_dir()?;
+    primary.psql(&format!(
+        "CREATE TABLESPACE extra LOCATION '{}'",
+        space.path().display()
+    ))?;
+    primary.psql("CREATE TABLE t (x int)")?;
+    primary.psql("CREATE TABLE u (x int) TABLESPACE extra")?;
+    primary.psql("INSERT INTO t SELECT generate_series(1, 20000)")?;
+    primary.psql("INSERT INTO u SELECT generate_series(1, 5000)")?;
+    Ok((primary, space))
+}
+
+fn json_field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+    let at = json.find(&format!("\"{key}\": \""))? + key.len() + 5;
+    let rest = &json[at..];
+    Some(&rest[..rest.find('"')?])
+}
+
+#[test]
+fn barman_cloud_restores_every_compression_of_a_walship_backup_and_postgres_recovers_to_a_target()
+-> Result<()> {
+    let archive = Archive::start(Some("gzip"))?;
+    let (primary, _space) = primary(&archive)?;
+    let mut ids = Vec::new();
+    for (compression, extension) in COMPRESSIONS {
+        primary.psql("INSERT INTO t SELECT generate_series(1, 1000)")?;
+        let name = format!("nightly-{compression}");
+        let out = backup(
+            &archive,
+            &primary,
+            &["--compression", compression, "--name", &name, "--jobs", "3"],
+        )?;
+        ensure!(
+            out.status.success(),
+            "walship backup --compression {compression}: {}",
+            stderr(&out)
+        );
+        let show = archive.walship(&["backup-show", &name, "--format", "json"])?;
+        ensure!(show.status.success(), "backup-show: {}", stderr(&show));
+        let json = String::from_utf8(show.stdout)?;
+        let id = json_field(&json, "backup_id")
+            .context("no backup_id in backup-show")?
+            .to_owned();
+        assert_eq!(json_field(&json, "status"), Some("DONE"), "{json}");
+        let keys = archive.keys()?;
+        let base = format!("{PREFIX}/{SERVER}/base/{id}/");
+        let mut mine: Vec<String> = keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(&base))
+            .map(str::to_owned)
+            .collect();
+        mine.sort();
+        let oid = primary.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'extra'")?;
+        let mut expected = vec![
+            format!("{}.tar{extension}", oid.trim()),
+            "backup.info".to_owned(),
+            format!("data.tar{extension}"),
+            "walship.json".to_owned(),
+        ];
+        expected.sort();
+        assert_eq!(mine, expected, "{compression}: the backup's objects");
+        ids.push((compression, id));
+    }
+
+    // barman-cloud-backup-list sees every backup, DONE, with its name.
+    let out = archive
+        .barman("barman-cloud-backup-list")?
+        .args(["--format", "json"])
+        .arg(archive.destination())
+        .arg(SERVER)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "barman-cloud-backup-list: {}",
+        stderr(&out)
+    );
+    let listed = String::from_utf8(out.stdout)?;
+    for (compression, id) in &ids {
+        assert!(
+            listed.contains(&format!("\"backup_id\": \"{id}\"")),
+            "{compression}: {id} not listed: {listed}"
+        );
+        assert!(listed.contains(&format!("\"backup_name\": \"nightly-{compression}\"")));
+    }
+    assert_eq!(listed.matches("\"status\": \"DONE\"").count(), ids.len());
+
+    // Past every backup: the target, then changes recovery must not replay.
+    primary.psql("INSERT INTO t SELECT generate_series(1, 3000)")?;
+    let expected_t = primary.psql("SELECT count(*) || ':' || sum(x) FROM t")?;
+    let expected_u = primary.psql("SELECT count(*) || ':' || sum(x) FROM u")?;
+    let target = primary.psql("SELECT clock_timestamp()")?;
+    primary.psql("DELETE FROM t WHERE x % 2 = 0")?;
+    primary.psql("INSERT INTO u SELECT generate_series(1, 7)")?;
+    let last = primary.switch_wal()?;
+    let stats = primary.wait_for_archived(&last, Duration::from_secs(120))?;
+    assert_eq!(stats.failed_count, 0, "{}", primary.log_contents());
+    primary.stop()?;
+
+    let barman_bin = walship_testkit::barman_bin_for_pg()?
+        .context("no barman-cloud the PostgreSQL user can run: run `cargo xtask install-tools`")?;
+    for (compression, id) in &ids {
+        let dir = pg_temp_dir()?;
+        let relocated = dir.path().join("extra");
+        let out = archive
+            .barman("barman-cloud-restore")?
+            .args(["--tablespace", &format!("extra:{}", relocated.display())])
+            .arg(archive.destination())
+            .arg(SERVER)
+            .arg(id)
+            .arg(dir.path().join("data"))
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "{compression}: barman-cloud-restore {id}: {}",
+            stderr(&out)
+        );
+        make_readable_by_pg(dir.path())?;
+        let mut restored = PgCluster::restored_in(dir)?;
+        let restore_command = format!(
+            "{} --cloud-provider aws-s3 --endpoint-url {} s3://{BUCKET}/{PREFIX} {SERVER} %f %p",
+            barman_bin.join("barman-cloud-wal-restore").display(),
+            archive.s3.endpoint(),
+        );
+        for (name, value) in [
+            ("AWS_ACCESS_KEY_ID", archive.s3.access_key()),
+            ("AWS_SECRET_ACCESS_KEY", archive.s3.secret_key()),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required"),
+            ("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required"),
+        ] {
+            restored.set_env(name, value);
+        }
+        restored.set_conf(&[
+            ("archive_mode", "off"),
+            ("restore_command", &restore_command),
+            ("recovery_target_time", &target),
+            ("recovery_target_action", "promote"),
+        ])?;
+        restored.create_recovery_signal()?;
+        restored.start()?;
+        restored.wait_for_recovery_end_within(Duration::from_secs(120))?;
+        assert_eq!(
+            restored.psql("SELECT count(*) || ':' || sum(x) FROM t")?,
+            expected_t,
+            "{compression}: table t after recovery"
+        );
+        assert_eq!(
+            restored.psql("SELECT count(*) || ':' || sum(x) FROM u")?,
+            expected_u,
+            "{compression}: table u (in the relocated tablespace) after recovery"
+        );
+        let link = fs::read_link(
+            restored.data_dir().join("pg_tblspc").join(
+                restored
+                    .psql("SELECT oid FROM pg_tablespace WHERE spcname = 'extra'")?
+                    .trim(),
+            ),
+        )?;
+        assert_eq!(link, relocated, "{compression}: the tablespace link");
+        let log = restored.log_contents();
+        assert!(
+            log.contains("recovery stopping before"),
+            "{compression}: recovery did not stop at the target:\n{log}"
+        );
+        restored.stop()?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_backup_is_refused_when_archiving_is_off_and_nothing_is_stored() -> Result<()> {
+    let archive = Archive::start(None)?;
+    let mut cluster = PgCluster::init_temp(InitOptions::default())?;
+    cluster.start()?;
+    let out = backup(&archive, &cluster, &[])?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("archive_mode = off"), "{err}");
+    assert!(archive.keys()?.is_empty(), "{:?}", archive.keys()?);
+    Ok(())
+}
+
+#[test]
+fn a_server_that_cannot_be_reached_exits_2_and_stores_nothing() -> Result<()> {
+    let archive = Archive::start(None)?;
+    let port = walship_testkit::free_port()?.to_string();
+    let out = archive.walship(&["backup", "--host", "127.0.0.1", "--port", &port])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot connect to PostgreSQL"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(archive.keys()?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_backup_whose_wal_cannot_be_archived_ends_failed_not_done() -> Result<()> {
+    let archive = Archive::start(None)?;
+    let mut cluster = PgCluster::init_temp(InitOptions::default())?;
+    // Archiving is on but every attempt fails; no attempt has been made yet, so only
+    // the wait at the backup's end can find out.
+    cluster.set_conf(&[("archive_mode", "on"), ("archive_command", "false")])?;
+    cluster.start()?;
+    let out = backup(&archive, &cluster, &["--archive-stall-seconds", "3"])?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("WAL archiving is failing"), "{err}");
+    let list = archive.walship(&["backup-list", "--format", "json"])?;
+    let listed = String::from_utf8(list.stdout)?;
+    assert!(listed.contains("\"status\": \"FAILED\""), "{listed}");
+    assert!(!listed.contains("\"status\": \"DONE\""), "{listed}");
+    assert!(
+        listed.contains("failure stopping the backup (WAL archiving is failing"),
+        "{listed}"
+    );
+    Ok(())
+}

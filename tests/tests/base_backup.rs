@@ -259,3 +259,167 @@ fn a_backup_whose_wal_cannot_be_archived_ends_failed_not_done() -> Result<()> {
     );
     Ok(())
 }
+
+/// Recovers `dir` (restored by `walship restore` with a target) and checks the tables.
+fn recover_and_check(dir: tempfile::TempDir, expected: &[(&str, &str)], what: &str) -> Result<()> {
+    let mut restored = PgCluster::restored_in(dir)?;
+    // The primary's archiving came along in the backup; a promoted copy must not
+    // archive a new timeline into the archive the next recovery reads.
+    restored.set_conf(&[("archive_mode", "off")])?;
+    restored.start()?;
+    restored.wait_for_recovery_end_within(Duration::from_secs(120))?;
+    for (table, value) in expected {
+        assert_eq!(
+            restored.psql(&format!("SELECT count(*) || ':' || sum(x) FROM {table}"))?,
+            *value,
+            "{what}: table {table} after recovery"
+        );
+    }
+    let log = restored.log_contents();
+    assert!(
+        log.contains("recovery stopping before"),
+        "{what}: recovery did not stop at the target:\n{log}"
+    );
+    assert!(log.contains("restored log file"), "{what}: {log}");
+    restored.stop()
+}
+
+#[test]
+fn walship_restores_barman_cloud_and_walship_backups_and_postgres_recovers_through_wal_fetch()
+-> Result<()> {
+    let archive = Archive::start(Some("lz4"))?;
+    let (primary, _space) = primary(&archive)?;
+    let out = archive
+        .barman("barman-cloud-backup")?
+        .args([
+            "--gzip",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &primary.port().to_string(),
+        ])
+        .args(["-U", "postgres", "-n", "by-barman"])
+        .arg(archive.destination())
+        .arg(SERVER)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "barman-cloud-backup: {}",
+        stderr(&out)
+    );
+    primary.psql("INSERT INTO t SELECT generate_series(1, 1000)")?;
+    let out = backup(
+        &archive,
+        &primary,
+        &["--compression", "snappy", "--name", "by-walship"],
+    )?;
+    ensure!(out.status.success(), "walship backup: {}", stderr(&out));
+
+    // walship's list shows both, in barman's JSON shape.
+    let list = archive.walship(&["backup-list", "--format", "json"])?;
+    ensure!(list.status.success(), "backup-list: {}", stderr(&list));
+    let listed = String::from_utf8(list.stdout)?;
+    assert!(listed.starts_with("{\"backups_list\": [{"), "{listed}");
+    assert!(
+        listed.contains("\"backup_name\": \"by-barman\""),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("\"backup_name\": \"by-walship\""),
+        "{listed}"
+    );
+    assert_eq!(
+        listed.matches("\"status\": \"DONE\"").count(),
+        2,
+        "{listed}"
+    );
+
+    primary.psql("INSERT INTO t SELECT generate_series(1, 3000)")?;
+    let expected_t = primary.psql("SELECT count(*) || ':' || sum(x) FROM t")?;
+    let expected_u = primary.psql("SELECT count(*) || ':' || sum(x) FROM u")?;
+    let target = primary.psql("SELECT clock_timestamp()")?;
+    primary.psql("DELETE FROM t WHERE x % 2 = 0")?;
+    primary.psql("INSERT INTO u SELECT generate_series(1, 7)")?;
+    let last = primary.switch_wal()?;
+    let stats = primary.wait_for_archived(&last, Duration::from_secs(120))?;
+    assert_eq!(stats.failed_count, 0, "{}", primary.log_contents());
+    primary.stop()?;
+
+    for name in ["by-barman", "by-walship"] {
+        let dir = pg_temp_dir()?;
+        let data = dir.path().join("data");
+        let relocated = dir.path().join("extra");
+        let out = archive.walship(&[
+            "restore",
+            name,
+            data.to_str().unwrap(),
+            "--tablespace",
+            &format!("extra:{}", relocated.display()),
+            "--target-time",
+            &target,
+        ])?;
+        ensure!(
+            out.status.success(),
+            "walship restore {name}: {}",
+            stderr(&out)
+        );
+        let err = stderr(&out);
+        match name {
+            "by-walship" => assert!(err.contains("every object's SHA-256 checked"), "{err}"),
+            _ => assert!(err.contains("without recorded checksums"), "{err}"),
+        }
+        let auto = fs::read_to_string(data.join("postgresql.auto.conf"))?;
+        assert!(auto.contains("wal-fetch %f %p'"), "{auto}");
+        recover_and_check(dir, &[("t", &expected_t), ("u", &expected_u)], name)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_restore_refuses_corrupt_objects_unknown_backups_and_used_directories() -> Result<()> {
+    let archive = Archive::start(None)?;
+    let (primary, _space) = primary(&archive)?;
+    let out = backup(&archive, &primary, &["--name", "only"])?;
+    ensure!(out.status.success(), "walship backup: {}", stderr(&out));
+    primary.stop()?;
+
+    // A used directory, and an unknown backup: refused, exit 1.
+    let used = pg_temp_dir()?;
+    fs::write(used.path().join("PG_VERSION"), "15\n")?;
+    let out = archive.walship(&["restore", "only", used.path().to_str().unwrap()])?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not empty"), "{}", stderr(&out));
+    let fresh = pg_temp_dir()?;
+    let dest = fresh.path().join("data");
+    let out = archive.walship(&["restore", "20200101T000000", dest.to_str().unwrap()])?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unknown backup"), "{}", stderr(&out));
+
+    // One byte of data.tar flipped in the store: the restore fails naming the object,
+    // and what it leaves cannot be started (no global/pg_control).
+    let data_tar = archive
+        .keys()?
+        .into_iter()
+        .find(|k| k.ends_with("/data.tar"))
+        .context("no data.tar")?;
+    let on_disk = archive.s3.root_dir().join(BUCKET).join(&data_tar);
+    let mut bytes = fs::read(&on_disk)?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs::write(&on_disk, &bytes)?;
+    let out = archive.walship(&[
+        "restore",
+        "only",
+        dest.to_str().unwrap(),
+        "--tablespace",
+        &format!("extra:{}", fresh.path().join("extra").display()),
+    ])?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("data.tar: its SHA-256 is"), "{err}");
+    assert!(
+        !dest.join("global/pg_control").exists(),
+        "pg_control was put in place"
+    );
+    Ok(())
+}

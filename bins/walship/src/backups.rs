@@ -12,11 +12,16 @@ use walship_backup::Catalog;
 use walship_backup::catalog::KeepTarget;
 use walship_backup::compress::BackupCompression;
 use walship_backup::present;
+use walship_backup::restore::{
+    self, RecoveryTarget, RestoreError, RestoreOptions, RestoreProgress, TargetAction,
+};
 use walship_backup::session::ConnParams;
 use walship_backup::take::{self, BackupError, BackupOptions, Progress};
 use walship_store::{ErrorKind, RetryPolicy, StoreError};
 
-use crate::cli::{BackupArgs, BackupCompressionArg, Cli, OutputFormat};
+use crate::cli::{
+    BackupArgs, BackupCompressionArg, Cli, OutputFormat, RestoreArgs, TargetActionArg,
+};
 use crate::wiring::{self, Purpose, Target};
 
 /// How a catalog command ended, in barman-cloud's terms.
@@ -292,4 +297,147 @@ pub async fn show(cli: &Cli, which: &str, format: OutputFormat) -> Result<Outcom
         }
     }
     Ok(Outcome::Done)
+}
+
+/// `walship restore`. `Err` is a bad configuration.
+pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<Outcome> {
+    let target = target(cli).await?;
+    let catalog = Catalog::new(target.store.clone(), &target.layout, &target.server);
+    let listing = match catalog.list().await {
+        Ok(listing) => listing,
+        Err(e) => return Ok(store_outcome(&e)),
+    };
+    let entry = match catalog.resolve(&listing, &args.backup) {
+        Ok(entry) => entry.clone(),
+        Err(e) => {
+            error!("{e}");
+            return Ok(Outcome::Failed);
+        }
+    };
+    let options = RestoreOptions {
+        tablespace_locations: args.tablespaces.iter().cloned().collect(),
+        jobs: args.jobs as usize,
+    };
+    let progress = Arc::new(RestoreProgress::default());
+    let cancel = CancellationToken::new();
+    let watch = tokio::spawn(cancel_on_signal(cancel.clone()));
+    let ticker = tokio::spawn(report_restore_progress(progress.clone()));
+    let restored = restore::restore(
+        target.store.clone(),
+        &catalog,
+        &entry,
+        &args.dest,
+        &options,
+        progress,
+        cancel,
+    )
+    .await;
+    ticker.abort();
+    watch.abort();
+    let restored = match restored {
+        Ok(restored) => restored,
+        Err(e) => {
+            error!(
+                "restoring backup {} into {}: {e}",
+                entry.id,
+                args.dest.display()
+            );
+            return Ok(match &e {
+                RestoreError::Store(s) if unreachable(s.kind()) => Outcome::Unreachable,
+                _ => Outcome::Failed,
+            });
+        }
+    };
+    info!(
+        "restored backup {} into {}: {} objects, {}{}",
+        entry.id,
+        args.dest.display(),
+        restored.objects,
+        human(restored.bytes),
+        if restored.verified {
+            ", every object's SHA-256 checked"
+        } else {
+            " (a backup without recorded checksums: barman-cloud's)"
+        }
+    );
+    let recovery_target = match (&args.target_time, &args.target_lsn, &args.target_name) {
+        (Some(t), _, _) => Some(RecoveryTarget::Time(t.clone())),
+        (_, Some(l), _) => Some(RecoveryTarget::Lsn(l.clone())),
+        (_, _, Some(n)) => Some(RecoveryTarget::Name(n.clone())),
+        _ => None,
+    };
+    if let Some(recovery_target) = recovery_target {
+        let action = match args.target_action {
+            TargetActionArg::Pause => TargetAction::Pause,
+            TargetActionArg::Promote => TargetAction::Promote,
+            TargetActionArg::Shutdown => TargetAction::Shutdown,
+        };
+        let command = restore_command(cli)?;
+        if let Err(e) = restore::prepare_recovery(&args.dest, &command, &recovery_target, action) {
+            error!("{e}");
+            return Ok(Outcome::Failed);
+        }
+        info!(
+            "recovery prepared: start PostgreSQL on {}",
+            args.dest.display()
+        );
+    }
+    Ok(Outcome::Done)
+}
+
+/// `restore_command`: this binary's `wal-fetch` with the same global options.
+fn restore_command(cli: &Cli) -> Result<String> {
+    let exe = std::env::current_exe()?;
+    let mut words = vec![
+        shell_quote(&exe.display().to_string()),
+        "--config".to_owned(),
+        shell_quote(&absolute(&cli.config)?.display().to_string()),
+        "--secrets-dir".to_owned(),
+        shell_quote(&absolute(&cli.secrets_dir)?.display().to_string()),
+    ];
+    if let Some(server) = &cli.server_name {
+        words.push("--server-name".to_owned());
+        words.push(shell_quote(server));
+    }
+    words.extend(["wal-fetch", "%f", "%p"].map(str::to_owned));
+    Ok(words.join(" "))
+}
+
+fn absolute(path: &std::path::Path) -> Result<std::path::PathBuf> {
+    Ok(std::path::absolute(path)?)
+}
+
+/// `text` as one word for `sh`, which runs restore_command.
+fn shell_quote(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-=:".contains(&b))
+    {
+        return text.to_owned();
+    }
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+async fn report_restore_progress(progress: Arc<RestoreProgress>) {
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let fetched = progress.fetched.load(Ordering::Relaxed);
+        let total = progress.total.load(Ordering::Relaxed).max(fetched);
+        let rate = fetched as f64 / start.elapsed().as_secs_f64().max(0.001);
+        let left = if rate > 0.0 {
+            format!("{:.0}s", (total - fetched) as f64 / rate)
+        } else {
+            "?".to_owned()
+        };
+        info!(
+            "restore: fetched {} of {}, {}/s, about {left} left",
+            human(fetched),
+            human(total),
+            human(rate as u64)
+        );
+    }
 }

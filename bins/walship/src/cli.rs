@@ -128,6 +128,10 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value = "console")]
         format: OutputFormat,
     },
+    /// Restore a base backup into an empty directory, as barman-cloud-restore does; with
+    /// a --target-*, also prepare a point-in-time recovery through `walship wal-fetch`.
+    #[command(after_help = RESTORE_HELP)]
+    Restore(RestoreArgs),
     /// Check the configuration, the credentials and that the archive can be listed, and
     /// report whether the server's WAL archive is empty or already holds WAL.
     #[command(after_help = CHECK_HELP)]
@@ -198,6 +202,53 @@ pub(crate) struct BackupArgs {
     /// archiving has failed, with no success, for this many seconds.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) archive_stall_seconds: u64,
+}
+
+// `restore`'s options.
+#[derive(Debug, Args)]
+pub(crate) struct RestoreArgs {
+    /// A backup id, a backup name, `latest` (or `last`), or `oldest` (or `first`).
+    pub(crate) backup: String,
+    /// The data directory to restore into: missing or empty.
+    pub(crate) dest: PathBuf,
+    /// Restore the tablespace NAME into LOCATION (missing or empty) instead of its
+    /// recorded location; repeat for several.
+    #[arg(long = "tablespace", value_name = "NAME:LOCATION", value_parser = parse_tablespace)]
+    pub(crate) tablespaces: Vec<(String, PathBuf)>,
+    /// Recover up to this time (any form PostgreSQL's recovery_target_time accepts,
+    /// e.g. 2026-11-30T01:19:58.9+00:00).
+    #[arg(long, group = "target")]
+    pub(crate) target_time: Option<String>,
+    /// Recover up to this LSN.
+    #[arg(long, group = "target")]
+    pub(crate) target_lsn: Option<String>,
+    /// Recover up to this restore point.
+    #[arg(long, group = "target")]
+    pub(crate) target_name: Option<String>,
+    /// What PostgreSQL does at the target.
+    #[arg(long, value_enum, default_value = "promote", requires = "target")]
+    pub(crate) target_action: TargetActionArg,
+    /// Objects downloaded at once.
+    #[arg(long, short = 'J', default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub(crate) jobs: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TargetActionArg {
+    Pause,
+    Promote,
+    Shutdown,
+}
+
+fn parse_tablespace(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once(':') {
+        Some((name, location)) if !name.is_empty() && location.starts_with('/') => {
+            Ok((name.to_owned(), PathBuf::from(location)))
+        }
+        _ => Err(format!(
+            "{text:?}: expected NAME:LOCATION with an absolute LOCATION"
+        )),
+    }
 }
 
 /// `100GB`, `5MB`, `1024`: barman's size syntax (binary multiples).
@@ -310,6 +361,24 @@ Exit status (barman-cloud-backup's):
   0  the backup is DONE
   1  the backup failed (backup.info says FAILED), or WAL archiving cannot deliver its WAL
   2  PostgreSQL or the store cannot be reached, or PostgreSQL refused the backup (rights)
+  3  bad configuration or usage
+  4  internal error";
+
+const RESTORE_HELP: &str = "\
+Example (a point-in-time recovery):
+  walship --config /etc/walship/objectstore.yaml restore latest /var/lib/postgresql/15/main \\
+      --target-time '2026-11-30 01:19:58+00'
+  then start PostgreSQL: it fetches WAL with `walship wal-fetch` and stops at the target.
+
+Every object is checked against the SHA-256 walship recorded (backups taken by
+barman-cloud have none). global/pg_control is put in place last, so a restore that
+fails leaves a directory PostgreSQL refuses to start on.
+
+Exit status:
+  0  restored
+  1  the restore failed (no such backup, not DONE, a corrupt object, a non-empty
+     destination)
+  2  the store cannot be reached
   3  bad configuration or usage
   4  internal error";
 

@@ -70,9 +70,10 @@ impl Contract {
             Command::WalFetch { .. } => Contract::Fetch,
             Command::Check { .. } => Contract::Check,
             Command::Daemon(_) => Contract::Daemon,
-            Command::Backup(_) | Command::BackupList { .. } | Command::BackupShow { .. } => {
-                Contract::Catalog
-            }
+            Command::Backup(_)
+            | Command::BackupList { .. }
+            | Command::BackupShow { .. }
+            | Command::Restore(_) => Contract::Catalog,
         }
     }
 
@@ -86,7 +87,9 @@ impl Contract {
                 Some("wal-fetch") => Some(Contract::Fetch),
                 Some("daemon") => Some(Contract::Daemon),
                 Some("check") => Some(Contract::Check),
-                Some("backup" | "backup-list" | "backup-show") => Some(Contract::Catalog),
+                Some("backup" | "backup-list" | "backup-show" | "restore") => {
+                    Some(Contract::Catalog)
+                }
                 _ => None,
             })
             .unwrap_or(Contract::Check)
@@ -152,7 +155,7 @@ fn main() -> ExitCode {
     // blocking pool. The daemon serves many uploads at once.
     let mut builder = match cli.command {
         // A backup compresses on one thread and uploads (and hashes parts) on others.
-        Command::Daemon(_) | Command::Backup(_) => {
+        Command::Daemon(_) | Command::Backup(_) | Command::Restore(_) => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(2);
             b
@@ -296,6 +299,7 @@ async fn run(cli: Cli) -> Ending {
         Command::BackupShow { backup, format } => backups::show(&cli, backup, *format)
             .await
             .map(Ending::Cataloged),
+        Command::Restore(args) => backups::restore(&cli, args).await.map(Ending::Cataloged),
     };
     ended.unwrap_or_else(|e| {
         // Printed plainly: a list of config errors reads best one per line.

@@ -23,8 +23,9 @@
 //! `backup.info` reads in flight when listing), `tokio-postgres` (the backup's session:
 //! PostgreSQL's protocol without libpq), `tar` (the archives barman-cloud writes and
 //! reads), `flate2`, `bzip2`, `snap`, `lz4_flex` (the compressions barman-cloud-restore
-//! reads for base backups), `bytes`, `sha2` and `hex` (parts and their hash), `tokio`,
-//! `thiserror`.
+//! reads for base backups), `bytes`, `sha2` and `hex` (parts and their hash), `serde_json` (`walship.json`,
+//! walship's record of each object's hash), `tokio` and `tokio-util` (uploads in flight,
+//! cancellation), `thiserror`.
 
 pub mod catalog;
 pub mod compress;
@@ -35,6 +36,7 @@ pub mod pgdata;
 pub mod present;
 pub mod pyrepr;
 pub mod record;
+pub mod restore;
 pub mod session;
 pub mod take;
 pub mod tarball;

@@ -291,6 +291,7 @@ async fn copy_and_stop(
         tags: options.tags.clone(),
         stored: Vec::new(),
         progress: progress.clone(),
+        owner: (0, 0),
     };
     let facts_copy = facts.clone();
     let (producer, open) = blocking(move || {
@@ -419,26 +420,20 @@ fn copy_stats(elapsed: Duration, jobs: usize) -> PyValue {
     ])
 }
 
-/// `walship.json`: `{"objects": {"data.tar.gz": {"size": N, "sha256": "…"}, …}}`, by
-/// name within the backup, in name order.
+/// `walship.json`: `{"format": 1, "objects": {"data.tar.gz": {"size": N, "sha256":
+/// "…"}, …}}`, by name within the backup.
 pub fn manifest(objects: &[StoredObject], prefix: &str) -> String {
-    let mut sorted: Vec<_> = objects.iter().collect();
-    sorted.sort_by(|a, b| a.key.cmp(&b.key));
-    let entries: Vec<String> = sorted
+    let objects: serde_json::Map<String, serde_json::Value> = objects
         .iter()
         .map(|o| {
-            format!(
-                "    \"{}\": {{\"size\": {}, \"sha256\": \"{}\"}}",
-                o.key.strip_prefix(prefix).unwrap_or(&o.key),
-                o.size,
-                o.sha256
+            (
+                o.key.strip_prefix(prefix).unwrap_or(&o.key).to_owned(),
+                serde_json::json!({"size": o.size, "sha256": o.sha256}),
             )
         })
         .collect();
-    format!(
-        "{{\n  \"format\": 1,\n  \"objects\": {{\n{}\n  }}\n}}\n",
-        entries.join(",\n")
-    )
+    let document = serde_json::json!({"format": 1, "objects": objects});
+    format!("{document:#}\n")
 }
 
 async fn blocking<T: Send + 'static>(
@@ -481,6 +476,8 @@ struct Producer {
     tags: BTreeMap<String, String>,
     stored: Vec<StoredObject>,
     progress: Arc<Progress>,
+    /// The data directory's owner (uid, gid), which `backup_label` gets.
+    owner: (u32, u32),
 }
 
 impl Producer {
@@ -583,6 +580,8 @@ impl Producer {
     fn copy(&mut self, facts: &ServerFacts) -> Result<OpenTar, CopyError> {
         let pgdata = PathBuf::from(&facts.data_directory);
         let major = facts.version / 10000;
+        let meta = fs::metadata(&pgdata).map_err(CopyError::Source)?;
+        self.owner = (meta.uid(), meta.gid());
         self.progress.total.store(
             estimate(&pgdata, &facts.tablespaces, major),
             Ordering::Relaxed,
@@ -624,7 +623,7 @@ impl Producer {
     /// tar's last member, then every object completed.
     fn close_with_label(&mut self, mut open: OpenTar, label: &str) -> Result<(), CopyError> {
         open.tar
-            .bytes("backup_label", label.as_bytes(), 0o644, 0)
+            .bytes("backup_label", label.as_bytes(), 0o644, 0, self.owner)
             .map_err(|e| self.uploads.explain(e))?;
         self.close(open)
     }

@@ -36,6 +36,11 @@ fn header(kind: EntryType, meta: Option<&Metadata>, mode: u32) -> Header {
     let mut header = Header::new_gnu();
     header.set_entry_type(kind);
     header.set_mode(mode & 0o7777);
+    // Every numeric field is written: readers other than Python's (the tar crate)
+    // refuse a header whose owner is blank.
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
     if let Some(meta) = meta {
         header.set_mtime(u64::try_from(meta.mtime()).unwrap_or_default());
         header.set_uid(u64::from(meta.uid()));
@@ -74,10 +79,20 @@ impl<W: Write> TarOut<W> {
         self.builder.append_link(&mut h, rel, target)
     }
 
-    /// A file made of `data` (`backup_label`, which PostgreSQL hands over at the end).
-    pub fn bytes(&mut self, rel: &str, data: &[u8], mode: u32, mtime: u64) -> io::Result<()> {
+    /// A file made of `data` (`backup_label`, which PostgreSQL hands over at the end),
+    /// owned by `owner` (uid, gid).
+    pub fn bytes(
+        &mut self,
+        rel: &str,
+        data: &[u8],
+        mode: u32,
+        mtime: u64,
+        owner: (u32, u32),
+    ) -> io::Result<()> {
         let mut h = header(EntryType::Regular, None, mode);
         h.set_mtime(mtime);
+        h.set_uid(u64::from(owner.0));
+        h.set_gid(u64::from(owner.1));
         h.set_size(data.len() as u64);
         self.builder.append_data(&mut h, rel, data)?;
         self.files += 1;
@@ -154,8 +169,14 @@ mod tests {
             &std::fs::symlink_metadata(data.join("pg_wal")).unwrap(),
         )
         .unwrap();
-        tar.bytes("backup_label", b"START WAL LOCATION: 0/2000028\n", 0o644, 0)
-            .unwrap();
+        tar.bytes(
+            "backup_label",
+            b"START WAL LOCATION: 0/2000028\n",
+            0o644,
+            0,
+            (26, 26),
+        )
+        .unwrap();
         assert_eq!(tar.files, 4);
         let bytes = tar.finish().unwrap();
 

@@ -1,0 +1,602 @@
+//! `walship restore`: a backup's tars downloaded in ranges, several objects at once,
+//! each decompressed and unpacked as it arrives (nothing staged on disk), the SHA-256
+//! of every object checked against `walship.json` when the backup has one (barman's
+//! backups have none), tablespaces unpacked at their recorded or remapped locations and
+//! linked from `pg_tblspc`.
+//!
+//! A restore that fails, or whose objects do not match their recorded hashes, leaves a
+//! directory PostgreSQL refuses to start on: `global/pg_control` is unpacked under
+//! another name and put in place only once every object is unpacked and verified.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read};
+use std::ops::Range;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use walship_store::{ErrorKind, Store, StoreError};
+
+use crate::catalog::{Catalog, Entry};
+use crate::compress::BackupCompression;
+use crate::info::{Status, Tablespace};
+use crate::take::MANIFEST_NAME;
+
+/// The bytes one ranged read asks for.
+const RANGE: u64 = 16 << 20;
+/// Ranged reads in flight per object.
+const RANGES_IN_FLIGHT: usize = 2;
+/// Where `global/pg_control` waits until everything else is in place.
+const PG_CONTROL_PENDING: &str = "global/pg_control.walship-restore";
+
+/// How one restore runs.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Tablespaces restored elsewhere than their recorded location, by name.
+    pub tablespace_locations: BTreeMap<String, PathBuf>,
+    /// Objects downloaded at once.
+    pub jobs: usize,
+}
+
+/// Where a running restore stands, for a progress display.
+#[derive(Debug, Default)]
+pub struct RestoreProgress {
+    /// Bytes of the backup's objects.
+    pub total: AtomicU64,
+    /// Bytes downloaded so far.
+    pub fetched: AtomicU64,
+}
+
+/// What was restored.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub objects: usize,
+    pub bytes: u64,
+    /// Whether every object was checked against a recorded SHA-256.
+    pub verified: bool,
+}
+
+/// Why a restore failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("backup {0} is {1}, not DONE: it cannot be restored")]
+    NotDone(String, String),
+    #[error("{what} {} is not empty: a restore only goes into an empty or missing directory", path.display())]
+    NotEmpty { what: String, path: PathBuf },
+    #[error("{0}")]
+    Local(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "{key}: its SHA-256 is {actual}, but the backup recorded {expected}: the object is \
+         corrupt or was replaced; nothing was put in place for PostgreSQL to start on"
+    )]
+    Corrupt {
+        key: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("backup {id}: {problem}")]
+    Incomplete { id: String, problem: String },
+    #[error("the restore was cancelled")]
+    Cancelled,
+}
+
+fn local(what: impl std::fmt::Display, path: &Path, e: io::Error) -> RestoreError {
+    RestoreError::Local(format!("{what} {}: {e}", path.display()))
+}
+
+/// One object to unpack: its key, size, compression, where it goes, and its hash when
+/// recorded.
+#[derive(Debug, Clone)]
+struct Part {
+    key: String,
+    size: u64,
+    compression: BackupCompression,
+    dest: PathBuf,
+    expected: Option<String>,
+    is_data: bool,
+}
+
+/// A directory to restore into must be missing or empty; it is created (mode 0700).
+fn prepare(what: &str, path: &Path) -> Result<(), RestoreError> {
+    match fs::read_dir(path) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(RestoreError::NotEmpty {
+                    what: what.to_owned(),
+                    path: path.to_owned(),
+                });
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(path).map_err(|e| local("creating", path, e))?;
+        }
+        Err(e) => return Err(local("reading", path, e)),
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+        .map_err(|e| local("setting the mode of", path, e))
+}
+
+/// The hashes `walship.json` records, by object name within the backup.
+fn recorded_hashes(manifest: &[u8]) -> Option<BTreeMap<String, String>> {
+    let value: serde_json::Value = serde_json::from_slice(manifest).ok()?;
+    let objects = value.get("objects")?.as_object()?;
+    objects
+        .iter()
+        .map(|(name, o)| Some((name.clone(), o.get("sha256")?.as_str()?.to_owned())))
+        .collect()
+}
+
+/// The base name of a backup object (`data`, `16385`), as barman matches them:
+/// `<base>.tar…` or `<base>_NNNN.tar…`.
+fn base_of(name: &str) -> Option<&str> {
+    let stem = &name[..name.find(".tar")?];
+    BackupCompression::of_object(name)?;
+    Some(match stem.rsplit_once('_') {
+        Some((base, n)) if n.len() == 4 && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => stem,
+    })
+}
+
+/// Restores `entry` from `catalog`'s store into `dest`.
+pub async fn restore(
+    store: Arc<dyn Store>,
+    catalog: &Catalog,
+    entry: &Entry,
+    dest: &Path,
+    options: &RestoreOptions,
+    progress: Arc<RestoreProgress>,
+    cancel: CancellationToken,
+) -> Result<Restored, RestoreError> {
+    let info = &entry.info;
+    if info.status != Some(Status::Done) {
+        let status = info.status.map_or("without a status", Status::as_str);
+        return Err(RestoreError::NotDone(entry.id.clone(), status.to_owned()));
+    }
+    let locations: Vec<(Tablespace, PathBuf)> = info
+        .tablespaces
+        .iter()
+        .map(|ts| {
+            let location = options
+                .tablespace_locations
+                .get(&ts.name)
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from(&ts.location));
+            (ts.clone(), location)
+        })
+        .collect();
+    for name in options.tablespace_locations.keys() {
+        if !info.tablespaces.iter().any(|ts| &ts.name == name) {
+            return Err(RestoreError::Local(format!(
+                "--tablespace {name}:…: backup {} has no tablespace named {name:?}",
+                entry.id
+            )));
+        }
+    }
+    prepare("the destination", dest)?;
+    for (ts, location) in &locations {
+        prepare(&format!("tablespace {}'s location", ts.name), location)?;
+    }
+
+    let prefix = catalog.backup_prefix(&entry.id);
+    let objects = store.list(&prefix).await?;
+    let hashes = match objects
+        .iter()
+        .any(|o| o.key == format!("{prefix}{MANIFEST_NAME}"))
+    {
+        true => {
+            let (body, _) = store.get(&format!("{prefix}{MANIFEST_NAME}")).await?;
+            Some(
+                recorded_hashes(&body).ok_or_else(|| RestoreError::Incomplete {
+                    id: entry.id.clone(),
+                    problem: format!("{MANIFEST_NAME} cannot be read"),
+                })?,
+            )
+        }
+        false => None,
+    };
+    let mut parts = Vec::new();
+    for object in &objects {
+        let Some(name) = object.key.strip_prefix(&prefix) else {
+            continue;
+        };
+        let (Some(base), Some(compression)) = (base_of(name), BackupCompression::of_object(name))
+        else {
+            continue;
+        };
+        let dest = if base == "data" {
+            dest.to_owned()
+        } else {
+            match locations.iter().find(|(ts, _)| ts.oid.to_string() == base) {
+                Some((_, location)) => location.clone(),
+                // Not a tar of this backup's (barman skips them too).
+                None => continue,
+            }
+        };
+        let expected = match &hashes {
+            Some(hashes) => {
+                Some(
+                    hashes
+                        .get(name)
+                        .cloned()
+                        .ok_or_else(|| RestoreError::Incomplete {
+                            id: entry.id.clone(),
+                            problem: format!("{name} is not in {MANIFEST_NAME}"),
+                        })?,
+                )
+            }
+            None => None,
+        };
+        parts.push(Part {
+            key: object.key.clone(),
+            size: object.size,
+            compression,
+            dest,
+            expected,
+            is_data: base == "data",
+        });
+    }
+    // Everything recorded must be there, and the data directory at the least.
+    if let Some(hashes) = &hashes {
+        for name in hashes.keys() {
+            if !parts.iter().any(|p| p.key == format!("{prefix}{name}")) {
+                return Err(RestoreError::Incomplete {
+                    id: entry.id.clone(),
+                    problem: format!("{name} is recorded in {MANIFEST_NAME} but missing"),
+                });
+            }
+        }
+    }
+    if !parts.iter().any(|p| p.is_data) {
+        return Err(RestoreError::Incomplete {
+            id: entry.id.clone(),
+            problem: "it has no data.tar".to_owned(),
+        });
+    }
+    progress
+        .total
+        .store(parts.iter().map(|p| p.size).sum(), Ordering::Relaxed);
+    let bytes = parts.iter().map(|p| p.size).sum();
+    let count = parts.len();
+    let verified = parts.iter().all(|p| p.expected.is_some());
+    futures::stream::iter(parts)
+        .map(|part| unpack_object(store.clone(), part, progress.clone(), cancel.clone()))
+        .buffer_unordered(options.jobs.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    // Everything is in place and verified: the tablespaces' links, then pg_control.
+    let tblspc = dest.join("pg_tblspc");
+    fs::create_dir_all(&tblspc).map_err(|e| local("creating", &tblspc, e))?;
+    for (ts, location) in &locations {
+        let link = tblspc.join(ts.oid.to_string());
+        std::os::unix::fs::symlink(location, &link)
+            .map_err(|e| local("linking the tablespace at", &link, e))?;
+    }
+    let wal = dest.join("pg_wal/archive_status");
+    fs::create_dir_all(&wal).map_err(|e| local("creating", &wal, e))?;
+    let pending = dest.join(PG_CONTROL_PENDING);
+    let control = dest.join("global/pg_control");
+    fs::rename(&pending, &control).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => RestoreError::Incomplete {
+            id: entry.id.clone(),
+            problem: "its data tar holds no global/pg_control".to_owned(),
+        },
+        _ => local("putting in place", &control, e),
+    })?;
+    Ok(Restored {
+        objects: count,
+        bytes,
+        verified,
+    })
+}
+
+/// Downloads one object in ranges (in order, a few in flight) and unpacks it on a
+/// blocking thread as the bytes arrive.
+async fn unpack_object(
+    store: Arc<dyn Store>,
+    part: Part,
+    progress: Arc<RestoreProgress>,
+    cancel: CancellationToken,
+) -> Result<(), RestoreError> {
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let ranges: Vec<Range<u64>> = (0..part.size.div_ceil(RANGE))
+        .map(|i| i * RANGE..((i + 1) * RANGE).min(part.size))
+        .collect();
+    let key = part.key.clone();
+    let fetch = {
+        let store = store.clone();
+        async move {
+            let mut stream = futures::stream::iter(ranges)
+                .map(|range| {
+                    let (store, key) = (store.clone(), key.clone());
+                    async move { store.get_range(&key, range).await }
+                })
+                .buffered(RANGES_IN_FLIGHT);
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                progress
+                    .fetched
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                if tx.send(chunk).await.is_err() {
+                    // The unpacking stopped; its error is the one to report.
+                    break;
+                }
+            }
+            Ok::<(), StoreError>(())
+        }
+    };
+    let unpack = tokio::task::spawn_blocking(move || unpack_stream(&part, rx));
+    let (fetched, unpacked) = tokio::select! {
+        both = async { tokio::join!(fetch, unpack) } => both,
+        () = cancel.cancelled() => return Err(RestoreError::Cancelled),
+    };
+    let unpacked = unpacked.map_err(|e| RestoreError::Local(format!("unpacking: {e}")))?;
+    // A failed download ends the stream early, which the unpacking sees as a short
+    // archive: the store's error is the cause.
+    fetched?;
+    unpacked
+}
+
+/// Reads chunks from a channel, hashing them.
+struct ChannelReader {
+    rx: mpsc::Receiver<Bytes>,
+    current: Bytes,
+    hasher: Sha256,
+    read: u64,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        let taken = self.current.split_to(n);
+        self.hasher.update(&taken);
+        self.read += n as u64;
+        buf[..n].copy_from_slice(&taken);
+        Ok(n)
+    }
+}
+
+fn unpack_stream(part: &Part, rx: mpsc::Receiver<Bytes>) -> Result<(), RestoreError> {
+    let mut reader = ChannelReader {
+        rx,
+        current: Bytes::new(),
+        hasher: Sha256::new(),
+        read: 0,
+    };
+    let unpacked = {
+        let decoder: Box<dyn Read> = match part.compression {
+            BackupCompression::None => Box::new(&mut reader),
+            // Multi-member: a stream of several gzip members is one archive, as
+            // Python's gzip module reads it.
+            BackupCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut reader)),
+            BackupCompression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(&mut reader)),
+            BackupCompression::Snappy => Box::new(snap::read::FrameDecoder::new(&mut reader)),
+            BackupCompression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(&mut reader)),
+        };
+        unpack_tar(decoder, &part.dest, part.is_data)
+    };
+    // Whatever the tar reader left unread (its end padding) still counts for the hash.
+    let drained = io::copy(&mut reader, &mut io::sink());
+    let actual = hex::encode(reader.hasher.finalize());
+    // A corrupt object is reported as such even when it also broke the unpacking.
+    if let Some(expected) = &part.expected
+        && drained.is_ok()
+        && reader.read == part.size
+        && !actual.eq_ignore_ascii_case(expected)
+    {
+        return Err(RestoreError::Corrupt {
+            key: part.key.clone(),
+            expected: expected.clone(),
+            actual,
+        });
+    }
+    unpacked.map_err(|e| {
+        RestoreError::Local(format!(
+            "unpacking {}: {}",
+            part.key,
+            walship_store::error_chain(&e)
+        ))
+    })?;
+    if reader.read != part.size {
+        return Err(RestoreError::Store(StoreError::new(
+            ErrorKind::Response,
+            &part.key,
+            format!("{} of its {} bytes arrived", reader.read, part.size),
+        )));
+    }
+    Ok(())
+}
+
+fn unpack_tar(reader: impl Read, dest: &Path, is_data: bool) -> io::Result<()> {
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    // As root (a test, or an operator restoring for another user), files keep the
+    // owners they had; as anyone else they belong to whoever restores.
+    archive.set_preserve_ownerships(is_root());
+    archive.set_overwrite(false);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let path = path.strip_prefix(".").unwrap_or(&path).to_owned();
+        if is_data && path == Path::new("global/pg_control") {
+            entry.unpack(dest.join(PG_CONTROL_PENDING))?;
+        } else if path.as_os_str().is_empty() {
+            // The root entry: the directory exists; it only carries its mode.
+            fs::set_permissions(dest, fs::Permissions::from_mode(0o700))?;
+        } else {
+            entry.unpack_in(dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// Where a point-in-time recovery stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryTarget {
+    /// `recovery_target_time`, in any form PostgreSQL accepts (it parses it).
+    Time(String),
+    /// `recovery_target_lsn`.
+    Lsn(String),
+    /// `recovery_target_name`: a restore point.
+    Name(String),
+}
+
+/// What PostgreSQL does once it reaches the target (`recovery_target_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetAction {
+    Pause,
+    Promote,
+    Shutdown,
+}
+
+impl TargetAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetAction::Pause => "pause",
+            TargetAction::Promote => "promote",
+            TargetAction::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// A value quoted for `postgresql.conf`.
+fn conf_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Makes the next start of the restored server a point-in-time recovery: the recovery
+/// settings appended to `postgresql.auto.conf` (which wins over `postgresql.conf`),
+/// then `recovery.signal`.
+pub fn prepare_recovery(
+    dest: &Path,
+    restore_command: &str,
+    target: &RecoveryTarget,
+    action: TargetAction,
+) -> Result<(), RestoreError> {
+    if let RecoveryTarget::Lsn(lsn) = target
+        && crate::session::parse_lsn(lsn).is_none()
+    {
+        return Err(RestoreError::Local(format!(
+            "--target-lsn {lsn:?} is not an LSN; expected e.g. 0/3000060"
+        )));
+    }
+    let (name, value) = match target {
+        RecoveryTarget::Time(t) => ("recovery_target_time", t),
+        RecoveryTarget::Lsn(l) => ("recovery_target_lsn", l),
+        RecoveryTarget::Name(n) => ("recovery_target_name", n),
+    };
+    let text = format!(
+        "\n# Added by walship restore: a point-in-time recovery.\n\
+         restore_command = {}\n{name} = {}\nrecovery_target_action = {}\n",
+        conf_quote(restore_command),
+        conf_quote(value),
+        conf_quote(action.as_str()),
+    );
+    let auto = dest.join("postgresql.auto.conf");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&auto)
+        .map_err(|e| local("opening", &auto, e))?;
+    io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| local("writing", &auto, e))?;
+    let signal = dest.join("recovery.signal");
+    fs::write(&signal, b"").map_err(|e| local("creating", &signal, e))?;
+    fs::set_permissions(&signal, fs::Permissions::from_mode(0o600))
+        .map_err(|e| local("setting the mode of", &signal, e))?;
+    if is_root() {
+        // Owned as the data directory, as PostgreSQL needs.
+        use std::os::unix::fs::MetadataExt;
+        let owner = fs::metadata(dest).map_err(|e| local("reading", dest, e))?;
+        for path in [&signal, &auto] {
+            std::os::unix::fs::chown(path, Some(owner.uid()), Some(owner.gid()))
+                .map_err(|e| local("giving to the data directory's owner", path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether this process runs as root: `/proc/self` belongs to the process's
+/// effective user.
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_are_grouped_by_barmans_base_names() {
+        assert_eq!(base_of("data.tar"), Some("data"));
+        assert_eq!(base_of("data_0001.tar.gz"), Some("data"));
+        assert_eq!(base_of("16385.tar.lz4"), Some("16385"));
+        assert_eq!(base_of("16385_0012.tar"), Some("16385"));
+        assert_eq!(base_of("backup.info"), None);
+        assert_eq!(base_of("walship.json"), None);
+        assert_eq!(base_of("data.tar.zst"), None);
+    }
+
+    #[test]
+    fn recovery_settings_are_quoted_and_a_bad_lsn_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("postgresql.auto.conf"),
+            "work_mem = '4MB'\n",
+        )
+        .unwrap();
+        prepare_recovery(
+            dir.path(),
+            "'/usr/bin/walship' --config '/etc/it''s.yaml' wal-fetch %f %p",
+            &RecoveryTarget::Time("2026-11-30T01:19:58.9+00:00".into()),
+            TargetAction::Promote,
+        )
+        .unwrap();
+        let auto = fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
+        assert!(auto.starts_with("work_mem = '4MB'\n"), "{auto}");
+        assert!(
+            auto.contains(
+                "restore_command = '''/usr/bin/walship'' --config ''/etc/it''''s.yaml'' \
+                 wal-fetch %f %p'\n"
+            ),
+            "{auto}"
+        );
+        assert!(auto.contains("recovery_target_time = '2026-11-30T01:19:58.9+00:00'\n"));
+        assert!(auto.contains("recovery_target_action = 'promote'\n"));
+        assert!(dir.path().join("recovery.signal").exists());
+        let err = prepare_recovery(
+            dir.path(),
+            "x",
+            &RecoveryTarget::Lsn("12345".into()),
+            TargetAction::Pause,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("is not an LSN"), "{err}");
+    }
+
+    #[test]
+    fn a_destination_must_be_missing_or_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        prepare("the destination", &dir.path().join("new")).unwrap();
+        prepare("the destination", &dir.path().join("new")).unwrap();
+        fs::write(dir.path().join("new/PG_VERSION"), "15").unwrap();
+        let err = prepare("the destination", &dir.path().join("new")).unwrap_err();
+        assert!(err.to_string().contains("is not empty"), "{err}");
+    }
+}

@@ -8,6 +8,16 @@
 //!   in parallel and committed with one `Put Block List` that carries the same condition;
 //!   every upload uses its own block ids, so two writers racing on one key can never mix
 //!   their blocks;
+//! - create-only uploads in parts (base backups): each part is a block staged with an id
+//!   of the upload's nonce and the part's index (every block id of a blob must have the
+//!   same length, and these always do), and complete is a `Put Block List` with the same
+//!   `If-None-Match: *`. The upload's nonce goes into the blob's metadata
+//!   ([`walship_store::UPLOAD_ID_METADATA`]), so a complete that finds the key taken can
+//!   tell its own earlier, unanswered commit from another writer's blob. Abort sends
+//!   nothing: Azure cannot delete uncommitted blocks, which stay invisible and expire
+//!   after a week;
+//! - replacing puts (a `Put Blob` without condition) for the catalog files barman-cloud
+//!   rewrites, and ranged reads (one ranged `Get Blob`);
 //! - every way barman-cloud authenticates: a connection string (its `BlobEndpoint` is
 //!   honoured, which is how Azurite is addressed), an account key, a SAS token, AKS
 //!   workload identity (the federated token file is re-read whenever a new Azure AD token
@@ -48,6 +58,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::num::NonZeroU32;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -66,8 +77,8 @@ use futures::{StreamExt, TryStreamExt};
 use walship_credentials::AzureCredentialSource;
 use walship_store::status::{self, Request};
 use walship_store::{
-    CaBundle, Metadata, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError, UploadSource,
-    deadline, error_chain,
+    CaBundle, Metadata, MultipartUpload, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError,
+    UPLOAD_ID_METADATA, UploadSource, deadline, error_chain,
 };
 
 mod blocks;
@@ -143,7 +154,9 @@ pub enum AzureConfigError {
     EndpointCa(String),
 }
 
-/// A container in an Azure storage account (or in Azurite).
+/// A container in an Azure storage account (or in Azurite). Cloning it is cheap (the
+/// SDK's pipeline is shared): each multipart upload holds a clone.
+#[derive(Clone)]
 pub struct AzureStore {
     container: ContainerClient,
     encryption_scope: Option<String>,
@@ -262,12 +275,13 @@ impl AzureStore {
         body: Bytes,
         metadata: Option<AzureMetadata>,
         tags: Option<Tags>,
+        mode: PutMode,
     ) -> Result<(), StoreError> {
         let body_len = body.len();
-        let mut request = self
-            .blob(key)
-            .put_block_blob(body)
-            .if_match(IfMatchCondition::NotMatch("*".to_owned()));
+        let mut request = self.blob(key).put_block_blob(body);
+        if mode == PutMode::Create {
+            request = request.if_match(IfMatchCondition::NotMatch("*".to_owned()));
+        }
         if let Some(metadata) = metadata {
             request = request.metadata(metadata);
         }
@@ -296,6 +310,7 @@ impl AzureStore {
         source: UploadSource,
         metadata: Option<AzureMetadata>,
         tags: Option<Tags>,
+        mode: PutMode,
     ) -> Result<(), StoreError> {
         let blob = self.blob(key);
         let nonce = upload_nonce();
@@ -328,16 +343,37 @@ impl AzureStore {
             .try_buffer_unordered(BLOCK_CONCURRENCY)
             .try_collect::<Vec<()>>()
             .await?;
+        self.commit_blocks(key, ids, metadata, tags, mode, None)
+            .await
+    }
+
+    /// Commits the uncommitted blocks `ids`, in that order, as the blob `key`: with
+    /// [`PutMode::Create`] only if no blob has the key. `upload` is the nonce a
+    /// multipart upload records under [`UPLOAD_ID_METADATA`]: a blob found under the
+    /// key with that nonce is this very commit, which succeeded on an attempt whose
+    /// answer was lost, and not another writer's.
+    async fn commit_blocks(
+        &self,
+        key: &str,
+        ids: Vec<Bytes>,
+        metadata: Option<AzureMetadata>,
+        tags: Option<Tags>,
+        mode: PutMode,
+        upload: Option<&str>,
+    ) -> Result<(), StoreError> {
         let list = BlockList {
             blocks: ids
                 .into_iter()
                 .map(BlobBlockType::new_uncommitted)
                 .collect(),
         };
-        let mut request = blob
+        let mut request = self
+            .blob(key)
             .put_block_list(list)
-            .if_match(IfMatchCondition::NotMatch("*".to_owned()))
-            .context(context);
+            .context(self.scope_context());
+        if mode == PutMode::Create {
+            request = request.if_match(IfMatchCondition::NotMatch("*".to_owned()));
+        }
         if let Some(metadata) = metadata {
             request = request.metadata(metadata);
         }
@@ -351,53 +387,130 @@ impl AzureStore {
             match request.clone().into_future().await {
                 Ok(_) => Ok(Ok(())),
                 Err(err)
-                    if http_status(&err).is_some_and(|(_, code)| code == "InvalidBlockList") =>
+                    if mode == PutMode::Create
+                        && http_status(&err)
+                            .is_some_and(|(_, code)| code == "InvalidBlockList") =>
                 {
                     Ok(Err(err))
                 }
                 Err(err) => Err(err),
             }
         };
-        match self
+        let refused = match self
             .bounded(key, "Put Block List", Request::Create, 0, commit)
-            .await?
+            .await
         {
-            Ok(()) => Ok(()),
-            Err(_) if self.head(key).await?.is_some() => {
-                Err(StoreError::already_exists(&self.describe, key))
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(invalid)) => self.map_err(key, Request::Create, &invalid),
+            // Whose blob took the key matters only to a multipart upload.
+            Err(err)
+                if upload.is_some() && err.kind() == walship_store::ErrorKind::AlreadyExists =>
+            {
+                err
             }
-            Err(err) => Err(self.map_err(key, Request::Create, &err)),
+            Err(err) => return Err(err),
+        };
+        match self.head(key).await? {
+            Some(info) if upload.is_some_and(|nonce| is_upload(&info, nonce)) => Ok(()),
+            Some(_) => Err(StoreError::already_exists(&self.describe, key)),
+            // Refused, yet no blob: an invalid list of our own, or a blob deleted since.
+            None => Err(refused),
         }
     }
+
+    /// walship's metadata in Azure's form, or why it cannot be stored.
+    fn azure_metadata(
+        &self,
+        key: &str,
+        metadata: &Metadata,
+    ) -> Result<Option<AzureMetadata>, StoreError> {
+        encode_metadata(metadata).map_err(|detail| {
+            StoreError::new(
+                walship_store::ErrorKind::Rejected,
+                &self.describe,
+                format!("{key}: {detail}"),
+            )
+        })
+    }
+}
+
+/// Whether `info` is the blob the multipart upload with `nonce` committed.
+fn is_upload(info: &ObjectInfo, nonce: &str) -> bool {
+    info.metadata
+        .get(UPLOAD_ID_METADATA)
+        .is_some_and(|v| v == nonce)
+}
+
+/// Whether a put may replace an object. WAL and backup data are only ever created; the
+/// catalog files barman-cloud rewrites in place (`backup.info`) are replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PutMode {
+    /// `If-None-Match: *`: an existing blob is never overwritten.
+    Create,
+    /// No condition: the blob, its metadata and its tags are replaced whole.
+    Replace,
 }
 
 #[async_trait]
 impl Store for AzureStore {
-    // Replaced by the real implementation in the multipart work (issue 16); until then
-    // these calls fail and nothing uses them on this store.
+    /// One Put Blob without condition (or blocks committed without one), which replaces
+    /// the blob's bytes and its metadata whole.
     async fn put_replace(
         &self,
-        _key: &str,
-        _body: bytes::Bytes,
-        _options: &PutOptions,
+        key: &str,
+        body: Bytes,
+        options: &PutOptions,
     ) -> Result<(), StoreError> {
-        Err(not_yet(&self.describe()))
+        self.put_source(
+            key,
+            UploadSource::from_bytes(body),
+            options,
+            PutMode::Replace,
+        )
+        .await
     }
 
-    async fn get_range(
-        &self,
-        _key: &str,
-        _range: std::ops::Range<u64>,
-    ) -> Result<bytes::Bytes, StoreError> {
-        Err(not_yet(&self.describe()))
+    /// One ranged Get Blob.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        if range.is_empty() {
+            // No byte to ask for; the blob must still exist.
+            return match self.head(key).await? {
+                Some(_) => Ok(Bytes::new()),
+                None => Err(StoreError::not_found(&self.describe, key)),
+            };
+        }
+        let len = range.end - range.start;
+        // One chunk as long as the range, so the SDK's stream sends one request.
+        let request = self.blob(key).get().range(range).chunk_size(len);
+        self.bounded(key, "Get Blob", Request::Read, len, || async {
+            match request.clone().into_stream().next().await {
+                Some(Ok(response)) => response.data.collect().await,
+                // The range starts at or past the end of the blob.
+                Some(Err(err)) if is_invalid_range(&err) => Ok(Bytes::new()),
+                Some(Err(err)) => Err(err),
+                None => Ok(Bytes::new()),
+            }
+        })
+        .await
     }
 
+    /// Parts are blocks of the blob, staged uncommitted (invisible) until `complete`
+    /// commits them with `Put Block List`.
     async fn start_multipart(
         &self,
-        _key: &str,
-        _options: &PutOptions,
-    ) -> Result<std::sync::Arc<dyn walship_store::MultipartUpload>, StoreError> {
-        Err(not_yet(&self.describe()))
+        key: &str,
+        options: &PutOptions,
+    ) -> Result<Arc<dyn MultipartUpload>, StoreError> {
+        let nonce = upload_nonce();
+        let mut metadata = options.metadata.clone();
+        metadata.insert(UPLOAD_ID_METADATA.to_owned(), nonce.clone());
+        Ok(Arc::new(AzureUpload {
+            metadata: self.azure_metadata(key, &metadata)?,
+            tags: encode_tags(&options.tags),
+            store: self.clone(),
+            key: key.to_owned(),
+            nonce,
+        }))
     }
 
     fn describe(&self) -> String {
@@ -410,8 +523,13 @@ impl Store for AzureStore {
         body: Bytes,
         options: &PutOptions,
     ) -> Result<(), StoreError> {
-        self.put_source(key, UploadSource::from_bytes(body), options)
-            .await
+        self.put_source(
+            key,
+            UploadSource::from_bytes(body),
+            options,
+            PutMode::Create,
+        )
+        .await
     }
 
     /// Streams the file: bodies up to [`BLOCK_UPLOAD_THRESHOLD`] are read whole (and
@@ -427,7 +545,7 @@ impl Store for AzureStore {
         let source =
             UploadSource::open(&self.describe, path, len, options.content_sha256.as_deref())
                 .await?;
-        self.put_source(key, source, options).await
+        self.put_source(key, source, options, PutMode::Create).await
     }
 
     async fn get(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
@@ -487,23 +605,35 @@ impl AzureStore {
         key: &str,
         mut source: UploadSource,
         options: &PutOptions,
+        mode: PutMode,
     ) -> Result<(), StoreError> {
-        let metadata = encode_metadata(&options.metadata).map_err(|detail| {
-            StoreError::new(
-                walship_store::ErrorKind::Rejected,
-                &self.describe,
-                format!("{key}: {detail}"),
-            )
-        })?;
+        let metadata = self.azure_metadata(key, &options.metadata)?;
         let tags = encode_tags(&options.tags);
         if source.len() > BLOCK_UPLOAD_THRESHOLD as u64 {
-            self.put_blocks(key, source, metadata, tags).await
+            self.put_blocks(key, source, metadata, tags, mode).await
         } else {
             let body = source
                 .next_chunk(BLOCK_UPLOAD_THRESHOLD)
                 .await?
                 .unwrap_or_default();
-            self.put_single(key, body, metadata, tags).await
+            let single = self
+                .put_single(key, body.clone(), metadata.clone(), tags.clone(), mode)
+                .await;
+            match single {
+                // Azurite (3.35) refuses a create-only Put Blob over a blob that has only
+                // uncommitted blocks (a multipart upload of the key in flight) as if it
+                // existed, though nothing is found or listed under the key. Put Block List
+                // evaluates `If-None-Match: *` against the committed blob only, so the
+                // body goes that way, under the same condition.
+                Err(err)
+                    if err.kind() == walship_store::ErrorKind::AlreadyExists
+                        && self.head(key).await?.is_none() =>
+                {
+                    let source = UploadSource::from_bytes(body);
+                    self.put_blocks(key, source, metadata, tags, mode).await
+                }
+                other => other,
+            }
         }
     }
 
@@ -612,13 +742,68 @@ impl AzureStore {
     }
 }
 
+/// A multipart upload: part `i` is the block `block_id(nonce, i)` of the blob, and
+/// `complete` commits blocks `0..parts` with the upload's metadata (its nonce among it)
+/// and tags.
+struct AzureUpload {
+    store: AzureStore,
+    key: String,
+    nonce: String,
+    metadata: Option<AzureMetadata>,
+    tags: Option<Tags>,
+}
+
+impl fmt::Debug for AzureUpload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzureUpload")
+            .field("store", &self.store.describe)
+            .field("key", &self.key)
+            .field("nonce", &self.nonce)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for AzureUpload {
+    async fn put_part(&self, index: usize, body: Bytes) -> Result<(), StoreError> {
+        let len = body.len() as u64;
+        let request = self
+            .store
+            .blob(&self.key)
+            .put_block(block_id(&self.nonce, index), body)
+            .context(self.store.scope_context());
+        self.store
+            .bounded(&self.key, "Put Block", Request::Create, len, || {
+                request.clone().into_future()
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn complete(&self, parts: usize) -> Result<(), StoreError> {
+        let ids = (0..parts)
+            .map(|index| block_id(&self.nonce, index))
+            .collect();
+        self.store
+            .commit_blocks(
+                &self.key,
+                ids,
+                self.metadata.clone(),
+                self.tags.clone(),
+                PutMode::Create,
+                Some(&self.nonce),
+            )
+            .await
+    }
+
+    /// Nothing to send: Azure has no call that discards uncommitted blocks. They are
+    /// invisible (a blob that has only uncommitted blocks is neither listed nor found)
+    /// and the service drops them when no block of the blob was put or committed for a
+    /// week.
+    async fn abort(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests;
-
-fn not_yet(store: &str) -> StoreError {
-    StoreError::new(
-        walship_store::ErrorKind::Rejected,
-        store,
-        "base backups are not yet supported on this store",
-    )
-}

@@ -424,4 +424,8 @@ fn block_ids_have_one_length_and_differ_between_uploads() {
     assert_ne!(a, b);
     assert_eq!(block_id(&a, 0).len(), block_id(&b, 49_999).len());
     assert!(block_id(&a, 0).len() <= 64);
+    // Every part of a multipart upload, whatever its index: Azure refuses a block whose
+    // id differs in length from the blob's other blocks, uncommitted ones included.
+    let len = block_id(&a, 0).len();
+    assert!((0..walship_store::MAX_PARTS).all(|index| block_id(&a, index).len() == len));
 }

@@ -467,3 +467,72 @@ async fn tags_are_written_as_blob_index_tags() {
         );
     }
 }
+
+/// The rule for a complete whose first attempt succeeded unseen, seen from the caller:
+/// completing again finds the upload's own blob (its nonce in the metadata) and
+/// succeeds, while another upload of the key is refused and leaves the blob. The tags
+/// go onto the blob with the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completing_again_finds_the_uploads_own_blob_and_another_upload_is_refused() {
+    let azurite = Azurite::start();
+    let container = azurite.create_container("again").await;
+    let store = azurite.shared_key_store("again");
+    let key = "base/20240101T000000/data.tar";
+    let mut options = meta(&[("walship-sha256", "aa")]);
+    options
+        .tags
+        .insert("backupRetentionPolicy".to_owned(), "keep".to_owned());
+    let first = store.start_multipart(key, &options).await.unwrap();
+    first.put_part(1, pattern(10, 2)).await.unwrap();
+    first.put_part(0, pattern(1000, 1)).await.unwrap();
+    first.complete(2).await.unwrap();
+    first.complete(2).await.unwrap();
+    let second = store.start_multipart(key, &meta(&[])).await.unwrap();
+    second.put_part(0, pattern(10, 3)).await.unwrap();
+    let err = second.complete(1).await.unwrap_err();
+    assert!(err.kind() == ErrorKind::AlreadyExists, "{err:?}");
+    second.abort().await.unwrap();
+    let (got, info) = store.get(key).await.unwrap();
+    assert!(got == [pattern(1000, 1), pattern(10, 2)].concat());
+    assert_eq!(
+        info.metadata.get("walship-sha256").map(String::as_str),
+        Some("aa")
+    );
+    assert!(
+        info.metadata
+            .contains_key(walship_store::UPLOAD_ID_METADATA),
+        "{:?}",
+        info.metadata
+    );
+    let tags = container.blob_client(key).get_tags().await.unwrap().tags;
+    let pairs: Vec<(String, String)> = tags
+        .tag_set
+        .tags
+        .into_iter()
+        .map(|t| (t.key, t.value))
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![("backupRetentionPolicy".to_owned(), "keep".to_owned())]
+    );
+}
+
+/// A replacing put of a body large enough for blocks replaces bytes and metadata too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacing_put_through_blocks_replaces_bytes_and_metadata() {
+    let azurite = Azurite::start();
+    azurite.create_container("replace").await;
+    let store = azurite.shared_key_store("replace");
+    let len = BLOCK_UPLOAD_THRESHOLD + 5;
+    store
+        .put_replace("r", pattern(len, 1), &meta(&[("a", "1")]))
+        .await
+        .unwrap();
+    store
+        .put_replace("r", pattern(len, 2), &meta(&[("b", "2")]))
+        .await
+        .unwrap();
+    let (got, info) = store.get("r").await.unwrap();
+    assert!(got == pattern(len, 2), "the blob was not replaced");
+    assert_eq!(info.metadata, meta(&[("b", "2")]).metadata);
+}

@@ -9,6 +9,16 @@
 //!   session carries the same condition;
 //! - user metadata (walship's `walship-sha256`) as the object's custom metadata; GCS has
 //!   no object tags, so tags are ignored as the [`Store`] contract allows;
+//! - create-only uploads in parts (base backups): each part a temporary object under
+//!   [`UPLOADS_PREFIX`], joined by the compose API (32 sources a call, in a tree through
+//!   intermediate objects beyond that) into the object with `ifGenerationMatch=0`, the
+//!   temporary objects deleted afterwards. The upload's nonce goes into the object's
+//!   metadata ([`walship_store::UPLOAD_ID_METADATA`]), so a complete that finds the key
+//!   taken can tell its own earlier, unanswered compose from another writer's object.
+//!   Leftovers of uploads that never ended (a killed process) are for a lifecycle rule
+//!   on that prefix to delete;
+//! - replacing puts (the same uploads without `ifGenerationMatch`) for the catalog files
+//!   barman-cloud rewrites, and ranged reads (`Range: bytes=a-b`);
 //! - get reads the object resource first and then the bytes of exactly that generation,
 //!   so the metadata returned always belongs to the bytes returned;
 //! - tokens from a service-account JSON key (gcp_auth's `CustomServiceAccount`, which
@@ -22,9 +32,9 @@
 //!   ([`walship_store::status`]), transport failures onto the same kinds; each request
 //!   is retried by the store's [`RetryPolicy`].
 //!
-//! Why direct JSON-API calls rather than a GCS client crate: walship needs six calls
-//! (multipart upload, resumable upload, object resource, media download, list, delete)
-//! with one query parameter that matters (`ifGenerationMatch=0`). The official
+//! Why direct JSON-API calls rather than a GCS client crate: walship needs seven calls
+//! (multipart upload, resumable upload, compose, object resource, media download, list,
+//! delete) with one query parameter that matters (`ifGenerationMatch=0`). The official
 //! `google-cloud-storage` crate would bring gRPC (tonic, prost) and its own credential
 //! stack beside gcp_auth, which the user chose; the community `google-cloud-storage`
 //! crates track Google's API at their own pace. reqwest is already in the dependency tree
@@ -41,7 +51,8 @@
 //! assertion's encoding), `reqwest` (HTTP, rustls), `serde`/`serde_json` (API resources,
 //! the key file, token answers), `chrono` (gcp_auth's token expiry type),
 //! `percent-encoding` with walship-secret's unreserved set (object names in URL paths),
-//! `futures` (a body streamed from disk as it is sent: reqwest's `stream` feature),
+//! `futures` (a body streamed from disk as it is sent: reqwest's `stream` feature; the
+//! composes and deletes of a multipart upload run a few at a time),
 //! `tokio` (the token request's deadline and the token cache's lock),
 //! `walship-credentials` (the credential source it signs with, one type from the secret
 //! to gcp_auth), `walship-secret`, `walship-store`, `async-trait`, `bytes`, `thiserror`,
@@ -52,20 +63,22 @@ mod service_account;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
 use percent_encoding::utf8_percent_encode;
 use serde::Deserialize;
 use walship_credentials::GoogleCredentialSource;
 use walship_secret::ALL_BUT_UNRESERVED;
 use walship_store::status::{self, Request};
 use walship_store::{
-    CaBundle, ErrorKind, ObjectInfo, PutOptions, RetryPolicy, Store, StoreError, UploadSource,
-    deadline, upload_nonce,
+    CaBundle, ErrorKind, Metadata, MultipartUpload, ObjectInfo, PutOptions, RetryPolicy, Store,
+    StoreError, UPLOAD_ID_METADATA, UploadSource, deadline, upload_nonce,
 };
 
 pub use auth::MetadataServer;
@@ -81,6 +94,15 @@ pub const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
 pub const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 /// How long getting an access token (with gcp_auth's own retries) may take.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Where multipart uploads keep their parts, one temporary object per part under
+/// `<UPLOADS_PREFIX><nonce>/`, until they complete or abort: at the bucket's root, so
+/// that no listing of walship's own keys shows them.
+pub const UPLOADS_PREFIX: &str = ".walship-uploads/";
+/// The most source objects one compose request takes (GCS's limit).
+const MAX_COMPOSE_SOURCES: usize = 32;
+/// How many requests of one multipart upload's complete or abort are in flight at once
+/// (intermediate composes, deletes of its temporary objects).
+const UPLOAD_CONCURRENCY: usize = 8;
 
 /// Where the bucket is and how to reach it. Its derived `Debug` never shows the key: it
 /// stays a `Secret` until gcp_auth signs with it.
@@ -119,7 +141,9 @@ pub enum GcsConfigError {
     Http(String),
 }
 
-/// A bucket in Google Cloud Storage (or in an emulator).
+/// A bucket in Google Cloud Storage (or in an emulator). Cloning it is cheap (the HTTP
+/// client and the token source are shared): each multipart upload holds a clone.
+#[derive(Clone)]
 pub struct GcsStore {
     http: reqwest::Client,
     endpoint: String,
@@ -241,13 +265,7 @@ impl GcsStore {
         per_attempt: Duration,
         builder: reqwest::RequestBuilder,
     ) -> Result<(reqwest::header::HeaderMap, Bytes), StoreError> {
-        let token = self.token(key).await?;
-        let response = builder
-            .timeout(per_attempt)
-            .bearer_auth(token.as_str())
-            .send()
-            .await
-            .map_err(|err| self.transport_error(key, what, per_attempt, err))?;
+        let response = self.send_once(key, what, per_attempt, builder).await?;
         if !response.status().is_success() {
             return Err(self.status_error(key, what, request, response).await);
         }
@@ -257,6 +275,24 @@ impl GcsStore {
             .await
             .map_err(|err| self.transport_error(key, what, per_attempt, err))?;
         Ok((headers, body))
+    }
+
+    /// Sends the request with a fresh token, under the deadline `per_attempt`, and
+    /// returns the answer whatever its status.
+    async fn send_once(
+        &self,
+        key: &str,
+        what: &str,
+        per_attempt: Duration,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, StoreError> {
+        let token = self.token(key).await?;
+        builder
+            .timeout(per_attempt)
+            .bearer_auth(token.as_str())
+            .send()
+            .await
+            .map_err(|err| self.transport_error(key, what, per_attempt, err))
     }
 
     /// [`GcsStore::exchange_once`] for a request moving about `len` bytes, retried by
@@ -326,6 +362,7 @@ impl GcsStore {
         key: &str,
         body: &Body<'_>,
         resource: &serde_json::Value,
+        mode: PutMode,
     ) -> Result<(), StoreError> {
         let json = Bytes::from(serde_json::to_vec(resource).expect("a JSON value serializes"));
         let url = self.upload_url();
@@ -340,7 +377,8 @@ impl GcsStore {
                 let builder = self
                     .http
                     .post(&url)
-                    .query(&[("uploadType", "multipart"), ("ifGenerationMatch", "0")])
+                    .query(&[("uploadType", "multipart")])
+                    .query(mode.condition())
                     .header(reqwest::header::CONTENT_TYPE, content_type)
                     .header(reqwest::header::CONTENT_LENGTH, total)
                     .body(reqwest::Body::wrap_stream(parts.into_stream()));
@@ -372,6 +410,7 @@ impl GcsStore {
         key: &str,
         body: &Body<'_>,
         resource: &serde_json::Value,
+        mode: PutMode,
     ) -> Result<(), StoreError> {
         let url = self.upload_url();
         let resource = serde_json::to_vec(resource).expect("a JSON value serializes");
@@ -381,7 +420,8 @@ impl GcsStore {
             .exchange(key, "resumable upload start", Request::Create, 0, &|| {
                 self.http
                     .post(&url)
-                    .query(&[("uploadType", "resumable"), ("ifGenerationMatch", "0")])
+                    .query(&[("uploadType", "resumable")])
+                    .query(mode.condition())
                     .header(
                         reqwest::header::CONTENT_TYPE,
                         "application/json; charset=UTF-8",
@@ -485,18 +525,54 @@ impl GcsStore {
         &self,
         key: &str,
         body: Body<'_>,
-        options: &PutOptions,
+        metadata: &Metadata,
+        mode: PutMode,
     ) -> Result<(), StoreError> {
         let resource = serde_json::json!({
             "name": key,
             "contentType": "application/octet-stream",
-            "metadata": options.metadata,
+            "metadata": metadata,
         });
         if body.len() > self.resumable_threshold as u64 {
-            self.put_resumable(key, &body, &resource).await
+            self.put_resumable(key, &body, &resource, mode).await
         } else {
-            self.put_multipart(key, &body, &resource).await
+            self.put_multipart(key, &body, &resource, mode).await
         }
+    }
+
+    /// Joins the objects `sources` of this bucket, in order, into `target` with
+    /// `metadata` (with [`PutMode::Create`] only if no object has that name), retried by
+    /// the store's policy. Compose copies nothing through walship: the service joins the
+    /// bytes itself.
+    async fn compose(
+        &self,
+        target: &str,
+        sources: &[String],
+        metadata: &Metadata,
+        mode: PutMode,
+    ) -> Result<(), StoreError> {
+        let url = format!("{}/compose", self.object_url(target));
+        let sources: Vec<_> = sources
+            .iter()
+            .map(|name| serde_json::json!({ "name": name }))
+            .collect();
+        let request = serde_json::json!({
+            "sourceObjects": sources,
+            "destination": {"contentType": "application/octet-stream", "metadata": metadata},
+        });
+        let request = Bytes::from(serde_json::to_vec(&request).expect("a JSON value serializes"));
+        self.exchange(target, "compose", Request::Create, 0, &|| {
+            self.http
+                .post(&url)
+                .query(mode.condition())
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/json; charset=UTF-8",
+                )
+                .body(request.clone())
+        })
+        .await
+        .map(drop)
     }
 
     /// The object's resource, retried by the store's policy.
@@ -582,31 +658,77 @@ impl GcsStore {
 
 #[async_trait]
 impl Store for GcsStore {
-    // Replaced by the real implementation in the multipart work (issue 16); until then
-    // these calls fail and nothing uses them on this store.
+    /// An upload without `ifGenerationMatch`: a new generation with only the new
+    /// metadata replaces the object.
     async fn put_replace(
         &self,
-        _key: &str,
-        _body: bytes::Bytes,
-        _options: &PutOptions,
+        key: &str,
+        body: Bytes,
+        options: &PutOptions,
     ) -> Result<(), StoreError> {
-        Err(not_yet(&self.describe()))
+        self.put_body(key, Body::Memory(body), &options.metadata, PutMode::Replace)
+            .await
     }
 
-    async fn get_range(
-        &self,
-        _key: &str,
-        _range: std::ops::Range<u64>,
-    ) -> Result<bytes::Bytes, StoreError> {
-        Err(not_yet(&self.describe()))
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        if range.is_empty() {
+            // No byte to ask for; the object must still exist.
+            return match self.resource(key).await? {
+                Some(_) => Ok(Bytes::new()),
+                None => Err(StoreError::not_found(&self.describe, key)),
+            };
+        }
+        let url = self.object_url(key);
+        let bytes = format!("bytes={}-{}", range.start, range.end - 1);
+        let per_attempt = deadline::for_body(range.end - range.start);
+        let what = "ranged download";
+        self.retry
+            .run(key, per_attempt, || async {
+                let request = self
+                    .http
+                    .get(&url)
+                    .query(&[("alt", "media")])
+                    .header(reqwest::header::RANGE, &bytes);
+                let response = self.send_once(key, what, per_attempt, request).await?;
+                let status = response.status().as_u16();
+                match status {
+                    // The range starts at or past the end of the object.
+                    416 => return Ok(Bytes::new()),
+                    200 | 206 => {}
+                    _ => return Err(self.status_error(key, what, Request::Read, response).await),
+                }
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|err| self.transport_error(key, what, per_attempt, err))?;
+                Ok(match status {
+                    // A server that ignores Range sends the whole object.
+                    200 => {
+                        let len = body.len() as u64;
+                        body.slice(range.start.min(len) as usize..range.end.min(len) as usize)
+                    }
+                    _ => body,
+                })
+            })
+            .await
     }
 
+    /// Parts are temporary objects under [`UPLOADS_PREFIX`], joined by compose.
     async fn start_multipart(
         &self,
-        _key: &str,
-        _options: &PutOptions,
-    ) -> Result<std::sync::Arc<dyn walship_store::MultipartUpload>, StoreError> {
-        Err(not_yet(&self.describe()))
+        key: &str,
+        options: &PutOptions,
+    ) -> Result<Arc<dyn MultipartUpload>, StoreError> {
+        let nonce = upload_nonce();
+        let mut metadata = options.metadata.clone();
+        metadata.insert(UPLOAD_ID_METADATA.to_owned(), nonce.clone());
+        Ok(Arc::new(GcsUpload {
+            store: self.clone(),
+            key: key.to_owned(),
+            staging: format!("{UPLOADS_PREFIX}{nonce}/"),
+            nonce,
+            metadata,
+        }))
     }
 
     fn describe(&self) -> String {
@@ -619,7 +741,8 @@ impl Store for GcsStore {
         body: Bytes,
         options: &PutOptions,
     ) -> Result<(), StoreError> {
-        self.put_body(key, Body::Memory(body), options).await
+        self.put_body(key, Body::Memory(body), &options.metadata, PutMode::Create)
+            .await
     }
 
     /// Streams the file from disk, checked against the declared SHA-256 as it is sent.
@@ -635,7 +758,8 @@ impl Store for GcsStore {
             len,
             sha256: options.content_sha256.as_deref(),
         };
-        self.put_body(key, body, options).await
+        self.put_body(key, body, &options.metadata, PutMode::Create)
+            .await
     }
 
     async fn get(&self, key: &str) -> Result<(Bytes, ObjectInfo), StoreError> {
@@ -683,6 +807,11 @@ impl Store for GcsStore {
                 None => break,
             }
         }
+        // Multipart uploads' temporary objects are not objects of the store, as the
+        // local store's staging directory is not.
+        if !prefix.starts_with(UPLOADS_PREFIX) {
+            out.retain(|o| !o.key.starts_with(UPLOADS_PREFIX));
+        }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
@@ -697,6 +826,226 @@ impl Store for GcsStore {
             Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
             Err(err) => Err(err),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Multipart uploads
+
+/// Whether a put may replace an object. WAL and backup data are only ever created; the
+/// catalog files barman-cloud rewrites in place (`backup.info`) and the temporary
+/// objects of a multipart upload are replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PutMode {
+    /// `ifGenerationMatch=0`: an existing object is never overwritten.
+    Create,
+    /// No condition: a new generation replaces the object, metadata and all.
+    Replace,
+}
+
+impl PutMode {
+    /// The query parameters of the condition.
+    fn condition(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            PutMode::Create => &[("ifGenerationMatch", "0")],
+            PutMode::Replace => &[],
+        }
+    }
+}
+
+/// A create-only upload in parts. Each part is a temporary object
+/// `<staging><index:05>`; `complete` joins them with compose, 32 sources at a time:
+/// groups of 32 into intermediate objects `<staging>join-<level>-<index:05>`, level by
+/// level, until at most 32 remain, and those into the object with
+/// `ifGenerationMatch=0`. The temporary objects are deleted afterwards; abort deletes
+/// them. They live under [`UPLOADS_PREFIX`] at the bucket's root, outside the key's own
+/// prefix, so no listing of walship's keys shows them (and [`Store::list`] leaves them
+/// out). An upload that never completes nor aborts leaves them to a lifecycle rule on
+/// that prefix, as an S3 bucket leaves unfinished multipart uploads to one.
+///
+/// Why compose rather than one resumable upload: parts arrive concurrently and in any
+/// order, while a resumable session takes its bytes in order only (and in multiples of
+/// 256 KiB), so it would have to hold early parts in memory until their predecessors
+/// are sent. Compose takes each part as it comes and joins them on the server.
+///
+/// fake-gcs-server (1.54, the test suite's emulator) ignores `ifGenerationMatch` on
+/// compose and overwrites the destination (as it does on resumable uploads; only its
+/// single-request multipart upload honours the condition). GCS honours it, and that is
+/// what makes the complete create-only; the look before the compose (needed anyway: a
+/// complete whose earlier call succeeded unseen finds the object and its parts gone)
+/// only means that on such a server an object created before the complete is left
+/// alone, and one created in the instant between the look and the compose is not.
+struct GcsUpload {
+    store: GcsStore,
+    key: String,
+    nonce: String,
+    /// `<UPLOADS_PREFIX><nonce>/`: every temporary object of this upload.
+    staging: String,
+    /// The object's metadata: the caller's and the upload's nonce.
+    metadata: Metadata,
+}
+
+impl fmt::Debug for GcsUpload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GcsUpload")
+            .field("store", &self.store.describe)
+            .field("key", &self.key)
+            .field("staging", &self.staging)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One compose of a join level: `sources` into `target`. A group of one source is not
+/// composed: that source goes up a level as it is.
+#[derive(Debug, PartialEq, Eq)]
+struct Join {
+    target: String,
+    sources: Vec<String>,
+}
+
+/// The composes that join `sources` into at most `MAX_COMPOSE_SOURCES` objects, in
+/// order: consecutive groups of 32, each into the intermediate object
+/// `<staging>join-<level>-<group:05>`.
+fn join_level(staging: &str, level: usize, sources: Vec<String>) -> Vec<Join> {
+    sources
+        .chunks(MAX_COMPOSE_SOURCES)
+        .enumerate()
+        .map(|(group, sources)| Join {
+            target: match sources {
+                [only] => only.clone(),
+                _ => format!("{staging}join-{level}-{group:05}"),
+            },
+            sources: sources.to_vec(),
+        })
+        .collect()
+}
+
+impl GcsUpload {
+    fn part_name(&self, index: usize) -> String {
+        format!("{}{index:05}", self.staging)
+    }
+
+    /// Whether an object found under the key is this upload's (complete succeeded
+    /// before, its answer lost) rather than another writer's.
+    fn is_ours(&self, found: &ObjectResource) -> bool {
+        found
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get(UPLOAD_ID_METADATA))
+            == Some(&self.nonce)
+    }
+
+    /// The object exists: this upload's, or another writer's.
+    async fn found(&self, found: &ObjectResource) -> Result<(), StoreError> {
+        if !self.is_ours(found) {
+            return Err(StoreError::already_exists(&self.store.describe, &self.key));
+        }
+        // Done before; only the temporary objects may be left.
+        self.discard_after_complete().await;
+        Ok(())
+    }
+
+    /// Deletes every temporary object of this upload.
+    async fn discard(&self) -> Result<(), StoreError> {
+        let store = &self.store;
+        let temporary = store.list(&self.staging).await?;
+        futures::stream::iter(temporary)
+            .map(|object| async move { store.delete(&object.key).await })
+            .buffer_unordered(UPLOAD_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(drop)
+    }
+
+    /// [`GcsUpload::discard`] once the object is stored: a failure leaves garbage
+    /// under [`UPLOADS_PREFIX`], not a failed upload.
+    async fn discard_after_complete(&self) {
+        if let Err(err) = self.discard().await {
+            tracing::warn!(
+                store = %self.store.describe,
+                key = %self.key,
+                staging = %self.staging,
+                error = %err,
+                "the object is stored, but its temporary parts could not all be deleted"
+            );
+        }
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for GcsUpload {
+    async fn put_part(&self, index: usize, body: Bytes) -> Result<(), StoreError> {
+        self.store
+            .put_body(
+                &self.part_name(index),
+                Body::Memory(body),
+                &Metadata::new(),
+                PutMode::Replace,
+            )
+            .await
+    }
+
+    async fn complete(&self, parts: usize) -> Result<(), StoreError> {
+        let store = &self.store;
+        if let Some(found) = store.resource(&self.key).await? {
+            return self.found(&found).await;
+        }
+        let mut sources: Vec<String> = (0..parts).map(|i| self.part_name(i)).collect();
+        let mut level = 0;
+        while sources.len() > MAX_COMPOSE_SOURCES {
+            level += 1;
+            sources = futures::stream::iter(join_level(&self.staging, level, sources))
+                .map(|join| async move {
+                    if join.sources.len() > 1 {
+                        store
+                            .compose(
+                                &join.target,
+                                &join.sources,
+                                &Metadata::new(),
+                                PutMode::Replace,
+                            )
+                            .await?;
+                    }
+                    Ok::<_, StoreError>(join.target)
+                })
+                .buffered(UPLOAD_CONCURRENCY)
+                .try_collect()
+                .await?;
+        }
+        let created = if sources.is_empty() {
+            // Nothing to compose: the object is empty.
+            store
+                .put_body(
+                    &self.key,
+                    Body::Memory(Bytes::new()),
+                    &self.metadata,
+                    PutMode::Create,
+                )
+                .await
+        } else {
+            store
+                .compose(&self.key, &sources, &self.metadata, PutMode::Create)
+                .await
+        };
+        match created {
+            Ok(()) => {
+                self.discard_after_complete().await;
+                Ok(())
+            }
+            // Taken since the look above, or by an attempt of this very compose whose
+            // answer was lost (the policy retried it).
+            Err(err) if err.kind() == ErrorKind::AlreadyExists => {
+                match store.resource(&self.key).await? {
+                    Some(found) => self.found(&found).await,
+                    None => Err(err),
+                }
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn abort(&self) -> Result<(), StoreError> {
+        self.discard().await
     }
 }
 
@@ -1013,11 +1362,3 @@ fn classify(
 
 #[cfg(test)]
 mod tests;
-
-fn not_yet(store: &str) -> StoreError {
-    StoreError::new(
-        walship_store::ErrorKind::Rejected,
-        store,
-        "base backups are not yet supported on this store",
-    )
-}

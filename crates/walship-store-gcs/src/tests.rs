@@ -319,3 +319,233 @@ fn the_metadata_host_comes_from_gce_metadata_host() {
         "{store}"
     );
 }
+
+/// Joins `parts` level by level as `complete` does; returns how many levels of
+/// intermediate objects it took and the final compose's sources, each expanded into the
+/// parts it holds.
+fn join_all(parts: usize) -> (usize, Vec<String>, Vec<String>) {
+    let names: Vec<String> = (0..parts).map(|i| format!("u/{i:05}")).collect();
+    let mut holds: BTreeMap<String, Vec<String>> =
+        names.iter().map(|n| (n.clone(), vec![n.clone()])).collect();
+    let mut sources = names.clone();
+    let mut level = 0;
+    while sources.len() > MAX_COMPOSE_SOURCES {
+        level += 1;
+        let joins = join_level("u/", level, sources);
+        for join in &joins {
+            assert!(
+                (1..=MAX_COMPOSE_SOURCES).contains(&join.sources.len()),
+                "{join:?}"
+            );
+            if join.sources.len() > 1 {
+                assert!(join.target.starts_with("u/join-"), "{join:?}");
+                assert!(
+                    !holds.contains_key(&join.target),
+                    "{} is written twice",
+                    join.target
+                );
+                let parts = join.sources.iter().flat_map(|s| holds[s].clone()).collect();
+                holds.insert(join.target.clone(), parts);
+            }
+        }
+        sources = joins.into_iter().map(|j| j.target).collect();
+    }
+    let expanded = sources.iter().flat_map(|s| holds[s].clone()).collect();
+    (level, sources, expanded)
+}
+
+#[test]
+fn more_than_32_parts_are_joined_in_a_tree_of_composes_of_at_most_32_in_order() {
+    for (parts, levels, last) in [
+        (1, 0, 1),
+        (32, 0, 32),
+        (33, 1, 2),
+        (1024, 1, 32),
+        (1025, 2, 2),
+        (walship_store::MAX_PARTS, 2, 10),
+    ] {
+        let (level, sources, expanded) = join_all(parts);
+        assert_eq!(level, levels, "{parts} parts");
+        assert_eq!(sources.len(), last, "{parts} parts");
+        let names: Vec<String> = (0..parts).map(|i| format!("u/{i:05}")).collect();
+        assert_eq!(expanded, names, "{parts} parts are not joined in order");
+    }
+    // A group of one is not composed: its part goes up as it is.
+    let (_, sources, _) = join_all(33);
+    assert_eq!(sources, ["u/join-1-00000", "u/00032"]);
+}
+
+/// A stand-in for the GCS JSON API with what a multipart complete asks for (the object
+/// resource, compose, listing the upload's temporary objects) and for the metadata
+/// server's token; compose answers as `on_compose` says, given the number of the
+/// attempt, the request's JSON and the objects. Stopped when dropped.
+struct ComposeStub {
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    composes: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+type Objects = BTreeMap<String, serde_json::Value>;
+
+impl ComposeStub {
+    fn start(
+        on_compose: impl Fn(usize, &serde_json::Value, &mut Objects) -> u16 + Send + 'static,
+    ) -> ComposeStub {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let composes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stopping, seen) = (stop.clone(), composes.clone());
+        let thread = std::thread::spawn(move || {
+            let mut objects = Objects::new();
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let mut length = 0;
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap() == 0 || header == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = header.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0u8; length];
+                reader.read_exact(&mut body).unwrap();
+                let target = line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                let object = path.strip_prefix("/storage/v1/b/bkt/o/");
+                let (status, answer) = if path.ends_with("/default/token") {
+                    (
+                        200,
+                        r#"{"access_token":"t","expires_in":3600,"token_type":"Bearer"}"#
+                            .to_owned(),
+                    )
+                } else if let Some(name) = object.and_then(|o| o.strip_suffix("/compose")) {
+                    let mut composes = seen.lock().unwrap();
+                    composes.push(format!("{name}?{query}"));
+                    let request = serde_json::from_slice(&body).unwrap();
+                    let status = on_compose(composes.len(), &request, &mut objects);
+                    (
+                        status,
+                        r#"{"error":{"code":0,"message":"stub","errors":[{"reason":"stub"}]}}"#
+                            .to_owned(),
+                    )
+                } else if let Some(found) = object.and_then(|name| objects.get(name)) {
+                    (200, found.to_string())
+                } else if path == "/storage/v1/b/bkt/o" {
+                    (200, r#"{"items":[]}"#.to_owned())
+                } else {
+                    (404, r#"{"error":{"code":404,"message":"No such object","errors":[{"reason":"notFound"}]}}"#.to_owned())
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n\
+                     Metadata-Flavor: Google\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            }
+        });
+        ComposeStub {
+            port,
+            stop,
+            thread: Some(thread),
+            composes,
+        }
+    }
+
+    fn store(&self) -> GcsStore {
+        let host = format!("127.0.0.1:{}", self.port);
+        GcsStore::with_env(
+            GcsStoreConfig {
+                bucket: "bkt".into(),
+                endpoint_url: Some(format!("http://{host}")),
+                auth: GoogleCredentialSource::GkeWorkloadIdentity,
+                ca_bundle: None,
+                retry: walship_store::RetryPolicy::default(),
+            },
+            &|name| (name == "GCE_METADATA_HOST").then(|| host.clone()),
+        )
+        .unwrap()
+    }
+
+    fn composes(&self) -> Vec<String> {
+        self.composes.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ComposeStub {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The object a compose request would create, as its resource.
+fn composed(request: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"name": "data.tar", "metadata": request["destination"]["metadata"]})
+}
+
+/// The compose created the object but its answer was lost (a 503 here); the policy
+/// retries, GCS refuses the retry with 412 as the object exists, and the complete finds
+/// its own nonce on the object: success, not a false AlreadyExists.
+#[tokio::test]
+async fn a_compose_that_succeeded_unseen_is_not_taken_for_another_writers_object() {
+    let stub = ComposeStub::start(|attempt, request, objects| match attempt {
+        1 => {
+            objects.insert("data.tar".to_owned(), composed(request));
+            503
+        }
+        _ => 412,
+    });
+    let upload = stub
+        .store()
+        .start_multipart("data.tar", &PutOptions::default())
+        .await
+        .unwrap();
+    upload.complete(2).await.unwrap();
+    let composes = stub.composes();
+    assert_eq!(composes.len(), 2, "{composes:?}");
+    assert!(
+        composes.iter().all(|c| c.contains("ifGenerationMatch=0")),
+        "{composes:?}"
+    );
+}
+
+/// Another writer's object under the key refuses the compose (412): AlreadyExists.
+#[tokio::test]
+async fn a_compose_refused_for_another_writers_object_is_already_exists() {
+    let stub = ComposeStub::start(|_, request, objects| {
+        let mut other = composed(request);
+        other["metadata"][UPLOAD_ID_METADATA] = "another upload".into();
+        objects.insert("data.tar".to_owned(), other);
+        412
+    });
+    let upload = stub
+        .store()
+        .start_multipart("data.tar", &PutOptions::default())
+        .await
+        .unwrap();
+    let err = upload.complete(2).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(stub.composes().len(), 1);
+}

@@ -300,3 +300,87 @@ fn foreign_key_line(json: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// More parts than one compose takes (32): 1,025 parts are joined through two levels of
+/// intermediate objects (33 groups, then 2), in order, and every temporary object is
+/// gone afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_of_more_than_32_parts_is_composed_in_a_tree_and_leaves_no_temporary_object() {
+    use futures::{StreamExt, TryStreamExt};
+    let gcs = GcsServer::start().unwrap();
+    gcs.create_bucket(BUCKET).unwrap();
+    let metadata = MetadataServer::start().unwrap();
+    let store = store(
+        &gcs,
+        GoogleCredentialSource::GkeWorkloadIdentity,
+        Some(metadata.host()),
+    );
+    // Small parts of differing lengths: compose has no minimum part size.
+    let parts: Vec<Bytes> = (0..1025usize)
+        .map(|i| Bytes::from(format!("<{i}:{}>", "x".repeat(i % 7))))
+        .collect();
+    let upload = store
+        .start_multipart("base/data.tar", &options("dd"))
+        .await
+        .unwrap();
+    futures::stream::iter(parts.iter().cloned().enumerate().rev())
+        .map(|(i, part)| {
+            let upload = upload.clone();
+            async move { upload.put_part(i, part).await }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .unwrap();
+    upload.complete(parts.len()).await.unwrap();
+    let (got, info) = store.get("base/data.tar").await.unwrap();
+    assert!(got == parts.concat(), "the parts were not joined in order");
+    assert_eq!(
+        info.metadata.get("walship-sha256").map(String::as_str),
+        Some("dd")
+    );
+    assert_eq!(
+        gcs.object_names(BUCKET, "").unwrap(),
+        ["base/data.tar"],
+        "parts or intermediate objects were left"
+    );
+}
+
+/// The rule for a complete whose first attempt succeeded unseen, seen from the caller:
+/// completing again finds the upload's own object (its nonce in the metadata) and
+/// succeeds, while another upload of the key is refused and leaves the object.
+#[tokio::test]
+async fn completing_again_finds_the_uploads_own_object_and_another_upload_is_refused() {
+    let gcs = GcsServer::start().unwrap();
+    gcs.create_bucket(BUCKET).unwrap();
+    let metadata = MetadataServer::start().unwrap();
+    let store = store(
+        &gcs,
+        GoogleCredentialSource::GkeWorkloadIdentity,
+        Some(metadata.host()),
+    );
+    let key = "base/20240101T000000/data.tar";
+    let first = store.start_multipart(key, &options("ee")).await.unwrap();
+    first.put_part(0, body(1000)).await.unwrap();
+    first.complete(1).await.unwrap();
+    first.complete(1).await.unwrap();
+    let head = store.head(key).await.unwrap().unwrap();
+    assert!(
+        head.metadata
+            .contains_key(walship_store::UPLOAD_ID_METADATA),
+        "{:?}",
+        head.metadata
+    );
+    let second = store.start_multipart(key, &options("ff")).await.unwrap();
+    second.put_part(0, body(10)).await.unwrap();
+    let err = second.complete(1).await.unwrap_err();
+    assert!(err.kind() == ErrorKind::AlreadyExists, "{err}");
+    second.abort().await.unwrap();
+    let (bytes, info) = store.get(key).await.unwrap();
+    assert_eq!(bytes, body(1000));
+    assert_eq!(
+        info.metadata.get("walship-sha256").map(String::as_str),
+        Some("ee")
+    );
+    assert_eq!(gcs.object_names(BUCKET, "").unwrap(), [key]);
+}

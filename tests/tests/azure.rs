@@ -34,6 +34,12 @@ fn pitr_with_a_connection_string() -> Result<()> {
 }
 
 #[test]
+fn a_base_backup_restores_and_recovers_to_a_target_time_on_azure() -> Result<()> {
+    let archive = AzureArchive::start(AzureCredential::SharedKey)?;
+    common::pitr::backs_up_restores_and_recovers_to_a_target_time(&archive)
+}
+
+#[test]
 fn pitr_with_an_account_key() -> Result<()> {
     let archive = AzureArchive::start(AzureCredential::SharedKey)?;
     common::pitr::recovers_to_a_target_time(&archive)

@@ -22,6 +22,13 @@ use walship_testkit::{
 };
 
 #[test]
+fn a_base_backup_restores_and_recovers_to_a_target_time_on_gcs() -> Result<()> {
+    common::pitr::backs_up_restores_and_recovers_to_a_target_time(&GcsArchive::for_scenarios(
+        "gzip", 1,
+    )?)
+}
+
+#[test]
 fn the_point_in_time_recovery_every_store_passes_passes_on_gcs() -> Result<()> {
     common::pitr::recovers_to_a_target_time(&GcsArchive::for_scenarios("gzip", 1)?)
 }

@@ -375,6 +375,23 @@ impl S3Server {
         )
     }
 
+    /// The object at `bucket/key`, read with one signed GET; an error for any answer
+    /// but 200.
+    pub fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {
+        let (status, body) = sigv4::exchange(
+            self.port,
+            "GET",
+            &format!("/{bucket}/{key}"),
+            &self.access_key,
+            &self.secret_key,
+            None,
+        )?;
+        if status != 200 {
+            bail!("GET {bucket}/{key}: HTTP {status}");
+        }
+        Ok(body)
+    }
+
     /// The objects of a bucket as `(key, size)`, sorted, read from disk (`s3s-fs` only).
     pub fn objects_on_disk(&self, bucket: &str) -> Result<Vec<(String, u64)>> {
         if self.kind != S3Kind::S3sFs {

@@ -27,6 +27,18 @@ pub(crate) fn send_with_body(
     secret: &str,
     body: Option<&[u8]>,
 ) -> Result<u16> {
+    Ok(exchange(port, method, path, access, secret, body)?.0)
+}
+
+/// One signed request; the answer's status and body (a chunked body decoded).
+pub(crate) fn exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    access: &str,
+    secret: &str,
+    body: Option<&[u8]>,
+) -> Result<(u16, Vec<u8>)> {
     let host = format!("127.0.0.1:{port}");
     let (amz_date, date) = timestamps(SystemTime::now());
     let empty_hash = match body {
@@ -72,7 +84,28 @@ pub(crate) fn send_with_body(
         .nth(1)
         .and_then(|code| code.parse().ok())
         .with_context(|| format!("no HTTP status in the answer from {host}: {text:?}"))?;
-    Ok(status)
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(response.len(), |at| at + 4);
+    let head = String::from_utf8_lossy(&response[..split]).to_ascii_lowercase();
+    let mut rest = &response[split..];
+    if !head.contains("transfer-encoding: chunked") {
+        return Ok((status, rest.to_vec()));
+    }
+    let mut body = Vec::new();
+    while let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&rest[..end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .with_context(|| format!("a bad chunk size {size_text:?} from {host}"))?;
+        rest = &rest[end + 2..];
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = rest.get(size + 2..).unwrap_or_default();
+    }
+    Ok((status, body))
 }
 
 /// HMAC-SHA-256 (RFC 2104), written out because it is eight lines.

@@ -423,3 +423,214 @@ fn a_restore_refuses_corrupt_objects_unknown_backups_and_used_directories() -> R
     );
     Ok(())
 }
+
+/// What a dry run names: backup ids and WAL names. barman prints the keys it would
+/// delete; walship prints `backup <id>` and `wal <name>` lines.
+fn planned(barman_stdout: &str) -> (Vec<String>, Vec<String>) {
+    let mut backups = Vec::new();
+    let mut wal = Vec::new();
+    for key in barman_stdout
+        .split(['[', ']', ',', ' ', '\n'])
+        .map(|w| w.trim_matches('\''))
+        .filter(|w| w.contains('/'))
+    {
+        if let Some(id) = key
+            .strip_suffix("/backup.info")
+            .and_then(|k| k.rsplit('/').next())
+        {
+            backups.push(id.to_owned());
+        } else if key.contains("/wals/") {
+            let name = key.rsplit('/').next().unwrap_or(key);
+            let name = name.split('.').next().unwrap_or(name).to_owned();
+            let full = key
+                .rsplit('/')
+                .next()
+                .unwrap_or(key)
+                .trim_end_matches(".gz")
+                .to_owned();
+            wal.push(if full.len() > 24 { full } else { name });
+        }
+    }
+    backups.sort();
+    wal.sort();
+    (backups, wal)
+}
+
+fn walship_planned(stdout: &str) -> (Vec<String>, Vec<String>) {
+    let mut backups = Vec::new();
+    let mut wal = Vec::new();
+    for line in stdout.lines() {
+        if let Some(id) = line.strip_prefix("backup ") {
+            backups.push(id.to_owned());
+        } else if let Some(name) = line.strip_prefix("wal ") {
+            wal.push(name.to_owned());
+        }
+    }
+    backups.sort();
+    wal.sort();
+    (backups, wal)
+}
+
+/// Moves a backup's end back in time, in the backup.info both tools read.
+fn age_backup(archive: &Archive, id: &str, days: i64) -> Result<()> {
+    let key = format!("{PREFIX}/{SERVER}/base/{id}/backup.info");
+    let text = String::from_utf8(archive.s3.get_object(BUCKET, &key)?)?;
+    let old = chrono::Utc::now() - chrono::Duration::days(days);
+    let text: String = text
+        .lines()
+        .map(|line| match line.strip_prefix("end_time=") {
+            Some(_) => format!("end_time={}", old.format("%Y-%m-%d %H:%M:%S%.6f+00:00")),
+            None => line.to_owned(),
+        })
+        .map(|l| l + "\n")
+        .collect();
+    let status = archive.s3.put_object(BUCKET, &key, text.as_bytes())?;
+    ensure!(status == 200, "rewriting {key}: HTTP {status}");
+    Ok(())
+}
+
+#[test]
+fn walship_and_barman_cloud_backup_delete_agree_on_a_mixed_catalog_under_a_recovery_window()
+-> Result<()> {
+    let archive = Archive::start_moto(Some("gzip"))?;
+    let (primary, _space) = primary(&archive)?;
+    let port = primary.port().to_string();
+    let barman_backup = |name: &str| -> Result<()> {
+        let out = archive
+            .barman("barman-cloud-backup")?
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-n", name])
+            .arg(archive.destination())
+            .arg(SERVER)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "barman-cloud-backup: {}",
+            stderr(&out)
+        );
+        Ok(())
+    };
+    let more_wal = || -> Result<()> {
+        for _ in 0..3 {
+            primary.psql("INSERT INTO t SELECT generate_series(1, 5000)")?;
+            primary.switch_wal()?;
+        }
+        Ok(())
+    };
+    more_wal()?;
+    barman_backup("oldest-one")?;
+    more_wal()?;
+    let out = backup(&archive, &primary, &["--name", "second"])?;
+    ensure!(out.status.success(), "walship backup: {}", stderr(&out));
+    more_wal()?;
+    barman_backup("newest-one")?;
+    more_wal()?;
+    let last = primary.switch_wal()?;
+    primary.wait_for_archived(&last, Duration::from_secs(120))?;
+    // A history file no retention may delete.
+    let history = pg_temp_dir()?;
+    let path = history.path().join("00000002.history");
+    fs::write(&path, "1\t0/3000000\tno recovery target specified\n")?;
+    let out = archive.walship(&["wal-push", path.to_str().unwrap()])?;
+    ensure!(out.status.success(), "wal-push history: {}", stderr(&out));
+
+    let show = |name: &str| -> Result<String> {
+        let out = archive.walship(&["backup-show", name, "--format", "json"])?;
+        let json = String::from_utf8(out.stdout)?;
+        Ok(json_field(&json, "backup_id")
+            .context("backup_id")?
+            .to_owned())
+    };
+    let (first, second, third) = (show("oldest-one")?, show("second")?, show("newest-one")?);
+    age_backup(&archive, &first, 10)?;
+    age_backup(&archive, &second, 5)?;
+
+    for policy in ["RECOVERY WINDOW OF 3 DAYS", "REDUNDANCY 1"] {
+        let out = archive
+            .barman("barman-cloud-backup-delete")?
+            .args(["--dry-run", "-r", policy])
+            .arg(archive.destination())
+            .arg(SERVER)
+            .output()?;
+        ensure!(out.status.success(), "barman dry run: {}", stderr(&out));
+        let theirs = planned(&String::from_utf8(out.stdout)?);
+        let out = archive.walship(&["backup-delete", "--dry-run", "-r", policy])?;
+        ensure!(out.status.success(), "walship dry run: {}", stderr(&out));
+        let ours = walship_planned(&String::from_utf8(out.stdout)?);
+        assert_eq!(
+            ours, theirs,
+            "{policy}: walship's plan differs from barman's"
+        );
+        // Neither side may pass by deleting nothing.
+        assert!(
+            !ours.0.is_empty() && !ours.1.is_empty(),
+            "{policy}: {ours:?}"
+        );
+        assert!(!ours.1.iter().any(|w| w.ends_with(".history")), "{ours:?}");
+    }
+    let (expected_backups, expected_wal) = walship_planned(&String::from_utf8(
+        archive
+            .walship(&["backup-delete", "--dry-run", "-r", "3d"])?
+            .stdout,
+    )?);
+    assert_eq!(expected_backups, std::slice::from_ref(&first));
+
+    // walship deletes (the manifest's short form); barman then finds nothing more to
+    // delete, and restores from what is left still work for barman's tools.
+    let out = archive.walship(&["backup-delete", "-r", "3d"])?;
+    ensure!(
+        out.status.success(),
+        "walship backup-delete: {}",
+        stderr(&out)
+    );
+    let out = archive
+        .barman("barman-cloud-backup-delete")?
+        .args(["--dry-run", "-r", "RECOVERY WINDOW OF 3 DAYS"])
+        .arg(archive.destination())
+        .arg(SERVER)
+        .output()?;
+    let after = planned(&String::from_utf8(out.stdout)?);
+    assert_eq!(
+        after,
+        (vec![], vec![]),
+        "barman would delete more after walship"
+    );
+    let out = archive
+        .barman("barman-cloud-backup-list")?
+        .args(["--format", "json"])
+        .arg(archive.destination())
+        .arg(SERVER)
+        .output()?;
+    let listed = String::from_utf8(out.stdout)?;
+    assert!(!listed.contains(&first), "{listed}");
+    assert!(
+        listed.contains(&second) && listed.contains(&third),
+        "{listed}"
+    );
+    assert!(!expected_wal.is_empty());
+
+    // Keep: a kept backup is refused by -b and survives a policy that would delete it.
+    let out = archive.walship(&["backup-keep", &second, "--target", "standalone"])?;
+    ensure!(out.status.success(), "backup-keep: {}", stderr(&out));
+    let out = archive
+        .barman("barman-cloud-backup-keep")?
+        .args(["--status"])
+        .arg(archive.destination())
+        .arg(SERVER)
+        .arg(&second)
+        .output()?;
+    assert_eq!(String::from_utf8(out.stdout)?.trim(), "Keep: standalone");
+    let out = archive.walship(&["backup-delete", "-b", &second])?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is kept"), "{}", stderr(&out));
+    let out = archive.walship(&["backup-delete", "--dry-run", "-r", "REDUNDANCY 1"])?;
+    let (doomed, _) = walship_planned(&String::from_utf8(out.stdout)?);
+    assert!(
+        doomed.is_empty(),
+        "a kept backup is planned for deletion: {doomed:?}"
+    );
+    let out = archive.walship(&["backup-keep", &second, "--release"])?;
+    ensure!(out.status.success(), "release: {}", stderr(&out));
+    let out = archive.walship(&["backup-keep", &second, "--status"])?;
+    assert_eq!(String::from_utf8(out.stdout)?.trim(), "Keep: nokeep");
+    Ok(())
+}

@@ -11,16 +11,19 @@ use tracing::{error, info};
 use walship_backup::Catalog;
 use walship_backup::catalog::KeepTarget;
 use walship_backup::compress::BackupCompression;
+use walship_backup::delete::{self, DeleteError, Snapshot};
 use walship_backup::present;
 use walship_backup::restore::{
     self, RecoveryTarget, RestoreError, RestoreOptions, RestoreProgress, TargetAction,
 };
+use walship_backup::retention::Policy;
 use walship_backup::session::ConnParams;
 use walship_backup::take::{self, BackupError, BackupOptions, Progress};
 use walship_store::{ErrorKind, RetryPolicy, StoreError};
 
 use crate::cli::{
-    BackupArgs, BackupCompressionArg, Cli, OutputFormat, RestoreArgs, TargetActionArg,
+    BackupArgs, BackupCompressionArg, Cli, KeepTargetArg, OutputFormat, RestoreArgs,
+    TargetActionArg,
 };
 use crate::wiring::{self, Purpose, Target};
 
@@ -96,6 +99,9 @@ pub async fn backup(cli: &Cli, args: &BackupArgs) -> Result<Outcome> {
             })?,
         },
     };
+    if let Some(name) = &args.name {
+        walship_backup::catalog::check_backup_name(name).map_err(anyhow::Error::msg)?;
+    }
     let options = BackupOptions {
         name: args.name.clone(),
         compression,
@@ -440,4 +446,134 @@ async fn report_restore_progress(progress: Arc<RestoreProgress>) {
             human(rate as u64)
         );
     }
+}
+
+fn delete_outcome(e: &DeleteError) -> Outcome {
+    match e {
+        DeleteError::Store(s) => store_outcome(s),
+        other => {
+            error!("{other}");
+            Outcome::Failed
+        }
+    }
+}
+
+/// `walship backup-delete`. `Err` is a bad configuration or usage.
+pub async fn delete(
+    cli: &Cli,
+    backup_id: Option<&str>,
+    policy: Option<&str>,
+    minimum_redundancy: u32,
+    dry_run: bool,
+) -> Result<Outcome> {
+    let target = target(cli).await?;
+    let policy = match (backup_id, policy) {
+        (Some(_), _) => None,
+        (None, Some(text)) => Some(Policy::parse(text).map_err(anyhow::Error::msg)?),
+        (None, None) => match target.doc.spec.retention_policy.as_deref() {
+            Some(text) => Some(
+                Policy::parse(text).map_err(|e| anyhow::anyhow!("spec.retentionPolicy: {e}"))?,
+            ),
+            None => anyhow::bail!(
+                "nothing to delete: give -b BACKUP or --retention-policy, or set \
+                 spec.retentionPolicy in the manifest"
+            ),
+        },
+    };
+    let catalog = Catalog::new(target.store.clone(), &target.layout, &target.server);
+    let snapshot = match Snapshot::read(&*target.store, &catalog, &target.layout).await {
+        Ok(snapshot) => snapshot,
+        Err(e) => return Ok(delete_outcome(&e)),
+    };
+    let plan = match (policy, backup_id) {
+        (Some(policy), _) => {
+            let now = chrono::Local::now().fixed_offset();
+            info!("applying {policy}");
+            snapshot.plan_policy(&catalog, policy, minimum_redundancy, now)
+        }
+        (None, Some(which)) => match snapshot.plan_one(&catalog, which, minimum_redundancy) {
+            Ok(plan) => plan,
+            Err(e) => return Ok(delete_outcome(&e)),
+        },
+        (None, None) => unreachable!("a policy or a backup was required above"),
+    };
+    if dry_run {
+        for backup in &plan.backups {
+            println!("backup {}", backup.id);
+        }
+        for wal in &plan.wal {
+            println!("wal {}", wal.name);
+        }
+        return Ok(Outcome::Done);
+    }
+    let mut deleted = 0usize;
+    let done = delete::execute(&target.store, &plan, &mut |_| deleted += 1).await;
+    for backup in &plan.backups {
+        info!("deleting backup {}", backup.id);
+    }
+    match done {
+        Ok(()) => {
+            info!(
+                "deleted {} backups and {} WAL files ({deleted} objects)",
+                plan.backups.len(),
+                plan.wal.len()
+            );
+            Ok(Outcome::Done)
+        }
+        Err(e) => {
+            error!("after {deleted} objects: {e}; run the deletion again to finish it");
+            Ok(if unreachable(e.kind()) {
+                Outcome::Unreachable
+            } else {
+                Outcome::Failed
+            })
+        }
+    }
+}
+
+/// `walship backup-keep`.
+pub async fn keep(
+    cli: &Cli,
+    which: &str,
+    keep_target: Option<KeepTargetArg>,
+    release: bool,
+    status: bool,
+) -> Result<Outcome> {
+    let target = target(cli).await?;
+    let catalog = Catalog::new(target.store.clone(), &target.layout, &target.server);
+    let listing = match catalog.list().await {
+        Ok(listing) => listing,
+        Err(e) => return Ok(store_outcome(&e)),
+    };
+    let entry = match catalog.resolve(&listing, which) {
+        Ok(entry) => entry,
+        Err(e) => {
+            error!("{e}");
+            return Ok(Outcome::Failed);
+        }
+    };
+    let done = if release {
+        delete::release(&*target.store, &catalog, &entry.id).await
+    } else if status {
+        match catalog.keep_target(&entry.id).await {
+            Ok(keep) => {
+                println!("Keep: {}", keep.map_or("nokeep", KeepTarget::as_str));
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    } else {
+        let Some(keep_target) = keep_target else {
+            anyhow::bail!("give --target full|standalone, --release or --status");
+        };
+        let keep_target = match keep_target {
+            KeepTargetArg::Full => KeepTarget::Full,
+            KeepTargetArg::Standalone => KeepTarget::Standalone,
+        };
+        delete::keep(&*target.store, &catalog, entry, keep_target).await
+    };
+    Ok(match done {
+        Ok(()) => Outcome::Done,
+        Err(e) => delete_outcome(&e),
+    })
 }

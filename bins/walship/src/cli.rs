@@ -128,6 +128,39 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value = "console")]
         format: OutputFormat,
     },
+    /// Delete base backups and the WAL only they needed, as barman-cloud-backup-delete
+    /// does: one backup (-b) or what a retention policy makes obsolete.
+    #[command(after_help = DELETE_HELP)]
+    BackupDelete {
+        /// The backup to delete: an id or a name.
+        #[arg(long, short = 'b', conflicts_with = "retention_policy")]
+        backup_id: Option<String>,
+        /// `RECOVERY WINDOW OF <n> DAYS|WEEKS|MONTHS`, `REDUNDANCY <n>`, or the
+        /// plugin's `<n>d|w|m` [default: the manifest's spec.retentionPolicy].
+        #[arg(long, short = 'r')]
+        retention_policy: Option<String>,
+        /// Never leave fewer than this many backups.
+        #[arg(long, short = 'm', default_value_t = 0)]
+        minimum_redundancy: u32,
+        /// Print what would be deleted (backup ids and WAL names), delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Keep a backup past every retention policy, release it, or show its keep.
+    #[command(after_help = LIST_HELP)]
+    BackupKeep {
+        /// An id, a name, `latest` or `oldest`.
+        backup: String,
+        /// `full` keeps all WAL after it too; `standalone` only the WAL it needs.
+        #[arg(long, value_enum, conflicts_with_all = ["release", "status"])]
+        target: Option<KeepTargetArg>,
+        /// Remove the keep.
+        #[arg(long, conflicts_with = "status")]
+        release: bool,
+        /// Print `Keep: nokeep|standalone|full`.
+        #[arg(long)]
+        status: bool,
+    },
     /// Restore a base backup into an empty directory, as barman-cloud-restore does; with
     /// a --target-*, also prepare a point-in-time recovery through `walship wal-fetch`.
     #[command(after_help = RESTORE_HELP)]
@@ -231,6 +264,12 @@ pub(crate) struct RestoreArgs {
     /// Objects downloaded at once.
     #[arg(long, short = 'J', default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub(crate) jobs: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum KeepTargetArg {
+    Full,
+    Standalone,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -380,6 +419,21 @@ Exit status:
      destination)
   2  the store cannot be reached
   3  bad configuration or usage
+  4  internal error";
+
+const DELETE_HELP: &str = "\
+Deletes what barman-cloud-backup-delete would delete, no more: DONE backups outside the
+policy except kept ones (backup-keep), never a STARTED or FAILED one; then WAL older than
+the oldest remaining backup's begin, except .history files, WAL a keep:standalone backup
+needs, and WAL on another timeline that has backups. Refuses to run when any backup.info
+cannot be read.
+
+Exit status:
+  0  done (or printed, with --dry-run)
+  1  refused (a kept backup, minimum redundancy, an unreadable catalog), or a
+     deletion failed part-way (run it again to finish)
+  2  the store cannot be reached
+  3  bad configuration or usage (a policy that does not parse)
   4  internal error";
 
 const LIST_HELP: &str = "\

@@ -73,6 +73,8 @@ impl Contract {
             Command::Backup(_)
             | Command::BackupList { .. }
             | Command::BackupShow { .. }
+            | Command::BackupDelete { .. }
+            | Command::BackupKeep { .. }
             | Command::Restore(_) => Contract::Catalog,
         }
     }
@@ -87,9 +89,10 @@ impl Contract {
                 Some("wal-fetch") => Some(Contract::Fetch),
                 Some("daemon") => Some(Contract::Daemon),
                 Some("check") => Some(Contract::Check),
-                Some("backup" | "backup-list" | "backup-show" | "restore") => {
-                    Some(Contract::Catalog)
-                }
+                Some(
+                    "backup" | "backup-list" | "backup-show" | "backup-delete" | "backup-keep"
+                    | "restore",
+                ) => Some(Contract::Catalog),
                 _ => None,
             })
             .unwrap_or(Contract::Check)
@@ -300,6 +303,28 @@ async fn run(cli: Cli) -> Ending {
             .await
             .map(Ending::Cataloged),
         Command::Restore(args) => backups::restore(&cli, args).await.map(Ending::Cataloged),
+        Command::BackupDelete {
+            backup_id,
+            retention_policy,
+            minimum_redundancy,
+            dry_run,
+        } => backups::delete(
+            &cli,
+            backup_id.as_deref(),
+            retention_policy.as_deref(),
+            *minimum_redundancy,
+            *dry_run,
+        )
+        .await
+        .map(Ending::Cataloged),
+        Command::BackupKeep {
+            backup,
+            target,
+            release,
+            status,
+        } => backups::keep(&cli, backup, *target, *release, *status)
+            .await
+            .map(Ending::Cataloged),
     };
     ended.unwrap_or_else(|e| {
         // Printed plainly: a list of config errors reads best one per line.

@@ -27,6 +27,27 @@ pub fn is_backup_id(text: &str) -> bool {
         && b[9..].iter().all(u8::is_ascii_digit)
 }
 
+/// Whether `name` can name a backup: not empty, not one of the words that already
+/// pick a backup (`latest`, `last`, `oldest`, `first`, `last-failed`, `auto`), and not
+/// shaped like a backup id, as barman-cloud-backup refuses.
+pub fn check_backup_name(name: &str) -> Result<(), String> {
+    const RESERVED: [&str; 6] = ["latest", "last", "oldest", "first", "last-failed", "auto"];
+    if name.trim().is_empty() {
+        return Err("--name: a backup name cannot be empty".to_owned());
+    }
+    if RESERVED.contains(&name) {
+        return Err(format!(
+            "--name {name:?}: a reserved word (it already picks a backup); choose another name"
+        ));
+    }
+    if is_backup_id(name) {
+        return Err(format!(
+            "--name {name:?}: shaped like a backup id (YYYYMMDDTHHMMSS); choose another name"
+        ));
+    }
+    Ok(())
+}
+
 /// One backup of the catalog.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
@@ -193,6 +214,16 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserved_words_and_id_shaped_names_cannot_name_a_backup() {
+        for bad in ["latest", "first", "last-failed", "", "20261130T010203"] {
+            assert!(check_backup_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["nightly", "before-upgrade", "2026-11-30"] {
+            assert!(check_backup_name(good).is_ok(), "{good:?}");
+        }
+    }
     use bytes::Bytes;
     use walship_store::{LocalStore, PutOptions};
 

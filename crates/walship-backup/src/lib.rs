@@ -29,6 +29,7 @@
 
 pub mod catalog;
 pub mod compress;
+pub mod delete;
 pub mod info;
 pub mod json;
 pub mod parts;
@@ -37,6 +38,7 @@ pub mod present;
 pub mod pyrepr;
 pub mod record;
 pub mod restore;
+pub mod retention;
 pub mod session;
 pub mod take;
 pub mod tarball;

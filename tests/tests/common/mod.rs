@@ -31,7 +31,16 @@ pub struct Archive {
 
 impl Archive {
     pub fn start(compression: Option<&'static str>) -> Result<Archive> {
-        let s3 = S3Server::start()?;
+        Archive::on(S3Server::start()?, compression)
+    }
+
+    /// An archive on moto, whose listings behave as S3's do (s3s-fs answers an empty
+    /// `delimiter=`, which barman's retention sends, with no files).
+    pub fn start_moto(compression: Option<&'static str>) -> Result<Archive> {
+        Archive::on(S3Server::start_moto()?, compression)
+    }
+
+    fn on(s3: S3Server, compression: Option<&'static str>) -> Result<Archive> {
         s3.create_bucket(BUCKET)?;
         let dir = pg_temp_dir()?;
         let archive = Archive {

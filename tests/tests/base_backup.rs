@@ -634,3 +634,63 @@ fn walship_and_barman_cloud_backup_delete_agree_on_a_mixed_catalog_under_a_recov
     assert_eq!(String::from_utf8(out.stdout)?.trim(), "Keep: nokeep");
     Ok(())
 }
+
+#[test]
+fn a_backup_interrupted_by_sigterm_ends_failed_and_its_session_ends() -> Result<()> {
+    let archive = Archive::start(None)?;
+    let (primary, _space) = primary(&archive)?;
+    // Enough data that the copy is still running when the signal comes.
+    primary.psql(
+        "CREATE TABLE big AS SELECT g, md5(g::text) AS m FROM generate_series(1, 1500000) g",
+    )?;
+    let port = primary.port().to_string();
+    let mut global = archive.global_args();
+    global.extend(
+        [
+            "backup",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--compression",
+            "bzip2",
+            "--jobs",
+            "1",
+            "--immediate-checkpoint",
+        ]
+        .map(str::to_owned),
+    );
+    let mut child = std::process::Command::new(walship_testkit::WalshipBin::path()?)
+        .args(&global)
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // Wait until the backup is running (PostgreSQL sees its session), then signal.
+    walship_testkit::wait_until(Duration::from_secs(60), "the backup's session", || {
+        Ok(primary
+            .psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'walship_backup'",
+            )?
+            .trim()
+            == "1")
+    })?;
+    std::thread::sleep(Duration::from_millis(500));
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    let out = child.wait_with_output()?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let list = archive.walship(&["backup-list", "--format", "json"])?;
+    let listed = String::from_utf8(list.stdout)?;
+    assert!(listed.contains("\"status\": \"FAILED\""), "{listed}");
+    assert!(listed.contains("cancelled"), "{listed}");
+    // The session is gone, and with it the backup PostgreSQL was running.
+    walship_testkit::wait_until(Duration::from_secs(30), "the session to end", || {
+        Ok(primary
+            .psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'walship_backup'",
+            )?
+            .trim()
+            == "0")
+    })?;
+    Ok(())
+}

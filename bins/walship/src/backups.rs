@@ -165,7 +165,7 @@ pub async fn backup(cli: &Cli, args: &BackupArgs) -> Result<Outcome> {
             error!("{e}");
             match &e {
                 BackupError::Postgres(_) => Outcome::Unreachable,
-                BackupError::Archiving(_) => Outcome::Failed,
+                BackupError::Archiving(_) | BackupError::Cancelled => Outcome::Failed,
                 BackupError::Start(s) if unreachable(s.kind()) => Outcome::Unreachable,
                 BackupError::Start(_) => Outcome::Failed,
                 BackupError::Failed { store, .. } => match store {

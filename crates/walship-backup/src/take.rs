@@ -110,6 +110,9 @@ pub enum BackupError {
     /// The server cannot deliver the WAL a backup needs; nothing was stored.
     #[error("refusing to take a backup that could not be restored: {0}")]
     Archiving(String),
+    /// Cancelled before the backup's first record; nothing was stored.
+    #[error("the backup was cancelled before anything was stored")]
+    Cancelled,
     /// The store did not take the backup's first record; nothing else was stored.
     #[error("cannot record the backup's start: {0}")]
     Start(StoreError),
@@ -189,7 +192,12 @@ pub async fn take(
         .await
         .map_err(BackupError::Start)?;
     let label = format!("Barman backup cloud {id}");
-    let started = session.start(&label, options.immediate_checkpoint).await?;
+    // A spread checkpoint can take minutes; a signal meanwhile ends the session, and
+    // PostgreSQL the backup, before anything is stored.
+    let started = tokio::select! {
+        started = session.start(&label, options.immediate_checkpoint) => started?,
+        () = cancel.cancelled() => return Err(BackupError::Cancelled),
+    };
     let info = record::started(&facts, &started, options.name.as_deref());
     let info_key = catalog.info_key(&id);
     // Create-only: of two backups given one id, the second stops here.
@@ -563,6 +571,9 @@ impl Producer {
     }
 
     fn add(&self, open: &mut OpenTar, entry: Entry) -> std::io::Result<()> {
+        // A cancellation or a failed upload stops the copy at the next file, not only
+        // at the next full part.
+        self.uploads.check()?;
         match entry {
             Entry::Dir { rel, meta } => open.tar.dir(&rel, &meta),
             Entry::Symlink { rel, target, meta } => open.tar.symlink(&rel, &target, &meta),

@@ -125,6 +125,12 @@ impl Uploads {
         }))
     }
 
+    /// An error when the backup cannot go on (an upload failed, or it was cancelled);
+    /// [`Uploads::explain`] tells which.
+    pub fn check(&self) -> io::Result<()> {
+        self.0.check()
+    }
+
     /// Bytes the store has confirmed so far.
     pub fn sent(&self) -> u64 {
         self.0.sent.load(Ordering::Relaxed)

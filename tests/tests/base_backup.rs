@@ -660,7 +660,7 @@ fn a_backup_interrupted_by_sigterm_ends_failed_and_its_session_ends() -> Result<
         ]
         .map(str::to_owned),
     );
-    let mut child = std::process::Command::new(walship_testkit::WalshipBin::path()?)
+    let child = std::process::Command::new(walship_testkit::WalshipBin::path()?)
         .args(&global)
         .stderr(std::process::Stdio::piped())
         .spawn()?;

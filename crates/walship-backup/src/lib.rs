@@ -3,16 +3,16 @@
 //! barman-cloud share one catalog and a user can switch either way in the middle of a
 //! retention window.
 //!
-//! So far:
 //! - the catalog's formats, without I/O: [`info`] (the `backup.info` file barman reads
 //!   strictly), [`pyrepr`] (the Python literals some of its values are written as),
-//!   [`json`] (barman-cloud's `--format json`, which the CloudNativePG plugin parses);
-//! - what a backup copies and how: [`pgdata`] (the rules), [`walk`] (the data directory
-//!   under them), [`tarball`] (the tar stream), [`compress`] (its writers), [`parts`]
-//!   (the stream cut into parts for upload, hashed whole);
-//! - the PostgreSQL [`session`] a backup holds from start to stop, and the [`record`]
-//!   `backup.info` keeps of it (STARTED, DONE, FAILED);
-//! - the [`catalog`] of a server's backups in a store, read as barman reads it.
+//!   [`json`] (barman-cloud's `--format json`, which the CloudNativePG plugin parses),
+//!   [`present`] (what `backup-list` and `backup-show` print), [`retention`] (barman's
+//!   retention rules);
+//! - taking a backup, [`take`]: the PostgreSQL [`session`], what a backup copies and how
+//!   ([`pgdata`], [`walk`], [`tarball`], [`compress`], [`parts`]), the parts in flight
+//!   ([`upload`]), and the [`record`] `backup.info` keeps of it (STARTED, DONE, FAILED);
+//! - the [`catalog`] of a server's backups in a store, read as barman reads it;
+//!   [`restore`]; [`delete`] (retention and keeps applied to a store).
 //!
 //! It must never write a `backup.info` key barman does not know (barman then refuses
 //! the whole server's catalog), nor mark a backup DONE before everything it needs is

@@ -117,6 +117,13 @@ fn barman_cloud_restores_every_compression_of_a_walship_backup_and_postgres_reco
         stderr(&out)
     );
     let listed = String::from_utf8(out.stdout)?;
+    // walship prints barman's JSON byte for byte: the plugin parses either.
+    let ours = archive.walship(&["backup-list", "--format", "json"])?;
+    assert_eq!(
+        String::from_utf8(ours.stdout)?,
+        listed,
+        "backup-list --format json"
+    );
     for (compression, id) in &ids {
         assert!(
             listed.contains(&format!("\"backup_id\": \"{id}\"")),
@@ -684,6 +691,76 @@ fn a_backup_interrupted_by_sigterm_ends_failed_and_its_session_ends() -> Result<
     assert!(listed.contains("\"status\": \"FAILED\""), "{listed}");
     assert!(listed.contains("cancelled"), "{listed}");
     // The session is gone, and with it the backup PostgreSQL was running.
+    walship_testkit::wait_until(Duration::from_secs(30), "the session to end", || {
+        Ok(primary
+            .psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'walship_backup'",
+            )?
+            .trim()
+            == "0")
+    })?;
+    Ok(())
+}
+
+#[test]
+fn a_role_without_backup_rights_exits_2_and_stores_nothing() -> Result<()> {
+    let archive = Archive::start(None)?;
+    let mut cluster = PgCluster::init_temp(InitOptions::default())?;
+    cluster.set_conf(&[
+        ("archive_mode", "on"),
+        ("archive_command", &archive.archive_command()?),
+    ])?;
+    cluster.start()?;
+    cluster.psql("CREATE ROLE plain LOGIN")?;
+    let out = backup(&archive, &cluster, &["--user", "plain"])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    // PostgreSQL's own words, whichever query it refuses first.
+    assert!(err.contains("PostgreSQL refused"), "{err}");
+    assert!(err.contains("must be superuser"), "{err}");
+    assert!(archive.keys()?.is_empty(), "{:?}", archive.keys()?);
+    Ok(())
+}
+
+#[test]
+fn a_store_that_fails_mid_backup_never_leaves_it_done_and_the_session_ends() -> Result<()> {
+    let mut archive = Archive::start(None)?;
+    let (primary, _space) = primary(&archive)?;
+    primary.psql(
+        "CREATE TABLE big AS SELECT g, md5(g::text) AS m FROM generate_series(1, 1500000) g",
+    )?;
+    let port = primary.port().to_string();
+    let mut global = archive.global_args();
+    global.extend(
+        [
+            "backup",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--compression",
+            "bzip2",
+            "--jobs",
+            "1",
+            "--immediate-checkpoint",
+        ]
+        .map(str::to_owned),
+    );
+    let child = std::process::Command::new(walship_testkit::WalshipBin::path()?)
+        .args(&global)
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    walship_testkit::wait_until(Duration::from_secs(60), "the backup to start", || {
+        let out = archive.walship(&["backup-list", "--format", "json"])?;
+        Ok(String::from_utf8(out.stdout)?.contains("\"status\": \"STARTED\""))
+    })?;
+    archive.s3.stop();
+    let out = child.wait_with_output()?;
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    archive.s3.restart()?;
+    let list = archive.walship(&["backup-list", "--format", "json"])?;
+    let listed = String::from_utf8(list.stdout)?;
+    assert!(!listed.contains("\"status\": \"DONE\""), "{listed}");
     walship_testkit::wait_until(Duration::from_secs(30), "the session to end", || {
         Ok(primary
             .psql(

@@ -60,7 +60,7 @@ async fn the_gcs_store_passes_the_conformance_suite() {
     let scratch = tempfile::tempdir().unwrap();
     walship_store::conformance::run(
         std::sync::Arc::new(store),
-        walship_store::conformance::Server::MultipartCompleteNotConditional,
+        walship_store::conformance::Server::MultipartCompleteNotAtomic,
         scratch.path(),
     )
     .await;

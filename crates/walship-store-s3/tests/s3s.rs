@@ -48,7 +48,8 @@ async fn the_s3_store_passes_the_conformance_suite() {
 }
 
 /// The suite with the race of concurrent creates of one key, which moto decides
-/// atomically as S3 does.
+/// atomically as S3 does. Not the race of multipart completes: moto lets racing
+/// completes all win (seen in CI: three of four), where S3 lets one.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_s3_store_passes_the_conformance_suite_on_moto_races_included() {
     let server = S3Server::start_moto().unwrap();
@@ -56,7 +57,7 @@ async fn the_s3_store_passes_the_conformance_suite_on_moto_races_included() {
     let scratch = tempfile::tempdir().unwrap();
     walship_store::conformance::run(
         std::sync::Arc::new(store),
-        walship_store::conformance::Server::Faithful,
+        walship_store::conformance::Server::MultipartCompleteNotAtomic,
         scratch.path(),
     )
     .await;

@@ -24,11 +24,14 @@ pub enum Server {
     /// The server checks `If-None-Match: *` but not atomically (s3s-fs): the race check
     /// is skipped, and runs against a server that is atomic instead (moto).
     CreateOnlyNotAtomic,
-    /// Create-only puts are atomic, but the server ignores the precondition on the
-    /// call that completes a multipart upload (fake-gcs-server's compose ignores
-    /// `ifGenerationMatch`): the multipart race check is skipped; it runs against moto
-    /// and Azurite, and the GCS store's own tests answer its compose with a 412.
-    MultipartCompleteNotConditional,
+    /// Create-only puts are atomic, but the call that completes a multipart upload
+    /// does not decide a race atomically: moto checks `If-None-Match` on
+    /// CompleteMultipartUpload but lets racing completes all win, and fake-gcs-server's
+    /// compose ignores `ifGenerationMatch` altogether. The multipart race check is
+    /// skipped; it runs against Azurite (and the local store), and the GCS store's
+    /// own tests answer its compose with a 412. S3's atomic complete cannot be shown
+    /// by any server the kit runs.
+    MultipartCompleteNotAtomic,
 }
 
 /// Runs every check against `store`. `scratch` is a local directory for the files of

@@ -67,8 +67,9 @@ enum Command {
     /// keeps the archive in `<target>/demo/`.
     Demo,
     /// Compare walship with barman-cloud and pgBackRest on the same machine, store
-    /// and WAL; prints ratios and writes bench/results/latest.{md,json}. Installs
-    /// pgBackRest and stunnel with apt-get when root or sudo allows.
+    /// and WAL, and its base backups and restores with theirs and pg_basebackup's;
+    /// prints ratios and writes bench/results/latest.{md,json}. Installs pgBackRest
+    /// and stunnel with apt-get when root or sudo allows.
     Bench(bench::Args),
 }
 

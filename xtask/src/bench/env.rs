@@ -30,7 +30,8 @@ pub struct Env {
     pub walship: PathBuf,
     /// The barman-cloud virtualenv's `bin/`.
     pub barman_bin: PathBuf,
-    pub pgbackrest: PathBuf,
+    /// `None` when pgBackRest is not installed: its runs are skipped.
+    pub pgbackrest: Option<PathBuf>,
     work: TempDir,
     runs: AtomicU32,
 }
@@ -41,7 +42,7 @@ impl Env {
         corpus: Corpus,
         walship: PathBuf,
         barman_venv: &Path,
-        pgbackrest: PathBuf,
+        pgbackrest: Option<PathBuf>,
     ) -> Result<Env> {
         let tls = TlsProxy::start(s3.port())?;
         Ok(Env {
@@ -254,7 +255,21 @@ impl Run<'_> {
         compression: &str,
         pgdata: &Path,
     ) -> Result<PathBuf> {
+        self.pgbackrest_conf_with(processes, compression, pgdata, &["archive-async=y"], &[])
+    }
+
+    /// Like [`Run::pgbackrest_conf`] with more `key=value` lines in the `[global]`
+    /// section and in the stanza's.
+    pub fn pgbackrest_conf_with(
+        &self,
+        processes: usize,
+        compression: &str,
+        pgdata: &Path,
+        global: &[&str],
+        stanza: &[&str],
+    ) -> Result<PathBuf> {
         let compress = match compression {
+            "none" => "none",
             "gzip" => "gz",
             "zstd" => "zst",
             "lz4" => "lz4",
@@ -263,22 +278,25 @@ impl Run<'_> {
         for sub in ["spool", "lock", "log"] {
             fs::create_dir_all(self.dir.join(sub))?;
         }
+        let lines = |extra: &[&str]| extra.iter().map(|l| format!("{l}\n")).collect::<String>();
         let conf = format!(
             "[global]\n\
              repo1-type=s3\nrepo1-s3-bucket={bucket}\nrepo1-s3-endpoint=127.0.0.1\n\
              repo1-storage-port={port}\nrepo1-s3-region=us-east-1\n\
              repo1-s3-key={key}\nrepo1-s3-key-secret={secret}\n\
              repo1-s3-uri-style=path\nrepo1-storage-verify-tls=n\nrepo1-path=/{PREFIX}\n\
-             archive-async=y\nprocess-max={processes}\ncompress-type={compress}\n\
+             process-max={processes}\ncompress-type={compress}\n\
              spool-path={dir}/spool\nlock-path={dir}/lock\nlog-path={dir}/log\n\
-             log-level-console=error\nlog-level-stderr=error\nlog-level-file=off\n\
-             [{SERVER}]\npg1-path={pgdata}\n",
+             log-level-console=error\nlog-level-stderr=error\nlog-level-file=off\n{global}\
+             [{SERVER}]\npg1-path={pgdata}\n{stanza}",
             bucket = self.bucket,
             port = self.env.tls_port()?,
             key = self.env.s3.access_key(),
             secret = self.env.s3.secret_key(),
             dir = self.dir.display(),
             pgdata = pgdata.display(),
+            global = lines(global),
+            stanza = lines(stanza),
         );
         let path = self.dir.join("pgbackrest.conf");
         fs::write(&path, conf)?;
@@ -290,7 +308,12 @@ impl Run<'_> {
     /// `pgbackrest --config … --stanza bench <args>` as the PostgreSQL user (it
     /// refuses to write a spool its owner does not match).
     pub fn pgbackrest(&self, conf: &Path, args: &[&str]) -> Result<Command> {
-        let mut cmd = pg_user_command(&self.env.pgbackrest, &self.dir)?;
+        let program = self
+            .env
+            .pgbackrest
+            .as_deref()
+            .context("pgBackRest is not installed")?;
+        let mut cmd = pg_user_command(program, &self.dir)?;
         cmd.arg(format!("--config={}", conf.display()))
             .arg(format!("--stanza={SERVER}"))
             .args(args);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use walship_testkit::{InitOptions, PgCluster, wait_until};
 
 use super::env::{Env, SERVER, Transport};
@@ -96,11 +96,15 @@ pub fn live(
             )
         }
         LiveTool::PgBackRest(n) => {
+            let program = env
+                .pgbackrest
+                .as_deref()
+                .context("pgBackRest is not installed")?;
             let conf = run.pgbackrest_conf(n, compression, pg.data_dir())?;
             run.pgbackrest_stanza(&conf)?;
             format!(
                 "{} --config={} --stanza={SERVER} archive-push %p",
-                env.pgbackrest.display(),
+                program.display(),
                 conf.display()
             )
         }

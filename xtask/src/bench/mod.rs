@@ -6,7 +6,11 @@
 //! run gets a fresh bucket that is emptied afterwards. Absolute times on a shared
 //! machine are noise: the report divides each tool's time by its peers' from the
 //! same run. `--quick` is CI's smoke test that the harness works, not a measurement.
+//!
+//! Two sections: WAL (archive and restore of a backlog, live runs) and base backups
+//! (backup and restore of a pgbench database, [`backup`]); `--section` runs one alone.
 
+mod backup;
 mod ceiling;
 mod env;
 mod live;
@@ -33,8 +37,9 @@ use runner::{Archiver, Restorer};
 /// `cargo xtask bench` flags; every default depends on `--quick`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// CI's smoke test: 20 segments of 1 MiB, parallelism 4 only, a 5 s live run;
-    /// results go to `<target>/bench/quick.{md,json}`, not to bench/results/.
+    /// CI's smoke test: 20 segments of 1 MiB, parallelism 4 only, a 5 s live run, base
+    /// backups of a pgbench scale 2 database at --jobs 4 only; results go to
+    /// `<target>/bench/quick.{md,json}`, not to bench/results/.
     #[arg(long)]
     quick: bool,
     /// Segments in the backlog [default: 200; quick 20].
@@ -60,8 +65,31 @@ pub struct Args {
     note: Vec<String>,
     /// Only the runs whose label contains this text (case-insensitive), e.g.
     /// `pgbackrest` or `daemon`: for working on one peer. The ceiling always runs.
+    /// In the base backup section the text is matched against the compression and
+    /// the label (`gzip walship backup`); a restore brings its backup along.
     #[arg(long)]
     only: Option<String>,
+    /// Which section to run: `wal` (archive, restore and live runs of WAL),
+    /// `backup` (base backups and their restores), or `all`.
+    #[arg(long, value_enum, default_value_t = Section::All)]
+    section: Section,
+    /// `pgbench -i -s` scale of the base backup section's database [default: 100,
+    /// about 1.5 GB; quick 2, about 55 MB]; 0 skips the section.
+    #[arg(long)]
+    backup_scale: Option<u32>,
+    /// `walship backup --jobs` levels, comma-separated; the highest is also the
+    /// peers' matched parallelism and restores', and barman-cloud's default (-J 2)
+    /// runs when 2 is among them [default: 2,4; quick 4].
+    #[arg(long, value_delimiter = ',')]
+    backup_jobs: Option<Vec<usize>>,
+}
+
+/// The parts of the bench `--section` chooses from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    All,
+    Wal,
+    Backup,
 }
 
 /// What a run does, with the defaults resolved.
@@ -77,6 +105,11 @@ struct Plan {
     release: bool,
     notes: Vec<String>,
     only: Option<String>,
+    /// Whether the WAL section runs.
+    wal: bool,
+    /// The base backup section, unless skipped.
+    backup: Option<backup::Plan>,
+    section: Section,
 }
 
 impl Plan {
@@ -107,6 +140,24 @@ impl Plan {
             release: !args.debug,
             notes: args.note,
             only: args.only.map(|o| o.to_lowercase()),
+            wal: args.section != Section::Backup,
+            backup: match (
+                args.section,
+                args.backup_scale.unwrap_or(pick(quick, 2, 100)),
+            ) {
+                (Section::Wal, _) | (_, 0) => None,
+                (_, scale) => {
+                    let jobs = args
+                        .backup_jobs
+                        .unwrap_or_else(|| pick(quick, vec![4], vec![2, 4]));
+                    Some(backup::Plan {
+                        scale,
+                        restore_jobs: jobs.iter().copied().max().unwrap_or(4),
+                        jobs,
+                    })
+                }
+            },
+            section: args.section,
         }
     }
 
@@ -175,7 +226,15 @@ fn pick<T>(quick: bool, quick_value: T, full_value: T) -> T {
 /// Runs the benchmark; returns the exit code.
 pub fn run(args: Args) -> Result<u8> {
     let plan = Plan::from(args);
-    let mut steps = Steps::new("bench", 6 + usize::from(plan.live.is_some()));
+    // Prerequisites, build, server and report; the WAL corpus, its runs and the live
+    // runs; the base backups.
+    let wal_steps = if plan.wal {
+        2 + usize::from(plan.live.is_some())
+    } else {
+        0
+    };
+    let total = 4 + wal_steps + usize::from(plan.backup.is_some());
+    let mut steps = Steps::new("bench", total);
     proc::become_subreaper()?;
     proc::stop_descendants_on_signal();
 
@@ -186,7 +245,9 @@ pub fn run(args: Args) -> Result<u8> {
     );
     let installed = tools::install_for_bench()?;
     let barman_live = match &plan.live {
-        Some(_) if plan.wants(&LiveTool::Barman.label()) => crate::tools::ensure_barman_for_pg()?,
+        Some(_) if plan.wal && plan.wants(&LiveTool::Barman.label()) => {
+            crate::tools::ensure_barman_for_pg()?
+        }
         _ => None,
     };
 
@@ -202,13 +263,18 @@ pub fn run(args: Args) -> Result<u8> {
         walship_build: build.into(),
         load_before: proc::load_average(),
         notes: plan.notes.clone(),
+        wal: plan.wal,
         ..Results::default()
     };
-    steps.step(&format!(
-        "WAL: {} segments of {} MiB",
-        plan.segments, plan.segment_mib
-    ));
-    let corpus = wal::corpus(plan.segment_mib, plan.segments)?;
+    let corpus = if plan.wal {
+        steps.step(&format!(
+            "WAL: {} segments of {} MiB",
+            plan.segments, plan.segment_mib
+        ));
+        wal::corpus(plan.segment_mib, plan.segments)?
+    } else {
+        wal::Corpus::none()
+    };
     results.segments = corpus.names.len();
     results.segment_bytes = corpus.segment_bytes;
     steps.step("starting s3s-fs behind stunnel");
@@ -220,7 +286,66 @@ pub fn run(args: Args) -> Result<u8> {
         &installed.barman_venv,
         installed.pgbackrest,
     )?;
+    if env.pgbackrest.is_none() {
+        results.notes.push(
+            "pgBackRest is not installed: every pgBackRest run was skipped \
+             (`apt-get install pgbackrest`)"
+                .into(),
+        );
+    }
 
+    if plan.wal {
+        wal_runs(&plan, &env, &mut results, &mut steps, barman_live)?;
+    }
+
+    if let Some(backup_plan) = &plan.backup {
+        proc::stop_if_interrupted();
+        steps.step(&format!(
+            "base backups and restores: pgbench -i -s {}, walship --jobs {}",
+            backup_plan.scale,
+            backup_plan
+                .jobs
+                .iter()
+                .map(|j| j.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+        let section = backup::run(
+            &env,
+            backup_plan,
+            &|label| plan.wants(label),
+            &mut |what, e| failed(&mut results, what, e),
+        );
+        match section {
+            Ok(section) => results.backup = Some(section),
+            Err(e) => failed(&mut results, "the base backup section", e),
+        }
+    }
+
+    proc::stop_if_interrupted();
+    results.load_after = proc::load_average();
+    if let Some(only) = &plan.only {
+        results
+            .notes
+            .push(format!("only the runs matching {only:?}"));
+    }
+    steps.step("writing the report");
+    let markdown = results.markdown();
+    println!("\n{markdown}");
+    write_results(&plan, &results, &markdown)?;
+    steps.finish("the bench is done");
+    Ok(if results.failures == 0 { 0 } else { 1 })
+}
+
+/// The WAL section: the ceiling, the floor, every archiver and restorer over the
+/// backlog, then the live runs.
+fn wal_runs(
+    plan: &Plan,
+    env: &Env,
+    results: &mut Results,
+    steps: &mut Steps,
+    barman_live: Option<PathBuf>,
+) -> Result<()> {
     steps.step("archive and restore runs: the ceiling, then each tool");
     for &threads in &plan.parallels {
         let run = env.run(&format!("ceiling {threads}"))?;
@@ -235,7 +360,9 @@ pub fn run(args: Args) -> Result<u8> {
     for (i, compression) in plan.compressions.iter().enumerate() {
         for archiver in plan.archivers(i == 0) {
             proc::stop_if_interrupted();
-            if !plan.wants(&archiver.label()) {
+            if !plan.wants(&archiver.label())
+                || (matches!(archiver, Archiver::PgBackRest(_)) && env.pgbackrest.is_none())
+            {
                 continue;
             }
             let run = env.run(&archiver.label())?;
@@ -243,11 +370,7 @@ pub fn run(args: Args) -> Result<u8> {
                 Ok(measured) => measured,
                 // One broken peer must not cost the whole run: say so in the report.
                 Err(e) => {
-                    failed(
-                        &mut results,
-                        &format!("{} ({compression})", archiver.label()),
-                        e,
-                    );
+                    failed(results, &format!("{} ({compression})", archiver.label()), e);
                     continue;
                 }
             };
@@ -270,7 +393,7 @@ pub fn run(args: Args) -> Result<u8> {
                 let measured = match runner::restore(&run, restorer, compression) {
                     Ok(measured) => measured,
                     Err(e) => {
-                        failed(&mut results, &restorer.label(), e);
+                        failed(results, &restorer.label(), e);
                         continue;
                     }
                 };
@@ -308,7 +431,7 @@ pub fn run(args: Args) -> Result<u8> {
                     measured,
                 });
             }
-            Err(e) => failed(&mut results, &format!("{} (none)", uncompressed.label()), e),
+            Err(e) => failed(results, &format!("{} (none)", uncompressed.label()), e),
         }
     }
 
@@ -329,14 +452,16 @@ pub fn run(args: Args) -> Result<u8> {
             )),
             None => {}
         }
-        tools.push(LiveTool::PgBackRest(max));
+        if env.pgbackrest.is_some() {
+            tools.push(LiveTool::PgBackRest(max));
+        }
         let barman_bin = barman_bin.unwrap_or_default();
         for tool in tools.into_iter().filter(|t| plan.wants(&t.label())) {
             proc::stop_if_interrupted();
-            let live: Live = match live::live(&env, tool, compression, load, &barman_bin) {
+            let live: Live = match live::live(env, tool, compression, load, &barman_bin) {
                 Ok(live) => live,
                 Err(e) => {
-                    failed(&mut results, &format!("live run, {}", tool.label()), e);
+                    failed(results, &format!("live run, {}", tool.label()), e);
                     continue;
                 }
             };
@@ -350,19 +475,7 @@ pub fn run(args: Args) -> Result<u8> {
         }
     }
 
-    proc::stop_if_interrupted();
-    results.load_after = proc::load_average();
-    if let Some(only) = &plan.only {
-        results
-            .notes
-            .push(format!("only the runs matching {only:?}"));
-    }
-    steps.step("writing the report");
-    let markdown = results.markdown();
-    println!("\n{markdown}");
-    write_results(&plan, &results, &markdown)?;
-    steps.finish("the bench is done");
-    Ok(if results.failures == 0 { 0 } else { 1 })
+    Ok(())
 }
 
 /// Records a failed run in the report (and the exit code) and goes on.
@@ -394,9 +507,10 @@ fn utc_now() -> String {
         .unwrap_or_default()
 }
 
-/// Full runs: `bench/results/latest.{md,json}` plus a copy named by its start time; quick or partial
-/// (`--only`) runs: `<target>/bench/<mode>.{md,json}` (CI must not overwrite the
-/// committed numbers).
+/// Full runs: `bench/results/latest.{md,json}` plus a copy named by its start time
+/// (`backup-latest` and `<time>-backup` for `--section backup`, likewise `wal`, so a
+/// run of one section keeps the other's numbers); quick or partial (`--only`) runs:
+/// `<target>/bench/<mode>.{md,json}` (CI must not overwrite the committed numbers).
 fn write_results(plan: &Plan, results: &Results, markdown: &str) -> Result<()> {
     let json = serde_json::to_string_pretty(&results.json())? + "\n";
     let (dir, names): (PathBuf, Vec<String>) = if plan.mode == "quick" || plan.only.is_some() {
@@ -407,10 +521,12 @@ fn write_results(plan: &Plan, results: &Results, markdown: &str) -> Result<()> {
             (Some(hour), Some(minute)) => format!("{hour}{minute}Z"),
             _ => "undated".to_owned(),
         };
-        (
-            workspace_root().join("bench/results"),
-            vec!["latest".into(), date],
-        )
+        let names = match plan.section {
+            Section::All => vec!["latest".into(), date],
+            Section::Wal => vec!["wal-latest".into(), format!("{date}-wal")],
+            Section::Backup => vec!["backup-latest".into(), format!("{date}-backup")],
+        };
+        (workspace_root().join("bench/results"), names)
     };
     fs::create_dir_all(&dir)?;
     for name in names {

@@ -1,5 +1,6 @@
 //! What a run costs: CPU-seconds of every process it started (grandchildren
-//! included), peak RSS of one process, and the reaping that makes those honest.
+//! included), peak RSS of one process or of a command's whole process tree, and the
+//! reaping that makes those honest.
 //!
 //! xtask makes itself a child subreaper, so a process that daemonizes (pgBackRest's
 //! async worker, the postmaster behind `pg_ctl`) is re-parented to us instead of
@@ -9,7 +10,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -122,6 +125,120 @@ pub fn peak_rss_kib(pid: u32) -> Result<u64> {
         .with_context(|| format!("no VmHWM in /proc/{pid}/status"))
 }
 
+/// What one command cost: wall time, CPU of every process it started, and the
+/// peak memory of its process tree.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Cost {
+    pub seconds: f64,
+    pub cpu_seconds: f64,
+    /// The larger of the sampled peak of the tree's summed PSS (worker processes
+    /// included) and the peak RSS of its largest single process (`wait4`'s
+    /// `ru_maxrss`, exact even for a peak between two samples).
+    pub peak_rss_kib: u64,
+}
+
+/// Runs `cmd` to its end, measuring it (see [`Cost`]); its output goes to `log`,
+/// whose tail a failure quotes.
+pub fn run_measured(cmd: &mut Command, log: &Path) -> Result<Cost> {
+    let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let meter = Meter::start()?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("starting {}", crate::cargo::describe(cmd)))?;
+    let pid = child.id();
+    let done = AtomicBool::new(false);
+    let (seconds, sampled, status, maxrss) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut peak = 0;
+            while !done.load(Ordering::SeqCst) {
+                peak = peak.max(tree_memory_kib(pid));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            peak
+        });
+        let mut status = 0;
+        // SAFETY: wait4 writes only into `status` and `usage`, locals we own; the
+        // child is ours and is reaped here (the `Child` handle is never waited on).
+        let usage = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage);
+            usage
+        };
+        // Before joining the sampler, which may be in the middle of a pause.
+        let seconds = meter.elapsed().as_secs_f64();
+        done.store(true, Ordering::SeqCst);
+        let sampled = sampler.join().unwrap_or(0);
+        (seconds, sampled, status, usage.ru_maxrss.max(0) as u64)
+    });
+    drop(child);
+    let cpu_seconds = meter.cpu_seconds()?;
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        bail!(
+            "`{}` failed (wait status {status:#x}): {}",
+            crate::cargo::describe(cmd),
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        );
+    }
+    Ok(Cost {
+        seconds,
+        cpu_seconds,
+        peak_rss_kib: sampled.max(maxrss),
+    })
+}
+
+/// The summed memory of `root` and its live descendants in KiB: each one's PSS
+/// (shared pages split among their sharers, so forked workers are not counted
+/// twice), or its RSS where the kernel offers no `smaps_rollup`.
+fn tree_memory_kib(root: u32) -> u64 {
+    let mut parents: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (pid, parent) in processes() {
+        parents.entry(parent).or_default().push(pid);
+    }
+    let mut total = 0;
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        total += process_memory_kib(pid);
+        todo.extend(parents.get(&pid).into_iter().flatten());
+    }
+    total
+}
+
+fn process_memory_kib(pid: u32) -> u64 {
+    let field = |file: &str, name: &str| -> Option<u64> {
+        let text = fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    field("smaps_rollup", "Pss:")
+        .or_else(|| field("status", "VmRSS:"))
+        .unwrap_or(0)
+}
+
+/// (pid, parent pid) of every live process.
+fn processes() -> Vec<(u32, u32)> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            Some((pid, parent_of(&stat)?))
+        })
+        .collect()
+}
+
 /// The 1-minute load average, for the caveat printed with the results.
 pub fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
@@ -228,6 +345,29 @@ mod tests {
     fn the_parent_is_read_after_a_command_name_with_spaces() {
         assert_eq!(parent_of("42 (a b) c) S 7 42 42 0"), Some(7));
         assert_eq!(parent_of("1 (init) S 0 1 1"), Some(0));
+    }
+
+    #[test]
+    fn a_measured_command_reports_its_cpu_and_memory_and_a_failure_its_output() {
+        let _alone = crate::CHILD_PROCESSES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("out.log");
+        let cost = run_measured(
+            Command::new("sh").args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"]),
+            &log,
+        )
+        .unwrap();
+        assert!(cost.cpu_seconds > 0.0, "{cost:?}");
+        assert!(cost.peak_rss_kib > 0, "{cost:?}");
+        assert!(cost.seconds > 0.0, "{cost:?}");
+        let err = run_measured(
+            Command::new("sh").args(["-c", "echo the reason >&2; exit 3"]),
+            &log,
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("the reason"), "{err:#}");
     }
 
     #[test]

@@ -5,8 +5,10 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use super::backup::{self, BackupTool, Compression, RestoreTool};
 use super::env::Transport;
 use super::live::{Live, LiveTool};
+use super::proc::Cost;
 use super::runner::{Archiver, Measured, Restorer};
 
 /// One archive run.
@@ -43,6 +45,10 @@ pub struct Results {
     pub archive: Vec<ArchiveRow>,
     pub restore: Vec<RestoreRow>,
     pub live: Vec<(LiveTool, Live)>,
+    /// Whether the WAL runs were made (not with `--section backup`).
+    pub wal: bool,
+    /// The base backup section, when it ran.
+    pub backup: Option<backup::BackupResults>,
 }
 
 fn percentile(values: &[f64], p: f64) -> Option<f64> {
@@ -190,18 +196,36 @@ impl Results {
         let mut md = String::new();
         let mib = self.segment_bytes >> 20;
         let _ = writeln!(md, "# walship benchmark ({} mode)\n", self.mode);
+        let what = if self.wal {
+            format!(
+                "{} segments of {mib} MiB of real pgbench WAL (PostgreSQL 15)",
+                self.segments
+            )
+        } else {
+            "the base backup section only".to_owned()
+        };
         let _ = writeln!(
             md,
-            "Run {} with {} segments of {mib} MiB of real pgbench WAL (PostgreSQL 15), \
-             walship {} build, one s3s-fs server on 127.0.0.1 behind stunnel (TLS, private CA) \
-             for every tool. Load average before/after: {} / {}.\n",
-            self.started, self.segments, self.walship_build, self.load_before, self.load_after
+            "Run {} with {what}, walship {} build, one s3s-fs server on 127.0.0.1 behind stunnel \
+             (TLS, private CA) for every tool. Load average before/after: {} / {}.\n",
+            self.started, self.walship_build, self.load_before, self.load_after
         );
         for note in &self.notes {
             let _ = writeln!(md, "- {note}");
         }
         md.push('\n');
+        if self.wal {
+            self.wal_markdown(&mut md);
+        }
+        if let Some(section) = &self.backup {
+            section.markdown(&mut md);
+        }
+        md
+    }
 
+    /// The WAL sections: targets, archive throughput, ceiling, latencies, live runs
+    /// and WAL restores.
+    fn wal_markdown(&self, md: &mut String) {
         let _ = writeln!(md, "## Targets\n");
         let _ = writeln!(md, "| target | goal | measured | met | how far |");
         let _ = writeln!(md, "|---|---:|---:|---|---:|");
@@ -366,7 +390,6 @@ impl Results {
                     .unwrap_or_else(|| "–".into()),
             );
         }
-        md
     }
 
     /// The raw numbers (times in seconds, sizes in bytes) as JSON.
@@ -413,6 +436,245 @@ impl Results {
             "targets": self.targets().into_iter().map(|(name, goal, measured)| json!({
                 "target": name, "goal": goal, "measured": measured,
             })).collect::<Vec<_>>(),
+            "base_backups": self.backup.as_ref().map(backup::BackupResults::json),
+        })
+    }
+}
+
+/// MiB of a KiB count, for the tables.
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+impl backup::BackupResults {
+    fn mb_per_second(&self, cost: &Cost) -> f64 {
+        self.database_bytes as f64 / 1e6 / cost.seconds
+    }
+
+    fn cpu_per_gb(&self, cost: &Cost) -> f64 {
+        cost.cpu_seconds / (self.database_bytes as f64 / 1e9)
+    }
+
+    fn backup(&self, compression: Compression, tool: BackupTool) -> Option<&Cost> {
+        self.backups
+            .iter()
+            .find(|r| r.compression == compression && r.tool == tool)
+            .map(|r| &r.cost)
+    }
+
+    /// (what, walship's MB/s ÷ the other's) for every pair both sides of which ran:
+    /// above 1 walship is faster; against the GETs it is the share of the ceiling.
+    pub fn ratios(&self) -> Vec<(String, f64)> {
+        let mut out = Vec::new();
+        let vs =
+            |out: &mut Vec<(String, f64)>, what: String, w: Option<&Cost>, o: Option<&Cost>| {
+                if let (Some(w), Some(o)) = (w, o) {
+                    out.push((what, o.seconds / w.seconds));
+                }
+            };
+        for compression in [Compression::None, Compression::Gzip] {
+            let c = compression.name();
+            for row in self.backups.iter().filter(|r| r.compression == compression) {
+                let BackupTool::Walship(jobs) = row.tool else {
+                    continue;
+                };
+                let w = Some(&row.cost);
+                let barman = [BackupTool::Barman(Some(jobs)), BackupTool::Barman(None)]
+                    .into_iter()
+                    .find(|b| b.parallel() == Some(jobs) && self.backup(compression, *b).is_some());
+                if let Some(barman) = barman {
+                    vs(
+                        &mut out,
+                        format!(
+                            "backup, {c}: walship --jobs {jobs} ÷ {}",
+                            barman.label(compression)
+                        ),
+                        w,
+                        self.backup(compression, barman),
+                    );
+                }
+                let pgbr = BackupTool::PgBackRest(jobs);
+                vs(
+                    &mut out,
+                    format!(
+                        "backup, {c}: walship --jobs {jobs} ÷ {}",
+                        pgbr.label(compression)
+                    ),
+                    w,
+                    self.backup(compression, pgbr),
+                );
+                let local = BackupTool::PgBasebackup;
+                vs(
+                    &mut out,
+                    format!(
+                        "backup, {c}: walship --jobs {jobs} ÷ {}",
+                        local.label(compression)
+                    ),
+                    w,
+                    self.backup(compression, local),
+                );
+            }
+            for row in self
+                .restores
+                .iter()
+                .filter(|r| r.compression == compression)
+            {
+                if !matches!(row.tool, RestoreTool::Walship(_)) {
+                    continue;
+                }
+                let w = Some(&row.cost);
+                for other in self
+                    .restores
+                    .iter()
+                    .filter(|r| r.compression == compression)
+                {
+                    if matches!(other.tool, RestoreTool::Walship(_)) {
+                        continue;
+                    }
+                    vs(
+                        &mut out,
+                        format!(
+                            "restore, {c}: {} ÷ {}",
+                            row.tool.label(),
+                            other.tool.label()
+                        ),
+                        w,
+                        Some(&other.cost),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// The section as markdown, under a second-level heading.
+    pub fn markdown(&self, md: &mut String) {
+        let _ = writeln!(
+            md,
+            "\n## Base backups and restores (pgbench -i -s {})\n",
+            self.scale
+        );
+        let _ = writeln!(
+            md,
+            "A {:.0} MB database (`sum(pg_database_size)`; PGDATA {:.0} MB without pg_wal) on \
+             PostgreSQL 15 archiving with `walship wal-push` into the bucket walship's backups go \
+             to; every backup asks for an immediate checkpoint and waits for its WAL to be archived. \
+             MB/s is the database size over the wall time. CPU-s are the tool's own processes (not \
+             PostgreSQL's backends, walsender or archive_command); peak memory is the tool's process \
+             tree (summed PSS, sampled every 100 ms, or its largest process's peak RSS). gzip levels: \
+             walship 6, pgBackRest 6 (its default), pg_basebackup -z 6 (zlib's default), barman-cloud 9. \
+             pgBackRest keeps its defaults: one repository object per file (no bundling). Restores \
+             write to the same disk; walship's checks every object's SHA-256, barman-cloud-restore \
+             fetches its tars one after another, and the GETs ceiling fetches walship's objects \
+             without unpacking or checking them.\n",
+            self.database_bytes as f64 / 1e6,
+            self.pgdata_bytes as f64 / 1e6,
+        );
+        for skipped in &self.skipped {
+            let _ = writeln!(md, "- skipped: {skipped}");
+        }
+        if !self.skipped.is_empty() {
+            md.push('\n');
+        }
+        let _ = writeln!(md, "| ratio (walship's MB/s ÷ the other's) | × |");
+        let _ = writeln!(md, "|---|---:|");
+        for (what, ratio) in self.ratios() {
+            let _ = writeln!(md, "| {what} | {ratio:.2} |");
+        }
+        let max_jobs = self
+            .backups
+            .iter()
+            .filter_map(|r| match r.tool {
+                BackupTool::Walship(n) => Some(n),
+                _ => None,
+            })
+            .max();
+        for compression in [Compression::None, Compression::Gzip] {
+            if let Some(n) = max_jobs
+                && let Some(cost) = self.backup(compression, BackupTool::Walship(n))
+            {
+                let _ = writeln!(
+                    md,
+                    "| peak memory of walship backup --jobs {n}, {} (MiB) | {:.1} |",
+                    compression.name(),
+                    mib(cost.peak_rss_kib)
+                );
+            }
+        }
+
+        let _ = writeln!(md, "\n### Backups\n");
+        let _ = writeln!(
+            md,
+            "| compression | tool | seconds | MB/s | CPU-s | CPU-s per GB | peak memory MiB | stored MB |"
+        );
+        let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
+        for row in &self.backups {
+            let c = &row.cost;
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                row.compression.name(),
+                row.tool.label(row.compression),
+                c.seconds,
+                self.mb_per_second(c),
+                c.cpu_seconds,
+                self.cpu_per_gb(c),
+                mib(c.peak_rss_kib),
+                row.stored_bytes as f64 / 1e6
+            );
+        }
+        let _ = writeln!(md, "\n### Restores\n");
+        let _ = writeln!(
+            md,
+            "| compression | tool | seconds | MB/s | CPU-s | CPU-s per GB | peak memory MiB |"
+        );
+        let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|");
+        for row in &self.restores {
+            let c = &row.cost;
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                row.compression.name(),
+                row.tool.label(),
+                c.seconds,
+                self.mb_per_second(c),
+                c.cpu_seconds,
+                self.cpu_per_gb(c),
+                mib(c.peak_rss_kib)
+            );
+        }
+    }
+
+    /// The raw numbers (seconds, bytes, KiB) as JSON.
+    pub fn json(&self) -> Value {
+        let cost = |c: &Cost| {
+            json!({
+                "seconds": c.seconds,
+                "cpu_seconds": c.cpu_seconds,
+                "peak_memory_kib": c.peak_rss_kib,
+            })
+        };
+        json!({
+            "pgbench_scale": self.scale,
+            "database_bytes": self.database_bytes,
+            "pgdata_bytes_without_pg_wal": self.pgdata_bytes,
+            "load_seconds": self.load_seconds,
+            "skipped": self.skipped,
+            "backups": self.backups.iter().map(|r| json!({
+                "compression": r.compression.name(),
+                "tool": r.tool.label(r.compression),
+                "parallel": r.tool.parallel(),
+                "stored_bytes": r.stored_bytes,
+                "measured": cost(&r.cost),
+            })).collect::<Vec<_>>(),
+            "restores": self.restores.iter().map(|r| json!({
+                "compression": r.compression.name(),
+                "tool": r.tool.label(),
+                "measured": cost(&r.cost),
+            })).collect::<Vec<_>>(),
+            "ratios": self.ratios().into_iter().map(|(what, ratio)| json!({
+                "ratio": what, "value": ratio,
+            })).collect::<Vec<_>>(),
         })
     }
 }
@@ -448,6 +710,7 @@ mod tests {
                 row(Archiver::Barman(1), 40.0),
                 row(Archiver::PgBackRest(4), 1.5),
             ],
+            wal: true,
             ..Results::default()
         };
         let targets = results.targets();
@@ -455,5 +718,94 @@ mod tests {
         assert_eq!(targets[1].2, Some(1.5));
         let md = results.markdown();
         assert!(md.contains("| 40.00 | 1.50 |"), "{md}");
+    }
+
+    #[test]
+    fn backup_ratios_pair_walship_with_each_peer_at_equal_parallelism() {
+        let cost = |seconds| Cost {
+            seconds,
+            cpu_seconds: 1.0,
+            peak_rss_kib: 2048,
+        };
+        let backup = |tool, seconds| backup::BackupRow {
+            compression: Compression::Gzip,
+            tool,
+            cost: cost(seconds),
+            stored_bytes: 1,
+        };
+        let restore = |tool, seconds| backup::RestoreRow {
+            compression: Compression::Gzip,
+            tool,
+            cost: cost(seconds),
+        };
+        let section = backup::BackupResults {
+            scale: 1,
+            database_bytes: 2_000_000_000,
+            backups: vec![
+                backup(BackupTool::Walship(2), 10.0),
+                backup(BackupTool::Walship(4), 8.0),
+                backup(BackupTool::Barman(None), 20.0),
+                backup(BackupTool::Barman(Some(4)), 16.0),
+                backup(BackupTool::PgBackRest(4), 12.0),
+                backup(BackupTool::PgBasebackup, 4.0),
+            ],
+            restores: vec![
+                restore(RestoreTool::Walship(4), 4.0),
+                restore(RestoreTool::Gets(4), 2.0),
+                restore(RestoreTool::Barman, 8.0),
+            ],
+            ..backup::BackupResults::default()
+        };
+        let ratios = section.ratios();
+        let ratio = |what: &str| {
+            ratios
+                .iter()
+                .find(|(w, _)| w == what)
+                .map(|(_, r)| *r)
+                .unwrap_or_else(|| panic!("no {what:?} in {ratios:?}"))
+        };
+        let walship2 = "backup, gzip: walship --jobs 2";
+        let walship4 = "backup, gzip: walship --jobs 4";
+        assert_eq!(
+            ratio(&format!("{walship2} ÷ barman-cloud-backup (default -J 2)")),
+            2.0
+        );
+        assert_eq!(
+            ratio(&format!("{walship4} ÷ barman-cloud-backup -J 4")),
+            2.0
+        );
+        assert_eq!(
+            ratio(&format!(
+                "{walship4} ÷ pgBackRest backup --type=full, process-max 4"
+            )),
+            1.5
+        );
+        assert_eq!(
+            ratio(&format!("{walship2} ÷ pg_basebackup -Ft -z, local disk")),
+            0.4
+        );
+        // No pgBackRest run at process-max 2: no ratio made up for it.
+        assert!(!ratios.iter().any(|(w, _)| w.contains("process-max 2")));
+        let restore = "restore, gzip: walship restore --jobs 4";
+        assert_eq!(ratio(&format!("{restore} ÷ barman-cloud-restore")), 2.0);
+        assert_eq!(
+            ratio(&format!(
+                "{restore} ÷ ceiling: 4 concurrent ranged GETs of walship's objects (curl)"
+            )),
+            0.5
+        );
+        let mut md = String::new();
+        section.markdown(&mut md);
+        assert!(
+            md.contains("| peak memory of walship backup --jobs 4, gzip (MiB) | 2.0 |"),
+            "{md}"
+        );
+        // 2 GB in 8 s, 1 CPU-s: 250 MB/s, 0.5 CPU-s per GB.
+        assert!(
+            md.contains(
+                "| gzip | walship backup --jobs 4 | 8.00 | 250.0 | 1.0 | 0.5 | 2.0 | 0.0 |"
+            ),
+            "{md}"
+        );
     }
 }

@@ -25,6 +25,16 @@ pub struct Corpus {
 }
 
 impl Corpus {
+    /// No WAL: for a run of the base backup section alone, which ships none.
+    pub fn none() -> Corpus {
+        Corpus {
+            dir: PathBuf::new(),
+            pgdata: PathBuf::new(),
+            names: Vec::new(),
+            segment_bytes: 0,
+        }
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }

@@ -261,7 +261,7 @@ pub(crate) struct RestoreArgs {
     /// What PostgreSQL does at the target.
     #[arg(long, value_enum, default_value = "promote", requires = "target")]
     pub(crate) target_action: TargetActionArg,
-    /// Objects downloaded at once.
+    /// Ranged reads (16 MiB each) in flight at once, one large tar or many.
     #[arg(long, short = 'J', default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub(crate) jobs: u32,
 }

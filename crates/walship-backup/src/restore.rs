@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use walship_store::{ErrorKind, Store, StoreError};
 
@@ -31,8 +31,6 @@ use crate::take::MANIFEST_NAME;
 
 /// The bytes one ranged read asks for.
 const RANGE: u64 = 16 << 20;
-/// Ranged reads in flight per object.
-const RANGES_IN_FLIGHT: usize = 2;
 /// Where `global/pg_control` waits until everything else is in place.
 const PG_CONTROL_PENDING: &str = "global/pg_control.walship-restore";
 
@@ -41,7 +39,7 @@ const PG_CONTROL_PENDING: &str = "global/pg_control.walship-restore";
 pub struct RestoreOptions {
     /// Tablespaces restored elsewhere than their recorded location, by name.
     pub tablespace_locations: BTreeMap<String, PathBuf>,
-    /// Objects downloaded at once.
+    /// Ranged reads (16 MiB each) in flight at once, across all the objects.
     pub jobs: usize,
 }
 
@@ -267,9 +265,20 @@ pub async fn restore(
     let bytes = parts.iter().map(|p| p.size).sum();
     let count = parts.len();
     let verified = parts.iter().all(|p| p.expected.is_some());
+    let jobs = options.jobs.max(1);
+    let reads = Arc::new(Semaphore::new(jobs));
     futures::stream::iter(parts)
-        .map(|part| unpack_object(store.clone(), part, progress.clone(), cancel.clone()))
-        .buffer_unordered(options.jobs.max(1))
+        .map(|part| {
+            unpack_object(
+                store.clone(),
+                part,
+                reads.clone(),
+                jobs,
+                progress.clone(),
+                cancel.clone(),
+            )
+        })
+        .buffer_unordered(jobs)
         .try_collect::<Vec<()>>()
         .await?;
 
@@ -299,11 +308,16 @@ pub async fn restore(
     })
 }
 
-/// Downloads one object in ranges (in order, a few in flight) and unpacks it on a
-/// blocking thread as the bytes arrive.
+/// Downloads one object in ranges (in order, as many in flight as `reads` allows)
+/// and unpacks it on a blocking thread as the bytes arrive. `reads` is shared by all
+/// the objects of a restore: `jobs` ranged reads at once whether the backup is one
+/// large tar or many, and each read's permit is held until its bytes are handed to
+/// the unpacking, so memory stays near `jobs` ranges.
 async fn unpack_object(
     store: Arc<dyn Store>,
     part: Part,
+    reads: Arc<Semaphore>,
+    jobs: usize,
     progress: Arc<RestoreProgress>,
     cancel: CancellationToken,
 ) -> Result<(), RestoreError> {
@@ -317,12 +331,15 @@ async fn unpack_object(
         async move {
             let mut stream = futures::stream::iter(ranges)
                 .map(|range| {
-                    let (store, key) = (store.clone(), key.clone());
-                    async move { store.get_range(&key, range).await }
+                    let (store, key, reads) = (store.clone(), key.clone(), reads.clone());
+                    async move {
+                        let permit = reads.acquire_owned().await.ok();
+                        Ok::<_, StoreError>((store.get_range(&key, range).await?, permit))
+                    }
                 })
-                .buffered(RANGES_IN_FLIGHT);
+                .buffered(jobs);
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
+                let (chunk, _permit) = chunk?;
                 progress
                     .fetched
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);

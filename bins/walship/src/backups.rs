@@ -9,6 +9,7 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 use walship_backup::Catalog;
+use walship_backup::catalog::Entry;
 use walship_backup::catalog::KeepTarget;
 use walship_backup::compress::BackupCompression;
 use walship_backup::delete::{self, DeleteError, Snapshot};
@@ -277,21 +278,33 @@ pub async fn list(cli: &Cli, format: OutputFormat) -> Result<Outcome> {
     })
 }
 
-/// `walship backup-show`.
-pub async fn show(cli: &Cli, which: &str, format: OutputFormat) -> Result<Outcome> {
+/// The manifest's store and catalog, and the backup `which` names (an id, a name,
+/// `latest`, …); `Err(outcome)` when the catalog cannot be listed or nothing matches.
+/// `Err` outside is a bad configuration.
+async fn resolve(cli: &Cli, which: &str) -> Result<Result<(Target, Catalog, Entry), Outcome>> {
     let target = target(cli).await?;
     let catalog = Catalog::new(target.store.clone(), &target.layout, &target.server);
     let listing = match catalog.list().await {
         Ok(listing) => listing,
-        Err(e) => return Ok(store_outcome(&e)),
+        Err(e) => return Ok(Err(store_outcome(&e))),
     };
     let entry = match catalog.resolve(&listing, which) {
-        Ok(entry) => entry,
+        Ok(entry) => entry.clone(),
         Err(e) => {
             error!("{e}");
-            return Ok(Outcome::Failed);
+            return Ok(Err(Outcome::Failed));
         }
     };
+    Ok(Ok((target, catalog, entry)))
+}
+
+/// `walship backup-show`.
+pub async fn show(cli: &Cli, which: &str, format: OutputFormat) -> Result<Outcome> {
+    let (_, catalog, entry) = match resolve(cli, which).await? {
+        Ok(found) => found,
+        Err(outcome) => return Ok(outcome),
+    };
+    let entry = &entry;
     match format {
         OutputFormat::Json => println!("{}", present::show_json(entry)),
         OutputFormat::Console => {
@@ -307,18 +320,9 @@ pub async fn show(cli: &Cli, which: &str, format: OutputFormat) -> Result<Outcom
 
 /// `walship restore`. `Err` is a bad configuration.
 pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<Outcome> {
-    let target = target(cli).await?;
-    let catalog = Catalog::new(target.store.clone(), &target.layout, &target.server);
-    let listing = match catalog.list().await {
-        Ok(listing) => listing,
-        Err(e) => return Ok(store_outcome(&e)),
-    };
-    let entry = match catalog.resolve(&listing, &args.backup) {
-        Ok(entry) => entry.clone(),
-        Err(e) => {
-            error!("{e}");
-            return Ok(Outcome::Failed);
-        }
+    let (target, catalog, entry) = match resolve(cli, &args.backup).await? {
+        Ok(found) => found,
+        Err(outcome) => return Ok(outcome),
     };
     let options = RestoreOptions {
         tablespace_locations: args.tablespaces.iter().cloned().collect(),
@@ -539,19 +543,11 @@ pub async fn keep(
     release: bool,
     status: bool,
 ) -> Result<Outcome> {
-    let target = target(cli).await?;
-    let catalog = Catalog::new(target.store.clone(), &target.layout, &target.server);
-    let listing = match catalog.list().await {
-        Ok(listing) => listing,
-        Err(e) => return Ok(store_outcome(&e)),
+    let (target, catalog, entry) = match resolve(cli, which).await? {
+        Ok(found) => found,
+        Err(outcome) => return Ok(outcome),
     };
-    let entry = match catalog.resolve(&listing, which) {
-        Ok(entry) => entry,
-        Err(e) => {
-            error!("{e}");
-            return Ok(Outcome::Failed);
-        }
-    };
+    let entry = &entry;
     let done = if release {
         delete::release(&*target.store, &catalog, &entry.id).await
     } else if status {

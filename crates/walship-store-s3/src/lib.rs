@@ -207,6 +207,33 @@ impl S3Store {
         })
     }
 
+    /// Sends `body` with the PutObject `request` builds, each attempt bounded by the
+    /// body's deadline; the signer hashes an in-memory body into the request itself.
+    /// `kind` is what a failure means (a create's 412 is the object existing).
+    async fn put_bytes(
+        &self,
+        key: &str,
+        body: Bytes,
+        kind: Request,
+        request: impl Fn() -> PutObjectFluentBuilder,
+    ) -> Result<(), StoreError> {
+        let attempt = deadline::for_body(body.len() as u64);
+        self.retry
+            .run(key, attempt, || async {
+                request()
+                    .body(ByteStream::from(body.clone()))
+                    .customize()
+                    .config_override(
+                        aws_sdk_s3::config::Builder::new().timeout_config(timeouts(attempt)),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| self.map_err(key, kind, attempt, e))
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Lists in pages of at most `size` keys instead of the service's default (1000).
     /// Meant for tests that need several pages without thousands of objects.
     pub fn with_list_page_size(mut self, size: i32) -> Self {
@@ -462,22 +489,11 @@ impl Store for S3Store {
         body: Bytes,
         options: &PutOptions,
     ) -> Result<(), StoreError> {
-        // The signer hashes an in-memory body into the request itself.
-        let attempt = deadline::for_body(body.len() as u64);
-        self.retry
-            .run(key, attempt, || async {
-                self.put_request(key, body.len() as u64, options)
-                    .body(ByteStream::from(body.clone()))
-                    .customize()
-                    .config_override(
-                        aws_sdk_s3::config::Builder::new().timeout_config(timeouts(attempt)),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| self.map_err(key, Request::Create, attempt, e))
-            })
-            .await?;
-        Ok(())
+        let len = body.len() as u64;
+        self.put_bytes(key, body, Request::Create, || {
+            self.put_request(key, len, options)
+        })
+        .await
     }
 
     /// Streams the file: each attempt reads it in chunks as it sends, so an upload holds
@@ -550,21 +566,11 @@ impl Store for S3Store {
         body: Bytes,
         options: &PutOptions,
     ) -> Result<(), StoreError> {
-        let attempt = deadline::for_body(body.len() as u64);
-        self.retry
-            .run(key, attempt, || async {
-                self.put_request_replacing(key, body.len() as u64, options)
-                    .body(ByteStream::from(body.clone()))
-                    .customize()
-                    .config_override(
-                        aws_sdk_s3::config::Builder::new().timeout_config(timeouts(attempt)),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| self.map_err(key, Request::Read, attempt, e))
-            })
-            .await?;
-        Ok(())
+        let len = body.len() as u64;
+        self.put_bytes(key, body, Request::Read, || {
+            self.put_request_replacing(key, len, options)
+        })
+        .await
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {

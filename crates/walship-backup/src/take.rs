@@ -410,9 +410,33 @@ async fn finish(
     Ok(done)
 }
 
+/// `x` to the microsecond (as barman's `total_seconds` gives times) in Python's
+/// `repr(float)` form: the shortest text that reads back as the same float, with a
+/// `.0` on integral values and a two-digit exponent below 1e-4 (`1.23073`, `5.0`,
+/// `5e-05`). barman reads `backup.info` and prints the float again, so any other
+/// form (`1.230730`) makes its JSON differ from walship's.
+fn python_float(x: f64) -> String {
+    let x = (x * 1e6).round() / 1e6;
+    if x != 0.0 && x.abs() < 1e-4 {
+        let text = format!("{x:e}");
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+        let (sign, digits) = match exponent.strip_prefix('-') {
+            Some(digits) => ("-", digits),
+            None => ("+", exponent),
+        };
+        return format!("{mantissa}e{sign}{digits:0>2}");
+    }
+    let text = format!("{x}");
+    if text.contains('.') {
+        text
+    } else {
+        format!("{text}.0")
+    }
+}
+
 /// barman's `copy_stats`, with the figures walship has.
 fn copy_stats(elapsed: Duration, jobs: usize) -> PyValue {
-    let seconds = PyValue::Float(format!("{:.6}", elapsed.as_secs_f64()));
+    let seconds = PyValue::Float(python_float(elapsed.as_secs_f64()));
     let key = |k: &str| PyValue::Str(k.to_owned());
     PyValue::Dict(vec![
         (key("total_time"), seconds.clone()),
@@ -657,4 +681,18 @@ fn estimate(pgdata: &Path, tablespaces: &[Tablespace], major: u32) -> u64 {
     }
     count(pgdata, &pgdata::rule);
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_are_written_as_python_writes_a_float() {
+        assert_eq!(python_float(1.230730), "1.23073");
+        assert_eq!(python_float(5.0), "5.0");
+        assert_eq!(python_float(0.0), "0.0");
+        assert_eq!(python_float(12.3456789), "12.345679");
+        assert_eq!(python_float(0.00005), "5e-05");
+    }
 }

@@ -137,7 +137,17 @@ pub async fn backup(cli: &Cli, args: &BackupArgs) -> Result<Outcome> {
     let progress = Arc::new(Progress::default());
     let cancel = CancellationToken::new();
     let watch = tokio::spawn(cancel_on_signal(cancel.clone()));
-    let ticker = tokio::spawn(report_progress(progress.clone()));
+    let ticker = {
+        let progress = progress.clone();
+        tokio::spawn(report_progress("backup: read", move || {
+            let stored = progress.stored.load(Ordering::Relaxed);
+            (
+                progress.read.load(Ordering::Relaxed),
+                progress.total.load(Ordering::Relaxed),
+                format!(", stored {}", human(stored)),
+            )
+        }))
+    };
     let taken = take::take(
         target.store.clone(),
         &catalog,
@@ -195,34 +205,34 @@ async fn cancel_on_signal(cancel: CancellationToken) {
     cancel.cancel();
 }
 
-/// A log line every few seconds: bytes read of the estimate, stored, rate, time left.
-async fn report_progress(progress: Arc<Progress>) {
+/// A log line every few seconds for a long command: `what` it did, how much of the
+/// total (`figures` gives done and total), the rate, the time left, and `extra`.
+async fn report_progress(
+    what: &'static str,
+    figures: impl Fn() -> (u64, u64, String) + Send + 'static,
+) {
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.tick().await;
     loop {
         tick.tick().await;
-        let read = progress.read.load(Ordering::Relaxed);
-        let total = progress.total.load(Ordering::Relaxed).max(read);
-        let stored = progress.stored.load(Ordering::Relaxed);
-        let seconds = start.elapsed().as_secs_f64();
-        let rate = read as f64 / seconds.max(0.001);
+        let (done, total, extra) = figures();
+        let total = total.max(done);
+        let rate = done as f64 / start.elapsed().as_secs_f64().max(0.001);
         let left = if rate > 0.0 {
-            format!("{:.0}s", (total - read) as f64 / rate)
+            format!("{:.0}s", (total - done) as f64 / rate)
         } else {
             "?".to_owned()
         };
-        let percent = if total > 0 {
-            read as f64 * 100.0 / total as f64
-        } else {
-            0.0
+        let percent = match total {
+            0 => 0.0,
+            _ => done as f64 * 100.0 / total as f64,
         };
         info!(
-            "backup: read {} of {} ({percent:.0}%), {}/s, stored {}, about {left} left",
-            human(read),
+            "{what} {} of {} ({percent:.0}%), {}/s{extra}, about {left} left",
+            human(done),
             human(total),
             human(rate as u64),
-            human(stored),
         );
     }
 }
@@ -331,7 +341,16 @@ pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<Outcome> {
     let progress = Arc::new(RestoreProgress::default());
     let cancel = CancellationToken::new();
     let watch = tokio::spawn(cancel_on_signal(cancel.clone()));
-    let ticker = tokio::spawn(report_restore_progress(progress.clone()));
+    let ticker = {
+        let progress = progress.clone();
+        tokio::spawn(report_progress("restore: fetched", move || {
+            (
+                progress.fetched.load(Ordering::Relaxed),
+                progress.total.load(Ordering::Relaxed),
+                String::new(),
+            )
+        }))
+    };
     let restored = restore::restore(
         target.store.clone(),
         &catalog,
@@ -427,29 +446,6 @@ fn shell_quote(text: &str) -> String {
         return text.to_owned();
     }
     format!("'{}'", text.replace('\'', r"'\''"))
-}
-
-async fn report_restore_progress(progress: Arc<RestoreProgress>) {
-    let start = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let fetched = progress.fetched.load(Ordering::Relaxed);
-        let total = progress.total.load(Ordering::Relaxed).max(fetched);
-        let rate = fetched as f64 / start.elapsed().as_secs_f64().max(0.001);
-        let left = if rate > 0.0 {
-            format!("{:.0}s", (total - fetched) as f64 / rate)
-        } else {
-            "?".to_owned()
-        };
-        info!(
-            "restore: fetched {} of {}, {}/s, about {left} left",
-            human(fetched),
-            human(total),
-            human(rate as u64)
-        );
-    }
 }
 
 fn delete_outcome(e: &DeleteError) -> Outcome {

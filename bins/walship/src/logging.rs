@@ -94,6 +94,8 @@ pub fn register_environment_secrets() {
         "AZURE_STORAGE_ACCESS_KEY",
         "AZURE_STORAGE_SAS_TOKEN",
         "AZURE_STORAGE_CONNECTION_STRING",
+        // libpq's password, which `backup` connects with.
+        "PGPASSWORD",
     ] {
         if let Ok(value) = std::env::var(var) {
             walship_secret::redact::register(&value);

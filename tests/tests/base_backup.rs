@@ -11,7 +11,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::{Archive, BUCKET, PREFIX, SERVER, stderr};
+use common::{Archive, ArchiveHarness, BUCKET, PREFIX, SERVER, stderr};
 use walship_testkit::{InitOptions, PgCluster, make_readable_by_pg, pg_temp_dir};
 
 /// walship's `--compression` values, with the extension barman gives each.
@@ -478,16 +478,38 @@ fn walship_planned(stdout: &str) -> (Vec<String>, Vec<String>) {
     (backups, wal)
 }
 
-/// Moves a backup's end back in time, in the backup.info both tools read.
+/// Moves a backup back in time so that it ended `days` ago, its begin with it (its
+/// duration unchanged), in the backup.info both tools read.
 fn age_backup(archive: &Archive, id: &str, days: i64) -> Result<()> {
+    const FORMAT: &str = "%Y-%m-%d %H:%M:%S%.f%:z";
     let key = format!("{PREFIX}/{SERVER}/base/{id}/backup.info");
     let text = String::from_utf8(archive.s3.get_object(BUCKET, &key)?)?;
-    let old = chrono::Utc::now() - chrono::Duration::days(days);
+    let time_of = |field: &str| -> Result<chrono::DateTime<chrono::FixedOffset>> {
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .with_context(|| format!("no {field}"))?;
+        Ok(chrono::DateTime::parse_from_str(value.trim(), FORMAT)?)
+    };
+    let end = time_of("end_time=")?;
+    let shift = chrono::Utc::now().fixed_offset() - chrono::Duration::days(days) - end;
+    let moved = |t: chrono::DateTime<chrono::FixedOffset>| {
+        (t + shift)
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%d %H:%M:%S%.6f+00:00")
+            .to_string()
+    };
+    let (begin, end) = (moved(time_of("begin_time=")?), moved(end));
     let text: String = text
         .lines()
-        .map(|line| match line.strip_prefix("end_time=") {
-            Some(_) => format!("end_time={}", old.format("%Y-%m-%d %H:%M:%S%.6f+00:00")),
-            None => line.to_owned(),
+        .map(|line| {
+            if line.starts_with("end_time=") {
+                format!("end_time={end}")
+            } else if line.starts_with("begin_time=") {
+                format!("begin_time={begin}")
+            } else {
+                line.to_owned()
+            }
         })
         .map(|l| l + "\n")
         .collect();
@@ -769,5 +791,126 @@ fn a_store_that_fails_mid_backup_never_leaves_it_done_and_the_session_ends() -> 
             .trim()
             == "0")
     })?;
+    Ok(())
+}
+
+/// A backup's `end_time` from its `backup.info`, in unix seconds.
+fn end_time_of(archive: &Archive, id: &str) -> Result<f64> {
+    let key = format!("{PREFIX}/{SERVER}/base/{id}/backup.info");
+    let text = String::from_utf8(archive.s3.get_object(BUCKET, &key)?)?;
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix("end_time="))
+        .context("no end_time")?;
+    let t = chrono::DateTime::parse_from_str(value.trim(), "%Y-%m-%d %H:%M:%S%.f%:z")?;
+    Ok(t.timestamp_micros() as f64 / 1e6)
+}
+
+#[test]
+fn the_daemon_applies_the_manifests_retention_policy_on_its_interval_and_reports_the_catalog()
+-> Result<()> {
+    let archive = Archive::start(Some("gzip"))?;
+    let (primary, _space) = primary(&archive)?;
+    let more_wal = || -> Result<()> {
+        for _ in 0..3 {
+            primary.psql("INSERT INTO t SELECT generate_series(1, 5000)")?;
+            primary.switch_wal()?;
+        }
+        Ok(())
+    };
+    more_wal()?;
+    let out = backup(&archive, &primary, &["--name", "old"])?;
+    ensure!(out.status.success(), "walship backup: {}", stderr(&out));
+    more_wal()?;
+    let out = backup(&archive, &primary, &["--name", "new"])?;
+    ensure!(out.status.success(), "walship backup: {}", stderr(&out));
+    more_wal()?;
+    let last = primary.switch_wal()?;
+    primary.wait_for_archived(&last, Duration::from_secs(120))?;
+    let show = |name: &str| -> Result<(String, String)> {
+        let out = archive.walship(&["backup-show", name, "--format", "json"])?;
+        let json = String::from_utf8(out.stdout)?;
+        Ok((
+            json_field(&json, "backup_id")
+                .context("backup_id")?
+                .to_owned(),
+            json_field(&json, "begin_wal")
+                .context("begin_wal")?
+                .to_owned(),
+        ))
+    };
+    let ((old, _), (new, new_begin_wal)) = (show("old")?, show("new")?);
+    // Under 3 days, the newer one is the first backup before the window (kept, as
+    // barman keeps it: recovery into the window starts from it) and the older goes.
+    age_backup(&archive, &old, 10)?;
+    age_backup(&archive, &new, 5)?;
+    let wal_before = |keys: &[String]| -> Vec<String> {
+        keys.iter()
+            .filter(|k| k.contains("/wals/") && !k.ends_with(".history"))
+            .filter_map(|k| k.rsplit('/').next())
+            .filter(|name| name.get(..24).is_some_and(|n| n < new_begin_wal.as_str()))
+            .map(str::to_owned)
+            .collect()
+    };
+    ensure!(
+        !wal_before(&archive.keys()?).is_empty(),
+        "the archive holds no WAL older than the newer backup: the test could not fail"
+    );
+
+    // The plugin's fields: the policy in its short form, the interval in seconds.
+    archive.write_manifest(&format!(
+        "{}  retentionPolicy: \"3d\"\n  instanceSidecarConfiguration:\n    \
+         retentionPolicyIntervalSeconds: 1\n",
+        archive.manifest()
+    ))?;
+    let socket = archive.dir().join("walship.sock");
+    let daemon = common::daemon::DaemonProcess::start(&archive, &primary, &socket)?;
+    walship_testkit::wait_until(
+        Duration::from_secs(60),
+        "two rounds of the retention loop",
+        || Ok(daemon.metric("walship_retention_runs_total{result=\"applied\"}")? >= 2.0),
+    )
+    .with_context(|| daemon.log_contents())?;
+
+    assert_eq!(
+        daemon.metric("walship_retention_deleted_backups_total")?,
+        1.0
+    );
+    assert!(daemon.metric("walship_retention_deleted_wal_total")? > 0.0);
+    assert_eq!(
+        daemon.metric("walship_retention_runs_total{result=\"failed\"}")?,
+        0.0,
+        "{}",
+        daemon.log_contents()
+    );
+    assert_eq!(daemon.metric("walship_backups_available")?, 1.0);
+    let end = end_time_of(&archive, &new)?;
+    for gauge in [
+        "walship_first_recoverability_point_seconds",
+        "walship_last_available_backup_timestamp_seconds",
+    ] {
+        let value = daemon.metric(gauge)?;
+        assert!((value - end).abs() < 1e-3, "{gauge} is {value}, not {end}");
+    }
+    assert_eq!(
+        daemon.metric("walship_last_failed_backup_timestamp_seconds")?,
+        0.0
+    );
+    assert!(daemon.metric("walship_last_backup_size_bytes")? > 0.0);
+    assert!(daemon.metric("walship_last_backup_duration_seconds")? > 0.0);
+
+    let keys = archive.keys()?;
+    assert!(
+        !keys.iter().any(|k| k.contains(&format!("/base/{old}/"))),
+        "the old backup is still there"
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k.ends_with(&format!("/base/{new}/backup.info")))
+    );
+    assert_eq!(wal_before(&keys), Vec::<String>::new());
+    // What is left is what the policy keeps: a second look deletes nothing more.
+    let out = archive.walship(&["backup-delete", "--dry-run", "-r", "3d"])?;
+    assert_eq!(String::from_utf8(out.stdout)?, "");
     Ok(())
 }

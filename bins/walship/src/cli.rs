@@ -352,6 +352,20 @@ pub(crate) struct DaemonArgs {
     /// missed notifications).
     #[arg(long, default_value_t = 5)]
     pub(crate) rescan_seconds: u64,
+    /// Seconds between rounds of the retention loop (the policy applied on the primary,
+    /// the backup metrics refreshed); 0 turns it off [default: the manifest's
+    /// spec.instanceSidecarConfiguration.retentionPolicyIntervalSeconds, else 1800].
+    #[arg(long)]
+    pub(crate) retention_interval_seconds: Option<u64>,
+    /// The retention policy the loop applies: `RECOVERY WINDOW OF <n> DAYS|WEEKS|MONTHS`,
+    /// `REDUNDANCY <n>`, or the plugin's `<n>d|w|m` [default: the manifest's
+    /// spec.retentionPolicy; none, nothing deleted].
+    #[arg(long, value_parser = parse_policy)]
+    pub(crate) retention_policy: Option<walship_backup::retention::Policy>,
+}
+
+fn parse_policy(text: &str) -> Result<walship_backup::retention::Policy, String> {
+    walship_backup::retention::Policy::parse(text)
 }
 
 const PUSH_HELP: &str = "\

@@ -1,5 +1,5 @@
 //! `walship daemon`: wiring of the daemon, its reload loop (with this binary's wiring as
-//! the rebuild), the metrics server and signals.
+//! the rebuild), the retention loop, the metrics server and signals.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,10 +9,27 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info, warn};
+use walship_backup::retention::Policy;
+use walship_backup::upkeep::{self, CatalogSummary, Role};
 use walship_daemon::{Daemon, DaemonConfig, reload};
 use walship_engine::Archiver;
-use walship_metrics::{Health, Metrics};
+use walship_metrics::{Health, Metrics, RetentionResult};
+
+use crate::wiring::{self, Purpose};
+
+/// The plugin's wait before the next round after one that failed.
+const RETENTION_AFTER_ERROR: Duration = Duration::from_secs(300);
+
+/// The retention loop's settings from the command line.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// Overrides the manifest's `instanceSidecarConfiguration.retentionPolicyIntervalSeconds`;
+    /// `Some(0)` turns the loop off.
+    pub interval_seconds: Option<u64>,
+    /// Overrides the manifest's `retentionPolicy` (barman's syntax or the plugin's).
+    pub policy: Option<Policy>,
+}
 
 /// Where the configuration comes from, to rebuild it on reload.
 #[derive(Clone)]
@@ -26,6 +43,7 @@ pub async fn run(
     config: DaemonConfig,
     archiver: Archiver,
     sources: Sources,
+    retention: Retention,
     metrics: Arc<Metrics>,
     metrics_addr: SocketAddr,
     unready_after_seconds: u64,
@@ -45,7 +63,17 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    let pgdata = config.pgdata.clone();
     let daemon = Daemon::new(config, archiver, metrics.clone(), health)?;
+    let retention = (retention.interval_seconds != Some(0)).then(|| {
+        tokio::spawn(retention_loop(
+            sources.clone(),
+            pgdata,
+            retention,
+            metrics.clone(),
+            shutdown.clone(),
+        ))
+    });
     let changed = Arc::new(Notify::new());
     let watched = reload::Watched {
         config: sources.config.clone(),
@@ -101,10 +129,164 @@ pub async fn run(
     shutdown.cancel();
     signals.abort();
     reloader.abort();
+    if let Some(retention) = retention {
+        retention.abort();
+    }
     let _ = server.await;
     result?;
     info!("stopped");
     Ok(())
+}
+
+/// Every interval, one [`upkeep::round`]: the retention policy applied on the primary,
+/// then the catalog's figures into the metrics. The first round runs at start, so the
+/// backup gauges are right from the first scrapes; each round reads the manifest again,
+/// so a reloaded policy or interval applies from the next one.
+async fn retention_loop(
+    sources: Sources,
+    pgdata: PathBuf,
+    settings: Retention,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let wait = match retention_round(&sources, &pgdata, &settings, &metrics).await {
+            Ok(interval) => interval,
+            Err(interval) => interval.min(RETENTION_AFTER_ERROR),
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// One round; the wait until the next, as `Err` when the round failed.
+async fn retention_round(
+    sources: &Sources,
+    pgdata: &std::path::Path,
+    settings: &Retention,
+    metrics: &Metrics,
+) -> Result<Duration, Duration> {
+    let target = match wiring::target(
+        &sources.config,
+        &sources.secrets_dir,
+        sources.server_name.as_deref(),
+        None,
+        walship_store::RetryPolicy::default(),
+        Purpose::Backups,
+    )
+    .await
+    {
+        Ok(target) => target,
+        Err(e) => {
+            error!("retention: {e:#}");
+            metrics.retention_runs_total.inc(RetentionResult::Failed);
+            return Err(RETENTION_AFTER_ERROR);
+        }
+    };
+    let interval = Duration::from_secs(settings.interval_seconds.unwrap_or_else(|| {
+        target
+            .doc
+            .spec
+            .instance_sidecar_configuration
+            .as_ref()
+            .map_or(
+                walship_config::DEFAULT_RETENTION_POLICY_INTERVAL_SECONDS,
+                |s| s.retention_policy_interval_seconds(),
+            )
+            .into()
+    }));
+    let policy = match (settings.policy, target.doc.spec.retention_policy.as_deref()) {
+        (Some(policy), _) => Some(policy),
+        // The manifest's was validated when it was loaded.
+        (None, Some(text)) => Policy::parse(text).ok(),
+        (None, None) => None,
+    };
+    // A standby or a server in recovery reads the catalog but deletes nothing: only
+    // the primary applies retention, as with the plugin.
+    let in_recovery = ["standby.signal", "recovery.signal"]
+        .iter()
+        .any(|signal| pgdata.join(signal).exists());
+    let role = if in_recovery {
+        Role::Standby
+    } else {
+        Role::Primary
+    };
+    let now = chrono::Local::now().fixed_offset();
+    let applies = policy.is_some() && role == Role::Primary;
+    match upkeep::round(
+        &target.store,
+        &target.layout,
+        &target.server,
+        policy,
+        role,
+        now,
+    )
+    .await
+    {
+        Ok(round) => {
+            if round.deleted_backups + round.deleted_wal > 0 {
+                info!(
+                    "retention ({}): deleted {} backups and {} WAL files",
+                    policy.map(|p| p.to_string()).unwrap_or_default(),
+                    round.deleted_backups,
+                    round.deleted_wal
+                );
+            }
+            count_deleted(metrics, round.deleted_backups, round.deleted_wal);
+            set_catalog(metrics, &round.summary);
+            metrics.retention_runs_total.inc(if applies {
+                RetentionResult::Applied
+            } else {
+                RetentionResult::Skipped
+            });
+            Ok(interval)
+        }
+        Err(e) => {
+            warn!(
+                "retention: {e} (after deleting {} backups and {} WAL files; the next round \
+                 goes on)",
+                e.deleted_backups, e.deleted_wal
+            );
+            count_deleted(metrics, e.deleted_backups, e.deleted_wal);
+            metrics.retention_runs_total.inc(RetentionResult::Failed);
+            Err(interval)
+        }
+    }
+}
+
+fn count_deleted(metrics: &Metrics, backups: usize, wal: usize) {
+    metrics
+        .retention_deleted_backups_total
+        .inc_by(backups as u64);
+    metrics.retention_deleted_wal_total.inc_by(wal as u64);
+}
+
+/// The catalog's figures as the gauges export them: unix seconds, 0 for none (as the
+/// plugin's gauges).
+fn set_catalog(metrics: &Metrics, summary: &CatalogSummary) {
+    let seconds = |t: Option<chrono::DateTime<chrono::FixedOffset>>| {
+        t.map_or(0.0, |t| t.timestamp_micros() as f64 / 1e6)
+    };
+    metrics
+        .first_recoverability_point_seconds
+        .set(seconds(summary.first_recoverability_point));
+    metrics
+        .last_available_backup_timestamp_seconds
+        .set(seconds(summary.last_successful_backup));
+    metrics
+        .last_failed_backup_timestamp_seconds
+        .set(seconds(summary.last_failed_backup));
+    metrics
+        .last_backup_duration_seconds
+        .set(summary.last_backup_seconds.unwrap_or(0.0));
+    metrics
+        .last_backup_size_bytes
+        .set(i64::try_from(summary.last_backup_bytes.unwrap_or(0)).unwrap_or(i64::MAX));
+    metrics
+        .backups_available
+        .set(i64::try_from(summary.done_backups).unwrap_or(i64::MAX));
 }
 
 /// Feeds the credential refresh counters from the store's credential provider.

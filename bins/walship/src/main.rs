@@ -346,6 +346,8 @@ async fn run_daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<Ending> {
         shutdown_grace_seconds,
         unready_after_seconds,
         rescan_seconds,
+        retention_interval_seconds,
+        retention_policy,
     } = args;
     // Only the daemon publishes metrics; it counts credential loads from the start.
     let metrics = std::sync::Arc::new(walship_metrics::Metrics::new());
@@ -385,10 +387,15 @@ async fn run_daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<Ending> {
         secrets_dir: cli.secrets_dir.clone(),
         server_name: cli.server_name.clone(),
     };
+    let retention = daemon::Retention {
+        interval_seconds: *retention_interval_seconds,
+        policy: *retention_policy,
+    };
     let stopped = daemon::run(
         config,
         wired.archiver,
         sources,
+        retention,
         metrics,
         *metrics_addr,
         *unready_after_seconds,

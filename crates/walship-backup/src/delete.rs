@@ -31,6 +31,24 @@ pub struct Plan {
     pub wal: Vec<WalObject>,
 }
 
+impl Plan {
+    /// The backups and WAL objects gone once the first `objects` of the plan are
+    /// deleted, in [`execute`]'s order: a backup counts once its last object
+    /// (`backup.info`) is gone.
+    pub fn tally(&self, objects: usize) -> (usize, usize) {
+        let mut left = objects;
+        let mut backups = 0;
+        for backup in &self.backups {
+            if left < backup.objects.len() {
+                return (backups, 0);
+            }
+            left -= backup.objects.len();
+            backups += 1;
+        }
+        (backups, left.min(self.wal.len()))
+    }
+}
+
 /// Why nothing was deleted.
 #[derive(Debug, thiserror::Error)]
 pub enum DeleteError {
@@ -223,7 +241,7 @@ impl Snapshot {
 pub async fn execute(
     store: &Arc<dyn Store>,
     plan: &Plan,
-    each: &mut dyn FnMut(&str),
+    each: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(), StoreError> {
     for backup in &plan.backups {
         for key in &backup.objects {
@@ -266,4 +284,33 @@ pub async fn keep(
 pub async fn release(store: &dyn Store, catalog: &Catalog, id: &str) -> Result<(), DeleteError> {
     store.delete(&catalog.keep_key(id)).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tally_counts_a_backup_only_once_its_backup_info_is_gone_and_wal_after_every_backup() {
+        let backup = |id: &str| DoomedBackup {
+            id: id.to_owned(),
+            objects: vec![format!("{id}/data.tar"), format!("{id}/backup.info")],
+        };
+        let wal = |name: &str| WalObject {
+            name: name.to_owned(),
+            key: format!("wals/{name}"),
+        };
+        let plan = Plan {
+            backups: vec![backup("a"), backup("b")],
+            wal: vec![wal("1"), wal("2"), wal("3")],
+        };
+        assert_eq!(plan.tally(0), (0, 0));
+        assert_eq!(plan.tally(1), (0, 0));
+        assert_eq!(plan.tally(2), (1, 0));
+        assert_eq!(plan.tally(3), (1, 0));
+        assert_eq!(plan.tally(4), (2, 0));
+        assert_eq!(plan.tally(6), (2, 2));
+        assert_eq!(plan.tally(7), (2, 3));
+        assert_eq!(plan.tally(99), (2, 3));
+    }
 }

@@ -12,7 +12,8 @@
 //!   ([`pgdata`], [`walk`], [`tarball`], [`compress`], [`parts`]), the parts in flight
 //!   ([`upload`]), and the [`record`] `backup.info` keeps of it (STARTED, DONE, FAILED);
 //! - the [`catalog`] of a server's backups in a store, read as barman reads it;
-//!   [`restore`]; [`delete`] (retention and keeps applied to a store).
+//!   [`restore`]; [`delete`] (retention and keeps applied to a store); [`upkeep`] (the
+//!   daemon's retention round and what the catalog says an operator can recover to).
 //!
 //! It must never write a `backup.info` key barman does not know (barman then refuses
 //! the whole server's catalog), nor mark a backup DONE before everything it needs is
@@ -42,6 +43,7 @@ pub mod retention;
 pub mod session;
 pub mod take;
 pub mod tarball;
+pub mod upkeep;
 pub mod upload;
 pub mod walk;
 

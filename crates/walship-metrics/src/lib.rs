@@ -12,7 +12,8 @@
 //!
 //! This crate must never know clouds, WAL parsing or configuration files, and it must
 //! never put a secret, a URL or a file path into a label: every label with a free value
-//! is replaced by a closed enum ([`FailureReason`], [`RetryReason`], [`ReloadResult`]),
+//! is replaced by a closed enum ([`FailureReason`], [`RetryReason`], [`ReloadResult`],
+//! [`RetentionResult`]),
 //! and the only free-text label is the segment name of the last archived segment.
 //!
 //! Dependencies: `prometheus` (metric types, the text exposition format 0.0.4 and the
@@ -26,5 +27,7 @@ mod metrics;
 mod server;
 
 pub use health::Health;
-pub use metrics::{FailureReason, Label, LabeledCounter, Metrics, ReloadResult, RetryReason};
+pub use metrics::{
+    FailureReason, Label, LabeledCounter, Metrics, ReloadResult, RetentionResult, RetryReason,
+};
 pub use server::{CONTENT_TYPE, serve};

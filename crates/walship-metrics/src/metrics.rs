@@ -100,6 +100,20 @@ label_enum!(
     }
 );
 
+label_enum!(
+    /// The outcome of one round of the retention loop (`walship_retention_runs_total{result}`).
+    RetentionResult, "result", {
+        /// The policy was applied (whether or not anything was obsolete).
+        Applied => "applied",
+        /// Nothing to apply: no retention policy, or this server is a standby (only the
+        /// primary deletes). The catalog was still read for the backup gauges.
+        Skipped => "skipped",
+        /// The catalog could not be read whole, or a deletion failed; the next round
+        /// finishes it.
+        Failed => "failed",
+    }
+);
+
 /// A counter whose only label takes the values of `L`.
 #[derive(Debug, Clone)]
 pub struct LabeledCounter<L: Label> {
@@ -220,6 +234,26 @@ pub struct Metrics {
     pub credential_refresh_failures_total: IntCounter,
     /// Configuration reloads, by result.
     pub config_reloads_total: LabeledCounter<ReloadResult>,
+    /// Unix time of the end of the oldest DONE base backup: the earliest point a
+    /// recovery can reach; 0 when there is none. The plugin's
+    /// `first_recoverability_point`.
+    pub first_recoverability_point_seconds: Gauge,
+    /// Unix time of the end of the newest DONE base backup; 0 when there is none.
+    pub last_available_backup_timestamp_seconds: Gauge,
+    /// Unix time of the newest FAILED base backup; 0 when there is none.
+    pub last_failed_backup_timestamp_seconds: Gauge,
+    /// How long the newest DONE base backup took.
+    pub last_backup_duration_seconds: Gauge,
+    /// The bytes the newest DONE base backup copied (its `size`).
+    pub last_backup_size_bytes: IntGauge,
+    /// DONE base backups in the catalog.
+    pub backups_available: IntGauge,
+    /// Rounds of the retention loop, by result.
+    pub retention_runs_total: LabeledCounter<RetentionResult>,
+    /// Base backups the retention loop deleted.
+    pub retention_deleted_backups_total: IntCounter,
+    /// WAL files the retention loop deleted.
+    pub retention_deleted_wal_total: IntCounter,
 }
 
 impl Metrics {
@@ -348,6 +382,52 @@ impl Metrics {
                 "walship_config_reloads_total",
                 "Configuration reloads, by result.",
             ),
+            first_recoverability_point_seconds: gauge(
+                &r,
+                "walship_first_recoverability_point_seconds",
+                "Unix time of the end of the oldest complete base backup, the earliest point \
+                 a recovery can reach; 0 when there is none.",
+            ),
+            last_available_backup_timestamp_seconds: gauge(
+                &r,
+                "walship_last_available_backup_timestamp_seconds",
+                "Unix time of the end of the newest complete base backup; 0 when there is none.",
+            ),
+            last_failed_backup_timestamp_seconds: gauge(
+                &r,
+                "walship_last_failed_backup_timestamp_seconds",
+                "Unix time of the newest failed base backup; 0 when there is none.",
+            ),
+            last_backup_duration_seconds: gauge(
+                &r,
+                "walship_last_backup_duration_seconds",
+                "How long the newest complete base backup took.",
+            ),
+            last_backup_size_bytes: int_gauge(
+                &r,
+                "walship_last_backup_size_bytes",
+                "Bytes the newest complete base backup copied.",
+            ),
+            backups_available: int_gauge(
+                &r,
+                "walship_backups_available",
+                "Complete base backups in the catalog.",
+            ),
+            retention_runs_total: LabeledCounter::register(
+                &r,
+                "walship_retention_runs_total",
+                "Rounds of the retention loop, by result.",
+            ),
+            retention_deleted_backups_total: counter(
+                &r,
+                "walship_retention_deleted_backups_total",
+                "Base backups the retention loop deleted.",
+            ),
+            retention_deleted_wal_total: counter(
+                &r,
+                "walship_retention_deleted_wal_total",
+                "WAL files the retention loop deleted.",
+            ),
             registry: r,
         }
     }
@@ -441,6 +521,15 @@ mod tests {
         ("walship_credential_refreshes_total", "counter"),
         ("walship_credential_refresh_failures_total", "counter"),
         ("walship_config_reloads_total", "counter"),
+        ("walship_first_recoverability_point_seconds", "gauge"),
+        ("walship_last_available_backup_timestamp_seconds", "gauge"),
+        ("walship_last_failed_backup_timestamp_seconds", "gauge"),
+        ("walship_last_backup_duration_seconds", "gauge"),
+        ("walship_last_backup_size_bytes", "gauge"),
+        ("walship_backups_available", "gauge"),
+        ("walship_retention_runs_total", "counter"),
+        ("walship_retention_deleted_backups_total", "counter"),
+        ("walship_retention_deleted_wal_total", "counter"),
     ];
 
     fn families_in(text: &str) -> Vec<(String, String)> {
@@ -520,6 +609,13 @@ mod tests {
         for result in ReloadResult::ALL {
             let series = format!(
                 "walship_config_reloads_total{{result=\"{}\"}} 0",
+                result.as_str()
+            );
+            assert!(text.contains(&series), "missing {series}");
+        }
+        for result in RetentionResult::ALL {
+            let series = format!(
+                "walship_retention_runs_total{{result=\"{}\"}} 0",
                 result.as_str()
             );
             assert!(text.contains(&series), "missing {series}");

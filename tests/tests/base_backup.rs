@@ -914,3 +914,74 @@ fn the_daemon_applies_the_manifests_retention_policy_on_its_interval_and_reports
     assert_eq!(String::from_utf8(out.stdout)?, "");
     Ok(())
 }
+
+#[test]
+fn barman_cloud_backup_options_in_the_manifest_are_carried_out_and_unknown_ones_fail_only_the_backup()
+-> Result<()> {
+    let archive = Archive::start(Some("gzip"))?;
+    let (primary, _space) = primary(&archive)?;
+    let with_args = |args: &[&str]| -> Result<()> {
+        let items: String = args
+            .iter()
+            .map(|a| format!("        - \"{a}\"\n"))
+            .collect();
+        archive.write_manifest(&format!(
+            "{}    data:\n      additionalCommandArgs:\n{items}",
+            archive.manifest()
+        ))
+    };
+    with_args(&[
+        "--name=from-args",
+        "-J",
+        "3",
+        "--lz4",
+        "--min-chunk-size=20MB",
+        "--tag",
+        "team,db",
+        "--read-timeout=60",
+        "--immediate-checkpoint",
+    ])?;
+    let out = backup(&archive, &primary, &[])?;
+    ensure!(out.status.success(), "walship backup: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--read-timeout=60 has no effect"),
+        "{}",
+        stderr(&out)
+    );
+    let out = archive.walship(&["backup-show", "from-args", "--format", "json"])?;
+    ensure!(out.status.success(), "backup-show: {}", stderr(&out));
+    let json = String::from_utf8(out.stdout)?;
+    // -J 3 (barman records the jobs as copy_stats' workers); the tars' compression is
+    // in their names (barman leaves backup.info's `compression` None).
+    assert!(json.contains("\"number_of_workers\": 3"), "{json}");
+    let id = json_field(&json, "backup_id").context("backup_id")?;
+    let keys = archive.keys()?;
+    assert!(
+        keys.iter()
+            .any(|k| k.ends_with(&format!("/base/{id}/data.tar.lz4"))),
+        "{keys:?}"
+    );
+
+    // An option walship cannot honour fails the backup (exit 3, the item named,
+    // nothing stored) and nothing else: the same manifest still lists and archives.
+    with_args(&["--immediate-checkpoint", "--snapshot-disk", "disk-1"])?;
+    let out = backup(&archive, &primary, &["--name", "refused"])?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("spec.configuration.data.additionalCommandArgs[1]")
+            && stderr(&out).contains("--snapshot-disk")
+            && stderr(&out).contains("no snapshot backups"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        archive.keys()?.len(),
+        keys.len(),
+        "the refused backup stored objects"
+    );
+    let out = archive.walship(&["backup-list"])?;
+    ensure!(out.status.success(), "backup-list: {}", stderr(&out));
+    let last = primary.switch_wal()?;
+    primary.wait_for_archived(&last, Duration::from_secs(60))?;
+    Ok(())
+}

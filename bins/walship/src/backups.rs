@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use walship_backup::Catalog;
 use walship_backup::catalog::Entry;
 use walship_backup::catalog::KeepTarget;
@@ -84,13 +84,19 @@ pub async fn backup(cli: &Cli, args: &BackupArgs) -> Result<Outcome> {
         .data
         .clone()
         .unwrap_or_default();
+    // The command line, then the manifest's fields, then data.additionalCommandArgs,
+    // as the plugin lets its own options win over the ones users add.
+    let extra = data.backup_args().map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (arg, why) in &extra.without_effect {
+        warn!("data.additionalCommandArgs: {arg} has no effect in walship: {why}");
+    }
     let compression = match args.compression {
         Some(BackupCompressionArg::None) => BackupCompression::None,
         Some(BackupCompressionArg::Gzip) => BackupCompression::Gzip,
         Some(BackupCompressionArg::Bzip2) => BackupCompression::Bzip2,
         Some(BackupCompressionArg::Snappy) => BackupCompression::Snappy,
         Some(BackupCompressionArg::Lz4) => BackupCompression::Lz4,
-        None => match data.compression {
+        None => match data.compression.or(extra.compression) {
             None => BackupCompression::None,
             Some(c) => BackupCompression::from_name(c.as_str()).ok_or_else(|| {
                 anyhow::anyhow!(
@@ -100,38 +106,48 @@ pub async fn backup(cli: &Cli, args: &BackupArgs) -> Result<Outcome> {
             })?,
         },
     };
-    if let Some(name) = &args.name {
+    let name = args.name.clone().or(extra.name);
+    if let Some(name) = &name {
         walship_backup::catalog::check_backup_name(name).map_err(anyhow::Error::msg)?;
     }
+    let mut tags: std::collections::BTreeMap<String, String> = target
+        .doc
+        .spec
+        .configuration
+        .tags
+        .clone()
+        .into_iter()
+        .collect();
+    tags.extend(extra.tags);
     let options = BackupOptions {
-        name: args.name.clone(),
+        name,
         compression,
-        jobs: args.jobs.or(data.jobs).unwrap_or(2).max(1) as usize,
-        immediate_checkpoint: args.immediate_checkpoint || data.immediate_checkpoint,
-        max_archive_size: args.max_archive_size,
-        tags: target
-            .doc
-            .spec
-            .configuration
-            .tags
-            .clone()
-            .into_iter()
-            .collect(),
+        jobs: args.jobs.or(data.jobs).or(extra.jobs).unwrap_or(2).max(1) as usize,
+        immediate_checkpoint: args.immediate_checkpoint
+            || data.immediate_checkpoint
+            || extra.immediate_checkpoint,
+        max_archive_size: args
+            .max_archive_size
+            .or(extra.max_archive_size)
+            .unwrap_or(take::DEFAULT_MAX_ARCHIVE_SIZE),
+        min_part_size: extra.min_chunk_size.unwrap_or(0),
+        tags,
         archive_stall: Duration::from_secs(args.archive_stall_seconds),
     };
     let mut params =
         ConnParams::from_env(&|name| std::env::var(name).ok()).map_err(anyhow::Error::msg)?;
-    if let Some(host) = &args.host {
-        params.host = host.clone();
+    // Options beat libpq's environment, as on barman-cloud-backup's command line.
+    for (given, field) in [
+        (args.host.clone().or(extra.host), &mut params.host),
+        (args.user.clone().or(extra.user), &mut params.user),
+        (args.dbname.clone().or(extra.dbname), &mut params.dbname),
+    ] {
+        if let Some(value) = given {
+            *field = value;
+        }
     }
-    if let Some(port) = args.port {
+    if let Some(port) = args.port.or(extra.port) {
         params.port = port;
-    }
-    if let Some(user) = &args.user {
-        params.user = user.clone();
-    }
-    if let Some(dbname) = &args.dbname {
-        params.dbname = dbname.clone();
     }
     let catalog = Catalog::new(target.store.clone(), &target.layout, &target.server);
     let progress = Arc::new(Progress::default());

@@ -216,9 +216,10 @@ pub(crate) struct BackupArgs {
     #[arg(long, value_enum)]
     pub(crate) compression: Option<BackupCompressionArg>,
     /// A tar is continued in a new object (data_0001.tar, …) once it holds this much:
-    /// a number of bytes, or with kB, MB, GB or TB (powers of 1024, as barman reads them).
-    #[arg(long, value_parser = parse_size, default_value = "100GB")]
-    pub(crate) max_archive_size: u64,
+    /// a number of bytes, or with kB, MB, GB or TB (powers of 1024, as barman reads them)
+    /// [default: --max-archive-size in data.additionalCommandArgs, else 100GB].
+    #[arg(long, short = 'S', value_parser = walship_config::parse_size)]
+    pub(crate) max_archive_size: Option<u64>,
     /// PostgreSQL's host or socket directory [default: PGHOST, else /var/run/postgresql].
     #[arg(long)]
     pub(crate) host: Option<String>,
@@ -291,33 +292,6 @@ fn parse_tablespace(text: &str) -> Result<(String, PathBuf), String> {
 }
 
 /// `100GB`, `5MB`, `1024`: barman's size syntax (binary multiples).
-fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size; expected e.g. 100GB, 512MB or 1048576"))?;
-    let shift = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" => 10,
-        "M" | "MB" => 20,
-        "G" | "GB" => 30,
-        "T" | "TB" => 40,
-        _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?}; expected B, kB, MB, GB or TB"
-            ));
-        }
-    };
-    number
-        .checked_mul(1 << shift)
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{text:?} is not a usable size"))
-}
-
 // The daemon's options (a struct of their own, so that one function can take them).
 #[derive(Debug, Args)]
 pub(crate) struct DaemonArgs {

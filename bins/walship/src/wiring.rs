@@ -119,6 +119,13 @@ async fn store_for(
     purpose: Purpose,
 ) -> Result<Arc<dyn Store>> {
     let configuration = &doc.spec.configuration;
+    // barman-cloud-backup's -e and --encryption-scope in data.additionalCommandArgs;
+    // `walship backup` reports a bad one before any store is asked anything.
+    let backup_args = configuration
+        .data
+        .as_ref()
+        .and_then(|d| d.backup_args().ok())
+        .unwrap_or_default();
     match destination {
         Destination::File { root, .. } => Ok(Arc::new(LocalStore::new(root.clone()))),
         Destination::S3 { bucket, .. } => {
@@ -127,7 +134,11 @@ async fn store_for(
             let ca_bundle = endpoint_ca(doc, secrets)?;
             let encryption = match purpose {
                 Purpose::Wal => configuration.wal.as_ref().and_then(|w| w.encryption),
-                Purpose::Backups => configuration.data.as_ref().and_then(|d| d.encryption),
+                Purpose::Backups => configuration
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.encryption)
+                    .or(backup_args.encryption),
             };
             let sse = encryption.map(|e| match e {
                 Encryption::Aes256 => Sse::Aes256,
@@ -166,7 +177,13 @@ async fn store_for(
                 account: account.clone(),
                 container: container.clone(),
                 auth,
-                encryption_scope: configuration.wal_encryption_scope(),
+                encryption_scope: match purpose {
+                    Purpose::Wal => configuration.wal_encryption_scope(),
+                    Purpose::Backups => backup_args
+                        .encryption_scope
+                        .clone()
+                        .or_else(|| configuration.wal_encryption_scope()),
+                },
                 ca_bundle: endpoint_ca(doc, secrets)?,
                 retry: retry.clone(),
             })?;

@@ -61,6 +61,9 @@ pub struct BackupOptions {
     pub immediate_checkpoint: bool,
     /// A tar is cut (between files) once it holds more than this many bytes.
     pub max_archive_size: u64,
+    /// Parts are at least this large (barman's `--min-chunk-size`); walship's own
+    /// floor, 16 MiB, when smaller. Memory grows with it: (jobs + 1) parts.
+    pub min_part_size: u64,
     /// Tags put on every object.
     pub tags: BTreeMap<String, String>,
     /// How long archiving may keep failing, with no success, while the backup waits
@@ -76,6 +79,7 @@ impl Default for BackupOptions {
             jobs: 2,
             immediate_checkpoint: false,
             max_archive_size: DEFAULT_MAX_ARCHIVE_SIZE,
+            min_part_size: 0,
             tags: BTreeMap::new(),
             archive_stall: Duration::from_secs(120),
         }
@@ -289,7 +293,8 @@ async fn copy_and_stop(
     progress: Arc<Progress>,
     cancel: CancellationToken,
 ) -> Result<(Stopped, Vec<StoredObject>), StepError> {
-    let part_size = part_size_for(options.max_archive_size.saturating_add(2 << 30));
+    let part_size = part_size_for(options.max_archive_size.saturating_add(2 << 30))
+        .max(crate::upload::part_size_at_least(options.min_part_size));
     let uploads = Uploads::new(store.clone(), options.jobs, part_size, cancel.clone());
     let producer = Producer {
         uploads: uploads.clone(),

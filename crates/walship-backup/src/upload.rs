@@ -20,6 +20,13 @@ use walship_store::{MAX_PARTS, MIN_PART_SIZE, MultipartUpload, PutOptions, Store
 
 use crate::parts::PartWriter;
 
+/// `bytes` rounded up to whole MiB and capped at S3's largest part (5 GiB): the part
+/// size a user's minimum asks for.
+pub fn part_size_at_least(bytes: u64) -> usize {
+    const MIB: u64 = 1 << 20;
+    (bytes.div_ceil(MIB) * MIB).min(5 << 30) as usize
+}
+
 /// The part size for objects of up to `max_object` bytes: large enough that such an
 /// object fits in [`MAX_PARTS`] parts, at least 16 MiB (few requests, and 4 jobs stay
 /// well under 128 MiB), in whole MiB.

@@ -56,6 +56,7 @@
 //! assert_eq!(store.server_name(Some("cluster-1")).unwrap(), "cluster-1");
 //! ```
 
+mod backup_args;
 mod destination;
 mod error;
 mod manifest;
@@ -69,6 +70,7 @@ mod corpus_tests;
 
 use std::path::Path;
 
+pub use backup_args::{BackupCommandArgs, parse_backup_args, parse_size};
 pub use destination::Destination;
 pub use error::{ConfigError, ConfigErrors};
 pub use manifest::Manifest;

@@ -295,6 +295,19 @@ pub struct DataConfig {
     pub restore_additional_command_args: Vec<String>,
 }
 
+impl DataConfig {
+    /// `additionalCommandArgs` as walship carries them out (see
+    /// [`crate::BackupCommandArgs`]); an error names the item, its value and what is
+    /// accepted. Only `walship backup` asks: a bad backup option fails the backup, never
+    /// the manifest (WAL archiving goes on).
+    pub fn backup_args(&self) -> Result<crate::BackupCommandArgs, crate::ConfigError> {
+        crate::parse_backup_args(
+            &self.additional_command_args,
+            "spec.configuration.data.additionalCommandArgs",
+        )
+    }
+}
+
 /// Compression algorithms of barman-cloud (the plugin's WAL enum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,7 @@ use crate::cli::{
     BackupArgs, BackupCompressionArg, Cli, KeepTargetArg, OutputFormat, RestoreArgs,
     TargetActionArg,
 };
+use crate::progress::{Unit, human};
 use crate::wiring::{self, Purpose, Target};
 
 /// How a catalog command ended, in barman-cloud's terms.
@@ -155,14 +156,14 @@ pub async fn backup(cli: &Cli, args: &BackupArgs) -> Result<Outcome> {
     let watch = tokio::spawn(cancel_on_signal(cancel.clone()));
     let ticker = {
         let progress = progress.clone();
-        tokio::spawn(report_progress("backup: read", move || {
+        crate::progress::start("backup: read", Unit::Bytes, move || {
             let stored = progress.stored.load(Ordering::Relaxed);
             (
                 progress.read.load(Ordering::Relaxed),
                 progress.total.load(Ordering::Relaxed),
                 format!(", stored {}", human(stored)),
             )
-        }))
+        })
     };
     let taken = take::take(
         target.store.clone(),
@@ -173,7 +174,7 @@ pub async fn backup(cli: &Cli, args: &BackupArgs) -> Result<Outcome> {
         cancel,
     )
     .await;
-    ticker.abort();
+    drop(ticker);
     watch.abort();
     Ok(match taken {
         Ok(taken) => {
@@ -219,52 +220,6 @@ async fn cancel_on_signal(cancel: CancellationToken) {
     }
     error!("signal received: cancelling the backup");
     cancel.cancel();
-}
-
-/// A log line every few seconds for a long command: `what` it did, how much of the
-/// total (`figures` gives done and total), the rate, the time left, and `extra`.
-async fn report_progress(
-    what: &'static str,
-    figures: impl Fn() -> (u64, u64, String) + Send + 'static,
-) {
-    let start = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let (done, total, extra) = figures();
-        let total = total.max(done);
-        let rate = done as f64 / start.elapsed().as_secs_f64().max(0.001);
-        let left = if rate > 0.0 {
-            format!("{:.0}s", (total - done) as f64 / rate)
-        } else {
-            "?".to_owned()
-        };
-        let percent = match total {
-            0 => 0.0,
-            _ => done as f64 * 100.0 / total as f64,
-        };
-        info!(
-            "{what} {} of {} ({percent:.0}%), {}/s{extra}, about {left} left",
-            human(done),
-            human(total),
-            human(rate as u64),
-        );
-    }
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    match unit {
-        0 => format!("{bytes} B"),
-        _ => format!("{value:.1} {}", UNITS[unit]),
-    }
 }
 
 /// `walship backup-list`.
@@ -359,13 +314,13 @@ pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<Outcome> {
     let watch = tokio::spawn(cancel_on_signal(cancel.clone()));
     let ticker = {
         let progress = progress.clone();
-        tokio::spawn(report_progress("restore: fetched", move || {
+        crate::progress::start("restore: fetched", Unit::Bytes, move || {
             (
                 progress.fetched.load(Ordering::Relaxed),
                 progress.total.load(Ordering::Relaxed),
                 String::new(),
             )
-        }))
+        })
     };
     let restored = restore::restore(
         target.store.clone(),
@@ -377,7 +332,7 @@ pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<Outcome> {
         cancel,
     )
     .await;
-    ticker.abort();
+    drop(ticker);
     watch.abort();
     let restored = match restored {
         Ok(restored) => restored,
@@ -522,8 +477,24 @@ pub async fn delete(
         }
         return Ok(Outcome::Done);
     }
-    let mut deleted = 0usize;
-    let done = delete::execute(&target.store, &plan, &mut |_| deleted += 1).await;
+    let objects = plan.backups.iter().map(|b| b.objects.len()).sum::<usize>() + plan.wal.len();
+    let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ticker = {
+        let counted = counted.clone();
+        crate::progress::start("backup-delete: deleted", Unit::Objects, move || {
+            (
+                counted.load(Ordering::Relaxed),
+                objects as u64,
+                String::new(),
+            )
+        })
+    };
+    let done = delete::execute(&target.store, &plan, &mut |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+    })
+    .await;
+    drop(ticker);
+    let deleted = counted.load(Ordering::Relaxed);
     for backup in &plan.backups {
         info!("deleting backup {}", backup.id);
     }

@@ -79,7 +79,7 @@ impl Drop for LineWriter {
         }
         let text = String::from_utf8_lossy(&self.0);
         let scrubbed = walship_secret::redact::scrub(&text);
-        let _ = std::io::stderr().lock().write_all(scrubbed.as_bytes());
+        crate::progress::write_stderr(scrubbed.as_bytes());
     }
 }
 

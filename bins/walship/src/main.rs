@@ -21,6 +21,7 @@ mod backups;
 mod cli;
 mod daemon;
 mod logging;
+mod progress;
 mod wiring;
 
 use std::process::ExitCode;

@@ -321,6 +321,7 @@ fn walship_restores_barman_cloud_and_walship_backups_and_postgres_recovers_throu
         &["--compression", "snappy", "--name", "by-walship"],
     )?;
     ensure!(out.status.success(), "walship backup: {}", stderr(&out));
+    let at_backup_t = primary.psql("SELECT count(*) || ':' || sum(x) FROM t")?;
 
     // walship's list shows both, in barman's JSON shape.
     let list = archive.walship(&["backup-list", "--format", "json"])?;
@@ -379,6 +380,42 @@ fn walship_restores_barman_cloud_and_walship_backups_and_postgres_recovers_throu
         assert!(auto.contains("wal-fetch %f %p'"), "{auto}");
         recover_and_check(dir, &[("t", &expected_t), ("u", &expected_u)], name)?;
     }
+
+    // --target-immediate on the backup's own timeline: consistent, nothing after it.
+    let dir = pg_temp_dir()?;
+    let data = dir.path().join("data");
+    let relocated = dir.path().join("extra");
+    let out = archive.walship(&[
+        "restore",
+        "by-walship",
+        data.to_str().unwrap(),
+        "--tablespace",
+        &format!("extra:{}", relocated.display()),
+        "--target-immediate",
+        "--target-tli",
+        "current",
+    ])?;
+    ensure!(out.status.success(), "walship restore: {}", stderr(&out));
+    let auto = fs::read_to_string(data.join("postgresql.auto.conf"))?;
+    assert!(
+        auto.contains("recovery_target = 'immediate'\nrecovery_target_timeline = 'current'\n"),
+        "{auto}"
+    );
+    let mut restored = PgCluster::restored_in(dir)?;
+    restored.set_conf(&[("archive_mode", "off")])?;
+    restored.start()?;
+    restored.wait_for_recovery_end_within(Duration::from_secs(120))?;
+    assert_eq!(
+        restored.psql("SELECT count(*) || ':' || sum(x) FROM t")?,
+        at_backup_t,
+        "table t after an immediate recovery"
+    );
+    let log = restored.log_contents();
+    assert!(
+        log.contains("recovery stopping after reaching consistency"),
+        "{log}"
+    );
+    restored.stop()?;
     Ok(())
 }
 

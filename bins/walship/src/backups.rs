@@ -364,6 +364,7 @@ pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<Outcome> {
         (Some(t), _, _) => Some(RecoveryTarget::Time(t.clone())),
         (_, Some(l), _) => Some(RecoveryTarget::Lsn(l.clone())),
         (_, _, Some(n)) => Some(RecoveryTarget::Name(n.clone())),
+        _ if args.target_immediate => Some(RecoveryTarget::Immediate),
         _ => None,
     };
     if let Some(recovery_target) = recovery_target {
@@ -373,7 +374,13 @@ pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<Outcome> {
             TargetActionArg::Shutdown => TargetAction::Shutdown,
         };
         let command = restore_command(cli)?;
-        if let Err(e) = restore::prepare_recovery(&args.dest, &command, &recovery_target, action) {
+        if let Err(e) = restore::prepare_recovery(
+            &args.dest,
+            &command,
+            &recovery_target,
+            action,
+            args.target_tli,
+        ) {
             error!("{e}");
             return Ok(Outcome::Failed);
         }

@@ -259,6 +259,13 @@ pub(crate) struct RestoreArgs {
     /// Recover up to this restore point.
     #[arg(long, group = "target")]
     pub(crate) target_name: Option<String>,
+    /// Recover only until the backup is consistent (recovery_target = 'immediate').
+    #[arg(long, group = "target")]
+    pub(crate) target_immediate: bool,
+    /// The timeline to recover along: current (the backup's), latest, or a timeline id
+    /// [default: PostgreSQL's, latest].
+    #[arg(long, requires = "target", value_parser = walship_backup::restore::Timeline::parse)]
+    pub(crate) target_tli: Option<walship_backup::restore::Timeline>,
     /// What PostgreSQL does at the target.
     #[arg(long, value_enum, default_value = "promote", requires = "target")]
     pub(crate) target_action: TargetActionArg,

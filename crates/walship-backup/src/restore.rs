@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use walship_store::{ErrorKind, Store, StoreError};
 
@@ -311,8 +311,14 @@ pub async fn restore(
 /// Downloads one object in ranges (in order, as many in flight as `reads` allows)
 /// and unpacks it on a blocking thread as the bytes arrive. `reads` is shared by all
 /// the objects of a restore: `jobs` ranged reads at once whether the backup is one
-/// large tar or many, and each read's permit is held until its bytes are handed to
-/// the unpacking, so memory stays near `jobs` ranges.
+/// large tar or many, and each read's permit travels with its bytes until the
+/// unpacking has consumed them, so at most `jobs` ranges are held anywhere (in flight,
+/// waiting their turn, queued for the unpacking or being unpacked).
+///
+/// No deadlock: the semaphore hands out permits in the order they were asked for, and
+/// an object asks for its ranges in order, so the range its unpacking waits for never
+/// waits behind later ranges of its own; other objects' permits come back as their
+/// own unpacking goes on.
 async fn unpack_object(
     store: Arc<dyn Store>,
     part: Part,
@@ -321,7 +327,7 @@ async fn unpack_object(
     progress: Arc<RestoreProgress>,
     cancel: CancellationToken,
 ) -> Result<(), RestoreError> {
-    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let (tx, rx) = mpsc::channel::<(Bytes, Option<OwnedSemaphorePermit>)>(1);
     let ranges: Vec<Range<u64>> = (0..part.size.div_ceil(RANGE))
         .map(|i| i * RANGE..((i + 1) * RANGE).min(part.size))
         .collect();
@@ -339,11 +345,11 @@ async fn unpack_object(
                 })
                 .buffered(jobs);
             while let Some(chunk) = stream.next().await {
-                let (chunk, _permit) = chunk?;
+                let (chunk, permit) = chunk?;
                 progress
                     .fetched
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                if tx.send(chunk).await.is_err() {
+                if tx.send((chunk, permit)).await.is_err() {
                     // The unpacking stopped; its error is the one to report.
                     break;
                 }
@@ -363,10 +369,12 @@ async fn unpack_object(
     unpacked
 }
 
-/// Reads chunks from a channel, hashing them.
+/// Reads chunks from a channel, hashing them. Each chunk's read permit is let go once
+/// the chunk is consumed.
 struct ChannelReader {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<(Bytes, Option<OwnedSemaphorePermit>)>,
     current: Bytes,
+    _permit: Option<OwnedSemaphorePermit>,
     hasher: Sha256,
     read: u64,
 }
@@ -374,8 +382,13 @@ struct ChannelReader {
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
+            // The consumed chunk's permit goes first: the next range may need it.
+            self._permit = None;
             match self.rx.blocking_recv() {
-                Some(chunk) => self.current = chunk,
+                Some((chunk, permit)) => {
+                    self.current = chunk;
+                    self._permit = permit;
+                }
                 None => return Ok(0),
             }
         }
@@ -388,10 +401,14 @@ impl Read for ChannelReader {
     }
 }
 
-fn unpack_stream(part: &Part, rx: mpsc::Receiver<Bytes>) -> Result<(), RestoreError> {
+fn unpack_stream(
+    part: &Part,
+    rx: mpsc::Receiver<(Bytes, Option<OwnedSemaphorePermit>)>,
+) -> Result<(), RestoreError> {
     let mut reader = ChannelReader {
         rx,
         current: Bytes::new(),
+        _permit: None,
         hasher: Sha256::new(),
         read: 0,
     };
@@ -472,6 +489,48 @@ pub enum RecoveryTarget {
     Lsn(String),
     /// `recovery_target_name`: a restore point.
     Name(String),
+    /// `recovery_target = 'immediate'`: stop as soon as the backup is consistent.
+    Immediate,
+}
+
+/// `recovery_target_timeline`: which timeline the recovery follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeline {
+    /// The backup's own.
+    Current,
+    /// The newest found in the archive (PostgreSQL's default).
+    Latest,
+    /// This one.
+    Id(u32),
+}
+
+impl Timeline {
+    /// `current`, `latest`, or a timeline id, in decimal or with `0x` in hexadecimal
+    /// (as PostgreSQL reads it).
+    pub fn parse(text: &str) -> Result<Timeline, String> {
+        let text = text.trim();
+        let id = match text.to_ascii_lowercase().as_str() {
+            "current" => return Ok(Timeline::Current),
+            "latest" => return Ok(Timeline::Latest),
+            lower => match lower.strip_prefix("0x") {
+                Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                None => lower.parse().ok(),
+            },
+        };
+        id.filter(|id| *id >= 1).map(Timeline::Id).ok_or_else(|| {
+            format!(
+                "{text:?} is not a timeline; expected current, latest or a timeline id such as 2"
+            )
+        })
+    }
+
+    fn as_conf(self) -> String {
+        match self {
+            Timeline::Current => "current".to_owned(),
+            Timeline::Latest => "latest".to_owned(),
+            Timeline::Id(id) => id.to_string(),
+        }
+    }
 }
 
 /// What PostgreSQL does once it reaches the target (`recovery_target_action`).
@@ -505,6 +564,7 @@ pub fn prepare_recovery(
     restore_command: &str,
     target: &RecoveryTarget,
     action: TargetAction,
+    timeline: Option<Timeline>,
 ) -> Result<(), RestoreError> {
     if let RecoveryTarget::Lsn(lsn) = target
         && crate::session::parse_lsn(lsn).is_none()
@@ -514,13 +574,17 @@ pub fn prepare_recovery(
         )));
     }
     let (name, value) = match target {
-        RecoveryTarget::Time(t) => ("recovery_target_time", t),
-        RecoveryTarget::Lsn(l) => ("recovery_target_lsn", l),
-        RecoveryTarget::Name(n) => ("recovery_target_name", n),
+        RecoveryTarget::Time(t) => ("recovery_target_time", t.as_str()),
+        RecoveryTarget::Lsn(l) => ("recovery_target_lsn", l.as_str()),
+        RecoveryTarget::Name(n) => ("recovery_target_name", n.as_str()),
+        RecoveryTarget::Immediate => ("recovery_target", "immediate"),
     };
+    let timeline = timeline.map_or(String::new(), |t| {
+        format!("recovery_target_timeline = {}\n", conf_quote(&t.as_conf()))
+    });
     let text = format!(
         "\n# Added by walship restore: a point-in-time recovery.\n\
-         restore_command = {}\n{name} = {}\nrecovery_target_action = {}\n",
+         restore_command = {}\n{name} = {}\n{timeline}recovery_target_action = {}\n",
         conf_quote(restore_command),
         conf_quote(value),
         conf_quote(action.as_str()),
@@ -583,6 +647,7 @@ mod tests {
             "'/usr/bin/walship' --config '/etc/it''s.yaml' wal-fetch %f %p",
             &RecoveryTarget::Time("2026-11-30T01:19:58.9+00:00".into()),
             TargetAction::Promote,
+            None,
         )
         .unwrap();
         let auto = fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
@@ -602,9 +667,38 @@ mod tests {
             "x",
             &RecoveryTarget::Lsn("12345".into()),
             TargetAction::Pause,
+            None,
         )
         .unwrap_err();
         assert!(err.to_string().contains("is not an LSN"), "{err}");
+        assert!(!auto.contains("recovery_target_timeline"), "{auto}");
+    }
+
+    #[test]
+    fn an_immediate_target_and_a_timeline_are_written_as_postgresql_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        prepare_recovery(
+            dir.path(),
+            "walship wal-fetch %f %p",
+            &RecoveryTarget::Immediate,
+            TargetAction::Shutdown,
+            Some(Timeline::parse("0x2").unwrap()),
+        )
+        .unwrap();
+        let auto = fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
+        assert!(auto.contains("recovery_target = 'immediate'\n"), "{auto}");
+        assert!(auto.contains("recovery_target_timeline = '2'\n"), "{auto}");
+        assert!(
+            auto.contains("recovery_target_action = 'shutdown'\n"),
+            "{auto}"
+        );
+        assert_eq!(Timeline::parse("current"), Ok(Timeline::Current));
+        assert_eq!(Timeline::parse("LATEST"), Ok(Timeline::Latest));
+        assert_eq!(Timeline::parse("12"), Ok(Timeline::Id(12)));
+        for bad in ["0", "two", "", "0xg", "-1"] {
+            let err = Timeline::parse(bad).unwrap_err();
+            assert!(err.contains("expected current, latest"), "{bad}: {err}");
+        }
     }
 
     #[test]

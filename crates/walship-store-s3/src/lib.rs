@@ -933,8 +933,8 @@ impl S3Store {
         // The SDK's timeouts end with the response's headers; the body gets its own
         // deadline, sized by its announced length.
         let body_deadline = deadline::for_body(expected.unwrap_or(0));
-        let body = match tokio::time::timeout(body_deadline, out.body.collect()).await {
-            Ok(Ok(body)) => body.into_bytes(),
+        let body = match tokio::time::timeout(body_deadline, read_body(out.body, expected)).await {
+            Ok(Ok(body)) => body,
             Ok(Err(e)) => {
                 return Err(StoreError::new(
                     ErrorKind::Response,
@@ -1010,6 +1010,22 @@ fn sha256_of_file(path: &Path) -> std::io::Result<String> {
             n => hasher.update(&buf[..n]),
         }
     }
+}
+
+/// A response body read into one buffer sized by its announced length: the SDK's
+/// `collect` keeps every segment and then copies them into one, twice the body at the
+/// peak (a restore holds `jobs` 16 MiB ranges at once).
+async fn read_body(
+    mut body: aws_sdk_s3::primitives::ByteStream,
+    expected: Option<u64>,
+) -> Result<Bytes, aws_sdk_s3::primitives::ByteStreamError> {
+    // A lying or huge length must not reserve memory up front beyond what a read needs.
+    const MAX_RESERVE: u64 = 64 << 20;
+    let mut buf = bytes::BytesMut::with_capacity(expected.unwrap_or(0).min(MAX_RESERVE) as usize);
+    while let Some(chunk) = body.try_next().await? {
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }
 
 #[cfg(test)]

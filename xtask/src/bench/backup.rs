@@ -76,6 +76,9 @@ pub enum BackupTool {
     PgBackRest(usize),
     /// `pg_basebackup -Ft -X none` into a local directory.
     PgBasebackup,
+    /// `walship backup --jobs N` into a `file://` destination on the same disk: its own
+    /// pipeline beside pg_basebackup's, without the S3 server and its TLS.
+    WalshipLocal(usize),
 }
 
 impl BackupTool {
@@ -90,15 +93,17 @@ impl BackupTool {
             }
             BackupTool::PgBasebackup if gzip => "pg_basebackup -Ft -z, local disk".into(),
             BackupTool::PgBasebackup => "pg_basebackup -Ft, local disk".into(),
+            BackupTool::WalshipLocal(n) => format!("walship backup --jobs {n}, file:// local disk"),
         }
     }
 
     /// Parallelism, for ratios at equal parallelism (`None`: not comparable).
     pub fn parallel(self) -> Option<usize> {
         match self {
-            BackupTool::Walship(n) | BackupTool::Barman(Some(n)) | BackupTool::PgBackRest(n) => {
-                Some(n)
-            }
+            BackupTool::Walship(n)
+            | BackupTool::WalshipLocal(n)
+            | BackupTool::Barman(Some(n))
+            | BackupTool::PgBackRest(n) => Some(n),
             BackupTool::Barman(None) => Some(2),
             BackupTool::PgBasebackup => None,
         }
@@ -229,6 +234,7 @@ pub fn run(
             ctx.barman(compression, &mut section, failed);
             ctx.pgbackrest(compression, &mut section, failed);
             ctx.pg_basebackup(compression, &mut section, failed);
+            ctx.walship_local(compression, &mut section, failed);
         }
         Ok(())
     })();
@@ -561,6 +567,56 @@ impl Ctx<'_> {
             Err(e) => failed(&format!("{label} ({})", compression.name()), e),
         }
         let _ = fs::remove_dir_all(&dest);
+    }
+
+    /// `walship backup` at the highest `--jobs` into a `file://` store on the disk
+    /// pg_basebackup writes to: the like-for-like beside it (PostgreSQL still archives
+    /// to the bucket; only the backup's objects go to the directory).
+    fn walship_local(
+        &self,
+        compression: Compression,
+        section: &mut BackupResults,
+        failed: &mut dyn FnMut(&str, anyhow::Error),
+    ) {
+        let jobs = self.plan.max_jobs();
+        let tool = BackupTool::WalshipLocal(jobs);
+        let label = tool.label(compression);
+        if !self.wants(compression, &label) {
+            return;
+        }
+        super::proc::stop_if_interrupted();
+        let store = self.db.dir.join("local-store");
+        let config = self.db.dir.join("local.yaml");
+        let measured = (|| -> Result<Cost> {
+            fs::write(
+                &config,
+                format!(
+                    "apiVersion: barmancloud.cnpg.io/v1\nkind: ObjectStore\n\
+                     metadata:\n  name: bench-local\n\
+                     spec:\n  configuration:\n    destinationPath: file://{}\n",
+                    store.display()
+                ),
+            )?;
+            make_readable_by_pg(&config)?;
+            let mut cmd = pg_user_command(&self.env.walship, &self.db.dir)?;
+            cmd.arg("--config")
+                .arg(&config)
+                .args(["--server-name", SERVER, "--log-format", "text"])
+                .args(["--log-level", "warn", "backup", "--host", "127.0.0.1"])
+                .args(["--port", &self.port(), "--user", "postgres"])
+                .args(["--dbname", "postgres", "--immediate-checkpoint"])
+                .args(["--compression", compression.name()])
+                .args(["--jobs", &jobs.to_string()]);
+            self.measure(self.db, &mut cmd, "walship-local")
+        })();
+        match measured {
+            Ok(cost) => {
+                let stored = tree_bytes(&store, None);
+                self.record_backup(section, compression, tool, cost, stored);
+            }
+            Err(e) => failed(&format!("{label} ({})", compression.name()), e),
+        }
+        let _ = fs::remove_dir_all(&store);
     }
 
     /// Points `archive_command` at `command`, once the segment in progress is closed

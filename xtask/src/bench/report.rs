@@ -475,6 +475,19 @@ impl backup::BackupResults {
         for compression in [Compression::None, Compression::Gzip] {
             let c = compression.name();
             for row in self.backups.iter().filter(|r| r.compression == compression) {
+                if let BackupTool::WalshipLocal(jobs) = row.tool {
+                    let local = BackupTool::PgBasebackup;
+                    vs(
+                        &mut out,
+                        format!(
+                            "backup, {c}: walship --jobs {jobs} to file:// ÷ {}",
+                            local.label(compression)
+                        ),
+                        Some(&row.cost),
+                        self.backup(compression, local),
+                    );
+                    continue;
+                }
                 let BackupTool::Walship(jobs) = row.tool else {
                     continue;
                 };
@@ -566,7 +579,9 @@ impl backup::BackupResults {
              pgBackRest keeps its defaults: one repository object per file (no bundling). Restores \
              write to the same disk; walship's checks every object's SHA-256, barman-cloud-restore \
              fetches its tars one after another, and the GETs ceiling fetches walship's objects \
-             without unpacking or checking them.\n",
+             without unpacking or checking them. The S3 server is s3s-fs behind stunnel's TLS on \
+             the same two cores: `walship backup` into a `file://` store on the disk \
+             pg_basebackup writes to is the like-for-like beside pg_basebackup.\n",
             self.database_bytes as f64 / 1e6,
             self.pgdata_bytes as f64 / 1e6,
         );
@@ -748,6 +763,7 @@ mod tests {
                 backup(BackupTool::Barman(Some(4)), 16.0),
                 backup(BackupTool::PgBackRest(4), 12.0),
                 backup(BackupTool::PgBasebackup, 4.0),
+                backup(BackupTool::WalshipLocal(4), 5.0),
             ],
             restores: vec![
                 restore(RestoreTool::Walship(4), 4.0),
@@ -783,6 +799,12 @@ mod tests {
         assert_eq!(
             ratio(&format!("{walship2} ÷ pg_basebackup -Ft -z, local disk")),
             0.4
+        );
+        assert_eq!(
+            ratio(&format!(
+                "{walship4} to file:// ÷ pg_basebackup -Ft -z, local disk"
+            )),
+            0.8
         );
         // No pgBackRest run at process-max 2: no ratio made up for it.
         assert!(!ratios.iter().any(|(w, _)| w.contains("process-max 2")));

@@ -401,36 +401,44 @@ impl Read for ChannelReader {
     }
 }
 
+/// Decoded bytes handed from the decoding thread to the unpacking one at a time, and
+/// how many may wait between them.
+const DECODED_CHUNK: usize = 1 << 20;
+const DECODED_QUEUE: usize = 4;
+
+/// Unpacks one object on two threads: this one writes the files (the tar reader and
+/// the file system's work), a scoped second one hashes and decompresses, so a restore
+/// of one compressed tar uses two cores, not one.
 fn unpack_stream(
     part: &Part,
     rx: mpsc::Receiver<(Bytes, Option<OwnedSemaphorePermit>)>,
 ) -> Result<(), RestoreError> {
-    let mut reader = ChannelReader {
-        rx,
-        current: Bytes::new(),
-        _permit: None,
-        hasher: Sha256::new(),
-        read: 0,
-    };
-    let unpacked = {
-        let decoder: Box<dyn Read> = match part.compression {
-            BackupCompression::None => Box::new(&mut reader),
-            // Multi-member: a stream of several gzip members is one archive, as
-            // Python's gzip module reads it.
-            BackupCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut reader)),
-            BackupCompression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(&mut reader)),
-            BackupCompression::Snappy => Box::new(snap::read::FrameDecoder::new(&mut reader)),
-            BackupCompression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(&mut reader)),
-        };
-        unpack_tar(decoder, &part.dest, part.is_data)
-    };
-    // Whatever the tar reader left unread (its end padding) still counts for the hash.
-    let drained = io::copy(&mut reader, &mut io::sink());
-    let actual = hex::encode(reader.hasher.finalize());
+    let compression = part.compression;
+    let (unpacked, decoded) = std::thread::scope(|scope| {
+        let (tx, decoded_rx) = std::sync::mpsc::sync_channel(DECODED_QUEUE);
+        let decoder = scope.spawn(move || decode(compression, rx, tx));
+        // The tar reader is dropped when it returns, which stops the decoding early
+        // if the unpacking failed.
+        let unpacked = unpack_tar(
+            DecodedReader {
+                rx: decoded_rx,
+                current: Vec::new(),
+                at: 0,
+            },
+            &part.dest,
+            part.is_data,
+        );
+        (unpacked, decoder.join())
+    });
+    let Decoded {
+        actual,
+        read,
+        drained,
+    } = decoded.map_err(|_| RestoreError::Local(format!("decoding {} panicked", part.key)))?;
     // A corrupt object is reported as such even when it also broke the unpacking.
     if let Some(expected) = &part.expected
         && drained.is_ok()
-        && reader.read == part.size
+        && read == part.size
         && !actual.eq_ignore_ascii_case(expected)
     {
         return Err(RestoreError::Corrupt {
@@ -446,14 +454,116 @@ fn unpack_stream(
             walship_store::error_chain(&e)
         ))
     })?;
-    if reader.read != part.size {
+    if read != part.size {
         return Err(RestoreError::Store(StoreError::new(
             ErrorKind::Response,
             &part.key,
-            format!("{} of its {} bytes arrived", reader.read, part.size),
+            format!("{read} of its {} bytes arrived", part.size),
         )));
     }
     Ok(())
+}
+
+/// What the decoding thread read: the object's SHA-256, its length, and whether what
+/// the tar did not need (its end padding) could still be read for the hash.
+struct Decoded {
+    actual: String,
+    read: u64,
+    drained: io::Result<u64>,
+}
+
+/// Hashes and decompresses the object's bytes from `rx` into `tx`, then reads the rest
+/// of the object (what the unpacking did not ask for) for the hash. A decoding error is
+/// handed on for the tar reader to report.
+fn decode(
+    compression: BackupCompression,
+    rx: mpsc::Receiver<(Bytes, Option<OwnedSemaphorePermit>)>,
+    tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+) -> Decoded {
+    let mut reader = ChannelReader {
+        rx,
+        current: Bytes::new(),
+        _permit: None,
+        hasher: Sha256::new(),
+        read: 0,
+    };
+    {
+        let mut decoder: Box<dyn Read> = match compression {
+            BackupCompression::None => Box::new(&mut reader),
+            // Multi-member: a stream of several gzip members is one archive, as
+            // Python's gzip module reads it.
+            BackupCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut reader)),
+            BackupCompression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(&mut reader)),
+            BackupCompression::Snappy => Box::new(snap::read::FrameDecoder::new(&mut reader)),
+            BackupCompression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(&mut reader)),
+        };
+        loop {
+            let mut chunk = vec![0; DECODED_CHUNK];
+            let filled = match fill(&mut decoder, &mut chunk) {
+                Ok(filled) => filled,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    break;
+                }
+            };
+            if filled == 0 {
+                break;
+            }
+            chunk.truncate(filled);
+            if tx.send(Ok(chunk)).is_err() {
+                // The unpacking stopped; the rest is only hashed.
+                break;
+            }
+        }
+    }
+    drop(tx);
+    // Whatever the tar reader left unread (its end padding) still counts for the hash.
+    let drained = io::copy(&mut reader, &mut io::sink());
+    Decoded {
+        actual: hex::encode(reader.hasher.finalize()),
+        read: reader.read,
+        drained,
+    }
+}
+
+/// Reads into `buf` until it is full or the input ends; the bytes read.
+fn fill(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The decoded bytes, read by the tar reader on the unpacking thread.
+struct DecodedReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl Read for DecodedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.current.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 fn unpack_tar(reader: impl Read, dest: &Path, is_data: bool) -> io::Result<()> {

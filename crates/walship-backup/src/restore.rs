@@ -379,6 +379,21 @@ struct ChannelReader {
     read: u64,
 }
 
+impl ChannelReader {
+    /// The next whole chunk, hashed, with its read permit: the uncompressed case hands
+    /// the downloaded bytes on without a copy.
+    fn next_chunk(&mut self) -> Option<(Bytes, Option<OwnedSemaphorePermit>)> {
+        let (chunk, permit) = if self.current.is_empty() {
+            self.rx.blocking_recv()?
+        } else {
+            (std::mem::take(&mut self.current), self._permit.take())
+        };
+        self.hasher.update(&chunk);
+        self.read += chunk.len() as u64;
+        Some((chunk, permit))
+    }
+}
+
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
@@ -406,6 +421,27 @@ impl Read for ChannelReader {
 const DECODED_CHUNK: usize = 1 << 20;
 const DECODED_QUEUE: usize = 4;
 
+/// Bytes on their way from the decoding thread to the tar reader.
+enum Piece {
+    /// Downloaded bytes passed on as they are (no compression), with their read permit
+    /// (let go when the piece is).
+    Shared {
+        bytes: Bytes,
+        _permit: Option<OwnedSemaphorePermit>,
+    },
+    /// Decompressed bytes in a buffer that goes back to the decoding thread once read.
+    Owned(Vec<u8>),
+}
+
+impl Piece {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Shared { bytes, .. } => bytes,
+            Piece::Owned(vec) => vec,
+        }
+    }
+}
+
 /// Unpacks one object on two threads: this one writes the files (the tar reader and
 /// the file system's work), a scoped second one hashes and decompresses, so a restore
 /// of one compressed tar uses two cores, not one.
@@ -416,13 +452,16 @@ fn unpack_stream(
     let compression = part.compression;
     let (unpacked, decoded) = std::thread::scope(|scope| {
         let (tx, decoded_rx) = std::sync::mpsc::sync_channel(DECODED_QUEUE);
-        let decoder = scope.spawn(move || decode(compression, rx, tx));
+        // Read buffers come back to be filled again: no new zeroed megabyte per chunk.
+        let (recycle, recycled) = std::sync::mpsc::sync_channel(DECODED_QUEUE + 2);
+        let decoder = scope.spawn(move || decode(compression, rx, tx, recycled));
         // The tar reader is dropped when it returns, which stops the decoding early
         // if the unpacking failed.
         let unpacked = unpack_tar(
             DecodedReader {
                 rx: decoded_rx,
-                current: Vec::new(),
+                recycle,
+                current: None,
                 at: 0,
             },
             &part.dest,
@@ -478,7 +517,8 @@ struct Decoded {
 fn decode(
     compression: BackupCompression,
     rx: mpsc::Receiver<(Bytes, Option<OwnedSemaphorePermit>)>,
-    tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+    tx: std::sync::mpsc::SyncSender<io::Result<Piece>>,
+    recycled: std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> Decoded {
     let mut reader = ChannelReader {
         rx,
@@ -487,9 +527,19 @@ fn decode(
         hasher: Sha256::new(),
         read: 0,
     };
-    {
+    if compression == BackupCompression::None {
+        while let Some((chunk, permit)) = reader.next_chunk() {
+            let piece = Piece::Shared {
+                bytes: chunk,
+                _permit: permit,
+            };
+            if tx.send(Ok(piece)).is_err() {
+                break;
+            }
+        }
+    } else {
         let mut decoder: Box<dyn Read> = match compression {
-            BackupCompression::None => Box::new(&mut reader),
+            BackupCompression::None => unreachable!("handled above"),
             // Multi-member: a stream of several gzip members is one archive, as
             // Python's gzip module reads it.
             BackupCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut reader)),
@@ -498,7 +548,8 @@ fn decode(
             BackupCompression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(&mut reader)),
         };
         loop {
-            let mut chunk = vec![0; DECODED_CHUNK];
+            let mut chunk = recycled.try_recv().unwrap_or_default();
+            chunk.resize(DECODED_CHUNK, 0);
             let filled = match fill(&mut decoder, &mut chunk) {
                 Ok(filled) => filled,
                 Err(e) => {
@@ -510,7 +561,7 @@ fn decode(
                 break;
             }
             chunk.truncate(filled);
-            if tx.send(Ok(chunk)).is_err() {
+            if tx.send(Ok(Piece::Owned(chunk))).is_err() {
                 // The unpacking stopped; the rest is only hashed.
                 break;
             }
@@ -542,25 +593,35 @@ fn fill(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// The decoded bytes, read by the tar reader on the unpacking thread.
 struct DecodedReader {
-    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    current: Vec<u8>,
+    rx: std::sync::mpsc::Receiver<io::Result<Piece>>,
+    recycle: std::sync::mpsc::SyncSender<Vec<u8>>,
+    current: Option<Piece>,
     at: usize,
 }
 
 impl Read for DecodedReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.current.len() {
+        while self
+            .current
+            .as_ref()
+            .is_none_or(|piece| self.at == piece.bytes().len())
+        {
+            // A read piece's buffer goes back, its permit (if any) is let go.
+            if let Some(Piece::Owned(vec)) = self.current.take() {
+                let _ = self.recycle.try_send(vec);
+            }
             match self.rx.recv() {
-                Ok(Ok(chunk)) => {
-                    self.current = chunk;
+                Ok(Ok(piece)) => {
+                    self.current = Some(piece);
                     self.at = 0;
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Ok(0),
             }
         }
-        let n = buf.len().min(self.current.len() - self.at);
-        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        let bytes = self.current.as_ref().map_or(&[][..], Piece::bytes);
+        let n = buf.len().min(bytes.len() - self.at);
+        buf[..n].copy_from_slice(&bytes[self.at..self.at + n]);
         self.at += n;
         Ok(n)
     }

@@ -52,6 +52,15 @@ fn primary(archive: &Archive) -> Result<(PgCluster, tempfile::TempDir)> {
     Ok((primary, space))
 }
 
+/// Three more WAL segments, each with rows in `t`.
+fn more_wal(primary: &PgCluster) -> Result<()> {
+    for _ in 0..3 {
+        primary.psql("INSERT INTO t SELECT generate_series(1, 5000)")?;
+        primary.switch_wal()?;
+    }
+    Ok(())
+}
+
 fn json_field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
     let at = json.find(&format!("\"{key}\": \""))? + key.len() + 5;
     let rest = &json[at..];
@@ -575,21 +584,14 @@ fn walship_and_barman_cloud_backup_delete_agree_on_a_mixed_catalog_under_a_recov
         );
         Ok(())
     };
-    let more_wal = || -> Result<()> {
-        for _ in 0..3 {
-            primary.psql("INSERT INTO t SELECT generate_series(1, 5000)")?;
-            primary.switch_wal()?;
-        }
-        Ok(())
-    };
-    more_wal()?;
+    more_wal(&primary)?;
     barman_backup("oldest-one")?;
-    more_wal()?;
+    more_wal(&primary)?;
     let out = backup(&archive, &primary, &["--name", "second"])?;
     ensure!(out.status.success(), "walship backup: {}", stderr(&out));
-    more_wal()?;
+    more_wal(&primary)?;
     barman_backup("newest-one")?;
-    more_wal()?;
+    more_wal(&primary)?;
     let last = primary.switch_wal()?;
     primary.wait_for_archived(&last, Duration::from_secs(120))?;
     // A history file no retention may delete.
@@ -848,20 +850,13 @@ fn the_daemon_applies_the_manifests_retention_policy_on_its_interval_and_reports
 -> Result<()> {
     let archive = Archive::start(Some("gzip"))?;
     let (primary, _space) = primary(&archive)?;
-    let more_wal = || -> Result<()> {
-        for _ in 0..3 {
-            primary.psql("INSERT INTO t SELECT generate_series(1, 5000)")?;
-            primary.switch_wal()?;
-        }
-        Ok(())
-    };
-    more_wal()?;
+    more_wal(&primary)?;
     let out = backup(&archive, &primary, &["--name", "old"])?;
     ensure!(out.status.success(), "walship backup: {}", stderr(&out));
-    more_wal()?;
+    more_wal(&primary)?;
     let out = backup(&archive, &primary, &["--name", "new"])?;
     ensure!(out.status.success(), "walship backup: {}", stderr(&out));
-    more_wal()?;
+    more_wal(&primary)?;
     let last = primary.switch_wal()?;
     primary.wait_for_archived(&last, Duration::from_secs(120))?;
     let show = |name: &str| -> Result<(String, String)> {

@@ -121,11 +121,10 @@ async fn store_for(
     let configuration = &doc.spec.configuration;
     // barman-cloud-backup's -e and --encryption-scope in data.additionalCommandArgs;
     // `walship backup` reports a bad one before any store is asked anything.
-    let backup_args = configuration
-        .data
-        .as_ref()
-        .and_then(|d| d.backup_args().ok())
-        .unwrap_or_default();
+    let backup_args = match (purpose, &configuration.data) {
+        (Purpose::Backups, Some(data)) => data.backup_args().unwrap_or_default(),
+        _ => walship_config::BackupCommandArgs::default(),
+    };
     match destination {
         Destination::File { root, .. } => Ok(Arc::new(LocalStore::new(root.clone()))),
         Destination::S3 { bucket, .. } => {

@@ -102,6 +102,34 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Publishes the finished, fsynced file at `staged` (on this store's file system)
+    /// as `key`, create-only, with `link(2)` as [`LocalStore::put_blocking`] does.
+    fn publish_blocking(
+        &self,
+        key: &str,
+        staged: &Path,
+        metadata: &Metadata,
+    ) -> Result<(), StoreError> {
+        let target = self.path_of(key)?;
+        let dir = target
+            .parent()
+            .expect("a key always has a parent")
+            .to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| self.io_error("creating", &dir, e))?;
+        std::fs::hard_link(staged, &target).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                StoreError::already_exists(self.describe(), key)
+            } else {
+                self.io_error("publishing", &target, e)
+            }
+        })?;
+        durable::sync_dir(&dir).map_err(|e| self.io_error("syncing", &dir, e))?;
+        if !metadata.is_empty() {
+            self.write_meta(key, metadata)?;
+        }
+        Ok(())
+    }
+
     fn write_meta(&self, key: &str, metadata: &Metadata) -> Result<(), StoreError> {
         let path = self.meta_path_of(key);
         let dir = path
@@ -400,8 +428,15 @@ impl Store for LocalStore {
         let staging = self.root.join(UPLOADS_DIR).join(crate::upload_nonce());
         let this = self.clone();
         let dir = staging.clone();
-        spawn(move || {
-            std::fs::create_dir_all(&dir).map_err(|e| this.io_error("creating", &dir, e))
+        let slots = spawn(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| this.io_error("creating", &dir, e))?;
+            let path = dir.join(SLOTS_FILE);
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| this.io_error("creating", &path, e))
         })
         .await?;
         Ok(Arc::new(LocalUpload {
@@ -409,6 +444,8 @@ impl Store for LocalStore {
             key: key.to_owned(),
             staging,
             metadata: options.metadata.clone(),
+            slots: Arc::new(slots),
+            parts: Arc::new(std::sync::Mutex::new(Staged::default())),
         }))
     }
 
@@ -429,15 +466,34 @@ impl Store for LocalStore {
     }
 }
 
-/// Parts staged as files under `.walship-uploads/<nonce>/`, concatenated into a
-/// temporary file beside the target at complete and published with `link(2)` as every
-/// create-only put is.
+/// The staging file of an upload's equal-sized parts, each at `index × stride`.
+const SLOTS_FILE: &str = "slots";
+
+/// Where each part of an upload was staged.
+#[derive(Debug, Default)]
+struct Staged {
+    /// The size of the slots: the first non-empty part's length.
+    stride: Option<u64>,
+    /// Each part: its length and whether it is in its slot (else in a file of its own).
+    parts: std::collections::BTreeMap<usize, (u64, bool)>,
+}
+
+/// An upload's parts staged under `.walship-uploads/<nonce>/`. A part as long as the
+/// first one is written in place in one file (`slots`, at `index × stride`), so that
+/// when every part but the last is in its slot, complete writes only the last part and
+/// publishes that very file with `link(2)`, as every create-only put is published: the
+/// backup's bytes are written once, as pg_basebackup writes them. Parts of other sizes
+/// go to files of their own, and an upload of uneven parts is joined by a copy at
+/// complete. Nothing is fsynced before complete: an upload that did not complete is
+/// not an object, whatever a crash leaves of it.
 #[derive(Debug)]
 struct LocalUpload {
     store: LocalStore,
     key: String,
     staging: PathBuf,
     metadata: Metadata,
+    slots: Arc<std::fs::File>,
+    parts: Arc<std::sync::Mutex<Staged>>,
 }
 
 impl LocalUpload {
@@ -449,38 +505,126 @@ impl LocalUpload {
 #[async_trait]
 impl MultipartUpload for LocalUpload {
     async fn put_part(&self, index: usize, body: Bytes) -> Result<(), StoreError> {
-        let (path, store) = (self.part_path(index), self.store.clone());
-        spawn(move || {
-            let io_error = |e| store.io_error("writing", &path, e);
-            durable::write(
-                &path,
-                durable::Publish::Replace,
-                |file| file.write_all(&body).map_err(io_error),
-                io_error,
-            )
+        let len = body.len() as u64;
+        let slot = {
+            let mut staged = self
+                .parts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match staged.stride {
+                None if len > 0 => {
+                    staged.stride = Some(len);
+                    Some(len)
+                }
+                Some(stride) if stride == len => Some(stride),
+                _ => None,
+            }
+        };
+        let (path, store, slots) = (
+            self.part_path(index),
+            self.store.clone(),
+            self.slots.clone(),
+        );
+        let slots_path = self.staging.join(SLOTS_FILE);
+        spawn(move || match slot {
+            Some(stride) => {
+                use std::os::unix::fs::FileExt;
+                // Synced part by part, as the parts come, so that complete's sync has
+                // only the last part left to wait for.
+                slots
+                    .write_all_at(&body, index as u64 * stride)
+                    .and_then(|()| slots.sync_data())
+                    .map_err(|e| store.io_error("writing", &slots_path, e))
+            }
+            None => std::fs::write(&path, &body).map_err(|e| store.io_error("writing", &path, e)),
         })
-        .await
+        .await?;
+        self.parts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .parts
+            .insert(index, (len, slot.is_some()));
+        Ok(())
     }
 
     async fn complete(&self, parts: usize) -> Result<(), StoreError> {
+        let (stride, layout) = {
+            let staged = self
+                .parts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let layout: Vec<Option<(u64, bool)>> =
+                (0..parts).map(|i| staged.parts.get(&i).copied()).collect();
+            (staged.stride.unwrap_or(0), layout)
+        };
+        if let Some(missing) = layout.iter().position(Option::is_none) {
+            return Err(StoreError::new(
+                ErrorKind::NotFound,
+                self.store.describe(),
+                format!("{}: part {missing} of {parts} was never uploaded", self.key),
+            ));
+        }
+        let layout: Vec<(u64, bool)> = layout.into_iter().flatten().collect();
+        let in_place = layout
+            .iter()
+            .take(parts.saturating_sub(1))
+            .all(|(_, slotted)| *slotted);
         let (store, key, staging) = (self.store.clone(), self.key.clone(), self.staging.clone());
         let part_paths: Vec<PathBuf> = (0..parts).map(|i| self.part_path(i)).collect();
-        let options = PutOptions {
-            metadata: self.metadata.clone(),
-            ..PutOptions::default()
-        };
+        let slots = self.slots.clone();
+        let metadata = self.metadata.clone();
         spawn(move || {
-            let mut fill = |file: &mut std::fs::File| {
-                for part in &part_paths {
-                    let mut from = std::fs::File::open(part)
-                        .map_err(|e| store.io_error("reading the staged part", part, e))?;
-                    // std's copy between two files is copy_file_range(2) on Linux.
-                    io::copy(&mut from, file)
-                        .map_err(|e| store.io_error("copying the staged part", part, e))?;
+            use std::os::unix::fs::FileExt;
+            let slots_path = staging.join(SLOTS_FILE);
+            if in_place {
+                // Every part but the last is in its slot: the last joins them, the
+                // file ends where it ends, and the staging file itself is published.
+                let mut total = 0;
+                if let Some(&(len, slotted)) = layout.last() {
+                    let at = (layout.len() as u64 - 1) * stride;
+                    if !slotted {
+                        let last = &part_paths[layout.len() - 1];
+                        let body = std::fs::read(last)
+                            .map_err(|e| store.io_error("reading the staged part", last, e))?;
+                        slots
+                            .write_all_at(&body, at)
+                            .map_err(|e| store.io_error("writing", &slots_path, e))?;
+                    }
+                    total = at + len;
                 }
-                Ok(())
-            };
-            store.put_blocking(&key, &mut fill, &options)?;
+                slots
+                    .set_len(total)
+                    .and_then(|()| slots.sync_all())
+                    .map_err(|e| store.io_error("writing", &slots_path, e))?;
+                store.publish_blocking(&key, &slots_path, &metadata)?;
+            } else {
+                let mut fill = |file: &mut std::fs::File| {
+                    for (i, &(len, slotted)) in layout.iter().enumerate() {
+                        if slotted {
+                            let mut source = Slot {
+                                file: &slots,
+                                at: i as u64 * stride,
+                                left: len,
+                            };
+                            io::copy(&mut source, file).map_err(|e| {
+                                store.io_error("copying a staged part", &slots_path, e)
+                            })?;
+                        } else {
+                            let part = &part_paths[i];
+                            let mut from = std::fs::File::open(part)
+                                .map_err(|e| store.io_error("reading the staged part", part, e))?;
+                            io::copy(&mut from, file)
+                                .map_err(|e| store.io_error("copying the staged part", part, e))?;
+                        }
+                    }
+                    Ok(())
+                };
+                let options = PutOptions {
+                    metadata: metadata.clone(),
+                    ..PutOptions::default()
+                };
+                store.put_blocking(&key, &mut fill, &options)?;
+            }
             let _ = std::fs::remove_dir_all(&staging);
             Ok(())
         })
@@ -499,6 +643,32 @@ impl MultipartUpload for LocalUpload {
     }
 }
 
+/// One part's bytes in the slots file, read where they are.
+struct Slot<'a> {
+    file: &'a std::fs::File,
+    at: u64,
+    left: u64,
+}
+
+impl io::Read for Slot<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.at)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.at += n as u64;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 async fn spawn<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
@@ -514,6 +684,63 @@ async fn spawn<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn upload_parts(store: &LocalStore, key: &str, parts: &[Bytes]) -> Vec<u8> {
+        let upload = store
+            .start_multipart(key, &PutOptions::default())
+            .await
+            .unwrap();
+        for (i, part) in parts.iter().enumerate() {
+            upload.put_part(i, part.clone()).await.unwrap();
+        }
+        upload.complete(parts.len()).await.unwrap();
+        let (got, _) = store.get(key).await.unwrap();
+        let expected: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        assert_eq!(got.len(), expected.len(), "{key}: length");
+        assert!(
+            got[..] == expected[..],
+            "{key}: the parts were not joined in order"
+        );
+        got.to_vec()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn equal_parts_are_written_in_place_once_and_uneven_ones_still_join_in_order() {
+        let root = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(root.path().to_owned());
+        let part = |len: usize, seed: u8| {
+            Bytes::from((0..len).map(|i| (i as u8) ^ seed).collect::<Vec<u8>>())
+        };
+        // Equal parts and a short last one: published from the slots file itself.
+        upload_parts(
+            &store,
+            "a/in-place",
+            &[part(4096, 1), part(4096, 2), part(4096, 3), part(100, 4)],
+        )
+        .await;
+        // A middle part of another size: joined by a copy, slotted parts read in place.
+        upload_parts(
+            &store,
+            "a/uneven",
+            &[part(4096, 5), part(1000, 6), part(4096, 7), part(10, 8)],
+        )
+        .await;
+        // A part never sent is a missing part, not a short object.
+        let upload = store
+            .start_multipart("a/missing", &PutOptions::default())
+            .await
+            .unwrap();
+        upload.put_part(0, part(4096, 9)).await.unwrap();
+        upload.put_part(2, part(10, 9)).await.unwrap();
+        let err = upload.complete(3).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        assert!(store.head("a/missing").await.unwrap().is_none());
+        upload.abort().await.unwrap();
+        let staging = std::fs::read_dir(root.path().join(UPLOADS_DIR))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(staging, 0, "uploads left staging files behind");
+    }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_large_file_is_copied_into_the_local_store_without_being_held_in_memory() {

@@ -15,7 +15,9 @@
 //!
 //! Dependencies: `clap` (arguments and environment variables), `anyhow` (errors at this
 //! edge only), `tokio` (the runtime), `tracing` and `tracing-subscriber` (logs to
-//! stderr, which PostgreSQL copies into its own log for archive and restore commands).
+//! stderr, which PostgreSQL copies into its own log for archive and restore commands),
+//! `indicatif` (the progress bar of `backup`, `restore` and `backup-delete` on a
+//! terminal; see `progress.rs`).
 
 mod backups;
 mod cli;

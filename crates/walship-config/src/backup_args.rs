@@ -250,10 +250,17 @@ pub fn parse_backup_args(args: &[String], path: &str) -> Result<BackupCommandArg
         let at = format!("{path}[{i}]");
         let arg = args[i].as_str();
         let (flag, inline) = split_option(arg);
+        // An option walship does not take is named without its value: an endpoint URL
+        // may carry a password, and errors are printed as they are.
+        let named = match inline {
+            Some(_) if arg.starts_with("--") => format!("{flag}=…"),
+            Some(_) => format!("{flag}…"),
+            None => flag.to_owned(),
+        };
         let Some(option) = OPTIONS.iter().find(|o| o.names.contains(&flag)) else {
             return Err(ConfigError::with_value(
                 at,
-                arg,
+                named,
                 "is not a barman-cloud-backup option walship knows",
                 ACCEPTED,
             ));
@@ -349,7 +356,7 @@ pub fn parse_backup_args(args: &[String], path: &str) -> Result<BackupCommandArg
             What::Refused(instead) => {
                 return Err(ConfigError::with_value(
                     at,
-                    arg,
+                    named,
                     "is a barman-cloud-backup option walship does not carry out",
                     *instead,
                 ));
@@ -461,11 +468,12 @@ mod tests {
                 "no snapshot backups",
             ),
             (
-                &["--endpoint-url=http://x"],
+                &["--endpoint-url=https://user:hunter2@s3.example"],
                 0,
-                "--endpoint-url=http://x",
+                "--endpoint-url=…",
                 "endpointURL",
             ),
+            (&["--frob=hunter2"], 0, "--frob=…", "--name, --jobs"),
             (&["-J", "0"], 1, "0", "1 to 64"),
             (&["--jobs"], 0, "--jobs", "--jobs VALUE"),
             (&["--gzip=yes"], 0, "--gzip=yes", "--gzip alone"),
@@ -483,6 +491,7 @@ mod tests {
             assert_eq!(err.path, format!("{PATH}[{index}]"), "{args:?}: {err}");
             assert_eq!(err.value.as_deref(), Some(value), "{args:?}: {err}");
             assert!(err.expected.contains(expected), "{args:?}: {err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
         }
     }
 

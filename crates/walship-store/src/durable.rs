@@ -77,6 +77,18 @@ pub fn write<E>(
     sync_dir(&dir).map_err(io_error)
 }
 
+/// Gives `src`, a finished and fsynced file, the name `dest` too, only if that name is
+/// free (`link(2)`: [`io::ErrorKind::AlreadyExists`] otherwise, atomically), then
+/// fsyncs `dest`'s directory: the last step of a [`Publish::CreateOnly`] write, for a
+/// file written elsewhere on the same file system.
+pub fn link_new(src: &Path, dest: &Path) -> io::Result<()> {
+    std::fs::hard_link(src, dest)?;
+    match dest.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
 /// fsyncs a directory, so that the names created or removed in it persist.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

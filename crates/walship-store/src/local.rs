@@ -83,32 +83,34 @@ impl LocalStore {
         fill: &mut dyn FnMut(&mut std::fs::File) -> Result<(), StoreError>,
         options: &PutOptions,
     ) -> Result<(), StoreError> {
-        let target = self.path_of(key)?;
-        let dir = target
-            .parent()
-            .expect("a key always has a parent")
-            .to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| self.io_error("creating", &dir, e))?;
-        durable::write(&target, durable::Publish::CreateOnly, fill, |e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                StoreError::already_exists(self.describe(), key)
-            } else {
-                self.io_error("writing", &target, e)
-            }
-        })?;
-        if !options.metadata.is_empty() {
-            self.write_meta(key, &options.metadata)?;
-        }
-        Ok(())
+        self.create_blocking(key, &options.metadata, |target| {
+            durable::write(target, durable::Publish::CreateOnly, fill, |e| {
+                self.create_error(key, "writing", target, e)
+            })
+        })
     }
 
     /// Publishes the finished, fsynced file at `staged` (on this store's file system)
-    /// as `key`, create-only, with `link(2)` as [`LocalStore::put_blocking`] does.
+    /// as `key`, create-only, as [`LocalStore::put_blocking`] publishes its own.
     fn publish_blocking(
         &self,
         key: &str,
         staged: &Path,
         metadata: &Metadata,
+    ) -> Result<(), StoreError> {
+        self.create_blocking(key, metadata, |target| {
+            durable::link_new(staged, target)
+                .map_err(|e| self.create_error(key, "publishing", target, e))
+        })
+    }
+
+    /// The steps every new object takes: its directory, `create` (which must fail with
+    /// `AlreadyExists` if the name is taken), then its metadata.
+    fn create_blocking(
+        &self,
+        key: &str,
+        metadata: &Metadata,
+        create: impl FnOnce(&Path) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let target = self.path_of(key)?;
         let dir = target
@@ -116,18 +118,20 @@ impl LocalStore {
             .expect("a key always has a parent")
             .to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| self.io_error("creating", &dir, e))?;
-        std::fs::hard_link(staged, &target).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                StoreError::already_exists(self.describe(), key)
-            } else {
-                self.io_error("publishing", &target, e)
-            }
-        })?;
-        durable::sync_dir(&dir).map_err(|e| self.io_error("syncing", &dir, e))?;
+        create(&target)?;
         if !metadata.is_empty() {
             self.write_meta(key, metadata)?;
         }
         Ok(())
+    }
+
+    /// A failed creation: the name taken, or another I/O error.
+    fn create_error(&self, key: &str, what: &str, target: &Path, e: io::Error) -> StoreError {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            StoreError::already_exists(self.describe(), key)
+        } else {
+            self.io_error(what, target, e)
+        }
     }
 
     fn write_meta(&self, key: &str, metadata: &Metadata) -> Result<(), StoreError> {

@@ -559,14 +559,7 @@ impl Ctx<'_> {
             }
             self.measure(self.db, &mut cmd, "pg_basebackup")
         })();
-        match measured {
-            Ok(cost) => {
-                let stored = tree_bytes(&dest, None);
-                self.record_backup(section, compression, tool, cost, stored);
-            }
-            Err(e) => failed(&format!("{label} ({})", compression.name()), e),
-        }
-        let _ = fs::remove_dir_all(&dest);
+        self.record_local(section, compression, tool, measured, &dest, failed);
     }
 
     /// `walship backup` at the highest `--jobs` into a `file://` store on the disk
@@ -609,14 +602,31 @@ impl Ctx<'_> {
                 .args(["--jobs", &jobs.to_string()]);
             self.measure(self.db, &mut cmd, "walship-local")
         })();
+        self.record_local(section, compression, tool, measured, &store, failed);
+    }
+
+    /// Records a backup written to the local directory `dir` (its size, what it
+    /// stored), or its failure, then removes the directory.
+    fn record_local(
+        &self,
+        section: &mut BackupResults,
+        compression: Compression,
+        tool: BackupTool,
+        measured: Result<Cost>,
+        dir: &Path,
+        failed: &mut dyn FnMut(&str, anyhow::Error),
+    ) {
         match measured {
             Ok(cost) => {
-                let stored = tree_bytes(&store, None);
+                let stored = tree_bytes(dir, None);
                 self.record_backup(section, compression, tool, cost, stored);
             }
-            Err(e) => failed(&format!("{label} ({})", compression.name()), e),
+            Err(e) => failed(
+                &format!("{} ({})", tool.label(compression), compression.name()),
+                e,
+            ),
         }
-        let _ = fs::remove_dir_all(&store);
+        let _ = fs::remove_dir_all(dir);
     }
 
     /// Points `archive_command` at `command`, once the segment in progress is closed

@@ -9,7 +9,7 @@
 //!   [`present`] (what `backup-list` and `backup-show` print), [`retention`] (barman's
 //!   retention rules);
 //! - taking a backup, [`take`]: the PostgreSQL [`session`], what a backup copies and how
-//!   ([`pgdata`], [`walk`], [`tarball`], [`compress`], [`parts`]), the parts in flight
+//!   ([`pgdata`], [`walk`], [`tarball`], [`compress`] with [`pgzip`], [`parts`]), the parts in flight
 //!   ([`upload`]), and the [`record`] `backup.info` keeps of it (STARTED, DONE, FAILED);
 //! - the [`catalog`] of a server's backups in a store, read as barman reads it;
 //!   [`restore`]; [`delete`] (retention and keeps applied to a store); [`upkeep`] (the
@@ -35,6 +35,7 @@ pub mod info;
 pub mod json;
 pub mod parts;
 pub mod pgdata;
+pub mod pgzip;
 pub mod present;
 pub mod pyrepr;
 pub mod record;

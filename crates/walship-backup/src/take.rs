@@ -56,7 +56,7 @@ pub struct BackupOptions {
     /// `--name`: the backup's name, besides its id.
     pub name: Option<String>,
     pub compression: BackupCompression,
-    /// Parts in flight at once.
+    /// Parts in flight at once, and the cores gzip deflates on.
     pub jobs: usize,
     pub immediate_checkpoint: bool,
     /// A tar is cut (between files) once it holds more than this many bytes.
@@ -300,6 +300,7 @@ async fn copy_and_stop(
         uploads: uploads.clone(),
         prefix: catalog.backup_prefix(id),
         compression: options.compression,
+        threads: options.jobs,
         max_archive_size: options.max_archive_size,
         tags: options.tags.clone(),
         stored: Vec::new(),
@@ -509,6 +510,8 @@ struct Producer {
     /// `<prefix>/<server>/base/<id>/`.
     prefix: String,
     compression: BackupCompression,
+    /// Cores the compression may use: `--jobs`, the parallelism the user chose.
+    threads: usize,
     max_archive_size: u64,
     tags: BTreeMap<String, String>,
     stored: Vec<StoredObject>,
@@ -541,7 +544,7 @@ impl Producer {
         Ok(OpenTar {
             name: name.to_owned(),
             count,
-            tar: TarOut::new(self.compression.writer(writer)),
+            tar: TarOut::new(self.compression.writer(writer, self.threads)),
         })
     }
 

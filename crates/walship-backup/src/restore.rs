@@ -599,8 +599,9 @@ struct DecodedReader {
     at: usize,
 }
 
-impl Read for DecodedReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl DecodedReader {
+    /// Some bytes from the current piece, or from the next one.
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self
             .current
             .as_ref()
@@ -624,6 +625,24 @@ impl Read for DecodedReader {
         buf[..n].copy_from_slice(&bytes[self.at..self.at + n]);
         self.at += n;
         Ok(n)
+    }
+}
+
+impl Read for DecodedReader {
+    /// Fills `buf` across pieces, short only at the end. The tar reader copies a file
+    /// in reads of one size, so each write then starts on a page boundary of the file:
+    /// a write that stops mid-page makes ext4 zero the rest of a fresh page-cache
+    /// folio, only for the next write to overwrite it (measured: as much CPU as the
+    /// copy itself when reads ended where the download's pieces did).
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.read_some(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(filled)
     }
 }
 

@@ -48,8 +48,8 @@ pub use aad::{AadOptions, AadStub};
 pub use azurite::{AZURITE_ACCOUNT, AZURITE_KEY, AzuriteOptions, AzuriteServer, azurite_path};
 pub use gcs::{GcsServer, GoogleTokenServer, MetadataServer, TokenMode, fake_gcs_path};
 pub use paths::{
-    WalshipBin, barman_bin_for_pg, barman_system_venv, barman_venv, pg_can_run_script, target_dir,
-    tool_path, workspace_root,
+    WalshipBin, barman_bin_for_pg, barman_system_venv, barman_venv, executable_by_pg,
+    pg_can_run_script, target_dir, tool_path, workspace_root,
 };
 pub use pg::{
     InitOptions, PgCluster, PgUser, make_readable_by_pg, pg_bin_dir, pg_temp_dir, pg_user,

@@ -155,6 +155,16 @@ impl WalshipBin {
     }
 }
 
+/// A path to `built` (a binary of the test kit's own) that the PostgreSQL user can
+/// execute: itself, or a world-readable copy when it cannot reach it.
+pub fn executable_by_pg(built: &Path) -> Result<PathBuf> {
+    if pg::pg_can_execute(built)? {
+        Ok(built.to_owned())
+    } else {
+        copy_for_everyone(built)
+    }
+}
+
 /// Copies `built` to a world-readable place, named by its size and modification
 /// time so each build is copied once and parallel test processes share the copy.
 fn copy_for_everyone(built: &Path) -> Result<PathBuf> {

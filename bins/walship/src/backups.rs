@@ -78,6 +78,52 @@ fn store_outcome(e: &StoreError) -> Outcome {
 /// `walship backup`. `Err` is a bad configuration.
 pub async fn backup(cli: &Cli, args: &BackupArgs) -> Result<Outcome> {
     let target = target(cli).await?;
+    let cancel = CancellationToken::new();
+    let watch = tokio::spawn(cancel_on_signal(cancel.clone()));
+    let taken = take_backup(&target, args, cancel).await?;
+    watch.abort();
+    Ok(match taken {
+        Ok(taken) => {
+            let size = taken.info.size.unwrap_or_default();
+            info!(
+                "backup {} is DONE: {} objects, {} stored, WAL {} to {}",
+                taken.id,
+                taken.objects.len(),
+                human(size),
+                taken.info.begin_wal.as_deref().unwrap_or("?"),
+                taken.info.end_wal.as_deref().unwrap_or("?"),
+            );
+            Outcome::Done
+        }
+        Err(e) => {
+            error!("{e}");
+            backup_outcome(&e)
+        }
+    })
+}
+
+/// How a failed backup ends, in barman-cloud's terms.
+pub fn backup_outcome(e: &BackupError) -> Outcome {
+    match e {
+        BackupError::Postgres(_) => Outcome::Unreachable,
+        BackupError::Archiving(_) | BackupError::Cancelled => Outcome::Failed,
+        BackupError::Start(s) if unreachable(s.kind()) => Outcome::Unreachable,
+        BackupError::Start(_) => Outcome::Failed,
+        BackupError::Failed { store, .. } => match store {
+            Some(kind) if unreachable(*kind) => Outcome::Unreachable,
+            _ => Outcome::Failed,
+        },
+    }
+}
+
+/// One base backup into `target` with `args` over the manifest's options (`walship
+/// backup`, and the CloudNativePG sidecar's Backup call). The outer `Err` is a bad
+/// configuration.
+pub async fn take_backup(
+    target: &Target,
+    args: &BackupArgs,
+    cancel: CancellationToken,
+) -> Result<Result<take::Taken, BackupError>> {
     let data = target
         .doc
         .spec
@@ -152,8 +198,6 @@ pub async fn backup(cli: &Cli, args: &BackupArgs) -> Result<Outcome> {
     }
     let catalog = Catalog::new(target.store.clone(), &target.layout, &target.server);
     let progress = Arc::new(Progress::default());
-    let cancel = CancellationToken::new();
-    let watch = tokio::spawn(cancel_on_signal(cancel.clone()));
     let ticker = {
         let progress = progress.clone();
         crate::progress::start("backup: read", Unit::Bytes, move || {
@@ -175,34 +219,7 @@ pub async fn backup(cli: &Cli, args: &BackupArgs) -> Result<Outcome> {
     )
     .await;
     drop(ticker);
-    watch.abort();
-    Ok(match taken {
-        Ok(taken) => {
-            let size = taken.info.size.unwrap_or_default();
-            info!(
-                "backup {} is DONE: {} objects, {} stored, WAL {} to {}",
-                taken.id,
-                taken.objects.len(),
-                human(size),
-                taken.info.begin_wal.as_deref().unwrap_or("?"),
-                taken.info.end_wal.as_deref().unwrap_or("?"),
-            );
-            Outcome::Done
-        }
-        Err(e) => {
-            error!("{e}");
-            match &e {
-                BackupError::Postgres(_) => Outcome::Unreachable,
-                BackupError::Archiving(_) | BackupError::Cancelled => Outcome::Failed,
-                BackupError::Start(s) if unreachable(s.kind()) => Outcome::Unreachable,
-                BackupError::Start(_) => Outcome::Failed,
-                BackupError::Failed { store, .. } => match store {
-                    Some(kind) if unreachable(*kind) => Outcome::Unreachable,
-                    _ => Outcome::Failed,
-                },
-            }
-        }
-    })
+    Ok(taken)
 }
 
 /// SIGTERM or SIGINT cancels the backup, which then ends FAILED.

@@ -165,6 +165,11 @@ pub(crate) enum Command {
     /// a --target-*, also prepare a point-in-time recovery through `walship wal-fetch`.
     #[command(after_help = RESTORE_HELP)]
     Restore(RestoreArgs),
+    /// CloudNativePG: serve as the Barman Cloud plugin's instance sidecar (CNPG-I on
+    /// the plugin's Unix socket), or probe it. Also reached as `manager <command>`
+    /// through a link named `manager`, as the plugin's image offers it.
+    #[command(subcommand, after_help = CNPG_HELP)]
+    Cnpg(CnpgCommand),
     /// Check the configuration, the credentials and that the archive can be listed, and
     /// report whether the server's WAL archive is empty or already holds WAL.
     #[command(after_help = CHECK_HELP)]
@@ -299,8 +304,50 @@ fn parse_tablespace(text: &str) -> Result<(String, PathBuf), String> {
 }
 
 /// `100GB`, `5MB`, `1024`: barman's size syntax (binary multiples).
-// The daemon's options (a struct of their own, so that one function can take them).
+#[derive(Debug, Subcommand)]
+pub(crate) enum CnpgCommand {
+    /// The sidecar: the daemon (everything `walship daemon` does) plus the plugin's
+    /// identity, WAL, backup and metrics services on
+    /// <plugins-dir>/barman-cloud.cloudnative-pg.io.
+    Instance(Box<CnpgInstanceArgs>),
+    /// The sidecar's startup probe.
+    #[command(subcommand)]
+    Healthcheck(Healthcheck),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Healthcheck {
+    /// Exit 0 when the plugin's socket answers grpc.health.v1 with SERVING, else 1.
+    Unix {
+        #[command(flatten)]
+        plugins: PluginsDir,
+    },
+}
+
 #[derive(Debug, Args)]
+pub(crate) struct PluginsDir {
+    /// The directory CloudNativePG looks for plugin sockets in.
+    #[arg(long, env = "WALSHIP_PLUGINS_DIR", default_value = "/plugins")]
+    pub(crate) plugins_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CnpgInstanceArgs {
+    #[command(flatten)]
+    pub(crate) plugins: PluginsDir,
+    /// This pod's name: a backup's instance id, and the pod's place in the Cluster.
+    #[arg(long, env = "POD_NAME")]
+    pub(crate) pod_name: String,
+    /// The Cluster's name: the server name in the archive unless --server-name or the
+    /// manifest's serverName says otherwise.
+    #[arg(long, env = "CLUSTER_NAME")]
+    pub(crate) cluster_name: Option<String>,
+    #[command(flatten)]
+    pub(crate) daemon: DaemonArgs,
+}
+
+// The daemon's options (a struct of their own, so that one function can take them).
+#[derive(Debug, Clone, Args)]
 pub(crate) struct DaemonArgs {
     /// PostgreSQL's data directory.
     #[arg(long, env = "PGDATA")]
@@ -313,7 +360,7 @@ pub(crate) struct DaemonArgs {
     #[arg(long, env = "WALSHIP_METRICS_ADDR", default_value = "127.0.0.1:9188")]
     pub(crate) metrics_addr: std::net::SocketAddr,
     /// Where restore prefetches are spooled: same filesystem as pg_wal, outside it
-    /// [default: <pgdata>/../walship-spool].
+    /// [default: SPOOL_DIRECTORY under CloudNativePG, else <pgdata>/../walship-spool].
     #[arg(long, env = "WALSHIP_SPOOL_DIR")]
     pub(crate) spool_dir: Option<PathBuf>,
     /// Segments to prefetch ahead of PostgreSQL's restore requests (0 disables);
@@ -348,6 +395,15 @@ pub(crate) struct DaemonArgs {
 fn parse_policy(text: &str) -> Result<walship_backup::retention::Policy, String> {
     walship_backup::retention::Policy::parse(text)
 }
+
+const CNPG_HELP: &str = "\
+Under CloudNativePG the Barman Cloud plugin's Deployment starts the sidecar with
+`instance` (set its SIDECAR_IMAGE to walship's image); PostgreSQL's archive_command and
+restore_command stay CloudNativePG's own (`/controller/manager wal-archive|wal-restore`),
+which call this sidecar over the socket.
+
+Exit status: `instance` 0 after SIGTERM, 1 on a failure, 2 for a bad configuration;
+`healthcheck unix` 0 when the socket answers SERVING, 1 otherwise.";
 
 const PUSH_HELP: &str = "\
 Example (postgresql.conf):

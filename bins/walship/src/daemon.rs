@@ -31,6 +31,16 @@ pub struct Retention {
     pub policy: Option<Policy>,
 }
 
+/// What the daemon serves besides archiving.
+pub struct Serving {
+    /// `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_addr: SocketAddr,
+    /// `/readyz` fails after uploads failed this long.
+    pub unready_after_seconds: u64,
+    /// CloudNativePG's plugin socket (`walship cnpg instance`).
+    pub plugin: Option<crate::cnpg::Plugin>,
+}
+
 /// Where the configuration comes from, to rebuild it on reload.
 #[derive(Clone)]
 pub struct Sources {
@@ -45,9 +55,13 @@ pub async fn run(
     sources: Sources,
     retention: Retention,
     metrics: Arc<Metrics>,
-    metrics_addr: SocketAddr,
-    unready_after_seconds: u64,
+    serving: Serving,
 ) -> Result<()> {
+    let Serving {
+        metrics_addr,
+        unready_after_seconds,
+        plugin,
+    } = serving;
     let health = Arc::new(Health::new(Duration::from_secs(unready_after_seconds)));
     health.set_config_loaded(true);
     let shutdown = CancellationToken::new();
@@ -64,7 +78,36 @@ pub async fn run(
     ));
 
     let pgdata = config.pgdata.clone();
-    let daemon = Daemon::new(config, archiver, metrics.clone(), health)?;
+    let daemon = Daemon::new(config, archiver, metrics.clone(), health.clone())?;
+    // CloudNativePG's sidecar: the plugin's services on its socket, answered by this
+    // daemon. A socket that cannot be served stops the daemon (the pod restarts it).
+    let plugin = plugin.map(|plugin| {
+        let sidecar = crate::cnpg::Sidecar::new(
+            plugin.clone(),
+            daemon.clone(),
+            metrics.clone(),
+            health.clone(),
+            sources.clone(),
+        );
+        let settings = walship_cnpg::server::Settings {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pgdata: pgdata.clone(),
+        };
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let served = walship_cnpg::server::serve(
+                &plugin.socket,
+                Arc::new(sidecar),
+                settings,
+                shutdown.clone(),
+            )
+            .await;
+            if let Err(e) = served {
+                error!(socket = %plugin.socket.display(), "cannot serve the plugin's socket: {e}");
+                shutdown.cancel();
+            }
+        })
+    });
     let retention = (retention.interval_seconds != Some(0)).then(|| {
         tokio::spawn(retention_loop(
             sources.clone(),
@@ -127,6 +170,9 @@ pub async fn run(
     };
     let result = daemon.run(shutdown.clone()).await;
     shutdown.cancel();
+    if let Some(plugin) = plugin {
+        let _ = plugin.await;
+    }
     signals.abort();
     reloader.abort();
     if let Some(retention) = retention {

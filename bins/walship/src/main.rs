@@ -17,10 +17,12 @@
 //! edge only), `tokio` (the runtime), `tracing` and `tracing-subscriber` (logs to
 //! stderr, which PostgreSQL copies into its own log for archive and restore commands),
 //! `indicatif` (the progress bar of `backup`, `restore` and `backup-delete` on a
-//! terminal; see `progress.rs`).
+//! terminal; see `progress.rs`), `tonic` (the async-trait attribute `cnpg.rs` implements
+//! walship-cnpg's `Sidecar` with).
 
 mod backups;
 mod cli;
+mod cnpg;
 mod daemon;
 mod logging;
 mod progress;
@@ -33,7 +35,7 @@ use clap::Parser;
 use tracing::error;
 use walship_store::RetryPolicy;
 
-use cli::{Cli, Command, DaemonArgs, LogFormat};
+use cli::{Cli, CnpgCommand, Command, DaemonArgs, Healthcheck, LogFormat};
 use walship_daemon::client::{
     self, CheckResult, Client, EXIT_RESTORE_FATAL, FetchResult, PushResult,
 };
@@ -72,7 +74,8 @@ impl Contract {
             Command::WalPush { .. } => Contract::Push,
             Command::WalFetch { .. } => Contract::Fetch,
             Command::Check { .. } => Contract::Check,
-            Command::Daemon(_) => Contract::Daemon,
+            Command::Daemon(_) | Command::Cnpg(CnpgCommand::Instance(_)) => Contract::Daemon,
+            Command::Cnpg(CnpgCommand::Healthcheck(_)) => Contract::Check,
             Command::Backup(_)
             | Command::BackupList { .. }
             | Command::BackupShow { .. }
@@ -90,7 +93,7 @@ impl Contract {
             .find_map(|a| match a.to_str() {
                 Some("wal-push") => Some(Contract::Push),
                 Some("wal-fetch") => Some(Contract::Fetch),
-                Some("daemon") => Some(Contract::Daemon),
+                Some("daemon" | "cnpg") => Some(Contract::Daemon),
                 Some("check") => Some(Contract::Check),
                 Some(
                     "backup" | "backup-list" | "backup-show" | "backup-delete" | "backup-keep"
@@ -135,8 +138,21 @@ impl Contract {
     }
 }
 
+/// Invoked through a link named `manager` (the name the plugin's image gives its
+/// binary), `manager instance` and `manager healthcheck unix` are `walship cnpg …`.
+fn as_walship(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let invoked_as_manager = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|name| name == "manager");
+    if invoked_as_manager {
+        args.insert(1, "cnpg".into());
+    }
+    args
+}
+
 fn main() -> ExitCode {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let args: Vec<std::ffi::OsString> = as_walship(std::env::args_os().collect());
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e, Contract::of_args(&args)),
@@ -145,7 +161,7 @@ fn main() -> ExitCode {
     install_panic_backstop(contract);
     logging::register_environment_secrets();
     let format = cli.log_format.unwrap_or(match cli.command {
-        Command::Daemon(_) => LogFormat::Json,
+        Command::Daemon(_) | Command::Cnpg(CnpgCommand::Instance(_)) => LogFormat::Json,
         _ => LogFormat::Text,
     });
     match logging::filter(&cli.log_level) {
@@ -161,7 +177,10 @@ fn main() -> ExitCode {
     // blocking pool. The daemon serves many uploads at once.
     let mut builder = match cli.command {
         // A backup compresses on one thread and uploads (and hashes parts) on others.
-        Command::Daemon(_) | Command::Backup(_) | Command::Restore(_) => {
+        Command::Daemon(_)
+        | Command::Cnpg(CnpgCommand::Instance(_))
+        | Command::Backup(_)
+        | Command::Restore(_) => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(2);
             b
@@ -299,7 +318,44 @@ async fn run(cli: Cli) -> Ending {
             }
             Err(e) => Err(e),
         },
-        Command::Daemon(args) => run_daemon(&cli, args).await,
+        Command::Daemon(args) => run_daemon(&cli, args, cli.server_name.clone(), None).await,
+        Command::Cnpg(CnpgCommand::Instance(args)) => {
+            // The Cluster's name is the server name unless one is given, as the plugin
+            // defaults it.
+            let server_name = cli.server_name.clone().or(args.cluster_name.clone());
+            let doc = walship_config::load(&cli.config)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", cli.config.display()));
+            let plugin = doc.and_then(|doc| {
+                let server = doc
+                    .server_name(server_name.as_deref())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok(cnpg::Plugin {
+                    socket: args.plugins.plugins_dir.join(walship_cnpg::PLUGIN_NAME),
+                    pod: args.pod_name.clone(),
+                    store: doc.metadata.name.clone(),
+                    server,
+                })
+            });
+            let mut daemon = args.daemon.clone();
+            if daemon.spool_dir.is_none() {
+                daemon.spool_dir = std::env::var_os("SPOOL_DIRECTORY").map(Into::into);
+            }
+            match plugin {
+                Ok(plugin) => run_daemon(&cli, &daemon, server_name, Some(plugin)).await,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Cnpg(CnpgCommand::Healthcheck(Healthcheck::Unix { plugins })) => {
+            let socket = plugins.plugins_dir.join(walship_cnpg::PLUGIN_NAME);
+            let answer = walship_cnpg::client::healthcheck(&socket, Duration::from_secs(10)).await;
+            Ok(Ending::Checked(CheckResult {
+                usable: answer.is_ok(),
+                report: None,
+                problem: answer
+                    .err()
+                    .inspect(|problem| eprintln!("walship: {problem}")),
+            }))
+        }
         Command::Backup(args) => backups::backup(&cli, args).await.map(Ending::Cataloged),
         Command::BackupList { format } => backups::list(&cli, *format).await.map(Ending::Cataloged),
         Command::BackupShow { backup, format } => backups::show(&cli, backup, *format)
@@ -338,7 +394,12 @@ async fn run(cli: Cli) -> Ending {
 
 /// `walship daemon`: its configuration from the arguments, then [`daemon::run`] until
 /// shutdown. `Err` is a bad configuration.
-async fn run_daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<Ending> {
+async fn run_daemon(
+    cli: &Cli,
+    args: &DaemonArgs,
+    server_name: Option<String>,
+    plugin: Option<cnpg::Plugin>,
+) -> anyhow::Result<Ending> {
     let DaemonArgs {
         pgdata,
         journal_dir,
@@ -358,7 +419,7 @@ async fn run_daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<Ending> {
     let wired = wiring::archiver(
         &cli.config,
         &cli.secrets_dir,
-        cli.server_name.as_deref(),
+        server_name.as_deref(),
         observer,
         RetryPolicy::default(),
     )
@@ -388,7 +449,7 @@ async fn run_daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<Ending> {
     let sources = daemon::Sources {
         config: cli.config.clone(),
         secrets_dir: cli.secrets_dir.clone(),
-        server_name: cli.server_name.clone(),
+        server_name: server_name.clone(),
     };
     let retention = daemon::Retention {
         interval_seconds: *retention_interval_seconds,
@@ -400,8 +461,11 @@ async fn run_daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<Ending> {
         sources,
         retention,
         metrics,
-        *metrics_addr,
-        *unready_after_seconds,
+        daemon::Serving {
+            metrics_addr: *metrics_addr,
+            unready_after_seconds: *unready_after_seconds,
+            plugin,
+        },
     )
     .await;
     Ok(match stopped {

@@ -104,7 +104,10 @@ impl<W: Write> ParallelGzip<W> {
 
     /// Sends the block being filled to a worker.
     fn dispatch(&mut self, last: bool) -> io::Result<()> {
-        let fresh = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(BLOCK));
+        let fresh = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BLOCK));
         let input = std::mem::replace(&mut self.block, fresh);
         let dictionary = std::mem::take(&mut self.window);
         let tail = input.len().saturating_sub(WINDOW);

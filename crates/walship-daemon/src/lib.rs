@@ -274,7 +274,8 @@ impl Daemon {
         self.inner.wake.notify_one();
     }
 
-    fn archiver(&self) -> Archiver {
+    /// The archiver in use now (a reload replaces it).
+    pub fn archiver(&self) -> Archiver {
         self.inner.archiver.read().expect("archiver lock").clone()
     }
 

@@ -28,6 +28,7 @@ mod server;
 
 pub use health::Health;
 pub use metrics::{
-    FailureReason, Label, LabeledCounter, Metrics, ReloadResult, RetentionResult, RetryReason,
+    FailureReason, Family, Kind, Label, LabeledCounter, Metrics, ReloadResult, RetentionResult,
+    RetryReason,
 };
 pub use server::{CONTENT_TYPE, serve};

@@ -183,6 +183,24 @@ fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Hi
     metric
 }
 
+/// Whether a [`Family`]'s values only grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// One metric's values, from [`Metrics::snapshot`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    pub name: String,
+    pub help: String,
+    pub kind: Kind,
+    /// The label names; each sample gives their values in this order.
+    pub label_names: Vec<String>,
+    pub samples: Vec<(Vec<String>, f64)>,
+}
+
 /// Every metric walship exports, registered in a registry of its own.
 ///
 /// Handles are cheap to clone (they share their value), but the usual way to share them
@@ -478,6 +496,80 @@ impl Metrics {
             tracing::error!(%error, "encoding metrics failed");
             String::new()
         })
+    }
+
+    /// Every counter and gauge as plain values, for another exporter (the CNPG-I
+    /// metrics service). A histogram becomes its `_sum` and `_count`, both counters:
+    /// buckets would multiply the series another exporter has to define up front.
+    pub fn snapshot(&self) -> Vec<Family> {
+        use prometheus::proto::MetricType;
+        let mut out = Vec::new();
+        for family in self.registry.gather() {
+            let label_names: Vec<String> = family
+                .get_metric()
+                .first()
+                .map(|m| m.get_label().iter().map(|l| l.name().to_owned()).collect())
+                .unwrap_or_default();
+            let values = |m: &prometheus::proto::Metric| -> Vec<String> {
+                m.get_label().iter().map(|l| l.value().to_owned()).collect()
+            };
+            let name = family.name().to_owned();
+            let help = family.help().to_owned();
+            match family.get_field_type() {
+                MetricType::COUNTER | MetricType::GAUGE => {
+                    let kind = if family.get_field_type() == MetricType::COUNTER {
+                        Kind::Counter
+                    } else {
+                        Kind::Gauge
+                    };
+                    let samples = family
+                        .get_metric()
+                        .iter()
+                        .map(|m| {
+                            let value = if kind == Kind::Counter {
+                                m.get_counter().get_value()
+                            } else {
+                                m.get_gauge().get_value()
+                            };
+                            (values(m), value)
+                        })
+                        .collect();
+                    out.push(Family {
+                        name,
+                        help,
+                        kind,
+                        label_names,
+                        samples,
+                    });
+                }
+                MetricType::HISTOGRAM => {
+                    let metrics = family.get_metric();
+                    out.push(Family {
+                        name: format!("{name}_sum"),
+                        help: format!("{help} (sum)"),
+                        kind: Kind::Counter,
+                        label_names: label_names.clone(),
+                        samples: metrics
+                            .iter()
+                            .map(|m| (values(m), m.get_histogram().get_sample_sum()))
+                            .collect(),
+                    });
+                    out.push(Family {
+                        name: format!("{name}_count"),
+                        help: format!("{help} (count)"),
+                        kind: Kind::Counter,
+                        label_names,
+                        samples: metrics
+                            .iter()
+                            .map(|m| (values(m), m.get_histogram().get_sample_count() as f64))
+                            .collect(),
+                    });
+                }
+                // Not registered here (no summaries or untyped metrics).
+                _ => {}
+            }
+        }
+        out
     }
 
     pub(crate) fn encode(&self) -> prometheus::Result<String> {

@@ -1,0 +1,464 @@
+//! walship as the Barman Cloud plugin's instance sidecar (`walship cnpg instance`),
+//! driven the way CloudNativePG drives it: a fake instance manager (the test kit's
+//! `cnpg-manager`, a gRPC client built from the same `.proto` files) opens a new
+//! connection per call and replays the manager's sequence, as PostgreSQL's
+//! archive_command; barman-cloud's own tools read back what it stored.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use common::{Archive, SERVER, archived_in_pg_wal, sha256_file, stderr};
+use walship_testkit::{
+    InitOptions, PgCluster, WalshipBin, executable_by_pg, free_port, make_readable_by_pg,
+    pg_temp_dir, pg_user_command, wait_until,
+};
+
+const PLUGIN: &str = "barman-cloud.cloudnative-pg.io";
+const POD: &str = "pg-main-1";
+
+/// The Cluster resource as CloudNativePG sends it in every call (the fields the
+/// plugin reads, among others it ignores).
+fn cluster_json(object_store: &str, primary: &str) -> String {
+    format!(
+        r#"{{"apiVersion":"postgresql.cnpg.io/v1","kind":"Cluster",
+        "metadata":{{"name":"{SERVER}","namespace":"default","uid":"6f1c-cluster-uid"}},
+        "spec":{{"instances":1,"imageName":"ghcr.io/cloudnative-pg/postgresql:15",
+          "plugins":[{{"name":"{PLUGIN}","isWALArchiver":true,
+            "parameters":{{"barmanObjectName":"{object_store}"}}}}]}},
+        "status":{{"currentPrimary":"{primary}","phase":"Cluster in healthy state"}}}}"#
+    )
+}
+
+/// The fake instance manager, runnable by the PostgreSQL user.
+fn manager() -> Result<PathBuf> {
+    executable_by_pg(Path::new(env!("CARGO_BIN_EXE_cnpg-manager")))
+}
+
+/// A running `walship cnpg instance` as the PostgreSQL user; killed when dropped.
+struct Sidecar {
+    child: Child,
+    metrics_port: u16,
+    log: PathBuf,
+    plugins: PathBuf,
+}
+
+impl Sidecar {
+    fn start(archive: &Archive, pg: &PgCluster, plugins: &Path) -> Result<Sidecar> {
+        let metrics_port = free_port()?;
+        let log = archive
+            .dir
+            .path()
+            .join(format!("sidecar-{metrics_port}.log"));
+        let mut cmd = pg_user_command(&WalshipBin::for_pg()?, archive.dir.path())?;
+        cmd.args(archive.global_args())
+            .arg("--socket")
+            .arg(archive.dir.path().join("walship.sock"))
+            .args(["--log-format", "text", "cnpg", "instance", "--plugins-dir"])
+            .arg(plugins)
+            .arg("--pgdata")
+            .arg(pg.data_dir())
+            .arg("--journal-dir")
+            .arg(archive.dir.path().join("journal"))
+            .arg("--spool-dir")
+            .arg(archive.dir.path().join("spool"))
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--rescan-seconds", "2", "--retention-interval-seconds", "0"])
+            .env("POD_NAME", POD)
+            .env("CLUSTER_NAME", SERVER)
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", pg.port().to_string())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log)?);
+        let child = cmd.spawn().context("starting walship cnpg instance")?;
+        let mut sidecar = Sidecar {
+            child,
+            metrics_port,
+            log,
+            plugins: plugins.to_owned(),
+        };
+        let socket = plugins.join(PLUGIN);
+        wait_until(Duration::from_secs(30), "the plugin's socket", || {
+            if let Some(status) = sidecar.child.try_wait()? {
+                bail!(
+                    "the sidecar exited with {status}: {}",
+                    sidecar.log_contents()
+                );
+            }
+            Ok(socket.exists())
+        })?;
+        Ok(sidecar)
+    }
+
+    fn log_contents(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn metric(&self, name: &str) -> Result<f64> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.metrics_port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body)?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .with_context(|| format!("{name} not in /metrics"))?
+            .trim()
+            .parse()
+            .context("parsing the metric")
+    }
+
+    /// Runs the fake instance manager against this sidecar with `cluster` as the
+    /// Cluster JSON.
+    fn call(&self, cluster: &Path, args: &[&str]) -> Result<Output> {
+        Ok(Command::new(manager()?)
+            .arg("--plugins-dir")
+            .arg(&self.plugins)
+            .arg("--cluster")
+            .arg(cluster)
+            .args(args)
+            .output()?)
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An archive, a plugins directory, the Cluster JSON, and PostgreSQL whose
+/// archive_command is the fake instance manager's `wal-archive`.
+struct Setup {
+    archive: Archive,
+    pg: PgCluster,
+    plugins: tempfile::TempDir,
+    cluster: PathBuf,
+}
+
+fn setup() -> Result<Setup> {
+    let archive = Archive::start(Some("gzip"))?;
+    let plugins = pg_temp_dir()?;
+    let cluster = archive.dir.path().join("cluster.json");
+    fs::write(&cluster, cluster_json("minio-store", POD))?;
+    make_readable_by_pg(&cluster)?;
+    let pg = PgCluster::init_temp(InitOptions {
+        wal_segsize_mb: Some(1),
+    })?;
+    let command = format!(
+        "{} --plugins-dir {} --cluster {} wal-archive %p",
+        manager()?.display(),
+        plugins.path().display(),
+        cluster.display()
+    );
+    pg.set_conf(&[
+        ("archive_mode", "on"),
+        ("archive_command", &command),
+        ("wal_keep_size", "1GB"),
+    ])?;
+    Ok(Setup {
+        archive,
+        pg,
+        plugins,
+        cluster,
+    })
+}
+
+#[test]
+fn postgresql_archives_through_the_fake_instance_manager_and_barman_reads_every_segment_back()
+-> Result<()> {
+    let Setup {
+        archive,
+        mut pg,
+        plugins,
+        cluster,
+    } = setup()?;
+    let sidecar = Sidecar::start(&archive, &pg, plugins.path())?;
+    pg.start()?;
+    pg.pgbench(&["-i", "-s", "1", "-q"])?;
+    pg.pgbench(&["-c", "2", "-t", "200"])?;
+    let last = pg.switch_wal()?;
+    let stats = pg.wait_for_archived(&last, Duration::from_secs(120))?;
+    assert_eq!(
+        stats.failed_count,
+        0,
+        "{}\nsidecar:\n{}",
+        pg.log_contents(),
+        sidecar.log_contents()
+    );
+
+    let archived = archived_in_pg_wal(pg.data_dir())?;
+    ensure!(archived.len() >= 3, "only {} segments", archived.len());
+    let out_dir = pg_temp_dir()?;
+    for name in &archived {
+        let dest = out_dir.path().join(name);
+        let out = archive
+            .barman("barman-cloud-wal-restore")?
+            .arg(archive.destination())
+            .arg(SERVER)
+            .arg(name)
+            .arg(&dest)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "barman-cloud-wal-restore {name}: {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            sha256_file(&dest)?,
+            sha256_file(&pg.data_dir().join("pg_wal").join(name))?,
+            "{name} differs"
+        );
+    }
+    // Each Archive call was answered by the daemon's ack path.
+    let acks = sidecar.metric("walship_archive_command_ack_seconds_count")?;
+    assert!(
+        acks >= archived.len() as f64,
+        "{acks} acks for {} segments",
+        archived.len()
+    );
+
+    // The metrics service: every collected name is defined (the manager checks), the
+    // plugin's three gauges are there under its names, and the WAL counters too.
+    let out = sidecar.call(&cluster, &["metrics"])?;
+    ensure!(out.status.success(), "metrics: {}", stderr(&out));
+    let samples: Vec<serde_json::Value> = String::from_utf8(out.stdout)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let value = |name: &str| {
+        samples
+            .iter()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["value"].as_f64())
+    };
+    for gauge in [
+        "barman_cloud_cloudnative_pg_io_first_recoverability_point",
+        "barman_cloud_cloudnative_pg_io_last_available_backup_timestamp",
+        "barman_cloud_cloudnative_pg_io_last_failed_backup_timestamp",
+    ] {
+        assert!(value(gauge).is_some(), "{gauge} not collected");
+    }
+    let shipped = value("walship_segments_archived_total").context("no WAL counter")?;
+    assert!(shipped >= archived.len() as f64, "{shipped} shipped");
+    assert!(value("walship_ready_backlog_files").is_some());
+
+    // The startup probe, as walship and through a link named `manager`.
+    let walship = WalshipBin::path()?;
+    let probe = |program: &Path, args: &[&str]| -> Result<Output> {
+        Ok(Command::new(program)
+            .args(args)
+            .arg("--plugins-dir")
+            .arg(plugins.path())
+            .output()?)
+    };
+    let out = probe(&walship, &["cnpg", "healthcheck", "unix"])?;
+    assert!(out.status.success(), "healthcheck: {}", stderr(&out));
+    let link_dir = tempfile::tempdir()?;
+    let link = link_dir.path().join("manager");
+    std::os::unix::fs::symlink(&walship, &link)?;
+    let out = probe(&link, &["healthcheck", "unix"])?;
+    assert!(
+        out.status.success(),
+        "manager healthcheck: {}",
+        stderr(&out)
+    );
+
+    // SIGTERM: the sidecar stops and removes its socket; the probe then fails.
+    let status = Command::new("kill")
+        .args(["-TERM", &sidecar.child.id().to_string()])
+        .status()?;
+    ensure!(status.success());
+    let mut sidecar = sidecar;
+    let exit = sidecar.child.wait()?;
+    assert!(exit.success(), "{exit}: {}", sidecar.log_contents());
+    assert!(!plugins.path().join(PLUGIN).exists());
+    let out = probe(&walship, &["cnpg", "healthcheck", "unix"])?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    pg.stop()?;
+    Ok(())
+}
+
+#[test]
+fn restores_through_the_sidecar_answer_hits_misses_bad_names_and_other_stores_with_the_plugins_codes()
+-> Result<()> {
+    let Setup {
+        archive,
+        mut pg,
+        plugins,
+        cluster,
+    } = setup()?;
+    let sidecar = Sidecar::start(&archive, &pg, plugins.path())?;
+    pg.start()?;
+    pg.psql("CREATE TABLE t AS SELECT generate_series(1, 50000) AS x")?;
+    let last = pg.switch_wal()?;
+    pg.wait_for_archived(&last, Duration::from_secs(120))?;
+    let archived = archived_in_pg_wal(pg.data_dir())?;
+    let first = archived.first().context("nothing archived")?;
+    let out_dir = pg_temp_dir()?;
+
+    // A hit: the very bytes, in recovery mode and in rewind mode.
+    for mode in [&[][..], &["--rewind"][..]] {
+        let dest = out_dir.path().join(format!("{first}{}", mode.len()));
+        let mut args = vec!["wal-restore"];
+        args.extend_from_slice(mode);
+        args.extend([first.as_str(), dest.to_str().unwrap()]);
+        let out = sidecar.call(&cluster, &args)?;
+        assert!(out.status.success(), "{mode:?}: {}", stderr(&out));
+        assert_eq!(
+            sha256_file(&dest)?,
+            sha256_file(&pg.data_dir().join("pg_wal").join(first))?
+        );
+    }
+    // A miss is NOT_FOUND (exit 1), in both modes.
+    let missing = "0000000100000000000000FE";
+    for mode in [&[][..], &["--rewind"][..]] {
+        let dest = out_dir.path().join("missing");
+        let mut args = vec!["wal-restore"];
+        args.extend_from_slice(mode);
+        args.extend([missing, dest.to_str().unwrap()]);
+        let out = sidecar.call(&cluster, &args)?;
+        assert_eq!(out.status.code(), Some(1), "{mode:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
+        assert!(!dest.exists());
+    }
+    // A name that is not WAL is INVALID_ARGUMENT, never NOT_FOUND.
+    let dest = out_dir.path().join("x");
+    let out = sidecar.call(
+        &cluster,
+        &["wal-restore", "../etc/passwd", dest.to_str().unwrap()],
+    )?;
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    assert!(stderr(&out).contains("InvalidArgument"), "{}", stderr(&out));
+
+    // A Cluster naming another ObjectStore is refused, naming both, rather than served
+    // from this one.
+    let other = archive.dir.path().join("other-cluster.json");
+    fs::write(&other, cluster_json("offsite-store", POD))?;
+    let out = sidecar.call(&other, &["wal-restore", first, dest.to_str().unwrap()])?;
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("FailedPrecondition")
+            && said.contains("offsite-store")
+            && said.contains("minio-store"),
+        "{said}"
+    );
+    let segment = pg.data_dir().join("pg_wal").join(first);
+    let out = sidecar.call(&other, &["wal-archive", segment.to_str().unwrap()])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("FailedPrecondition"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The store down: a segment not yet fetched is UNAVAILABLE (exit 126 here), never
+    // NOT_FOUND, which would let recovery end at a gap.
+    let mut archive = archive;
+    let unfetched = archived.get(1).context("one segment only")?;
+    archive.s3.stop();
+    let dest = out_dir.path().join("down");
+    let out = sidecar.call(
+        &cluster,
+        &["wal-restore", "--rewind", unfetched, dest.to_str().unwrap()],
+    )?;
+    assert_eq!(
+        out.status.code(),
+        Some(126),
+        "{}\nsidecar:\n{}",
+        stderr(&out),
+        sidecar.log_contents()
+    );
+    assert!(stderr(&out).contains("Unavailable"), "{}", stderr(&out));
+    pg.stop()?;
+    drop(sidecar);
+    Ok(())
+}
+
+#[test]
+fn a_backup_call_takes_a_base_backup_whose_result_agrees_with_barman_cloud_backup_show()
+-> Result<()> {
+    let Setup {
+        archive,
+        mut pg,
+        plugins,
+        cluster,
+    } = setup()?;
+    let sidecar = Sidecar::start(&archive, &pg, plugins.path())?;
+    pg.start()?;
+    pg.psql("CREATE TABLE t AS SELECT generate_series(1, 20000) AS x")?;
+    let backup = archive.dir.path().join("backup.json");
+    fs::write(
+        &backup,
+        r#"{"apiVersion":"postgresql.cnpg.io/v1","kind":"Backup",
+            "metadata":{"name":"pg-main-backup-1","namespace":"default"},
+            "spec":{"cluster":{"name":"pg-main"},"method":"plugin",
+              "pluginConfiguration":{"name":"barman-cloud.cloudnative-pg.io"}}}"#,
+    )?;
+    let out = sidecar.call(&cluster, &["backup", backup.to_str().unwrap()])?;
+    ensure!(
+        out.status.success(),
+        "backup: {}\nsidecar:\n{}",
+        stderr(&out),
+        sidecar.log_contents()
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let shown = archive
+        .barman("barman-cloud-backup-show")?
+        .args(["--format", "json"])
+        .arg(archive.destination())
+        .arg(SERVER)
+        .arg(result["backup_id"].as_str().context("no backup_id")?)
+        .output()?;
+    ensure!(shown.status.success(), "backup-show: {}", stderr(&shown));
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout)?;
+    // `{"<backup.info's server_name>": {…}}`: one backup.
+    let shown = shown
+        .as_object()
+        .and_then(|o| o.values().next())
+        .with_context(|| format!("backup-show printed {shown}"))?;
+    assert_eq!(shown["status"], "DONE");
+    for (ours, barmans) in [
+        ("backup_id", "backup_id"),
+        ("backup_name", "backup_name"),
+        ("begin_wal", "begin_wal"),
+        ("end_wal", "end_wal"),
+        ("begin_lsn", "begin_xlog"),
+        ("end_lsn", "end_xlog"),
+    ] {
+        assert_eq!(result[ours], shown[barmans], "{ours} vs barman's {barmans}");
+    }
+    let name = result["backup_name"].as_str().unwrap_or_default();
+    assert!(
+        name.len() == "backup-20261130180000".len() && name.starts_with("backup-20"),
+        "{name}"
+    );
+    assert_eq!(result["instance_id"], POD);
+    assert_eq!(result["online"], true);
+    let metadata = &result["metadata"];
+    assert_eq!(metadata["timeline"], shown["timeline"].to_string());
+    assert_eq!(metadata["clusterUID"], "6f1c-cluster-uid");
+    assert_eq!(metadata["pluginName"], PLUGIN);
+    assert_eq!(metadata["name"], PLUGIN);
+    let (started, stopped) = (
+        result["started_at"].as_i64().unwrap_or_default(),
+        result["stopped_at"].as_i64().unwrap_or_default(),
+    );
+    assert!(
+        started > 1_700_000_000 && stopped >= started,
+        "{started} {stopped}"
+    );
+    pg.stop()?;
+    Ok(())
+}

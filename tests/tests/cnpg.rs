@@ -462,3 +462,71 @@ fn a_backup_call_takes_a_base_backup_whose_result_agrees_with_barman_cloud_backu
     pg.stop()?;
     Ok(())
 }
+
+/// The segment after `name` (1 MiB segments, far from a log id's end).
+fn next_segment(name: &str) -> String {
+    let low = u32::from_str_radix(&name[16..], 16).expect("a segment name");
+    format!("{}{:08X}", &name[..16], low + 1)
+}
+
+#[test]
+fn a_standby_is_told_the_end_of_wal_once_where_it_can_stream_and_a_primary_never() -> Result<()> {
+    let Setup {
+        archive,
+        mut pg,
+        plugins,
+        cluster,
+    } = setup()?;
+    let sidecar = Sidecar::start(&archive, &pg, plugins.path())?;
+    pg.start()?;
+    pg.psql("CREATE TABLE t AS SELECT generate_series(1, 20000) AS x")?;
+    let last = pg.switch_wal()?;
+    pg.wait_for_archived(&last, Duration::from_secs(120))?;
+    let archived = archived_in_pg_wal(pg.data_dir())?;
+    let newest = archived.last().context("nothing archived")?;
+    let beyond = next_segment(newest);
+    let standby = archive.dir.path().join("standby-cluster.json");
+    fs::write(&standby, cluster_json("minio-store", "pg-main-2"))?;
+    let out_dir = pg_temp_dir()?;
+    let restore = |json: &Path, name: &str| -> Result<Output> {
+        let dest = out_dir.path().join(name);
+        sidecar.call(json, &["wal-restore", name, dest.to_str().unwrap()])
+    };
+
+    // Restoring the newest archived segment reads ahead and finds the next one missing.
+    let out = restore(&cluster, newest)?;
+    ensure!(out.status.success(), "{}", stderr(&out));
+    // On the primary nothing can be streamed: plain NOT_FOUND, the finding kept.
+    let out = restore(&cluster, &beyond)?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
+
+    // A standby gets OUT_OF_RANGE once the read-ahead's finding is in (it may still be
+    // running: until then its answer is NOT_FOUND from the store)...
+    let mut said = String::new();
+    for _ in 0..40 {
+        let out = restore(&standby, &beyond)?;
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        said = stderr(&out);
+        if said.contains("OutOfRange") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        said.contains("end of WAL"),
+        "never told the end of WAL: {said}"
+    );
+    // ...and only once: the next ask goes to the store again.
+    let out = restore(&standby, &beyond)?;
+    assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
+    // Under pg_rewind the rule never applies.
+    let dest = out_dir.path().join("rewind");
+    let out = sidecar.call(
+        &standby,
+        &["wal-restore", "--rewind", &beyond, dest.to_str().unwrap()],
+    )?;
+    assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
+    pg.stop()?;
+    Ok(())
+}

@@ -129,6 +129,17 @@ impl walship_cnpg::sidecar::Sidecar for Sidecar {
                 Err(e) => Err(CallError::Internal(e.to_string())),
             };
         }
+        // The plugin's end-of-WAL rule: where a standby could stream instead, a file the
+        // read-ahead already found missing is answered OUT_OF_RANGE once, so PostgreSQL
+        // turns to streaming at once instead of asking the archive again; the next ask
+        // for it goes to the store. Scoped by name (a timeline change cannot trip it),
+        // never under pg_rewind, never where nothing can be streamed.
+        if call.cluster.can_stream(&self.plugin.pod) && self.daemon.take_known_missing(&call.name) {
+            return Err(CallError::OutOfRange(format!(
+                "end of WAL reached: {} was not in the archive when read ahead",
+                call.name
+            )));
+        }
         match self.daemon.request_fetch(&call.name, &call.dest).await {
             FetchReply::Restored { .. } => Ok(()),
             FetchReply::NotFound => Err(CallError::NotFound(format!(

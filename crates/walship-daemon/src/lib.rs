@@ -434,6 +434,12 @@ impl Daemon {
         }
     }
 
+    /// Whether reading ahead found `name` missing from the archive (the end of the
+    /// archive, for now). Answered once per finding: the next ask goes to the store.
+    pub fn take_known_missing(&self, name: &str) -> bool {
+        self.inner.prefetch.take_missing(name)
+    }
+
     /// What `wal-push` gets for `path`: answered from the journal when the same file is
     /// acked, else after waiting (at most `push_wait`) for its upload, started now if it
     /// was not running.

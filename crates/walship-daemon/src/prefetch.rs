@@ -106,6 +106,12 @@ impl Prefetcher {
         Ok(outcome)
     }
 
+    /// Whether a read-ahead found `name` missing from the archive; the answer is given
+    /// once (the name is forgotten), as the file may be archived any moment.
+    pub(super) fn take_missing(&self, name: &str) -> bool {
+        self.spool.lock().expect("spool lock").missing.remove(name)
+    }
+
     /// Claims `name` from the spool, waiting first if its download is running. `false`
     /// when it is not (or no longer) there: the caller downloads it itself.
     async fn take_spooled(&self, name: &str) -> bool {

@@ -530,3 +530,151 @@ fn a_standby_is_told_the_end_of_wal_once_where_it_can_stream_and_a_primary_never
     pg.stop()?;
     Ok(())
 }
+
+/// A `walship cnpg restore` (the restore job's sidecar) as the PostgreSQL user.
+fn start_restore_job(
+    archive: &Archive,
+    pgdata: &Path,
+    plugins: &Path,
+    restore_command: &str,
+) -> Result<(Child, PathBuf)> {
+    let log = archive.dir.path().join("restore-job.log");
+    let mut cmd = pg_user_command(&WalshipBin::for_pg()?, archive.dir.path())?;
+    cmd.args(archive.global_args())
+        .args(["--log-format", "text", "cnpg", "restore", "--plugins-dir"])
+        .arg(plugins)
+        .arg("--pgdata")
+        .arg(pgdata)
+        .args(["--restore-command", restore_command])
+        .env("POD_NAME", "pg-restored-1")
+        .env("CLUSTER_NAME", "pg-restored")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log)?);
+    let mut child = cmd.spawn().context("starting walship cnpg restore")?;
+    let socket = plugins.join(PLUGIN);
+    wait_until(Duration::from_secs(30), "the restore job's socket", || {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the restore job exited with {status}: {}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        Ok(socket.exists())
+    })?;
+    Ok((child, log))
+}
+
+#[test]
+fn a_restore_job_restores_the_backup_its_target_calls_for_and_recovery_reaches_the_target_through_grpc()
+-> Result<()> {
+    let Setup {
+        archive,
+        mut pg,
+        plugins,
+        cluster,
+    } = setup()?;
+    let sidecar = Sidecar::start(&archive, &pg, plugins.path())?;
+    pg.start()?;
+    pg.psql("CREATE TABLE t (x int)")?;
+    pg.psql("INSERT INTO t SELECT generate_series(1, 10000)")?;
+    let backup = archive.dir.path().join("backup.json");
+    fs::write(&backup, r#"{"metadata":{"name":"b1"}}"#)?;
+    let out = sidecar.call(&cluster, &["backup", backup.to_str().unwrap()])?;
+    ensure!(out.status.success(), "backup: {}", stderr(&out));
+    for _ in 0..3 {
+        pg.psql("INSERT INTO t SELECT generate_series(1, 10000)")?;
+        pg.switch_wal()?;
+    }
+    let expected = pg.psql("SELECT count(*) || ':' || sum(x) FROM t")?;
+    let target = pg.psql("SELECT clock_timestamp()")?;
+    pg.psql("DELETE FROM t")?;
+    let last = pg.switch_wal()?;
+    pg.wait_for_archived(&last, Duration::from_secs(120))?;
+    pg.stop()?;
+    drop(sidecar);
+
+    // The recovering Cluster: its source is the origin's archive; its own archive is
+    // a new server name in the same ObjectStore (checked empty, as asked).
+    let job_plugins = pg_temp_dir()?;
+    let recovering = archive.dir.path().join("recovering.json");
+    fs::write(
+        &recovering,
+        format!(
+            r#"{{"metadata":{{"name":"pg-restored","namespace":"default","uid":"u-2"}},
+            "spec":{{"instances":1,
+              "bootstrap":{{"recovery":{{"source":"origin",
+                "recoveryTarget":{{"targetTime":"{target}"}}}}}},
+              "externalClusters":[{{"name":"origin","plugin":{{"name":"{PLUGIN}",
+                "parameters":{{"barmanObjectName":"minio-store","serverName":"{SERVER}"}}}}}}],
+              "plugins":[{{"name":"{PLUGIN}","parameters":{{"barmanObjectName":"minio-store"}}}}]}},
+            "status":{{}}}}"#
+        ),
+    )?;
+    make_readable_by_pg(&recovering)?;
+    let restore_command = format!(
+        "{} --plugins-dir {} --cluster {} wal-restore %f %p",
+        manager()?.display(),
+        job_plugins.path().display(),
+        recovering.display()
+    );
+    let dir = pg_temp_dir()?;
+    let data = dir.path().join("data");
+    let (mut job, log) = start_restore_job(&archive, &data, job_plugins.path(), &restore_command)?;
+    let out = Command::new(manager()?)
+        .arg("--plugins-dir")
+        .arg(job_plugins.path())
+        .arg("--cluster")
+        .arg(&recovering)
+        .arg("restore-job")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "restore-job: {}\njob:\n{}",
+        stderr(&out),
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let config = answer["restore_config"]
+        .as_str()
+        .context("no restore_config")?;
+    assert!(
+        config.contains("recovery_target_action = promote\n")
+            && config.contains("wal-restore %f %p"),
+        "{config}"
+    );
+    assert!(data.join("PG_VERSION").exists() && data.join("global/pg_control").exists());
+
+    // CloudNativePG appends the answer and the target, then starts recovery; WAL comes
+    // through the job's sidecar.
+    let mut auto = fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.auto.conf"))?;
+    write!(
+        auto,
+        "\n{config}recovery_target_time = '{target}'\narchive_mode = off\n"
+    )?;
+    drop(auto);
+    fs::write(data.join("recovery.signal"), "")?;
+    let mut restored = PgCluster::restored_in(dir)?;
+    restored.start()?;
+    restored.wait_for_recovery_end_within(Duration::from_secs(120))?;
+    assert_eq!(
+        restored.psql("SELECT count(*) || ':' || sum(x) FROM t")?,
+        expected,
+        "table t at the target"
+    );
+    restored.stop()?;
+
+    // A second restore job call into the now used directory is refused clearly.
+    let out = Command::new(manager()?)
+        .arg("--plugins-dir")
+        .arg(job_plugins.path())
+        .arg("--cluster")
+        .arg(&recovering)
+        .arg("restore-job")
+        .output()?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let _ = job.kill();
+    let _ = job.wait();
+    Ok(())
+}

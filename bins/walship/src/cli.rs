@@ -310,9 +310,42 @@ pub(crate) enum CnpgCommand {
     /// identity, WAL, backup and metrics services on
     /// <plugins-dir>/barman-cloud.cloudnative-pg.io.
     Instance(Box<CnpgInstanceArgs>),
+    /// The restore job's sidecar: restores the backup a recovering Cluster's target
+    /// calls for into PGDATA (RestoreJobHooks), then serves the WAL recovery asks for.
+    Restore(Box<CnpgRestoreArgs>),
     /// The sidecar's startup probe.
     #[command(subcommand)]
     Healthcheck(Healthcheck),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CnpgRestoreArgs {
+    #[command(flatten)]
+    pub(crate) plugins: PluginsDir,
+    /// The data directory to restore into.
+    #[arg(long, env = "PGDATA")]
+    pub(crate) pgdata: PathBuf,
+    /// This pod's name.
+    #[arg(long, env = "POD_NAME")]
+    pub(crate) pod_name: String,
+    /// The Cluster's name (the server name unless --server-name says otherwise).
+    #[arg(long, env = "CLUSTER_NAME")]
+    pub(crate) cluster_name: Option<String>,
+    /// Where pg_wal goes when the Cluster has `spec.walStorage` (pg_wal becomes a link
+    /// to it, as the plugin makes it).
+    #[arg(long, default_value = "/var/lib/postgresql/wal/pg_wal")]
+    pub(crate) wal_dir: PathBuf,
+    /// The restore_command handed back for recovery: CloudNativePG's manager, which
+    /// calls this sidecar's WAL service.
+    #[arg(
+        long,
+        env = "WALSHIP_CNPG_RESTORE_COMMAND",
+        default_value = "/controller/manager wal-restore --log-destination /controller/log/postgres.json %f %p"
+    )]
+    pub(crate) restore_command: String,
+    /// Objects downloaded at once.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) jobs: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -66,26 +66,36 @@ impl Sidecar {
         }
     }
 
-    /// Refuses a call for another ObjectStore or server than this sidecar's.
     fn check_store(&self, wanted: Option<&StoreRef>, what: &str) -> Result<(), CallError> {
-        let (store, server) = (&self.plugin.store, &self.plugin.server);
-        let Some(wanted) = wanted else {
-            return Err(CallError::FailedPrecondition(format!(
-                "the Cluster names no ObjectStore to {what} with: set \
-                 parameters.barmanObjectName in its {PLUGIN_NAME} plugin entry"
-            )));
-        };
-        if &wanted.object_store != store || &wanted.server_name != server {
-            return Err(CallError::FailedPrecondition(format!(
-                "the Cluster asks to {what} with ObjectStore {:?}, server name {:?}; this \
-                 sidecar serves ObjectStore {store:?}, server name {server:?} (from {})",
-                wanted.object_store,
-                wanted.server_name,
-                self.sources.config.display()
-            )));
-        }
-        Ok(())
+        check_store(&self.plugin, &self.sources.config, wanted, what)
     }
+}
+
+/// Refuses a call for another ObjectStore or server name than the one this sidecar
+/// serves, naming both.
+fn check_store(
+    plugin: &Plugin,
+    config: &std::path::Path,
+    wanted: Option<&StoreRef>,
+    what: &str,
+) -> Result<(), CallError> {
+    let (store, server) = (&plugin.store, &plugin.server);
+    let Some(wanted) = wanted else {
+        return Err(CallError::FailedPrecondition(format!(
+            "the Cluster names no ObjectStore to {what} with: set \
+             parameters.barmanObjectName in its {PLUGIN_NAME} plugin entry"
+        )));
+    };
+    if &wanted.object_store != store || &wanted.server_name != server {
+        return Err(CallError::FailedPrecondition(format!(
+            "the Cluster asks to {what} with ObjectStore {:?}, server name {:?}; this \
+             sidecar serves ObjectStore {store:?}, server name {server:?} (from {})",
+            wanted.object_store,
+            wanted.server_name,
+            config.display()
+        )));
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -211,5 +221,248 @@ impl walship_cnpg::sidecar::Sidecar for Sidecar {
 
     fn pod_name(&self) -> String {
         self.plugin.pod.clone()
+    }
+}
+
+/// `walship cnpg restore`: the restore job's sidecar, until SIGTERM.
+pub async fn run_restore_job(
+    cli: &crate::cli::Cli,
+    args: &crate::cli::CnpgRestoreArgs,
+) -> anyhow::Result<crate::Ending> {
+    let server_name = cli.server_name.clone().or(args.cluster_name.clone());
+    let target = wiring::target(
+        &cli.config,
+        &cli.secrets_dir,
+        server_name.as_deref(),
+        None,
+        RetryPolicy::default(),
+        Purpose::Backups,
+    )
+    .await?;
+    let archiver = wiring::archiver(
+        &cli.config,
+        &cli.secrets_dir,
+        server_name.as_deref(),
+        None,
+        RetryPolicy::default(),
+    )
+    .await?
+    .archiver;
+    let plugin = Plugin {
+        socket: args.plugins.plugins_dir.join(PLUGIN_NAME),
+        pod: args.pod_name.clone(),
+        store: target.doc.metadata.name.clone(),
+        server: target.server.clone(),
+    };
+    let job = RestoreJob {
+        plugin: plugin.clone(),
+        target,
+        archiver,
+        pgdata: args.pgdata.clone(),
+        wal_dir: args.wal_dir.clone(),
+        restore_command: args.restore_command.clone(),
+        jobs: args.jobs.max(1) as usize,
+        config: cli.config.clone(),
+        secrets_dir: cli.secrets_dir.clone(),
+    };
+    let shutdown = CancellationToken::new();
+    let signals = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+            shutdown.cancel();
+        })
+    };
+    let settings = walship_cnpg::server::Settings {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        pgdata: args.pgdata.clone(),
+    };
+    let served =
+        walship_cnpg::server::serve_restore_job(&plugin.socket, Arc::new(job), settings, shutdown)
+            .await;
+    signals.abort();
+    Ok(match served {
+        Ok(()) => crate::Ending::DaemonStopped,
+        Err(e) => {
+            tracing::error!(socket = %plugin.socket.display(), "cannot serve the plugin's socket: {e}");
+            crate::Ending::DaemonFailed
+        }
+    })
+}
+
+/// The restore job's calls: the data directory from the recovery store's catalog,
+/// then WAL from the same store.
+struct RestoreJob {
+    plugin: Plugin,
+    target: wiring::Target,
+    archiver: walship_engine::Archiver,
+    pgdata: PathBuf,
+    wal_dir: PathBuf,
+    restore_command: String,
+    jobs: usize,
+    config: PathBuf,
+    secrets_dir: PathBuf,
+}
+
+impl RestoreJob {
+    fn check_store(&self, wanted: Option<&StoreRef>, what: &str) -> Result<(), CallError> {
+        check_store(&self.plugin, &self.config, wanted, what)
+    }
+
+    /// Moves pg_wal's content to `wal_dir` and links pg_wal to it, as the plugin does
+    /// for a Cluster with `spec.walStorage`.
+    fn link_wal_dir(&self) -> std::io::Result<()> {
+        let pg_wal = self.pgdata.join("pg_wal");
+        if std::fs::read_link(&pg_wal).is_ok_and(|to| to == self.wal_dir) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.wal_dir)?;
+        for entry in std::fs::read_dir(&pg_wal)? {
+            let entry = entry?;
+            std::fs::rename(entry.path(), self.wal_dir.join(entry.file_name()))?;
+        }
+        std::fs::remove_dir(&pg_wal)?;
+        std::os::unix::fs::symlink(&self.wal_dir, &pg_wal)
+    }
+}
+
+#[tonic::async_trait]
+impl walship_cnpg::sidecar::Recovery for RestoreJob {
+    async fn restore_job(
+        &self,
+        call: walship_cnpg::sidecar::RestoreJobCall,
+    ) -> Result<walship_cnpg::sidecar::RestoreJobDone, CallError> {
+        use walship_backup::catalog::{Catalog, RecoveryPick, pick_for_recovery};
+        self.check_store(call.cluster.recovery.as_ref(), "recover")?;
+        // The new cluster's own archive must be empty when the operator asks; this
+        // sidecar can check it only when it is the store it serves.
+        if call.check_empty_archive == Some(true) {
+            match &call.cluster.archive {
+                Some(own) if own.object_store == self.plugin.store => {
+                    let archiver = wiring::archiver(
+                        &self.config,
+                        &self.secrets_dir,
+                        Some(&own.server_name),
+                        None,
+                        RetryPolicy::default(),
+                    )
+                    .await
+                    .map_err(|e| CallError::FailedPrecondition(format!("{e:#}")))?
+                    .archiver;
+                    let checked = walship_daemon::client::check(
+                        &archiver,
+                        true,
+                        None,
+                        Duration::from_secs(60),
+                    )
+                    .await;
+                    if !checked.usable {
+                        return Err(CallError::FailedPrecondition(
+                            checked.problem.unwrap_or_else(|| {
+                                "the new cluster's WAL archive is not empty".to_owned()
+                            }),
+                        ));
+                    }
+                }
+                Some(own) => tracing::warn!(
+                    "the new cluster archives to ObjectStore {:?}, which this sidecar does \
+                     not serve: its emptiness is not checked",
+                    own.object_store
+                ),
+                None => {}
+            }
+        }
+        let catalog = Catalog::new(
+            self.target.store.clone(),
+            &self.target.layout,
+            &self.target.server,
+        );
+        let listing = catalog
+            .list()
+            .await
+            .map_err(|e| CallError::Unavailable(e.to_string()))?;
+        let target = call.cluster.recovery_target.clone().unwrap_or_default();
+        let pick = RecoveryPick {
+            backup_id: target.backup_id,
+            time: target.target_time,
+            lsn: target.target_lsn,
+            timeline: target.target_tli,
+        };
+        let entry = pick_for_recovery(&listing.backups, &pick)
+            .map_err(CallError::FailedPrecondition)?
+            .clone();
+        tracing::info!(backup = %entry.id, "restoring into {}", self.pgdata.display());
+        // The backup's first WAL must be in the archive, or recovery cannot even start.
+        let begin_wal = entry.info.begin_wal.clone().unwrap_or_default();
+        // Fetched beside PGDATA (the root filesystem is read-only), then removed.
+        let probe = self
+            .pgdata
+            .with_file_name(format!(".walship-probe-{begin_wal}"));
+        let fetched = self.archiver.fetch(&begin_wal, &probe).await;
+        let _ = std::fs::remove_file(&probe);
+        match fetched {
+            Ok(FetchOutcome::Restored { .. }) => {}
+            Ok(FetchOutcome::NotFound) => {
+                return Err(CallError::FailedPrecondition(format!(
+                    "backup {}: its first WAL file {begin_wal} is not in the archive",
+                    entry.id
+                )));
+            }
+            Err(e) => return Err(CallError::Unavailable(e.to_string())),
+        }
+        let options = walship_backup::restore::RestoreOptions {
+            tablespace_locations: Default::default(),
+            jobs: self.jobs,
+        };
+        walship_backup::restore::restore(
+            self.target.store.clone(),
+            &catalog,
+            &entry,
+            &self.pgdata,
+            &options,
+            Arc::new(walship_backup::restore::RestoreProgress::default()),
+            CancellationToken::new(),
+        )
+        .await
+        .map_err(|e| match e {
+            walship_backup::restore::RestoreError::Store(s) => {
+                CallError::Unavailable(s.to_string())
+            }
+            other => CallError::Internal(other.to_string()),
+        })?;
+        if call.cluster.wal_storage {
+            self.link_wal_dir()
+                .map_err(|e| CallError::Internal(format!("linking pg_wal: {e}")))?;
+        }
+        Ok(walship_cnpg::sidecar::RestoreJobDone {
+            restore_config: format!(
+                "recovery_target_action = promote\nrestore_command = '{}'\n",
+                self.restore_command.replace('\'', "''")
+            ),
+            envs: Vec::new(),
+        })
+    }
+
+    async fn restore(&self, call: RestoreCall) -> Result<(), CallError> {
+        self.check_store(call.cluster.restore_store(&self.plugin.pod), "restore WAL")?;
+        match self.archiver.fetch(&call.name, &call.dest).await {
+            Ok(FetchOutcome::Restored { .. }) => Ok(()),
+            Ok(FetchOutcome::NotFound) => Err(CallError::NotFound(format!(
+                "{} is not in the archive",
+                call.name
+            ))),
+            Err(e) if e.is_store_failure() => Err(CallError::Unavailable(e.to_string())),
+            Err(e) => Err(CallError::Internal(e.to_string())),
+        }
     }
 }

@@ -74,7 +74,8 @@ impl Contract {
             Command::WalPush { .. } => Contract::Push,
             Command::WalFetch { .. } => Contract::Fetch,
             Command::Check { .. } => Contract::Check,
-            Command::Daemon(_) | Command::Cnpg(CnpgCommand::Instance(_)) => Contract::Daemon,
+            Command::Daemon(_)
+            | Command::Cnpg(CnpgCommand::Instance(_) | CnpgCommand::Restore(_)) => Contract::Daemon,
             Command::Cnpg(CnpgCommand::Healthcheck(_)) => Contract::Check,
             Command::Backup(_)
             | Command::BackupList { .. }
@@ -161,7 +162,9 @@ fn main() -> ExitCode {
     install_panic_backstop(contract);
     logging::register_environment_secrets();
     let format = cli.log_format.unwrap_or(match cli.command {
-        Command::Daemon(_) | Command::Cnpg(CnpgCommand::Instance(_)) => LogFormat::Json,
+        Command::Daemon(_) | Command::Cnpg(CnpgCommand::Instance(_) | CnpgCommand::Restore(_)) => {
+            LogFormat::Json
+        }
         _ => LogFormat::Text,
     });
     match logging::filter(&cli.log_level) {
@@ -178,7 +181,7 @@ fn main() -> ExitCode {
     let mut builder = match cli.command {
         // A backup compresses on one thread and uploads (and hashes parts) on others.
         Command::Daemon(_)
-        | Command::Cnpg(CnpgCommand::Instance(_))
+        | Command::Cnpg(CnpgCommand::Instance(_) | CnpgCommand::Restore(_))
         | Command::Backup(_)
         | Command::Restore(_) => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -345,6 +348,7 @@ async fn run(cli: Cli) -> Ending {
                 Err(e) => Err(e),
             }
         }
+        Command::Cnpg(CnpgCommand::Restore(args)) => cnpg::run_restore_job(&cli, args).await,
         Command::Cnpg(CnpgCommand::Healthcheck(Healthcheck::Unix { plugins })) => {
             let socket = plugins.plugins_dir.join(walship_cnpg::PLUGIN_NAME);
             let answer = walship_cnpg::client::healthcheck(&socket, Duration::from_secs(10)).await;

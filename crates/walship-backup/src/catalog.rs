@@ -13,7 +13,7 @@ use futures::{StreamExt, TryStreamExt};
 use walship_store::{ErrorKind, Store, StoreError};
 use walship_wal::Layout;
 
-use crate::info::{BackupInfo, Status};
+use crate::info::{BackupInfo, InfoTime, Status};
 
 /// How many `backup.info` files are read at once when listing.
 const READS_IN_FLIGHT: usize = 8;
@@ -211,8 +211,182 @@ impl Catalog {
     }
 }
 
+/// What a recovery asks for, as CloudNativePG's recovery target gives it: the backup
+/// to start from is picked by these, as CloudNativePG's barman-cloud catalog picks it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryPick {
+    /// `backupID`: that backup, whatever the rest says.
+    pub backup_id: Option<String>,
+    /// `targetTime`: the newest backup that ended at or before it.
+    pub time: Option<String>,
+    /// `targetLSN`: the newest backup that ended at or before it.
+    pub lsn: Option<String>,
+    /// `targetTLI`: only backups of this timeline when it is a number.
+    pub timeline: Option<String>,
+}
+
+/// A recovery target time in the forms CloudNativePG and PostgreSQL write it: RFC 3339
+/// (`Z` or `+00:00`), or PostgreSQL's `2026-11-30 10:20:00.5+00` with its short offset.
+fn target_time(text: &str) -> Option<InfoTime> {
+    let text = text.trim();
+    let mut normal = match text.strip_suffix('Z') {
+        Some(rest) => format!("{rest}+00:00"),
+        None => text.to_owned(),
+    };
+    let bytes = normal.as_bytes();
+    if bytes.len() > 3
+        && matches!(bytes[bytes.len() - 3], b'+' | b'-')
+        && bytes[bytes.len() - 2..].iter().all(u8::is_ascii_digit)
+    {
+        normal.push_str(":00");
+    }
+    InfoTime::parse(&normal)
+}
+
+/// The backup a recovery to `pick` starts from: only DONE backups, newest first.
+pub fn pick_for_recovery<'e>(
+    backups: &'e [Entry],
+    pick: &RecoveryPick,
+) -> Result<&'e Entry, String> {
+    let done = |e: &&Entry| e.info.status == Some(Status::Done);
+    if let Some(id) = &pick.backup_id {
+        return backups
+            .iter()
+            .filter(done)
+            .find(|e| &e.id == id || e.info.backup_name.as_deref() == Some(id))
+            .ok_or_else(|| format!("backupID {id:?}: no such DONE backup"));
+    }
+    let timeline: Option<u32> = pick.timeline.as_deref().and_then(|t| t.parse().ok());
+    let on_timeline = |e: &&Entry| timeline.is_none_or(|t| e.info.timeline == Some(t));
+    let time = match &pick.time {
+        Some(text) => Some(target_time(text).ok_or_else(|| {
+            format!("targetTime {text:?} is not a time; expected e.g. 2026-11-30T10:20:00Z")
+        })?),
+        None => None,
+    };
+    let lsn =
+        match &pick.lsn {
+            Some(text) => Some(crate::session::parse_lsn(text).ok_or_else(|| {
+                format!("targetLSN {text:?} is not an LSN; expected e.g. 0/3000060")
+            })?),
+            None => None,
+        };
+    let ended_before = |e: &&Entry| match (&time, lsn) {
+        (Some(time), _) => e.info.end_time.as_ref().is_some_and(|end| end.0 <= time.0),
+        (None, Some(lsn)) => e
+            .info
+            .end_xlog
+            .as_deref()
+            .and_then(crate::session::parse_lsn)
+            .is_some_and(|end| end <= lsn),
+        (None, None) => true,
+    };
+    let by_end = |e: &&Entry| e.info.end_time.as_ref().map(|t| t.0);
+    backups
+        .iter()
+        .filter(done)
+        .filter(on_timeline)
+        .filter(ended_before)
+        .max_by_key(by_end)
+        .ok_or_else(|| match (&pick.time, &pick.lsn) {
+            (Some(t), _) => format!("no DONE backup ended at or before targetTime {t}"),
+            (None, Some(l)) => format!("no DONE backup ended at or before targetLSN {l}"),
+            _ => "no DONE backup in the catalog".to_owned(),
+        })
+}
+
 #[cfg(test)]
 mod tests {
+    fn entry(id: &str, status: &str, end: &str, end_lsn: &str, timeline: u32) -> Entry {
+        let info = crate::info::BackupInfo {
+            status: Some(match status {
+                "DONE" => Status::Done,
+                _ => Status::Failed,
+            }),
+            end_time: InfoTime::parse(end),
+            end_xlog: Some(end_lsn.to_owned()),
+            timeline: Some(timeline),
+            ..Default::default()
+        };
+        Entry {
+            id: id.to_owned(),
+            info,
+        }
+    }
+
+    #[test]
+    fn a_recovery_starts_from_the_newest_done_backup_that_ended_before_its_target() {
+        let backups = vec![
+            entry(
+                "20261101T000000",
+                "DONE",
+                "2026-11-01 00:10:00+00:00",
+                "0/2000000",
+                1,
+            ),
+            entry(
+                "20261110T000000",
+                "DONE",
+                "2026-11-10 00:10:00+00:00",
+                "0/5000000",
+                1,
+            ),
+            entry(
+                "20261115T000000",
+                "FAILED",
+                "2026-11-15 00:10:00+00:00",
+                "0/6000000",
+                1,
+            ),
+            entry(
+                "20261120T000000",
+                "DONE",
+                "2026-11-20 00:10:00+00:00",
+                "0/9000000",
+                2,
+            ),
+        ];
+        let pick = |p: RecoveryPick| pick_for_recovery(&backups, &p).map(|e| e.id.as_str());
+        assert_eq!(pick(RecoveryPick::default()), Ok("20261120T000000"));
+        let at = |t: &str| RecoveryPick {
+            time: Some(t.into()),
+            ..RecoveryPick::default()
+        };
+        assert_eq!(pick(at("2026-11-16 00:00:00+00")), Ok("20261110T000000"));
+        assert_eq!(pick(at("2026-11-10T00:10:00Z")), Ok("20261110T000000"));
+        assert_eq!(
+            pick(at("2026-11-21T00:00:00.5+01:00")),
+            Ok("20261120T000000")
+        );
+        assert!(
+            pick(at("2026-10-01 00:00:00+00"))
+                .unwrap_err()
+                .contains("no DONE backup")
+        );
+        assert!(pick(at("yesterday")).unwrap_err().contains("not a time"));
+        let lsn = RecoveryPick {
+            lsn: Some("0/5800000".into()),
+            ..RecoveryPick::default()
+        };
+        assert_eq!(pick(lsn), Ok("20261110T000000"));
+        let tli = RecoveryPick {
+            timeline: Some("1".into()),
+            ..RecoveryPick::default()
+        };
+        assert_eq!(pick(tli), Ok("20261110T000000"));
+        let id = RecoveryPick {
+            backup_id: Some("20261101T000000".into()),
+            time: Some("2026-11-30 00:00:00+00".into()),
+            ..RecoveryPick::default()
+        };
+        assert_eq!(pick(id), Ok("20261101T000000"));
+        let failed = RecoveryPick {
+            backup_id: Some("20261115T000000".into()),
+            ..RecoveryPick::default()
+        };
+        assert!(pick(failed).is_err(), "a FAILED backup is never picked");
+    }
+
     use super::*;
 
     #[test]

@@ -51,6 +51,28 @@ pub struct PluginConfig {
     pub replica_source_streams: bool,
     /// The plugin entry's `parameters`, whole.
     pub parameters: BTreeMap<String, String>,
+    /// `spec.bootstrap.recovery.recoveryTarget`, when recovering to one.
+    pub recovery_target: Option<RecoveryTarget>,
+    /// `spec.walStorage` is set: pg_wal lives on a volume of its own.
+    pub wal_storage: bool,
+}
+
+/// `spec.bootstrap.recovery.recoveryTarget`: what the restore job picks its backup by
+/// (the rest of it is PostgreSQL's recovery settings, which CloudNativePG writes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryTarget {
+    #[serde(rename = "backupID")]
+    pub backup_id: Option<String>,
+    pub target_time: Option<String>,
+    #[serde(rename = "targetLSN")]
+    pub target_lsn: Option<String>,
+    #[serde(rename = "targetTLI")]
+    pub target_tli: Option<String>,
+    pub target_name: Option<String>,
+    #[serde(rename = "targetXID")]
+    pub target_xid: Option<String>,
+    pub target_immediate: Option<bool>,
 }
 
 impl PluginConfig {
@@ -102,12 +124,12 @@ impl PluginConfig {
                     .unwrap_or_else(|| name.clone()),
             })
         };
-        let recovery_source = cluster
+        let recovery = cluster
             .spec
             .bootstrap
             .as_ref()
-            .and_then(|b| b.recovery.as_ref())
-            .and_then(|r| r.source.as_ref());
+            .and_then(|b| b.recovery.as_ref());
+        let recovery_source = recovery.and_then(|r| r.source.as_ref());
         let replica_source = cluster
             .spec
             .replica
@@ -128,6 +150,8 @@ impl PluginConfig {
             replica_source_streams: external(replica_source)
                 .is_some_and(|e| e.connection_parameters.is_some()),
             parameters,
+            recovery_target: recovery.and_then(|r| r.recovery_target.clone()),
+            wal_storage: cluster.spec.wal_storage.is_some(),
             cluster_name: name,
         })
     }
@@ -188,6 +212,7 @@ struct Spec {
     external_clusters: Vec<ExternalCluster>,
     bootstrap: Option<Bootstrap>,
     replica: Option<Replica>,
+    wal_storage: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -212,8 +237,10 @@ struct Bootstrap {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Recovery {
     source: Option<String>,
+    recovery_target: Option<RecoveryTarget>,
 }
 
 #[derive(Deserialize)]
@@ -293,6 +320,27 @@ mod tests {
         assert_eq!(c.recovery, Some(recovery.clone()));
         assert_eq!(c.restore_store("pg-restored-1"), Some(&recovery));
         assert!(!c.can_stream("pg-restored-1"));
+    }
+
+    #[test]
+    fn the_recovery_target_and_wal_storage_are_read_as_cloudnative_pg_spells_them() {
+        let c = config(
+            r#"{"metadata":{"name":"pg"},"spec":{"walStorage":{"size":"1Gi"},
+                "bootstrap":{"recovery":{"source":"origin","recoveryTarget":{
+                  "backupID":"20261130T101010","targetTime":"2026-11-30 10:20:00+00",
+                  "targetLSN":"0/3000000","targetTLI":"2","targetImmediate":true}}}}}"#,
+        );
+        let target = c.recovery_target.unwrap();
+        assert_eq!(target.backup_id.as_deref(), Some("20261130T101010"));
+        assert_eq!(
+            target.target_time.as_deref(),
+            Some("2026-11-30 10:20:00+00")
+        );
+        assert_eq!(target.target_lsn.as_deref(), Some("0/3000000"));
+        assert_eq!(target.target_tli.as_deref(), Some("2"));
+        assert_eq!(target.target_immediate, Some(true));
+        assert!(c.wal_storage);
+        assert!(!config(r#"{"metadata":{"name":"pg"}}"#).wal_storage);
     }
 
     #[test]

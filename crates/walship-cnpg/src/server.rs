@@ -18,8 +18,11 @@ use walship_wal::WalName;
 use crate::PLUGIN_NAME;
 use crate::cluster::PluginConfig;
 use crate::export;
+use crate::pb::identity::capability::service::Kind;
 use crate::pb::{backup, identity, metrics, wal};
-use crate::sidecar::{ArchiveCall, BackupCall, CallError, RestoreCall, Sidecar};
+use crate::sidecar::{
+    ArchiveCall, BackupCall, CallError, Recovery, RestoreCall, RestoreJobCall, Sidecar,
+};
 
 /// The plugin's display name, which CloudNativePG shows and records in each Backup's
 /// metadata.
@@ -42,6 +45,70 @@ pub async fn serve<S: Sidecar>(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let listener = bind(socket)?;
+    info!(socket = %socket.display(), "serving CNPG-I as {PLUGIN_NAME}");
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let settings = Arc::new(settings);
+    let identity = Identity {
+        kinds: vec![Kind::Wal, Kind::Backup, Kind::Metrics],
+        settings: settings.clone(),
+        ready: {
+            let sidecar = sidecar.clone();
+            Arc::new(move || sidecar.ready())
+        },
+    };
+    let services = Services { sidecar, settings };
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(identity::identity_server::IdentityServer::new(identity))
+        .add_service(wal::wal_server::WalServer::new(services.clone()))
+        .add_service(backup::backup_server::BackupServer::new(services.clone()))
+        .add_service(metrics::metrics_server::MetricsServer::new(services))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown.cancelled())
+        .await;
+    let _ = std::fs::remove_file(socket);
+    result.map_err(std::io::Error::other)
+}
+
+/// Serves the restore job's sidecar on `socket` until `shutdown`: identity (RESTORE_JOB
+/// and WAL), the restore job's hooks, WAL restores, and grpc.health.
+pub async fn serve_restore_job<R: Recovery>(
+    socket: &Path,
+    recovery: Arc<R>,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = bind(socket)?;
+    info!(socket = %socket.display(), "serving CNPG-I as {PLUGIN_NAME} (restore job)");
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let settings = Arc::new(settings);
+    let identity = Identity {
+        kinds: vec![Kind::RestoreJob, Kind::Wal],
+        settings: settings.clone(),
+        ready: Arc::new(|| true),
+    };
+    let job = Job { recovery, settings };
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(identity::identity_server::IdentityServer::new(identity))
+        .add_service(wal::restore_job_hooks_server::RestoreJobHooksServer::new(
+            job.clone(),
+        ))
+        .add_service(wal::wal_server::WalServer::new(job))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown.cancelled())
+        .await;
+    let _ = std::fs::remove_file(socket);
+    result.map_err(std::io::Error::other)
+}
+
+/// Binds the socket, replacing a file left by an earlier run.
+fn bind(socket: &Path) -> std::io::Result<UnixListener> {
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -50,28 +117,7 @@ pub async fn serve<S: Sidecar>(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let listener = UnixListener::bind(socket)?;
-    info!(socket = %socket.display(), "serving CNPG-I as {PLUGIN_NAME}");
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    let services = Services {
-        sidecar,
-        settings: Arc::new(settings),
-    };
-    let result = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(identity::identity_server::IdentityServer::new(
-            services.clone(),
-        ))
-        .add_service(wal::wal_server::WalServer::new(services.clone()))
-        .add_service(backup::backup_server::BackupServer::new(services.clone()))
-        .add_service(metrics::metrics_server::MetricsServer::new(services))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown.cancelled())
-        .await;
-    let _ = std::fs::remove_file(socket);
-    result.map_err(std::io::Error::other)
+    UnixListener::bind(socket)
 }
 
 struct Services<S> {
@@ -88,13 +134,14 @@ impl<S> Clone for Services<S> {
     }
 }
 
-impl<S> Services<S> {
+impl Settings {
+    /// `path` as PostgreSQL means it: relative to PGDATA.
     fn absolute(&self, path: &str) -> PathBuf {
         let path = Path::new(path);
         if path.is_absolute() {
             path.to_owned()
         } else {
-            self.settings.pgdata.join(path)
+            self.pgdata.join(path)
         }
     }
 }
@@ -103,8 +150,16 @@ fn cluster(json: &[u8]) -> Result<PluginConfig, Status> {
     PluginConfig::from_json(json).map_err(|e| CallError::InvalidArgument(e.to_string()).status())
 }
 
+/// The identity service: who the plugin is and which services this socket serves.
+#[derive(Clone)]
+struct Identity {
+    kinds: Vec<Kind>,
+    settings: Arc<Settings>,
+    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
 #[tonic::async_trait]
-impl<S: Sidecar> identity::identity_server::Identity for Services<S> {
+impl identity::identity_server::Identity for Identity {
     async fn get_plugin_metadata(
         &self,
         _: Request<identity::PluginMetadataRequest>,
@@ -130,11 +185,12 @@ impl<S: Sidecar> identity::identity_server::Identity for Services<S> {
         &self,
         _: Request<identity::PluginCapabilitiesRequest>,
     ) -> Result<Response<identity::PluginCapabilities>, Status> {
-        use identity::capability::{Capability as Of, Service, service::Kind};
-        let capabilities = [Kind::Wal, Kind::Backup, Kind::Metrics]
-            .into_iter()
+        use identity::capability::{Capability as Of, Service};
+        let capabilities = self
+            .kinds
+            .iter()
             .map(|kind| identity::Capability {
-                capability: Some(Of::Service(Service { kind: kind as i32 })),
+                capability: Some(Of::Service(Service { kind: *kind as i32 })),
             })
             .collect();
         Ok(Response::new(identity::PluginCapabilities { capabilities }))
@@ -145,7 +201,7 @@ impl<S: Sidecar> identity::identity_server::Identity for Services<S> {
         _: Request<identity::ProbeRequest>,
     ) -> Result<Response<identity::ProbeResult>, Status> {
         Ok(Response::new(identity::ProbeResult {
-            ready: self.sidecar.ready(),
+            ready: (self.ready)(),
         }))
     }
 }
@@ -172,7 +228,7 @@ impl<S: Sidecar> wal::wal_server::Wal for Services<S> {
     ) -> Result<Response<wal::ArchiveResult>, Status> {
         let request = request.into_inner();
         let cluster = cluster(&request.cluster_definition)?;
-        let path = self.absolute(&request.source_file_name);
+        let path = self.settings.absolute(&request.source_file_name);
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -203,34 +259,9 @@ impl<S: Sidecar> wal::wal_server::Wal for Services<S> {
         &self,
         request: Request<wal::RestoreWalRequest>,
     ) -> Result<Response<wal::RestoreWalResult>, Status> {
-        let request = request.into_inner();
-        let cluster = cluster(&request.cluster_definition)?;
-        let name = request.source_wal_name;
-        if WalName::parse(&name).is_err() {
-            return Err(
-                CallError::InvalidArgument(format!("{name:?} is not a WAL file name")).status(),
-            );
-        }
-        if request.destination_file_name.is_empty() {
-            return Err(
-                CallError::InvalidArgument("destination_file_name is empty".to_owned()).status(),
-            );
-        }
-        let call = RestoreCall {
-            cluster,
-            dest: self.absolute(&request.destination_file_name),
-            rewind: request.mode == wal::restore_wal_request::Mode::Rewind as i32,
-            name: name.clone(),
-        };
-        match self.sidecar.restore(call).await {
-            Ok(()) => Ok(Response::new(wal::RestoreWalResult {})),
-            Err(e) => {
-                if !matches!(e, CallError::NotFound(_)) {
-                    warn!(wal = %name, error = %e, "restore failed");
-                }
-                Err(e.status())
-            }
-        }
+        let call = restore_call(request.into_inner(), &self.settings)?;
+        let name = call.name.clone();
+        restored(&name, self.sidecar.restore(call).await)
     }
 
     async fn status(
@@ -249,6 +280,146 @@ impl<S: Sidecar> wal::wal_server::Wal for Services<S> {
         Err(Status::unimplemented(
             "SetFirstRequired is not advertised (CloudNativePG never calls it)",
         ))
+    }
+}
+
+/// A WAL.Restore request read: a WAL file name, an absolute destination.
+fn restore_call(
+    request: wal::RestoreWalRequest,
+    settings: &Settings,
+) -> Result<RestoreCall, Status> {
+    let cluster = cluster(&request.cluster_definition)?;
+    let name = request.source_wal_name;
+    if WalName::parse(&name).is_err() {
+        return Err(
+            CallError::InvalidArgument(format!("{name:?} is not a WAL file name")).status(),
+        );
+    }
+    if request.destination_file_name.is_empty() {
+        return Err(
+            CallError::InvalidArgument("destination_file_name is empty".to_owned()).status(),
+        );
+    }
+    Ok(RestoreCall {
+        cluster,
+        dest: settings.absolute(&request.destination_file_name),
+        rewind: request.mode == wal::restore_wal_request::Mode::Rewind as i32,
+        name,
+    })
+}
+
+/// A WAL.Restore answer; a failure other than NOT_FOUND is logged.
+fn restored(
+    name: &str,
+    outcome: Result<(), CallError>,
+) -> Result<Response<wal::RestoreWalResult>, Status> {
+    match outcome {
+        Ok(()) => Ok(Response::new(wal::RestoreWalResult {})),
+        Err(e) => {
+            if !matches!(e, CallError::NotFound(_) | CallError::OutOfRange(_)) {
+                warn!(wal = %name, error = %e, "restore failed");
+            }
+            Err(e.status())
+        }
+    }
+}
+
+/// The restore job's services, answered by a [`Recovery`].
+struct Job<R> {
+    recovery: Arc<R>,
+    settings: Arc<Settings>,
+}
+
+impl<R> Clone for Job<R> {
+    fn clone(&self) -> Self {
+        Job {
+            recovery: self.recovery.clone(),
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<R: Recovery> wal::restore_job_hooks_server::RestoreJobHooks for Job<R> {
+    async fn get_capabilities(
+        &self,
+        _: Request<wal::RestoreJobCapabilitiesRequest>,
+    ) -> Result<Response<wal::RestoreJobCapabilities>, Status> {
+        Ok(Response::new(wal::RestoreJobCapabilities {
+            capabilities: vec![wal::RestoreJobCapability {
+                kind: wal::restore_job_capability::Kind::Restore as i32,
+            }],
+        }))
+    }
+
+    async fn restore(
+        &self,
+        request: Request<wal::RestoreJobRequest>,
+    ) -> Result<Response<wal::RestoreJobResult>, Status> {
+        let request = request.into_inner();
+        let call = RestoreJobCall {
+            cluster: cluster(&request.cluster_definition)?,
+            check_empty_archive: request.check_empty_wal_archive,
+        };
+        match self.recovery.restore_job(call).await {
+            Ok(done) => Ok(Response::new(wal::RestoreJobResult {
+                restore_config: done.restore_config,
+                envs: done.envs,
+            })),
+            Err(e) => {
+                warn!(error = %e, "the restore job failed");
+                Err(e.status())
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<R: Recovery> wal::wal_server::Wal for Job<R> {
+    async fn get_capabilities(
+        &self,
+        _: Request<wal::WalCapabilitiesRequest>,
+    ) -> Result<Response<wal::WalCapabilities>, Status> {
+        use wal::wal_capability::{Capability as Of, Rpc, rpc::Kind};
+        Ok(Response::new(wal::WalCapabilities {
+            capabilities: vec![wal::WalCapability {
+                capability: Some(Of::Rpc(Rpc {
+                    kind: Kind::RestoreWal as i32,
+                })),
+            }],
+        }))
+    }
+
+    async fn archive(
+        &self,
+        _: Request<wal::ArchiveRequest>,
+    ) -> Result<Response<wal::ArchiveResult>, Status> {
+        Err(Status::unimplemented(
+            "the restore job's sidecar restores; it does not archive (not advertised)",
+        ))
+    }
+
+    async fn restore(
+        &self,
+        request: Request<wal::RestoreWalRequest>,
+    ) -> Result<Response<wal::RestoreWalResult>, Status> {
+        let call = restore_call(request.into_inner(), &self.settings)?;
+        let name = call.name.clone();
+        restored(&name, self.recovery.restore(call).await)
+    }
+
+    async fn status(
+        &self,
+        _: Request<wal::StatusRequest>,
+    ) -> Result<Response<wal::StatusResult>, Status> {
+        Err(Status::unimplemented("Status is not advertised"))
+    }
+
+    async fn set_first_required(
+        &self,
+        _: Request<wal::FirstRequiredRequest>,
+    ) -> Result<Response<wal::FirstRequiredResult>, Status> {
+        Err(Status::unimplemented("SetFirstRequired is not advertised"))
     }
 }
 

@@ -41,6 +41,23 @@ pub struct BackupCall {
     pub parameters: BTreeMap<String, String>,
 }
 
+/// `RestoreJobHooks.Restore`: restore the data directory of a Cluster being recovered.
+#[derive(Debug, Clone)]
+pub struct RestoreJobCall {
+    pub cluster: PluginConfig,
+    /// The operator's decision on checking that the new cluster's archive is empty.
+    pub check_empty_archive: Option<bool>,
+}
+
+/// A data directory restored: what the job adds to PostgreSQL's configuration and
+/// environment before recovery starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreJobDone {
+    pub restore_config: String,
+    /// `NAME=VALUE`.
+    pub envs: Vec<String>,
+}
+
 /// A backup taken: what fills the Backup resource's status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BackupDone {
@@ -114,6 +131,15 @@ pub trait Sidecar: Send + Sync + 'static {
     /// This pod's name (`POD_NAME`): the backup's `instance_id`, and the pod's place
     /// in the cluster.
     fn pod_name(&self) -> String;
+}
+
+/// The restore job's sidecar: the data directory first, then the WAL recovery asks for.
+#[tonic::async_trait]
+pub trait Recovery: Send + Sync + 'static {
+    /// Restores the backup the Cluster's recovery target calls for into PGDATA.
+    async fn restore_job(&self, call: RestoreJobCall) -> Result<RestoreJobDone, CallError>;
+    /// Puts a WAL file at `dest`, or says why not.
+    async fn restore(&self, call: RestoreCall) -> Result<(), CallError>;
 }
 
 #[cfg(test)]

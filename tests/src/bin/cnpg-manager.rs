@@ -9,6 +9,7 @@
 //! cnpg-manager --plugins-dir DIR --cluster FILE wal-restore [--rewind] NAME DEST
 //! cnpg-manager --plugins-dir DIR --cluster FILE backup BACKUP_JSON_FILE
 //! cnpg-manager --plugins-dir DIR --cluster FILE metrics
+//! cnpg-manager --plugins-dir DIR --cluster FILE restore-job
 //! ```
 //!
 //! Exit status: 0 done; 1 the file is not in the archive (NOT_FOUND, or OUT_OF_RANGE,
@@ -16,7 +17,8 @@
 //! plugin answered another error (printed as `code: message`), 126 for `wal-restore`
 //! so that PostgreSQL stops rather than take the file as missing; 3 the sequence
 //! itself failed (no socket, wrong plugin, a capability missing); 4 usage. `backup` prints the
-//! BackupResult and `metrics` every collected sample as JSON lines.
+//! BackupResult, `metrics` every collected sample as JSON lines, `restore-job` the
+//! RestoreJobHooks answer (asking for the empty-archive check, as the operator does).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -96,8 +98,12 @@ async fn connect(socket: &Path) -> Result<Channel, Failure> {
         .map_err(|e| Failure::Sequence(format!("cannot connect to {shown}: {e}")))
 }
 
-/// What CloudNativePG does when it loads a plugin before a call.
-async fn load(channel: &Channel) -> Result<(), Failure> {
+/// What CloudNativePG does when it loads a plugin before a call; `required` are the
+/// services the call needs.
+async fn load(
+    channel: &Channel,
+    required: &[pb::identity::capability::service::Kind],
+) -> Result<(), Failure> {
     use pb::identity::capability::{Capability, service::Kind};
     let mut identity = IdentityClient::new(channel.clone());
     let metadata = identity
@@ -138,10 +144,15 @@ async fn load(channel: &Channel) -> Result<(), Failure> {
                     .get_capabilities(pb::metrics::MetricsCapabilitiesRequest {})
                     .await?;
             }
+            Ok(Kind::RestoreJob) => {
+                pb::wal::restore_job_hooks_client::RestoreJobHooksClient::new(channel.clone())
+                    .get_capabilities(pb::wal::RestoreJobCapabilitiesRequest {})
+                    .await?;
+            }
             _ => {}
         }
     }
-    for needed in [Kind::Wal, Kind::Backup, Kind::Metrics] {
+    for &needed in required {
         if !kinds.contains(&(needed as i32)) {
             return Err(Failure::Sequence(format!(
                 "the plugin does not advertise {needed:?}"
@@ -164,8 +175,17 @@ async fn run(args: Args) -> Result<(), Failure> {
     let cluster = std::fs::read(&args.cluster)
         .map_err(|e| Failure::Sequence(format!("{}: {e}", args.cluster.display())))?;
     let channel = connect(&args.plugins_dir.join(PLUGIN_NAME)).await?;
-    load(&channel).await?;
     let command: Vec<&str> = args.command.iter().map(String::as_str).collect();
+    {
+        use pb::identity::capability::service::Kind;
+        let required: &[Kind] = match command.first() {
+            Some(&"backup") => &[Kind::Backup],
+            Some(&"metrics") => &[Kind::Metrics],
+            Some(&"restore-job") => &[Kind::RestoreJob],
+            _ => &[Kind::Wal],
+        };
+        load(&channel, required).await?;
+    }
     match command.as_slice() {
         ["wal-archive", path] => {
             let path =
@@ -278,6 +298,22 @@ async fn run(args: Args) -> Result<(), Failure> {
                     })
                 );
             }
+        }
+        ["restore-job"] => {
+            let result = pb::wal::restore_job_hooks_client::RestoreJobHooksClient::new(channel)
+                .restore(pb::wal::RestoreJobRequest {
+                    cluster_definition: cluster,
+                    check_empty_wal_archive: Some(true),
+                })
+                .await?
+                .into_inner();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "restore_config": result.restore_config,
+                    "envs": result.envs,
+                })
+            );
         }
         _ => return Err(Failure::Sequence(format!("unknown command {command:?}"))),
     }

@@ -90,6 +90,19 @@ pub fn build_walship(release: bool) -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// Builds one of the test kit's own binaries (the fake CloudNativePG instance manager)
+/// with the same profile as walship and returns its path.
+pub fn build_testkit_bin(name: &str, release: bool) -> Result<PathBuf> {
+    let profile = if release { "release" } else { "debug" };
+    let mut build = cargo();
+    build.args(["build", "--package", "walship-testkit", "--bin", name]);
+    if release {
+        build.arg("--release");
+    }
+    run_step_checked(&mut build)?;
+    Ok(target_dir().join(profile).join(name))
+}
+
 /// What to expect from building walship when it was never built in this target
 /// directory; `None` once it was (cargo then rebuilds only what changed).
 pub fn first_build_notice(release: bool, built_before: bool) -> Option<String> {

@@ -32,6 +32,10 @@ pub struct Env {
     pub barman_bin: PathBuf,
     /// `None` when pgBackRest is not installed: its runs are skipped.
     pub pgbackrest: Option<PathBuf>,
+    /// The test kit's fake CloudNativePG instance manager (`cnpg-manager`), executable
+    /// by the PostgreSQL user: CloudNativePG's `manager wal-archive %p`, a process per
+    /// segment.
+    pub cnpg_manager: Option<PathBuf>,
     work: TempDir,
     runs: AtomicU32,
 }
@@ -52,6 +56,7 @@ impl Env {
             walship,
             barman_bin: barman_venv.join("bin"),
             pgbackrest,
+            cnpg_manager: None,
             work: pg_temp_dir()?,
             runs: AtomicU32::new(0),
         })

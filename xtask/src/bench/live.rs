@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use walship_testkit::{InitOptions, PgCluster, wait_until};
+use walship_testkit::{InitOptions, PgCluster, make_readable_by_pg, pg_temp_dir, wait_until};
 
 use super::env::{Env, SERVER, Transport};
 use super::proc::{children, reap_newcomers};
@@ -20,6 +20,9 @@ use super::runner::Daemon;
 pub enum LiveTool {
     WalPush,
     Daemon(usize),
+    /// `walship cnpg instance`, called as CloudNativePG calls the plugin's sidecar: a
+    /// manager process per segment, a new gRPC connection, the load sequence, Archive.
+    CnpgSidecar(usize),
     Barman,
     PgBackRest(usize),
 }
@@ -29,6 +32,11 @@ impl LiveTool {
         match self {
             LiveTool::WalPush => "walship wal-push (no daemon)".into(),
             LiveTool::Daemon(n) => format!("walship wal-push + daemon, maxParallel {n}"),
+            // Short: the run's directory is named after it, and the daemon's socket
+            // path in it is limited to 107 bytes.
+            LiveTool::CnpgSidecar(n) => {
+                format!("walship cnpg instance via CNPG-I, maxParallel {n}")
+            }
             LiveTool::Barman => "barman-cloud-wal-archive".into(),
             LiveTool::PgBackRest(n) => format!("pgBackRest archive-push async, process-max {n}"),
         }
@@ -76,7 +84,36 @@ pub fn live(
         run.walship_args().join(" ")
     );
     let mut daemon_parallel = None;
+    let mut sidecar_plugins = None;
     let command = match tool {
+        LiveTool::CnpgSidecar(n) => {
+            run.walship_manifest(compression, n, Transport::Tls)?;
+            let manager = env
+                .cnpg_manager
+                .as_deref()
+                .context("the fake instance manager (cnpg-manager) was not built")?;
+            // A short path of its own: a socket's path is limited to 107 bytes.
+            let plugins = pg_temp_dir()?;
+            let cluster = run.dir.join("cluster.json");
+            fs::write(
+                &cluster,
+                format!(
+                    r#"{{"metadata":{{"name":"{SERVER}","namespace":"bench","uid":"bench-uid"}},
+                    "spec":{{"plugins":[{{"name":"barman-cloud.cloudnative-pg.io",
+                      "parameters":{{"barmanObjectName":"bench-store"}}}}]}},
+                    "status":{{"currentPrimary":"bench-1"}}}}"#
+                ),
+            )?;
+            make_readable_by_pg(&cluster)?;
+            let command = format!(
+                "{} --plugins-dir {} --cluster {} wal-archive %p",
+                manager.display(),
+                plugins.path().display(),
+                cluster.display()
+            );
+            sidecar_plugins = Some(plugins);
+            command
+        }
         LiveTool::WalPush => {
             run.walship_manifest(compression, 1, Transport::Tls)?;
             walship
@@ -115,9 +152,10 @@ pub fn live(
         ("max_wal_size", "4GB"),
         ("checkpoint_timeout", "30s"),
     ])?;
-    let daemon = match daemon_parallel {
-        Some(_) => Some(Daemon::start_at(&run, pg.data_dir(), &[])?),
-        None => None,
+    let daemon = match (daemon_parallel, &sidecar_plugins) {
+        (Some(_), _) => Some(Daemon::start_at(&run, pg.data_dir(), &[])?),
+        (None, Some(plugins)) => Some(Daemon::start_sidecar(&run, pg.data_dir(), plugins.path())?),
+        (None, None) => None,
     };
     pg.start()?;
     let status_dir = pg.data_dir().join("pg_wal/archive_status");

@@ -279,13 +279,17 @@ pub fn run(args: Args) -> Result<u8> {
     results.segment_bytes = corpus.segment_bytes;
     steps.step("starting s3s-fs behind stunnel");
     let s3 = S3Server::start()?;
-    let env = Env::new(
+    let mut env = Env::new(
         s3,
         corpus,
         walship,
         &installed.barman_venv,
         installed.pgbackrest,
     )?;
+    if plan.live.is_some() && plan.wal {
+        let built = cargo::build_testkit_bin("cnpg-manager", plan.release)?;
+        env.cnpg_manager = Some(walship_testkit::executable_by_pg(&built)?);
+    }
     if env.pgbackrest.is_none() {
         results.notes.push(
             "pgBackRest is not installed: every pgBackRest run was skipped \
@@ -442,7 +446,11 @@ fn wal_runs(
             "live runs: pgbench for {} s per tool",
             load.seconds
         ));
-        let mut tools = vec![LiveTool::WalPush, LiveTool::Daemon(max)];
+        let mut tools = vec![
+            LiveTool::WalPush,
+            LiveTool::Daemon(max),
+            LiveTool::CnpgSidecar(max),
+        ];
         let barman_bin = barman_live;
         match &barman_bin {
             Some(_) => tools.push(LiveTool::Barman),

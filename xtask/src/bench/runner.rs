@@ -188,13 +188,31 @@ impl Daemon {
     /// Starts the daemon over `pgdata` with `run`'s manifest and socket, and waits
     /// until it answers.
     pub fn start_at(run: &Run<'_>, pgdata: &Path, extra: &[&str]) -> Result<Daemon> {
+        let mut cmd = run.walship(&[])?;
+        cmd.args(["daemon", "--pgdata"]).arg(pgdata).args(extra);
+        Self::start(run, cmd, run.socket())
+    }
+
+    /// Starts `walship cnpg instance` over `pgdata`, serving the plugin's socket in
+    /// `plugins`, as CloudNativePG's pod runs the sidecar.
+    pub fn start_sidecar(run: &Run<'_>, pgdata: &Path, plugins: &Path) -> Result<Daemon> {
+        let mut cmd = run.walship(&[])?;
+        cmd.args(["cnpg", "instance", "--retention-interval-seconds", "0"])
+            .arg("--plugins-dir")
+            .arg(plugins)
+            .arg("--pgdata")
+            .arg(pgdata)
+            .env("POD_NAME", "bench-1")
+            .env("CLUSTER_NAME", super::env::SERVER);
+        Self::start(run, cmd, plugins.join("barman-cloud.cloudnative-pg.io"))
+    }
+
+    /// Runs `cmd` (a walship long-running command), adding the metrics address, and
+    /// waits until `socket` exists and the metrics answer.
+    fn start(run: &Run<'_>, mut cmd: Command, socket: PathBuf) -> Result<Daemon> {
         let metrics_port = free_port()?;
         let log = run.dir.join("daemon.log");
-        let mut cmd = run.walship(&[])?;
-        cmd.args(["daemon", "--pgdata"])
-            .arg(pgdata)
-            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .args(extra)
+        cmd.args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log)?);
         let child = cmd.spawn().context("starting walship daemon")?;
@@ -203,7 +221,6 @@ impl Daemon {
             metrics_port,
             log,
         };
-        let socket = run.socket();
         wait_until(Duration::from_secs(60), "the daemon's socket", || {
             if let Some(status) = daemon.child.try_wait()? {
                 bail!("the daemon exited with {status}: {}", daemon.log_tail());

@@ -137,6 +137,37 @@ impl Drop for Sidecar {
     }
 }
 
+/// Every segment PostgreSQL marked `.done` (it was acknowledged), read back by
+/// barman-cloud-wal-restore and compared with `pg_wal`'s copy; their names.
+fn barman_restores_every_archived_segment(
+    archive: &Archive,
+    pg: &PgCluster,
+) -> Result<Vec<String>> {
+    let archived = archived_in_pg_wal(pg.data_dir())?;
+    let out_dir = pg_temp_dir()?;
+    for name in &archived {
+        let dest = out_dir.path().join(name);
+        let out = archive
+            .barman("barman-cloud-wal-restore")?
+            .arg(archive.destination())
+            .arg(SERVER)
+            .arg(name)
+            .arg(&dest)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "{name} was acknowledged but barman-cloud-wal-restore cannot restore it: {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            sha256_file(&dest)?,
+            sha256_file(&pg.data_dir().join("pg_wal").join(name))?,
+            "{name} differs"
+        );
+    }
+    Ok(archived)
+}
+
 /// An archive, a plugins directory, the Cluster JSON, and PostgreSQL whose
 /// archive_command is the fake instance manager's `wal-archive`.
 struct Setup {
@@ -197,29 +228,8 @@ fn postgresql_archives_through_the_fake_instance_manager_and_barman_reads_every_
         sidecar.log_contents()
     );
 
-    let archived = archived_in_pg_wal(pg.data_dir())?;
+    let archived = barman_restores_every_archived_segment(&archive, &pg)?;
     ensure!(archived.len() >= 3, "only {} segments", archived.len());
-    let out_dir = pg_temp_dir()?;
-    for name in &archived {
-        let dest = out_dir.path().join(name);
-        let out = archive
-            .barman("barman-cloud-wal-restore")?
-            .arg(archive.destination())
-            .arg(SERVER)
-            .arg(name)
-            .arg(&dest)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "barman-cloud-wal-restore {name}: {}",
-            stderr(&out)
-        );
-        assert_eq!(
-            sha256_file(&dest)?,
-            sha256_file(&pg.data_dir().join("pg_wal").join(name))?,
-            "{name} differs"
-        );
-    }
     // Each Archive call was answered by the daemon's ack path.
     let acks = sidecar.metric("walship_archive_command_ack_seconds_count")?;
     assert!(
@@ -705,28 +715,7 @@ fn killing_the_sidecar_under_pgbench_loses_no_segment() -> Result<()> {
     let sidecar = Sidecar::start(&archive, &pg, plugins.path())?;
     let last = pg.switch_wal()?;
     pg.wait_for_archived(&last, Duration::from_secs(180))?;
-    let archived = archived_in_pg_wal(pg.data_dir())?;
-    let out_dir = pg_temp_dir()?;
-    for name in &archived {
-        let dest = out_dir.path().join(name);
-        let out = archive
-            .barman("barman-cloud-wal-restore")?
-            .arg(archive.destination())
-            .arg(SERVER)
-            .arg(name)
-            .arg(&dest)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "{name} was acknowledged but is not restorable: {}",
-            stderr(&out)
-        );
-        assert_eq!(
-            sha256_file(&dest)?,
-            sha256_file(&pg.data_dir().join("pg_wal").join(name))?,
-            "{name} differs"
-        );
-    }
+    let archived = barman_restores_every_archived_segment(&archive, &pg)?;
     eprintln!(
         "{} segments archived across 5 kill -9 rounds of the sidecar",
         archived.len()

@@ -266,23 +266,7 @@ pub async fn run_restore_job(
         secrets_dir: cli.secrets_dir.clone(),
     };
     let shutdown = CancellationToken::new();
-    let signals = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                return;
-            };
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-            }
-            shutdown.cancel();
-        })
-    };
+    let signals = crate::daemon::shut_down_on_signals(shutdown.clone());
     let settings = walship_cnpg::server::Settings {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         pgdata: args.pgdata.clone(),

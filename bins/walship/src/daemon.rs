@@ -151,23 +151,7 @@ pub async fn run(
         metrics,
         shutdown.clone(),
     ));
-    let signals = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                return;
-            };
-            tokio::select! {
-                _ = term.recv() => info!("SIGTERM: shutting down"),
-                _ = int.recv() => info!("SIGINT: shutting down"),
-            }
-            shutdown.cancel();
-        })
-    };
+    let signals = shut_down_on_signals(shutdown.clone());
     let result = daemon.run(shutdown.clone()).await;
     shutdown.cancel();
     if let Some(plugin) = plugin {
@@ -182,6 +166,24 @@ pub async fn run(
     result?;
     info!("stopped");
     Ok(())
+}
+
+/// SIGTERM or SIGINT cancels `shutdown` (the daemon's and the sidecars' way to stop).
+pub fn shut_down_on_signals(shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+            _ = int.recv() => info!("SIGINT: shutting down"),
+        }
+        shutdown.cancel();
+    })
 }
 
 /// Every interval, one [`upkeep::round`]: the retention policy applied on the primary,

@@ -212,14 +212,11 @@ impl<S: Sidecar> wal::wal_server::Wal for Services<S> {
         &self,
         _: Request<wal::WalCapabilitiesRequest>,
     ) -> Result<Response<wal::WalCapabilities>, Status> {
-        use wal::wal_capability::{Capability as Of, Rpc, rpc::Kind};
-        let capabilities = [Kind::ArchiveWal, Kind::RestoreWal]
-            .into_iter()
-            .map(|kind| wal::WalCapability {
-                capability: Some(Of::Rpc(Rpc { kind: kind as i32 })),
-            })
-            .collect();
-        Ok(Response::new(wal::WalCapabilities { capabilities }))
+        use wal::wal_capability::rpc::Kind;
+        Ok(Response::new(wal_capabilities(&[
+            Kind::ArchiveWal,
+            Kind::RestoreWal,
+        ])))
     }
 
     async fn archive(
@@ -268,19 +265,33 @@ impl<S: Sidecar> wal::wal_server::Wal for Services<S> {
         &self,
         _: Request<wal::StatusRequest>,
     ) -> Result<Response<wal::StatusResult>, Status> {
-        Err(Status::unimplemented(
-            "Status is not advertised (CloudNativePG never calls it)",
-        ))
+        Err(not_advertised("Status"))
     }
 
     async fn set_first_required(
         &self,
         _: Request<wal::FirstRequiredRequest>,
     ) -> Result<Response<wal::FirstRequiredResult>, Status> {
-        Err(Status::unimplemented(
-            "SetFirstRequired is not advertised (CloudNativePG never calls it)",
-        ))
+        Err(not_advertised("SetFirstRequired"))
     }
+}
+
+/// The WAL service's capabilities: `kinds`.
+fn wal_capabilities(kinds: &[wal::wal_capability::rpc::Kind]) -> wal::WalCapabilities {
+    use wal::wal_capability::{Capability as Of, Rpc};
+    wal::WalCapabilities {
+        capabilities: kinds
+            .iter()
+            .map(|kind| wal::WalCapability {
+                capability: Some(Of::Rpc(Rpc { kind: *kind as i32 })),
+            })
+            .collect(),
+    }
+}
+
+/// The answer to a call this socket does not advertise (CloudNativePG never makes it).
+fn not_advertised(call: &str) -> Status {
+    Status::unimplemented(format!("{call} is not advertised by this socket"))
 }
 
 /// A WAL.Restore request read: a WAL file name, an absolute destination.
@@ -380,22 +391,16 @@ impl<R: Recovery> wal::wal_server::Wal for Job<R> {
         &self,
         _: Request<wal::WalCapabilitiesRequest>,
     ) -> Result<Response<wal::WalCapabilities>, Status> {
-        use wal::wal_capability::{Capability as Of, Rpc, rpc::Kind};
-        Ok(Response::new(wal::WalCapabilities {
-            capabilities: vec![wal::WalCapability {
-                capability: Some(Of::Rpc(Rpc {
-                    kind: Kind::RestoreWal as i32,
-                })),
-            }],
-        }))
+        use wal::wal_capability::rpc::Kind;
+        Ok(Response::new(wal_capabilities(&[Kind::RestoreWal])))
     }
 
     async fn archive(
         &self,
         _: Request<wal::ArchiveRequest>,
     ) -> Result<Response<wal::ArchiveResult>, Status> {
-        Err(Status::unimplemented(
-            "the restore job's sidecar restores; it does not archive (not advertised)",
+        Err(not_advertised(
+            "Archive (the restore job's sidecar only restores)",
         ))
     }
 
@@ -412,14 +417,14 @@ impl<R: Recovery> wal::wal_server::Wal for Job<R> {
         &self,
         _: Request<wal::StatusRequest>,
     ) -> Result<Response<wal::StatusResult>, Status> {
-        Err(Status::unimplemented("Status is not advertised"))
+        Err(not_advertised("Status"))
     }
 
     async fn set_first_required(
         &self,
         _: Request<wal::FirstRequiredRequest>,
     ) -> Result<Response<wal::FirstRequiredResult>, Status> {
-        Err(Status::unimplemented("SetFirstRequired is not advertised"))
+        Err(not_advertised("SetFirstRequired"))
     }
 }
 

@@ -21,6 +21,13 @@ pub const SERVER: &str = "bench";
 /// The prefix inside each bucket.
 pub const PREFIX: &str = "archive";
 
+/// See [`Run::cnpg_calls`].
+pub struct CnpgCalls {
+    pub plugins: TempDir,
+    /// `<cnpg-manager> --plugins-dir … --cluster … wal-archive %p`.
+    pub archive_command: String,
+}
+
 /// What every run shares.
 pub struct Env {
     pub s3: S3Server,
@@ -182,6 +189,40 @@ impl Run<'_> {
         let path = self.dir.join("objectstore.yaml");
         fs::write(&path, yaml)?;
         make_readable_by_pg(&path)
+    }
+
+    /// What CloudNativePG's calls to the plugin's sidecar need: a plugins directory of
+    /// its own (a short path: a socket's is limited to 107 bytes) and the Cluster JSON
+    /// naming this run's ObjectStore; returns them with the archive_command the fake
+    /// instance manager makes of them (`… wal-archive %p`).
+    pub fn cnpg_calls(&self) -> Result<CnpgCalls> {
+        let manager = self
+            .env
+            .cnpg_manager
+            .as_deref()
+            .context("the fake instance manager (cnpg-manager) was not built")?;
+        let plugins = pg_temp_dir()?;
+        let cluster = self.dir.join("cluster.json");
+        fs::write(
+            &cluster,
+            format!(
+                r#"{{"metadata":{{"name":"{SERVER}","namespace":"bench","uid":"bench-uid"}},
+                "spec":{{"plugins":[{{"name":"barman-cloud.cloudnative-pg.io",
+                  "parameters":{{"barmanObjectName":"bench-store"}}}}]}},
+                "status":{{"currentPrimary":"bench-1"}}}}"#
+            ),
+        )?;
+        make_readable_by_pg(&cluster)?;
+        let archive_command = format!(
+            "{} --plugins-dir {} --cluster {} wal-archive %p",
+            manager.display(),
+            plugins.path().display(),
+            cluster.display()
+        );
+        Ok(CnpgCalls {
+            plugins,
+            archive_command,
+        })
     }
 
     /// `--config … --secrets-dir … --server-name … --socket …` for every walship call.

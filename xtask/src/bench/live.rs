@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use walship_testkit::{InitOptions, PgCluster, make_readable_by_pg, pg_temp_dir, wait_until};
+use walship_testkit::{InitOptions, PgCluster, wait_until};
 
 use super::env::{Env, SERVER, Transport};
 use super::proc::{children, reap_newcomers};
@@ -88,30 +88,9 @@ pub fn live(
     let command = match tool {
         LiveTool::CnpgSidecar(n) => {
             run.walship_manifest(compression, n, Transport::Tls)?;
-            let manager = env
-                .cnpg_manager
-                .as_deref()
-                .context("the fake instance manager (cnpg-manager) was not built")?;
-            // A short path of its own: a socket's path is limited to 107 bytes.
-            let plugins = pg_temp_dir()?;
-            let cluster = run.dir.join("cluster.json");
-            fs::write(
-                &cluster,
-                format!(
-                    r#"{{"metadata":{{"name":"{SERVER}","namespace":"bench","uid":"bench-uid"}},
-                    "spec":{{"plugins":[{{"name":"barman-cloud.cloudnative-pg.io",
-                      "parameters":{{"barmanObjectName":"bench-store"}}}}]}},
-                    "status":{{"currentPrimary":"bench-1"}}}}"#
-                ),
-            )?;
-            make_readable_by_pg(&cluster)?;
-            let command = format!(
-                "{} --plugins-dir {} --cluster {} wal-archive %p",
-                manager.display(),
-                plugins.path().display(),
-                cluster.display()
-            );
-            sidecar_plugins = Some(plugins);
+            let calls = run.cnpg_calls()?;
+            let command = calls.archive_command.clone();
+            sidecar_plugins = Some(calls.plugins);
             command
         }
         LiveTool::WalPush => {

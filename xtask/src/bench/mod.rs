@@ -184,6 +184,7 @@ impl Plan {
                 out.push(Archiver::Daemon(n, Transport::Tls));
             }
         }
+        out.push(Archiver::CnpgSidecar(self.max_parallel()));
         out.push(Archiver::WalPush);
         out.push(Archiver::Barman(1));
         for &n in self.parallels.iter().filter(|&&n| n > 1) {
@@ -286,7 +287,7 @@ pub fn run(args: Args) -> Result<u8> {
         &installed.barman_venv,
         installed.pgbackrest,
     )?;
-    if plan.live.is_some() && plan.wal {
+    if plan.wal {
         let built = cargo::build_testkit_bin("cnpg-manager", plan.release)?;
         env.cnpg_manager = Some(walship_testkit::executable_by_pg(&built)?);
     }

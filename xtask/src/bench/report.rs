@@ -336,6 +336,13 @@ impl Results {
                     &m.preshipped_latencies,
                 ),
                 Archiver::Daemon(_, Transport::Plain) => {}
+                Archiver::CnpgSidecar(n) => line(
+                    format!(
+                        "CloudNativePG's manager → walship cnpg instance (maxParallel {n}), \
+                         already shipped"
+                    ),
+                    &m.preshipped_latencies,
+                ),
                 other => line(other.label(), &m.latencies),
             }
         }

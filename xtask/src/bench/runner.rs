@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use walship_testkit::{free_port, wait_until};
 
-use super::env::{Run, Stage, Transport, run_ok};
+use super::env::{CnpgCalls, Run, Stage, Transport, run_ok};
 use super::proc::{Meter, peak_rss_kib};
 
 /// Who ships the backlog.
@@ -29,6 +29,9 @@ pub enum Archiver {
     Barman(usize),
     /// `pgbackrest archive-push` with `archive-async=y` and `process-max` N.
     PgBackRest(usize),
+    /// `walship cnpg instance` at `wal.maxParallel`, asked as CloudNativePG asks the
+    /// plugin's sidecar: a manager process per segment (the fake instance manager).
+    CnpgSidecar(usize),
 }
 
 impl Archiver {
@@ -42,13 +45,19 @@ impl Archiver {
             Archiver::Barman(1) => "barman-cloud-wal-archive, once per segment".into(),
             Archiver::Barman(n) => format!("barman-cloud-wal-archive, {n} in parallel"),
             Archiver::PgBackRest(n) => format!("pgBackRest archive-push async, process-max {n}"),
+            Archiver::CnpgSidecar(n) => {
+                format!("walship cnpg instance via CNPG-I, maxParallel {n}")
+            }
         }
     }
 
     /// How many uploads may run at once (to compare tools at equal parallelism).
     pub fn processes(self) -> usize {
         match self {
-            Archiver::Daemon(n, _) | Archiver::Barman(n) | Archiver::PgBackRest(n) => n,
+            Archiver::Daemon(n, _)
+            | Archiver::Barman(n)
+            | Archiver::PgBackRest(n)
+            | Archiver::CnpgSidecar(n) => n,
             Archiver::WalPush => 1,
         }
     }
@@ -73,7 +82,11 @@ pub fn archive(run: &Run<'_>, archiver: Archiver, compression: &str) -> Result<M
     match archiver {
         Archiver::Daemon(parallel, transport) => {
             run.walship_manifest(compression, parallel, transport)?;
-            daemon_backlog(run)
+            daemon_backlog(run, None)
+        }
+        Archiver::CnpgSidecar(parallel) => {
+            run.walship_manifest(compression, parallel, Transport::Tls)?;
+            daemon_backlog(run, Some(run.cnpg_calls()?))
         }
         Archiver::WalPush => {
             run.walship_manifest(compression, 1, Transport::Tls)?;
@@ -290,10 +303,13 @@ impl Drop for Daemon {
 /// segment turns `.ready` at once, and the clock runs until its counter says all
 /// are stored. Then PostgreSQL's `wal-push` for each (already shipped) segment is
 /// timed.
-fn daemon_backlog(run: &Run<'_>) -> Result<Measured> {
+fn daemon_backlog(run: &Run<'_>, cnpg: Option<CnpgCalls>) -> Result<Measured> {
     let corpus = &run.env.corpus;
     let stage = Stage::new(run, "archive", corpus, true)?;
-    let mut daemon = Daemon::start_at(run, &stage.pgdata, &["--rescan-seconds", "5"])?;
+    let mut daemon = match &cnpg {
+        None => Daemon::start_at(run, &stage.pgdata, &["--rescan-seconds", "5"])?,
+        Some(calls) => Daemon::start_sidecar(run, &stage.pgdata, calls.plugins.path())?,
+    };
     let meter = Meter::start()?;
     stage.mark_ready(&corpus.names)?;
     let want = corpus.names.len() as f64;
@@ -307,8 +323,18 @@ fn daemon_backlog(run: &Run<'_>) -> Result<Measured> {
     let mut preshipped = Vec::with_capacity(corpus.names.len());
     for name in &corpus.names {
         let path = stage.segment(name).display().to_string();
+        let mut cmd = match &cnpg {
+            None => run.walship(&["wal-push", &path])?,
+            // PostgreSQL runs the archive_command through the shell, as here.
+            Some(calls) => {
+                let line = calls.archive_command.replace("%p", &path);
+                let mut cmd = walship_testkit::pg_user_command(Path::new("/bin/sh"), &run.dir)?;
+                cmd.args(["-c", &line]);
+                cmd
+            }
+        };
         let start = Instant::now();
-        run_ok(&mut run.walship(&["wal-push", &path])?)?;
+        run_ok(&mut cmd)?;
         preshipped.push(start.elapsed().as_secs_f64());
         stage.mark_done(name)?;
     }

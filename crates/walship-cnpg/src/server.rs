@@ -107,8 +107,23 @@ pub async fn serve_restore_job<R: Recovery>(
     result.map_err(std::io::Error::other)
 }
 
+/// The longest path a Unix socket can have on Linux: `sun_path`'s 108 bytes, less the
+/// terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
 /// Binds the socket, replacing a file left by an earlier run.
 fn bind(socket: &Path) -> std::io::Result<UnixListener> {
+    let len = socket.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "the plugin's socket {} is {len} bytes long; a Unix socket's path can be at \
+                 most {MAX_SOCKET_PATH} bytes: choose a shorter --plugins-dir",
+                socket.display()
+            ),
+        ));
+    }
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -536,6 +551,22 @@ impl<S: Sidecar> metrics::metrics_server::Metrics for Services<S> {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn a_socket_path_too_long_for_unix_sockets_is_refused_naming_the_flag() {
+        let long = PathBuf::from(format!("/tmp/{}/{PLUGIN_NAME}", "d".repeat(80)));
+        let e = bind(&long).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        let said = e.to_string();
+        assert!(
+            said.contains("--plugins-dir") && said.contains("at most 107"),
+            "{said}"
+        );
+        assert!(
+            !long.parent().unwrap().exists(),
+            "nothing is created for it"
+        );
+    }
 
     #[test]
     fn backups_are_named_as_the_plugin_names_them() {

@@ -115,6 +115,10 @@ pub struct Daemon {
     inner: Arc<Inner>,
 }
 
+/// The longest path a Unix socket can have on Linux: `sun_path`'s 108 bytes, less the
+/// terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -132,6 +136,11 @@ pub enum DaemonError {
     },
     #[error("socket {path}: another walship daemon is already listening there")]
     SocketInUse { path: PathBuf },
+    #[error(
+        "--socket {path}: {len} bytes long; a Unix socket's path can be at most \
+         {MAX_SOCKET_PATH} bytes: choose a shorter one"
+    )]
+    SocketPathTooLong { path: PathBuf, len: usize },
     #[error(
         "{flag} {path}: is inside {inside} ({what}); expected a directory outside the \
          data directory and pg_wal: what lies there is copied into base backups, replicas \

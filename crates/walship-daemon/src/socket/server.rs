@@ -40,6 +40,13 @@ impl Server {
             path: path.to_owned(),
             source,
         };
+        let len = path.as_os_str().len();
+        if len > crate::MAX_SOCKET_PATH {
+            return Err(DaemonError::SocketPathTooLong {
+                path: path.to_owned(),
+                len,
+            });
+        }
         if path.exists() {
             if UnixStream::connect(path).await.is_ok() {
                 return Err(DaemonError::SocketInUse {
@@ -128,6 +135,20 @@ mod tests {
                 .push(format!("fetch {name} {}", dest.display()));
             FetchReply::NotFound
         }
+    }
+
+    #[tokio::test]
+    async fn a_socket_path_longer_than_unix_sockets_allow_is_refused_naming_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d".repeat(100)).join("walship.sock");
+        let Err(e) = Server::bind(&path).await else {
+            panic!("bound a {}-byte path", path.as_os_str().len());
+        };
+        let said = e.to_string();
+        assert!(
+            said.starts_with("--socket ") && said.contains("at most 107"),
+            "{said}"
+        );
     }
 
     #[tokio::test]

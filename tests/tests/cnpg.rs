@@ -51,6 +51,12 @@ struct Sidecar {
 
 impl Sidecar {
     fn start(archive: &Archive, pg: &PgCluster, plugins: &Path) -> Result<Sidecar> {
+        // A socket left by a sidecar killed earlier must not pass for this one's.
+        let socket = plugins.join(PLUGIN);
+        match fs::remove_file(&socket) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
         let metrics_port = free_port()?;
         let log = archive
             .dir
@@ -83,7 +89,6 @@ impl Sidecar {
             log,
             plugins: plugins.to_owned(),
         };
-        let socket = plugins.join(PLUGIN);
         wait_until(Duration::from_secs(30), "the plugin's socket", || {
             if let Some(status) = sidecar.child.try_wait()? {
                 bail!(
@@ -391,6 +396,21 @@ fn restores_through_the_sidecar_answer_hits_misses_bad_names_and_other_stores_wi
         sidecar.log_contents()
     );
     assert!(stderr(&out).contains("Unavailable"), "{}", stderr(&out));
+
+    // A sidecar started while the store is down still probes ready, as the plugin's
+    // does: the metrics an alert needs are collected exactly then.
+    drop(sidecar);
+    let sidecar = Sidecar::start(&archive, &pg, plugins.path())?;
+    let out = sidecar.call(&cluster, &["metrics"])?;
+    assert!(
+        out.status.success(),
+        "{}
+sidecar:
+{}",
+        stderr(&out),
+        sidecar.log_contents()
+    );
+    assert!(String::from_utf8(out.stdout)?.contains("walship_archive_failures_total"));
     pg.stop()?;
     drop(sidecar);
     Ok(())

@@ -19,7 +19,7 @@ use walship_cnpg::sidecar::{ArchiveCall, BackupCall, BackupDone, CallError, Rest
 use walship_daemon::Daemon;
 use walship_daemon::socket::{FetchReply, PushReply};
 use walship_engine::FetchOutcome;
-use walship_metrics::{Health, Metrics};
+use walship_metrics::Metrics;
 use walship_store::RetryPolicy;
 
 use crate::backups::{Outcome, backup_outcome, take_backup};
@@ -45,23 +45,15 @@ pub struct Sidecar {
     plugin: Plugin,
     daemon: Daemon,
     metrics: Arc<Metrics>,
-    health: Arc<Health>,
     sources: Sources,
 }
 
 impl Sidecar {
-    pub fn new(
-        plugin: Plugin,
-        daemon: Daemon,
-        metrics: Arc<Metrics>,
-        health: Arc<Health>,
-        sources: Sources,
-    ) -> Sidecar {
+    pub fn new(plugin: Plugin, daemon: Daemon, metrics: Arc<Metrics>, sources: Sources) -> Sidecar {
         Sidecar {
             plugin,
             daemon,
             metrics,
-            health,
             sources,
         }
     }
@@ -211,8 +203,13 @@ impl walship_cnpg::sidecar::Sidecar for Sidecar {
         })
     }
 
+    /// Ready whenever the socket serves, as the plugin's sidecar answers. Not the
+    /// daemon's `/readyz`: that fails while the store cannot be reached, and CloudNativePG
+    /// probes before every call, Collect included; the metrics an alert needs must not
+    /// vanish exactly while the store is down. Each call says what fails instead
+    /// (UNAVAILABLE).
     fn ready(&self) -> bool {
-        self.health.readiness().is_ok()
+        true
     }
 
     fn metrics(&self) -> Vec<walship_metrics::Family> {

@@ -78,7 +78,7 @@ pub async fn run(
     ));
 
     let pgdata = config.pgdata.clone();
-    let daemon = Daemon::new(config, archiver, metrics.clone(), health.clone())?;
+    let daemon = Daemon::new(config, archiver, metrics.clone(), health)?;
     // CloudNativePG's sidecar: the plugin's services on its socket, answered by this
     // daemon. A socket that cannot be served stops the daemon (the pod restarts it).
     let plugin = plugin.map(|plugin| {
@@ -86,7 +86,6 @@ pub async fn run(
             plugin.clone(),
             daemon.clone(),
             metrics.clone(),
-            health.clone(),
             sources.clone(),
         );
         let settings = walship_cnpg::server::Settings {

@@ -7,8 +7,7 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -106,20 +105,7 @@ impl Sidecar {
     }
 
     fn metric(&self, name: &str) -> Result<f64> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.metrics_port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body)?;
-        body.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-            .with_context(|| format!("{name} not in /metrics"))?
-            .trim()
-            .parse()
-            .context("parsing the metric")
+        common::daemon::metric_at(self.metrics_port, name)
     }
 
     /// Runs the fake instance manager against this sidecar with `cluster` as the

@@ -121,15 +121,7 @@ impl walship_cnpg::sidecar::Sidecar for Sidecar {
         self.check_store(call.cluster.restore_store(&self.plugin.pod), "restore WAL")?;
         if call.rewind {
             // pg_rewind walks WAL backwards: this file only, nothing read ahead.
-            return match self.daemon.archiver().fetch(&call.name, &call.dest).await {
-                Ok(FetchOutcome::Restored { .. }) => Ok(()),
-                Ok(FetchOutcome::NotFound) => Err(CallError::NotFound(format!(
-                    "{} is not in the archive",
-                    call.name
-                ))),
-                Err(e) if e.is_store_failure() => Err(CallError::Unavailable(e.to_string())),
-                Err(e) => Err(CallError::Internal(e.to_string())),
-            };
+            return fetch_one(&self.daemon.archiver(), &call.name, &call.dest).await;
         }
         // The plugin's end-of-WAL rule: where a standby could stream instead, a file the
         // read-ahead already found missing is answered OUT_OF_RANGE once, so PostgreSQL
@@ -389,17 +381,17 @@ impl walship_cnpg::sidecar::Recovery for RestoreJob {
         let probe = self
             .pgdata
             .with_file_name(format!(".walship-probe-{begin_wal}"));
-        let fetched = self.archiver.fetch(&begin_wal, &probe).await;
+        let fetched = fetch_one(&self.archiver, &begin_wal, &probe).await;
         let _ = std::fs::remove_file(&probe);
         match fetched {
-            Ok(FetchOutcome::Restored { .. }) => {}
-            Ok(FetchOutcome::NotFound) => {
+            Ok(()) => {}
+            Err(CallError::NotFound(_)) => {
                 return Err(CallError::FailedPrecondition(format!(
                     "backup {}: its first WAL file {begin_wal} is not in the archive",
                     entry.id
                 )));
             }
-            Err(e) => return Err(CallError::Unavailable(e.to_string())),
+            Err(e) => return Err(e),
         }
         let options = walship_backup::restore::RestoreOptions {
             tablespace_locations: Default::default(),
@@ -436,14 +428,24 @@ impl walship_cnpg::sidecar::Recovery for RestoreJob {
 
     async fn restore(&self, call: RestoreCall) -> Result<(), CallError> {
         self.check_store(call.cluster.restore_store(&self.plugin.pod), "restore WAL")?;
-        match self.archiver.fetch(&call.name, &call.dest).await {
-            Ok(FetchOutcome::Restored { .. }) => Ok(()),
-            Ok(FetchOutcome::NotFound) => Err(CallError::NotFound(format!(
-                "{} is not in the archive",
-                call.name
-            ))),
-            Err(e) if e.is_store_failure() => Err(CallError::Unavailable(e.to_string())),
-            Err(e) => Err(CallError::Internal(e.to_string())),
+        fetch_one(&self.archiver, &call.name, &call.dest).await
+    }
+}
+
+/// One file fetched from the store itself, no read-ahead: NOT_FOUND only when the
+/// archive has no such file, UNAVAILABLE when the store failed, INTERNAL otherwise (a
+/// corrupt object, a local write).
+async fn fetch_one(
+    archiver: &walship_engine::Archiver,
+    name: &str,
+    dest: &std::path::Path,
+) -> Result<(), CallError> {
+    match archiver.fetch(name, dest).await {
+        Ok(FetchOutcome::Restored { .. }) => Ok(()),
+        Ok(FetchOutcome::NotFound) => {
+            Err(CallError::NotFound(format!("{name} is not in the archive")))
         }
+        Err(e) if e.is_store_failure() => Err(CallError::Unavailable(e.to_string())),
+        Err(e) => Err(CallError::Internal(e.to_string())),
     }
 }

@@ -75,35 +75,12 @@ impl DaemonProcess {
     }
 
     pub fn get(&self, path: &str) -> Result<(u16, String)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.metrics_port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .context("no HTTP status")?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((status, body))
+        http_get(self.metrics_port, path)
     }
 
     /// The value of an unlabelled metric.
     pub fn metric(&self, name: &str) -> Result<f64> {
-        let (_, body) = self.get("/metrics")?;
-        body.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-            .with_context(|| format!("{name} not in /metrics"))?
-            .trim()
-            .parse()
-            .context("parsing the metric")
+        metric_at(self.metrics_port, name)
     }
 
     pub fn log_contents(&self) -> String {
@@ -202,4 +179,37 @@ pub fn ships_every_segment_and_wal_push_only_asks_it(archive: &dyn ArchiveHarnes
     );
     assert!(daemon.metric("walship_segments_archived_total")? >= count as f64);
     Ok(())
+}
+
+/// `GET path` on a walship metrics port: (status, body).
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The value of an unlabelled metric on a walship metrics port.
+pub fn metric_at(port: u16, name: &str) -> Result<f64> {
+    let (_, body) = http_get(port, "/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .with_context(|| format!("{name} not in /metrics"))?
+        .trim()
+        .parse()
+        .context("parsing the metric")
 }

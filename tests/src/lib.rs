@@ -4,7 +4,8 @@
 //! object store (`s3s-fs`, or `minio` when one is on `PATH`; moto's server where a
 //! test needs atomic create-only puts), Azurite (plain HTTP, or
 //! HTTPS with a throwaway CA and OAuth), stand-ins for AWS STS and Azure AD's token
-//! endpoint that speak their real protocols, and throwaway PostgreSQL 15 clusters — and
+//! endpoint that speak their real protocols, a stand-in for the Kubernetes API (the
+//! Cluster, ObjectStore and Secrets CloudNativePG's sidecar reads), and throwaway PostgreSQL 15 clusters — and
 //! finds the tools and binaries the tests drive
 //! (`walship` itself, `s3s-fs`, `moto_server`, the barman-cloud virtualenv). Everything listens
 //! on 127.0.0.1 on ports picked free at start, every handle owns its temporary
@@ -34,6 +35,7 @@
 mod aad;
 mod azurite;
 mod gcs;
+mod kube_api;
 mod paths;
 mod pg;
 mod s3;
@@ -47,6 +49,7 @@ mod util;
 pub use aad::{AadOptions, AadStub};
 pub use azurite::{AZURITE_ACCOUNT, AZURITE_KEY, AzuriteOptions, AzuriteServer, azurite_path};
 pub use gcs::{GcsServer, GoogleTokenServer, MetadataServer, TokenMode, fake_gcs_path};
+pub use kube_api::{KubeApi, KubeKind, KubeRequest};
 pub use paths::{
     WalshipBin, barman_bin_for_pg, barman_system_venv, barman_venv, executable_by_pg,
     pg_can_run_script, target_dir, tool_path, workspace_root,

@@ -95,6 +95,18 @@ impl LoopbackServer {
         })
     }
 
+    /// Like [`LoopbackServer::start`], but each connection on a thread of its own (a
+    /// Kubernetes watch holds its connection while other requests come).
+    pub fn start_concurrent(
+        handle: impl Fn(TcpStream) + Send + Sync + 'static,
+    ) -> Result<LoopbackServer> {
+        let handle = Arc::new(handle);
+        LoopbackServer::start(move |stream| {
+            let handle = handle.clone();
+            std::thread::spawn(move || handle(stream));
+        })
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

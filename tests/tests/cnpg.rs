@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use common::{Archive, SERVER, archived_in_pg_wal, sha256_file, stderr};
 use walship_testkit::{
-    InitOptions, PgCluster, WalshipBin, executable_by_pg, free_port, make_readable_by_pg,
-    pg_temp_dir, pg_user_command, wait_until,
+    InitOptions, KubeApi, KubeKind, PgCluster, WalshipBin, executable_by_pg, free_port,
+    make_readable_by_pg, pg_temp_dir, pg_user_command, wait_until,
 };
 
 const PLUGIN: &str = "barman-cloud.cloudnative-pg.io";
@@ -48,8 +48,26 @@ struct Sidecar {
     plugins: PathBuf,
 }
 
+/// Where a sidecar under test reads its configuration.
+enum Config<'a> {
+    /// `--config` and `--secrets-dir`.
+    Files,
+    /// The Kubernetes API stand-in, as CloudNativePG's pod gives it (namespace and
+    /// Cluster in the environment; a kubeconfig in place of the service account).
+    Kube(&'a KubeApi, &'a Path),
+}
+
 impl Sidecar {
     fn start(archive: &Archive, pg: &PgCluster, plugins: &Path) -> Result<Sidecar> {
+        Sidecar::start_with(archive, pg, plugins, Config::Files)
+    }
+
+    fn start_with(
+        archive: &Archive,
+        pg: &PgCluster,
+        plugins: &Path,
+        config: Config<'_>,
+    ) -> Result<Sidecar> {
         // A socket left by a sidecar killed earlier must not pass for this one's.
         let socket = plugins.join(PLUGIN);
         match fs::remove_file(&socket) {
@@ -62,10 +80,22 @@ impl Sidecar {
             .path()
             .join(format!("sidecar-{metrics_port}.log"));
         let mut cmd = pg_user_command(&WalshipBin::for_pg()?, archive.dir.path())?;
-        cmd.args(archive.global_args())
-            .arg("--socket")
+        match config {
+            Config::Files => {
+                cmd.args(archive.global_args())
+                    .args(["--log-format", "text", "cnpg", "instance"])
+                    .args(["--config-from", "files"]);
+            }
+            Config::Kube(api, kubeconfig) => {
+                cmd.args(["--log-format", "text", "cnpg", "instance"])
+                    .args(["--config-from", "kubernetes"])
+                    .env("KUBECONFIG", kubeconfig)
+                    .env("NAMESPACE", api.namespace());
+            }
+        }
+        cmd.arg("--socket")
             .arg(archive.dir.path().join("walship.sock"))
-            .args(["--log-format", "text", "cnpg", "instance", "--plugins-dir"])
+            .arg("--plugins-dir")
             .arg(plugins)
             .arg("--pgdata")
             .arg(pg.data_dir())
@@ -727,6 +757,251 @@ fn killing_the_sidecar_under_pgbench_loses_no_segment() -> Result<()> {
         archived.len()
     );
     drop(sidecar);
+    pg.stop()?;
+    Ok(())
+}
+
+/// The ObjectStore of [`Archive::manifest`] as the Kubernetes API serves it.
+fn object_store_json(archive: &Archive) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "barmancloud.cnpg.io/v1",
+        "kind": "ObjectStore",
+        "metadata": {"name": "minio-store"},
+        "spec": {"configuration": {
+            "destinationPath": archive.destination(),
+            "endpointURL": archive.s3.endpoint(),
+            "s3Credentials": {
+                "accessKeyId": {"name": "aws-creds", "key": "ACCESS_KEY_ID"},
+                "secretAccessKey": {"name": "aws-creds", "key": "ACCESS_SECRET_KEY"}
+            },
+            "wal": {"compression": "gzip", "maxParallel": 4}
+        }}
+    })
+}
+
+/// Waits until a restore call for a segment the archive lacks is answered `code` with
+/// `text` in its message (the manager prints the status), or NOT_FOUND when `code` is
+/// "NotFound"; returns the manager's stderr.
+fn restore_answers(sidecar: &Sidecar, cluster: &Path, dest: &Path, want: &str) -> Result<String> {
+    let mut last = String::new();
+    let answered = wait_until(Duration::from_secs(60), want, || {
+        let out = sidecar.call(
+            cluster,
+            &[
+                "wal-restore",
+                "0000000100000099000000FF",
+                dest.to_str().unwrap(),
+            ],
+        )?;
+        last = stderr(&out);
+        Ok(last.contains(want))
+    });
+    answered
+        .with_context(|| format!("last answer: {last}\nsidecar:\n{}", sidecar.log_contents()))?;
+    Ok(last)
+}
+
+#[test]
+fn the_sidecar_reads_its_object_store_and_secrets_from_the_kubernetes_api_and_follows_their_changes()
+-> Result<()> {
+    let Setup {
+        archive,
+        mut pg,
+        plugins,
+        cluster,
+    } = setup()?;
+    let api = KubeApi::start("default", "sidecar-token")?;
+    let kubeconfig = api.write_kubeconfig(archive.dir.path())?;
+    make_readable_by_pg(&kubeconfig)?;
+    api.put(
+        KubeKind::Cluster,
+        SERVER,
+        serde_json::from_str(&cluster_json("minio-store", POD))?,
+    );
+    let dest = archive.dir.path().join("restored");
+
+    // No ObjectStore yet: the sidecar serves anyway, and every call is refused with
+    // FAILED_PRECONDITION naming what is missing (never NOT_FOUND: recovery would stop).
+    let sidecar = Sidecar::start_with(
+        &archive,
+        &pg,
+        plugins.path(),
+        Config::Kube(&api, &kubeconfig),
+    )?;
+    let refused = restore_answers(&sidecar, &cluster, &dest, "FailedPrecondition")?;
+    assert!(
+        refused.contains("ObjectStore") && refused.contains("minio-store"),
+        "{refused}"
+    );
+    assert!(refused.contains("does not exist"), "{refused}");
+
+    // The ObjectStore appears with a Secret whose key is wrong: the store is read, and
+    // refuses the credentials (UNAVAILABLE, the store's own words).
+    api.put_secret(
+        "aws-creds",
+        &[
+            ("ACCESS_KEY_ID", archive.s3.access_key()),
+            ("ACCESS_SECRET_KEY", "not-the-key"),
+        ],
+    );
+    api.put(
+        KubeKind::ObjectStore,
+        "minio-store",
+        object_store_json(&archive),
+    );
+    let denied = restore_answers(&sidecar, &cluster, &dest, "Unavailable")?;
+    assert!(
+        !denied.contains("not-the-key"),
+        "a secret in an error: {denied}"
+    );
+
+    // PostgreSQL archives through the sidecar; nothing is acknowledged while the key is
+    // wrong.
+    pg.start()?;
+    pg.pgbench(&["-i", "-s", "1", "-q"])?;
+    let first = pg.switch_wal()?;
+    wait_until(Duration::from_secs(60), "a failed archive_command", || {
+        Ok(pg.archiver_stats()?.failed_count > 0)
+    })?;
+    assert_eq!(pg.archiver_stats()?.archived_count, 0);
+
+    // The Secret is corrected in the API: the watch sees it, the daemon reloads, and
+    // what was waiting is archived; the miss is NOT_FOUND again.
+    let applied = r#"walship_config_reloads_total{result="applied"}"#;
+    let reloads = sidecar.metric(applied)?;
+    api.put_secret(
+        "aws-creds",
+        &[
+            ("ACCESS_KEY_ID", archive.s3.access_key()),
+            ("ACCESS_SECRET_KEY", archive.s3.secret_key()),
+        ],
+    );
+    wait_until(Duration::from_secs(60), "a reload", || {
+        Ok(sidecar.metric(applied)? > reloads)
+    })?;
+    // A new .ready wakes PostgreSQL's archiver from its wait after failures.
+    pg.psql("CREATE TABLE wake AS SELECT 1 AS x")?;
+    pg.switch_wal()?;
+    pg.wait_for_archived(&first, Duration::from_secs(120))
+        .with_context(|| sidecar.log_contents())?;
+    restore_answers(&sidecar, &cluster, &dest, "NotFound")?;
+    pg.pgbench(&["-c", "2", "-t", "100"])?;
+    let last = pg.switch_wal()?;
+    pg.wait_for_archived(&last, Duration::from_secs(120))?;
+    let archived = barman_restores_every_archived_segment(&archive, &pg)?;
+    ensure!(archived.len() >= 2, "only {} segments", archived.len());
+
+    // A backup: its result, then the ObjectStore's status.serverRecoveryWindow for this
+    // server, written through the status subresource as the plugin writes it.
+    let backup = archive.dir.path().join("backup.json");
+    fs::write(
+        &backup,
+        r#"{"apiVersion":"postgresql.cnpg.io/v1","kind":"Backup",
+            "metadata":{"name":"pg-main-backup-1","namespace":"default"},
+            "spec":{"cluster":{"name":"pg-main"},"method":"plugin",
+              "pluginConfiguration":{"name":"barman-cloud.cloudnative-pg.io"}}}"#,
+    )?;
+    make_readable_by_pg(&backup)?;
+    let out = sidecar.call(&cluster, &["backup", backup.to_str().unwrap()])?;
+    ensure!(
+        out.status.success(),
+        "backup: {}\nsidecar:\n{}",
+        stderr(&out),
+        sidecar.log_contents()
+    );
+    let status = api
+        .get(KubeKind::ObjectStore, "minio-store")
+        .context("the ObjectStore is gone")?["status"]
+        .clone();
+    let window = &status["serverRecoveryWindow"][SERVER];
+    let last_backup = window["lastSuccessfulBackupTime"]
+        .as_str()
+        .with_context(|| format!("no lastSuccessfulBackupTime in {status}"))?;
+    assert!(
+        last_backup.ends_with('Z') && last_backup.len() == 20,
+        "{last_backup}"
+    );
+    assert_eq!(
+        window["firstRecoverabilityPoint"],
+        window["lastSuccessfulBackupTime"]
+    );
+    // Our own status write comes back through the ObjectStore's watch; the sidecar reads
+    // it again, finds what it serves unchanged, and does not reload.
+    let reloads = sidecar.metric(applied)?;
+    let put_at = api
+        .requests()
+        .iter()
+        .rposition(|r| r.line.starts_with("PUT ") && r.line.contains("/status"))
+        .context("no status update")?;
+    wait_until(
+        Duration::from_secs(30),
+        "the ObjectStore read again",
+        || {
+            Ok(api.requests()[put_at..].iter().any(|r| {
+                r.line.starts_with("GET ") && r.line.contains("/objectstores/minio-store ")
+            }))
+        },
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(sidecar.metric(applied)?, reloads);
+
+    // The Role loses its grant on the ObjectStore: the next read (a Secret rotates) is
+    // refused, and calls answer FAILED_PRECONDITION naming the object and the Role, as
+    // the plugin's do; archive_command fails meanwhile. The grant back, archiving
+    // resumes by itself.
+    api.deny(KubeKind::ObjectStore, "minio-store", true);
+    api.put_secret(
+        "aws-creds",
+        &[
+            ("ACCESS_KEY_ID", archive.s3.access_key()),
+            ("ACCESS_SECRET_KEY", archive.s3.secret_key()),
+        ],
+    );
+    let forbidden = restore_answers(&sidecar, &cluster, &dest, "FailedPrecondition")?;
+    assert!(forbidden.contains("forbidden"), "{forbidden}");
+    assert!(forbidden.contains("barman-cloud"), "{forbidden}");
+    let failed = pg.archiver_stats()?.failed_count;
+    pg.psql("INSERT INTO pgbench_history SELECT * FROM pgbench_history")?;
+    let after = pg.switch_wal()?;
+    wait_until(Duration::from_secs(60), "archive_command refused", || {
+        Ok(pg.archiver_stats()?.failed_count > failed)
+    })?;
+    api.deny(KubeKind::ObjectStore, "minio-store", false);
+    wait_until(
+        Duration::from_secs(60),
+        "the ObjectStore readable again",
+        || {
+            let out = sidecar.call(
+                &cluster,
+                &[
+                    "wal-restore",
+                    "0000000100000099000000FF",
+                    dest.to_str().unwrap(),
+                ],
+            )?;
+            Ok(stderr(&out).contains("NotFound"))
+        },
+    )?;
+    pg.psql("INSERT INTO wake VALUES (2)")?;
+    pg.switch_wal()?;
+    pg.wait_for_archived(&after, Duration::from_secs(120))?;
+
+    // Every request carried the service account's token, and the Secret was watched,
+    // field-selected by name (the Role grants nothing wider).
+    let requests = api.requests();
+    assert!(requests.iter().all(|r| r.authorized), "{requests:?}");
+    assert!(
+        requests.iter().any(|r| r.line.contains("/secrets?")
+            && r.line.contains("watch=true")
+            && r.line.contains("fieldSelector=metadata.name%3Daws-creds")),
+        "{requests:?}"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.line.contains("/secrets?") && !r.line.contains("fieldSelector")),
+        "an unselected list or watch: {requests:?}"
+    );
     pg.stop()?;
     Ok(())
 }

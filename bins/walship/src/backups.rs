@@ -43,8 +43,7 @@ pub enum Outcome {
 
 async fn target(cli: &Cli) -> Result<Target> {
     wiring::target(
-        &cli.config,
-        &cli.secrets_dir,
+        &wiring::Source::files(&cli.config, &cli.secrets_dir),
         cli.server_name.as_deref(),
         None,
         RetryPolicy::default(),

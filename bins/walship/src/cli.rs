@@ -371,12 +371,34 @@ pub(crate) struct CnpgInstanceArgs {
     /// This pod's name: a backup's instance id, and the pod's place in the Cluster.
     #[arg(long, env = "POD_NAME")]
     pub(crate) pod_name: String,
-    /// The Cluster's name: the server name in the archive unless --server-name or the
-    /// manifest's serverName says otherwise.
+    /// The Cluster's name: the Cluster read from the Kubernetes API, and the server
+    /// name in the archive unless --server-name (or, with --config-from files, the
+    /// manifest's serverName) says otherwise.
     #[arg(long, env = "CLUSTER_NAME")]
     pub(crate) cluster_name: Option<String>,
+    /// The pod's namespace, where the Cluster, the ObjectStore and its Secrets are read.
+    #[arg(long, env = "NAMESPACE")]
+    pub(crate) namespace: Option<String>,
+    /// Where the ObjectStore and its Secrets come from: the Kubernetes API (in-cluster
+    /// configuration, or KUBECONFIG when set), as the plugin's sidecar reads them, or
+    /// --config and --secrets-dir.
+    #[arg(long, env = "WALSHIP_CONFIG_FROM", value_enum, default_value_t = ConfigFrom::Kubernetes)]
+    pub(crate) config_from: ConfigFrom,
+    /// The Cluster's API group (CloudNativePG's, or a custom build's).
+    #[arg(long, env = "CUSTOM_CNPG_GROUP", default_value = walship_kube::CNPG_GROUP)]
+    pub(crate) cnpg_group: String,
+    /// The Cluster's API version.
+    #[arg(long, env = "CUSTOM_CNPG_VERSION", default_value = walship_kube::CNPG_VERSION)]
+    pub(crate) cnpg_version: String,
     #[command(flatten)]
     pub(crate) daemon: DaemonArgs,
+}
+
+/// Where `cnpg instance` reads its configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ConfigFrom {
+    Kubernetes,
+    Files,
 }
 
 // The daemon's options (a struct of their own, so that one function can take them).

@@ -25,7 +25,7 @@ use walship_store::RetryPolicy;
 use crate::backups::{Outcome, backup_outcome, take_backup};
 use crate::cli::BackupArgs;
 use crate::daemon::Sources;
-use crate::wiring::{self, Purpose};
+use crate::wiring::{self, Purpose, Source};
 
 /// Where the plugin serves and who it is.
 #[derive(Debug, Clone)]
@@ -59,32 +59,70 @@ impl Sidecar {
     }
 
     fn check_store(&self, wanted: Option<&StoreRef>, what: &str) -> Result<(), CallError> {
-        check_store(&self.plugin, &self.sources.config, wanted, what)
+        match &self.sources.source {
+            Source::Files { config, .. } => check_store(
+                &self.plugin.store,
+                &self.plugin.server,
+                &config.display().to_string(),
+                wanted,
+                what,
+            ),
+            // What cannot be read from the API (a missing ObjectStore or Secret, a
+            // permission the Role lacks) fails the call, naming the object.
+            Source::Kube(live) => {
+                let resolved = live.current().map_err(CallError::FailedPrecondition)?;
+                check_store(
+                    &resolved.store,
+                    &resolved.server,
+                    "the Kubernetes API",
+                    wanted,
+                    what,
+                )
+            }
+        }
+    }
+}
+
+impl Sidecar {
+    async fn publish_catalog(&self, target: &wiring::Target) {
+        let catalog = walship_backup::catalog::Catalog::new(
+            target.store.clone(),
+            &target.layout,
+            &target.server,
+        );
+        match catalog.list().await {
+            Ok(listing) => {
+                let summary = walship_backup::upkeep::CatalogSummary::of(&listing);
+                crate::daemon::set_catalog(&self.metrics, &summary);
+                if let Source::Kube(live) = &self.sources.source {
+                    live.publish(&summary).await;
+                }
+            }
+            Err(e) => tracing::warn!("after the backup, the catalog cannot be read: {e}"),
+        }
     }
 }
 
 /// Refuses a call for another ObjectStore or server name than the one this sidecar
 /// serves, naming both.
 fn check_store(
-    plugin: &Plugin,
-    config: &std::path::Path,
+    store: &str,
+    server: &str,
+    from: &str,
     wanted: Option<&StoreRef>,
     what: &str,
 ) -> Result<(), CallError> {
-    let (store, server) = (&plugin.store, &plugin.server);
     let Some(wanted) = wanted else {
         return Err(CallError::FailedPrecondition(format!(
             "the Cluster names no ObjectStore to {what} with: set \
              parameters.barmanObjectName in its {PLUGIN_NAME} plugin entry"
         )));
     };
-    if &wanted.object_store != store || &wanted.server_name != server {
+    if wanted.object_store != store || wanted.server_name != server {
         return Err(CallError::FailedPrecondition(format!(
             "the Cluster asks to {what} with ObjectStore {:?}, server name {:?}; this \
-             sidecar serves ObjectStore {store:?}, server name {server:?} (from {})",
-            wanted.object_store,
-            wanted.server_name,
-            config.display()
+             sidecar serves ObjectStore {store:?}, server name {server:?} (from {from})",
+            wanted.object_store, wanted.server_name,
         )));
     }
     Ok(())
@@ -148,8 +186,7 @@ impl walship_cnpg::sidecar::Sidecar for Sidecar {
     async fn backup(&self, call: BackupCall) -> Result<BackupDone, CallError> {
         self.check_store(call.cluster.archive.as_ref(), "take a backup")?;
         let target = wiring::target(
-            &self.sources.config,
-            &self.sources.secrets_dir,
+            &self.sources.source,
             self.sources.server_name.as_deref(),
             None,
             RetryPolicy::default(),
@@ -172,6 +209,9 @@ impl walship_cnpg::sidecar::Sidecar for Sidecar {
         let taken = take_backup(&target, &args, CancellationToken::new())
             .await
             .map_err(|e| CallError::FailedPrecondition(format!("{e:#}")))?;
+        // Done or failed, the catalog changed: its figures go to the metrics and, from
+        // the Kubernetes API, to the ObjectStore's status, as the plugin writes them.
+        self.publish_catalog(&target).await;
         let taken = taken.map_err(|e| match backup_outcome(&e) {
             Outcome::Unreachable => CallError::Unavailable(e.to_string()),
             _ => CallError::Internal(e.to_string()),
@@ -219,9 +259,9 @@ pub async fn run_restore_job(
     args: &crate::cli::CnpgRestoreArgs,
 ) -> anyhow::Result<crate::Ending> {
     let server_name = cli.server_name.clone().or(args.cluster_name.clone());
+    let source = wiring::Source::files(&cli.config, &cli.secrets_dir);
     let target = wiring::target(
-        &cli.config,
-        &cli.secrets_dir,
+        &source,
         server_name.as_deref(),
         None,
         RetryPolicy::default(),
@@ -229,8 +269,7 @@ pub async fn run_restore_job(
     )
     .await?;
     let archiver = wiring::archiver(
-        &cli.config,
-        &cli.secrets_dir,
+        &source,
         server_name.as_deref(),
         None,
         RetryPolicy::default(),
@@ -251,8 +290,7 @@ pub async fn run_restore_job(
         wal_dir: args.wal_dir.clone(),
         restore_command: args.restore_command.clone(),
         jobs: args.jobs.max(1) as usize,
-        config: cli.config.clone(),
-        secrets_dir: cli.secrets_dir.clone(),
+        source,
     };
     let shutdown = CancellationToken::new();
     let signals = crate::daemon::shut_down_on_signals(shutdown.clone());
@@ -283,13 +321,18 @@ struct RestoreJob {
     wal_dir: PathBuf,
     restore_command: String,
     jobs: usize,
-    config: PathBuf,
-    secrets_dir: PathBuf,
+    source: wiring::Source,
 }
 
 impl RestoreJob {
     fn check_store(&self, wanted: Option<&StoreRef>, what: &str) -> Result<(), CallError> {
-        check_store(&self.plugin, &self.config, wanted, what)
+        check_store(
+            &self.plugin.store,
+            &self.plugin.server,
+            "the files it was given",
+            wanted,
+            what,
+        )
     }
 
     /// Moves pg_wal's content to `wal_dir` and links pg_wal to it, as the plugin does
@@ -323,8 +366,7 @@ impl walship_cnpg::sidecar::Recovery for RestoreJob {
             match &call.cluster.archive {
                 Some(own) if own.object_store == self.plugin.store => {
                     let archiver = wiring::archiver(
-                        &self.config,
-                        &self.secrets_dir,
+                        &self.source,
                         Some(&own.server_name),
                         None,
                         RetryPolicy::default(),

@@ -44,8 +44,7 @@ pub struct Serving {
 /// Where the configuration comes from, to rebuild it on reload.
 #[derive(Clone)]
 pub struct Sources {
-    pub config: PathBuf,
-    pub secrets_dir: PathBuf,
+    pub source: wiring::Source,
     pub server_name: Option<String>,
 }
 
@@ -116,20 +115,29 @@ pub async fn run(
             shutdown.clone(),
         ))
     });
-    let changed = Arc::new(Notify::new());
-    let watched = reload::Watched {
-        config: sources.config.clone(),
-        secrets_dir: sources.secrets_dir.clone(),
+    // Files are watched here; the Kubernetes source watches the API itself.
+    let (changed, _reload_watcher) = match &sources.source {
+        wiring::Source::Files {
+            config,
+            secrets_dir,
+        } => {
+            let changed = Arc::new(Notify::new());
+            let watched = reload::Watched {
+                config: config.clone(),
+                secrets_dir: secrets_dir.clone(),
+            };
+            let watcher = reload::watch(&watched, changed.clone()).map_err(anyhow::Error::msg)?;
+            (changed, Some(watcher))
+        }
+        wiring::Source::Kube(live) => (live.changed(), None),
     };
-    let _reload_watcher = reload::watch(&watched, changed.clone()).map_err(anyhow::Error::msg)?;
     let rebuild = {
         let metrics = metrics.clone();
         move || {
             let (sources, metrics) = (sources.clone(), metrics.clone());
             async move {
                 crate::wiring::archiver(
-                    &sources.config,
-                    &sources.secrets_dir,
+                    &sources.source,
                     sources.server_name.as_deref(),
                     Some(credential_observer(&metrics)),
                     walship_store::RetryPolicy::default(),
@@ -216,8 +224,7 @@ async fn retention_round(
     metrics: &Metrics,
 ) -> Result<Duration, Duration> {
     let target = match wiring::target(
-        &sources.config,
-        &sources.secrets_dir,
+        &sources.source,
         sources.server_name.as_deref(),
         None,
         walship_store::RetryPolicy::default(),
@@ -283,6 +290,9 @@ async fn retention_round(
             }
             count_deleted(metrics, round.deleted_backups, round.deleted_wal);
             set_catalog(metrics, &round.summary);
+            if let wiring::Source::Kube(live) = &sources.source {
+                live.publish(&round.summary).await;
+            }
             metrics.retention_runs_total.inc(if applies {
                 RetentionResult::Applied
             } else {
@@ -312,7 +322,7 @@ fn count_deleted(metrics: &Metrics, backups: usize, wal: usize) {
 
 /// The catalog's figures as the gauges export them: unix seconds, 0 for none (as the
 /// plugin's gauges).
-fn set_catalog(metrics: &Metrics, summary: &CatalogSummary) {
+pub fn set_catalog(metrics: &Metrics, summary: &CatalogSummary) {
     let seconds = |t: Option<chrono::DateTime<chrono::FixedOffset>>| {
         t.map_or(0.0, |t| t.timestamp_micros() as f64 / 1e6)
     };

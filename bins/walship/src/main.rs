@@ -24,6 +24,7 @@ mod backups;
 mod cli;
 mod cnpg;
 mod daemon;
+mod kubeconf;
 mod logging;
 mod progress;
 mod wiring;
@@ -264,16 +265,11 @@ async fn run(cli: Cli) -> Ending {
     // The archiver of wal-push and wal-fetch, wired only when the daemon could not
     // answer for them (a future does nothing until awaited), with the command's one
     // retry policy.
+    let files = wiring::Source::files(&cli.config, &cli.secrets_dir);
     let wire = |retry: RetryPolicy| async {
-        wiring::archiver(
-            &cli.config,
-            &cli.secrets_dir,
-            cli.server_name.as_deref(),
-            None,
-            retry,
-        )
-        .await
-        .map(|wired| wired.archiver)
+        wiring::archiver(&files, cli.server_name.as_deref(), None, retry)
+            .await
+            .map(|wired| wired.archiver)
     };
     let ended = match &cli.command {
         Command::WalPush {
@@ -321,33 +317,10 @@ async fn run(cli: Cli) -> Ending {
             }
             Err(e) => Err(e),
         },
-        Command::Daemon(args) => run_daemon(&cli, args, cli.server_name.clone(), None).await,
-        Command::Cnpg(CnpgCommand::Instance(args)) => {
-            // The Cluster's name is the server name unless one is given, as the plugin
-            // defaults it.
-            let server_name = cli.server_name.clone().or(args.cluster_name.clone());
-            let doc = walship_config::load(&cli.config)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", cli.config.display()));
-            let plugin = doc.and_then(|doc| {
-                let server = doc
-                    .server_name(server_name.as_deref())
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                Ok(cnpg::Plugin {
-                    socket: args.plugins.plugins_dir.join(walship_cnpg::PLUGIN_NAME),
-                    pod: args.pod_name.clone(),
-                    store: doc.metadata.name.clone(),
-                    server,
-                })
-            });
-            let mut daemon = args.daemon.clone();
-            if daemon.spool_dir.is_none() {
-                daemon.spool_dir = std::env::var_os("SPOOL_DIRECTORY").map(Into::into);
-            }
-            match plugin {
-                Ok(plugin) => run_daemon(&cli, &daemon, server_name, Some(plugin)).await,
-                Err(e) => Err(e),
-            }
+        Command::Daemon(args) => {
+            run_daemon(&cli, args, files.clone(), cli.server_name.clone(), None).await
         }
+        Command::Cnpg(CnpgCommand::Instance(args)) => cnpg_instance(&cli, args).await,
         Command::Cnpg(CnpgCommand::Restore(args)) => cnpg::run_restore_job(&cli, args).await,
         Command::Cnpg(CnpgCommand::Healthcheck(Healthcheck::Unix { plugins })) => {
             let socket = plugins.plugins_dir.join(walship_cnpg::PLUGIN_NAME);
@@ -401,6 +374,7 @@ async fn run(cli: Cli) -> Ending {
 async fn run_daemon(
     cli: &Cli,
     args: &DaemonArgs,
+    source: wiring::Source,
     server_name: Option<String>,
     plugin: Option<cnpg::Plugin>,
 ) -> anyhow::Result<Ending> {
@@ -420,14 +394,30 @@ async fn run_daemon(
     // Only the daemon publishes metrics; it counts credential loads from the start.
     let metrics = std::sync::Arc::new(walship_metrics::Metrics::new());
     let observer = Some(daemon::credential_observer(&metrics));
-    let wired = wiring::archiver(
-        &cli.config,
-        &cli.secrets_dir,
-        server_name.as_deref(),
-        observer,
-        RetryPolicy::default(),
-    )
-    .await?;
+    let wired = match (
+        wiring::archiver(
+            &source,
+            server_name.as_deref(),
+            observer,
+            RetryPolicy::default(),
+        )
+        .await,
+        &source,
+    ) {
+        (Ok(wired), _) => wired,
+        // Under CloudNativePG a configuration that cannot be read yet is no reason to
+        // stop (the pod would restart in a loop): the sidecar serves, its store refuses
+        // every request saying why, and the watch's reload brings the real one.
+        (Err(e), wiring::Source::Kube(_)) => wiring::Wired {
+            archiver: walship_engine::Archiver::new(
+                std::sync::Arc::new(walship_store::Unconfigured::new(format!("{e:#}"))),
+                walship_wal::Layout::new("", "unconfigured"),
+                walship_engine::ArchiverSettings::default(),
+            ),
+            max_parallel: 1,
+        },
+        (Err(e), wiring::Source::Files { .. }) => return Err(e),
+    };
     let beside_pgdata = |name: &str| {
         pgdata
             .parent()
@@ -451,8 +441,7 @@ async fn run_daemon(
         prefetch_max_bytes: prefetch_max_mib.saturating_mul(1 << 20),
     };
     let sources = daemon::Sources {
-        config: cli.config.clone(),
-        secrets_dir: cli.secrets_dir.clone(),
+        source,
         server_name: server_name.clone(),
     };
     let retention = daemon::Retention {
@@ -479,4 +468,73 @@ async fn run_daemon(
             Ending::DaemonFailed
         }
     })
+}
+
+/// `walship cnpg instance`: the daemon plus the plugin's socket, configured from the
+/// Kubernetes API (the pod's Cluster, its ObjectStore and Secrets), or from files with
+/// `--config-from files`.
+async fn cnpg_instance(cli: &Cli, args: &cli::CnpgInstanceArgs) -> anyhow::Result<Ending> {
+    let mut daemon = args.daemon.clone();
+    if daemon.spool_dir.is_none() {
+        daemon.spool_dir = std::env::var_os("SPOOL_DIRECTORY").map(Into::into);
+    }
+    let socket = args.plugins.plugins_dir.join(walship_cnpg::PLUGIN_NAME);
+    match args.config_from {
+        cli::ConfigFrom::Files => {
+            // The Cluster's name is the server name unless one is given, as the plugin
+            // defaults it.
+            let server_name = cli.server_name.clone().or(args.cluster_name.clone());
+            let doc = walship_config::load(&cli.config)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", cli.config.display()))?;
+            let server = doc
+                .server_name(server_name.as_deref())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let plugin = cnpg::Plugin {
+                socket,
+                pod: args.pod_name.clone(),
+                store: doc.metadata.name.clone(),
+                server,
+            };
+            let source = wiring::Source::files(&cli.config, &cli.secrets_dir);
+            run_daemon(cli, &daemon, source, server_name, Some(plugin)).await
+        }
+        cli::ConfigFrom::Kubernetes => {
+            let (Some(namespace), Some(cluster)) = (&args.namespace, &args.cluster_name) else {
+                anyhow::bail!(
+                    "--config-from kubernetes needs the pod's namespace and Cluster: set \
+                     NAMESPACE and CLUSTER_NAME (CloudNativePG sets both), or use \
+                     --config-from files"
+                );
+            };
+            let kube = walship_kube::Kube::connect(namespace, &args.cnpg_group, &args.cnpg_version)
+                .await?;
+            let stop_watching = tokio_util::sync::CancellationToken::new();
+            let live = kubeconf::Live::start(
+                kube,
+                kubeconf::Wanted {
+                    cluster: cluster.clone(),
+                    pod: args.pod_name.clone(),
+                    server_override: cli.server_name.clone(),
+                },
+                stop_watching.clone(),
+            )
+            .await;
+            let plugin = cnpg::Plugin {
+                socket,
+                pod: args.pod_name.clone(),
+                store: String::new(),
+                server: String::new(),
+            };
+            let ended = run_daemon(
+                cli,
+                &daemon,
+                wiring::Source::Kube(std::sync::Arc::new(live)),
+                None,
+                Some(plugin),
+            )
+            .await;
+            stop_watching.cancel();
+            ended
+        }
+    }
 }

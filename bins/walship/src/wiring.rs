@@ -1,10 +1,10 @@
 //! From an ObjectStore manifest to an [`Archiver`]: the one place that knows every crate.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use walship_config::{Destination, Encryption, Manifest, ObjectStore, SecretsDir};
+use walship_config::{Destination, Encryption, Manifest, ObjectStore, Secrets};
 use walship_credentials::RefreshObserver;
 use walship_engine::{Archiver, ArchiverSettings};
 use walship_store::{CaBundle, LocalStore, RetryPolicy, Store};
@@ -36,28 +36,66 @@ pub struct Target {
     pub doc: Manifest,
 }
 
+/// Where the ObjectStore and its Secrets come from.
+#[derive(Clone)]
+pub enum Source {
+    /// `--config` and `--secrets-dir`, read again at every use.
+    Files {
+        config: PathBuf,
+        secrets_dir: PathBuf,
+    },
+    /// The Kubernetes API (`walship cnpg instance`), as last read.
+    Kube(Arc<crate::kubeconf::Live>),
+}
+
+impl Source {
+    pub fn files(config: &Path, secrets_dir: &Path) -> Source {
+        Source::Files {
+            config: config.to_owned(),
+            secrets_dir: secrets_dir.to_owned(),
+        }
+    }
+
+    /// The manifest, its Secrets and the server name (`server_override` over the
+    /// manifest's for files; the Kubernetes source applied it when it read the Cluster).
+    fn load(&self, server_override: Option<&str>) -> Result<(Manifest, Secrets, String)> {
+        match self {
+            Source::Files {
+                config,
+                secrets_dir,
+            } => {
+                let doc = walship_config::load(config).map_err(|errors| {
+                    anyhow::anyhow!("invalid configuration in {}:\n{errors}", config.display())
+                })?;
+                let server = doc
+                    .server_name(server_override)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok((doc, Secrets::dir(secrets_dir), server))
+            }
+            Source::Kube(live) => {
+                let resolved = live.current().map_err(anyhow::Error::msg)?;
+                Ok((
+                    resolved.loaded.manifest.clone(),
+                    resolved.loaded.secrets.clone(),
+                    resolved.server.clone(),
+                ))
+            }
+        }
+    }
+}
+
 /// Loads the manifest and builds its store. `on_credentials` (the daemon's metrics) is
 /// told of every credential load the store's SDK makes; `retry` is the one retry policy
 /// of every request the store makes.
 pub async fn target(
-    config_path: &Path,
-    secrets_dir: &Path,
+    source: &Source,
     server_override: Option<&str>,
     on_credentials: Option<RefreshObserver>,
     retry: RetryPolicy,
     purpose: Purpose,
 ) -> Result<Target> {
-    let doc = walship_config::load(config_path).map_err(|errors| {
-        anyhow::anyhow!(
-            "invalid configuration in {}:\n{errors}",
-            config_path.display()
-        )
-    })?;
-    let server = doc
-        .server_name(server_override)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (doc, secrets, server) = source.load(server_override)?;
     let destination = doc.destination();
-    let secrets = SecretsDir::new(secrets_dir);
     let store = store_for(&doc, destination, &secrets, on_credentials, retry, purpose).await?;
     Ok(Target {
         store,
@@ -69,21 +107,12 @@ pub async fn target(
 
 /// Builds the archiver a manifest describes (see [`target`]).
 pub async fn archiver(
-    config_path: &Path,
-    secrets_dir: &Path,
+    source: &Source,
     server_override: Option<&str>,
     on_credentials: Option<RefreshObserver>,
     retry: RetryPolicy,
 ) -> Result<Wired> {
-    let target = target(
-        config_path,
-        secrets_dir,
-        server_override,
-        on_credentials,
-        retry,
-        Purpose::Wal,
-    )
-    .await?;
+    let target = target(source, server_override, on_credentials, retry, Purpose::Wal).await?;
     let configuration = &target.doc.spec.configuration;
     let settings = ArchiverSettings {
         compression: configuration.wal_compression().map(codec),
@@ -113,7 +142,7 @@ fn codec(compression: walship_config::Compression) -> Compression {
 async fn store_for(
     doc: &ObjectStore,
     destination: &Destination,
-    secrets: &SecretsDir,
+    secrets: &Secrets,
     on_credentials: Option<RefreshObserver>,
     retry: RetryPolicy,
     purpose: Purpose,
@@ -209,7 +238,7 @@ async fn store_for(
 
 /// The certificates `endpointCA` names, if any, parsed in full: an HTTP client is only
 /// ever handed certificates that parsed (an SDK panics on some it cannot decode).
-fn endpoint_ca(doc: &ObjectStore, secrets: &SecretsDir) -> Result<Option<CaBundle>> {
+fn endpoint_ca(doc: &ObjectStore, secrets: &Secrets) -> Result<Option<CaBundle>> {
     let Some(r) = &doc.spec.configuration.endpoint_ca else {
         return Ok(None);
     };

@@ -6,14 +6,17 @@
 //! plugin and barman-cloud do (and a little more, so mistakes surface before
 //! the first WAL segment is due), reports *every* problem at once with its
 //! YAML path ([`ConfigErrors`]), parses `destinationPath` into a
-//! [`Destination`], and reads the Secret values the document refers to from
-//! a Kubernetes-style secrets directory ([`SecretsDir`]) into walship-secret's
-//! redacting `Secret`, registering each value with its scrubber.
+//! [`Destination`], and reads the Secret values the document refers to (from
+//! a Kubernetes-style secrets directory, or from Secrets another crate read
+//! from the Kubernetes API: [`Secrets`]) into walship-secret's redacting
+//! `Secret`, registering each value with its scrubber.
 //!
 //! # What this crate must never do
 //!
 //! - No I/O other than reading the configuration file ([`load`]) and Secret
-//!   files ([`SecretsDir`]): no network, no environment variables, no writes.
+//!   files ([`Secrets`]): no network, no environment variables, no writes.
+//!   An ObjectStore read from the Kubernetes API comes in as a value
+//!   ([`parse_value`]), its Secrets as values ([`Secrets::fetched`]).
 //! - No knowledge of cloud SDKs or how to talk to a store: it says *which*
 //!   store and *which* credentials, the store crates decide how to use them.
 //! - Never print, log or put into an error a Secret value.
@@ -80,7 +83,7 @@ pub use model::{
     GoogleCredentials, InstanceSidecarConfiguration, KIND, ObjectMeta, ObjectStore,
     ObjectStoreSpec, RetentionPolicy, RetentionUnit, S3Credentials, SecretRef, WalConfig,
 };
-pub use secrets::{SecretError, SecretsDir};
+pub use secrets::{SecretError, Secrets};
 
 /// Parse and validate an ObjectStore document. On failure, every problem
 /// found is returned: schema problems (unknown fields, types, missing fields;
@@ -99,6 +102,13 @@ pub fn parse(yaml: &str) -> Result<Manifest, ConfigErrors> {
         Ok(v) => v,
         Err(e) => return Err(limit_error(&e).unwrap_or_else(|| syntax_error(&e)).into()),
     };
+    parse_value(&value)
+}
+
+/// Validate an ObjectStore already parsed into a generic value (as the Kubernetes API
+/// serves it, without its `status` and server-set metadata), by the same rules as
+/// [`parse`].
+pub fn parse_value(value: &serde_json::Value) -> Result<Manifest, ConfigErrors> {
     if value.is_null() {
         return Err(ConfigError::new(
             schema::DOCUMENT,
@@ -109,7 +119,7 @@ pub fn parse(yaml: &str) -> Result<Manifest, ConfigErrors> {
     }
 
     let mut errs = Vec::new();
-    let clean = schema::walk_root(&value, &mut errs);
+    let clean = schema::walk_root(value, &mut errs);
     if !value.is_object() {
         return Err(ConfigErrors(errs));
     }

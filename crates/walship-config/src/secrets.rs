@@ -1,23 +1,56 @@
-//! Reading Secret values from a directory laid out like Kubernetes Secret
-//! volumes: `<dir>/<secret name>/<key>`, where each key is usually a symlink
-//! through `..data` to a timestamped directory. Symlinks are followed.
+//! Reading Secret values, from one of two places:
+//!
+//! - a directory laid out like Kubernetes Secret volumes: `<dir>/<secret name>/<key>`,
+//!   where each key is usually a symlink through `..data` to a timestamped directory
+//!   (symlinks are followed);
+//! - the Secrets themselves, as read from the Kubernetes API (walship-kube), held in
+//!   memory: under CloudNativePG the sidecar has no Secret volumes, and a value copied
+//!   to disk would outlive the pod on its volume.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use walship_secret::{Secret, SecretBytes, redact};
 
 use crate::model::SecretRef;
 use crate::validate::secret_part_problem;
 
-/// A directory holding mounted Secrets, one sub-directory per Secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretsDir {
-    root: PathBuf,
+/// Where the Secrets a manifest names are read from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secrets {
+    source: Source,
 }
 
-/// Why a Secret value could not be read. Names the Secret, key and path,
-/// never the value.
+#[derive(Clone, PartialEq, Eq)]
+enum Source {
+    /// Mounted Secrets, one sub-directory per Secret.
+    Dir(PathBuf),
+    /// Secrets read from the API: name → key → value.
+    Fetched {
+        /// Where they were read (`namespace "db"`), for errors.
+        origin: String,
+        secrets: Arc<BTreeMap<String, BTreeMap<String, Vec<u8>>>>,
+    },
+}
+
+impl std::fmt::Debug for Secrets {
+    // Names only: the values never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Source::Dir(root) => f.debug_tuple("Secrets::Dir").field(root).finish(),
+            Source::Fetched { origin, secrets } => f
+                .debug_struct("Secrets::Fetched")
+                .field("origin", origin)
+                .field("names", &secrets.keys().collect::<Vec<_>>())
+                .finish(),
+        }
+    }
+}
+
+/// Why a Secret value could not be read. Names the Secret, key and where it was
+/// looked for, never the value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     #[error("secret {name:?} key {key:?}: the reference is invalid: {reason}")]
@@ -35,15 +68,21 @@ pub enum SecretError {
         key: String,
         path: PathBuf,
     },
+    #[error("secret {name:?} not found: it is not among the Secrets read from {origin}")]
+    NotFetched {
+        name: String,
+        key: String,
+        origin: String,
+    },
     #[error(
-        "missing key {key:?} inside secret {name:?}: {} does not exist; available keys: {}",
-        path.display(),
+        "missing key {key:?} inside secret {name:?}: {at}; available keys: {}",
         if available.is_empty() { "none".to_string() } else { available.join(", ") }
     )]
     MissingKey {
         name: String,
         key: String,
-        path: PathBuf,
+        /// `/etc/walship/secrets/s/k does not exist`, or `the Secret read from …`.
+        at: String,
         available: Vec<String>,
     },
     #[error("secret {name:?} key {key:?}: cannot read {}: {source}", path.display())]
@@ -53,28 +92,53 @@ pub enum SecretError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error("secret {name:?} key {key:?}: {} is not UTF-8 text", path.display())]
+    #[error("secret {name:?} key {key:?}: {at} is not UTF-8 text")]
     NotUtf8 {
         name: String,
         key: String,
-        path: PathBuf,
+        at: String,
     },
 }
 
-impl SecretsDir {
-    /// Secrets under `path` (e.g. `/etc/walship/secrets`).
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        SecretsDir { root: path.into() }
+impl Secrets {
+    /// Secrets mounted under `path` (e.g. `/etc/walship/secrets`).
+    pub fn dir(path: impl Into<PathBuf>) -> Self {
+        Secrets {
+            source: Source::Dir(path.into()),
+        }
     }
 
-    /// The directory itself.
-    pub fn path(&self) -> &Path {
-        &self.root
+    /// Secrets read from elsewhere (`origin`, as errors name it): Secret name → key →
+    /// value. Nothing is registered with the scrubber until a value is read.
+    pub fn fetched(
+        origin: impl Into<String>,
+        secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    ) -> Self {
+        Secrets {
+            source: Source::Fetched {
+                origin: origin.into(),
+                secrets: Arc::new(secrets),
+            },
+        }
     }
 
-    /// Where the value of `r` is expected: `<dir>/<name>/<key>`.
-    pub fn path_of(&self, r: &SecretRef) -> PathBuf {
-        self.root.join(&r.name).join(&r.key)
+    /// The directory they are mounted in, when they are.
+    pub fn mounted_at(&self) -> Option<&Path> {
+        match &self.source {
+            Source::Dir(root) => Some(root),
+            Source::Fetched { .. } => None,
+        }
+    }
+
+    /// Where the value of `r` is shown to be: `<dir>/<name>/<key>`, or `Secret <name>,
+    /// key <key> (<origin>)`.
+    pub fn place_of(&self, r: &SecretRef) -> String {
+        match &self.source {
+            Source::Dir(root) => root.join(&r.name).join(&r.key).display().to_string(),
+            Source::Fetched { origin, .. } => {
+                format!("Secret {:?}, key {:?} (read from {origin})", r.name, r.key)
+            }
+        }
     }
 
     /// Read a text value (access keys, tokens, account names), dropping one
@@ -88,19 +152,18 @@ impl SecretsDir {
     }
 
     /// Read a value that names something rather than grants access (a storage account,
-    /// a region): like [`SecretsDir::read`], but the value stays readable in logs, where
+    /// a region): like [`Secrets::read`], but the value stays readable in logs, where
     /// it is what tells an operator which account or region is used.
     pub fn read_name(&self, r: &SecretRef) -> Result<String, SecretError> {
         Ok(self.read_text(r)?.into_exposed())
     }
 
     fn read_text(&self, r: &SecretRef) -> Result<Secret, SecretError> {
-        let path = self.path_of(r);
         let bytes = self.read_raw(r)?;
         let mut s = String::from_utf8(bytes).map_err(|_| SecretError::NotUtf8 {
             name: r.name.clone(),
             key: r.key.clone(),
-            path,
+            at: self.place_of(r),
         })?;
         if s.ends_with('\n') {
             s.pop();
@@ -129,32 +192,56 @@ impl SecretsDir {
                 });
             }
         }
-        let dir = self.root.join(&r.name);
-        let path = dir.join(&r.key);
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if !dir.is_dir() {
-                    return Err(SecretError::MissingSecret {
+        match &self.source {
+            Source::Dir(root) => read_mounted(root, r),
+            Source::Fetched { origin, secrets } => {
+                let Some(secret) = secrets.get(&r.name) else {
+                    return Err(SecretError::NotFetched {
                         name: r.name.clone(),
                         key: r.key.clone(),
-                        path: dir,
+                        origin: origin.clone(),
                     });
-                }
-                Err(SecretError::MissingKey {
+                };
+                secret
+                    .get(&r.key)
+                    .cloned()
+                    .ok_or_else(|| SecretError::MissingKey {
+                        name: r.name.clone(),
+                        key: r.key.clone(),
+                        at: format!("the Secret read from {origin} has no such key"),
+                        available: secret.keys().cloned().collect(),
+                    })
+            }
+        }
+    }
+}
+
+fn read_mounted(root: &Path, r: &SecretRef) -> Result<Vec<u8>, SecretError> {
+    let dir = root.join(&r.name);
+    let path = dir.join(&r.key);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if !dir.is_dir() {
+                return Err(SecretError::MissingSecret {
                     name: r.name.clone(),
                     key: r.key.clone(),
-                    available: list_keys(&dir),
-                    path,
-                })
+                    path: dir,
+                });
             }
-            Err(source) => Err(SecretError::Unreadable {
+            Err(SecretError::MissingKey {
                 name: r.name.clone(),
                 key: r.key.clone(),
-                path,
-                source,
-            }),
+                at: format!("{} does not exist", path.display()),
+                available: list_keys(&dir),
+            })
         }
+        Err(source) => Err(SecretError::Unreadable {
+            name: r.name.clone(),
+            key: r.key.clone(),
+            path,
+            source,
+        }),
     }
 }
 
@@ -207,7 +294,7 @@ mod tests {
                 ("ca.crt", b"-----BEGIN-----\n"),
             ],
         );
-        let dir = SecretsDir::new(tmp.path());
+        let dir = Secrets::dir(tmp.path());
         let id = dir
             .read(&SecretRef::new("aws-creds", "ACCESS_KEY_ID"))
             .unwrap();
@@ -230,7 +317,7 @@ mod tests {
     fn redacted() {
         let tmp = tempfile::tempdir().unwrap();
         kube_secret(tmp.path(), "s", &[("k", b"hunter2-very-secret")]);
-        let dir = SecretsDir::new(tmp.path());
+        let dir = Secrets::dir(tmp.path());
         let s = dir.read(&SecretRef::new("s", "k")).unwrap();
         let b = dir.read_bytes(&SecretRef::new("s", "k")).unwrap();
         for shown in [
@@ -248,7 +335,7 @@ mod tests {
     #[test]
     fn missing_secret_dir() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = SecretsDir::new(tmp.path());
+        let dir = Secrets::dir(tmp.path());
         let e = dir.read(&SecretRef::new("nope", "KEY")).unwrap_err();
         assert!(matches!(e, SecretError::MissingSecret { .. }), "{e:?}");
         let msg = e.to_string();
@@ -267,7 +354,7 @@ mod tests {
             "azure-creds",
             &[("AZURE_STORAGE_KEY", b"x"), ("AZURE_STORAGE_ACCOUNT", b"y")],
         );
-        let dir = SecretsDir::new(tmp.path());
+        let dir = Secrets::dir(tmp.path());
         let e = dir
             .read(&SecretRef::new("azure-creds", "AZURE_CONNECTION_STRING"))
             .unwrap_err();
@@ -290,7 +377,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         kube_secret(tmp.path(), "s", &[("bin", &[0xff, 0xfe, 0x00])]);
         fs::create_dir(tmp.path().join("s").join("adir")).unwrap();
-        let dir = SecretsDir::new(tmp.path());
+        let dir = Secrets::dir(tmp.path());
         let e = dir.read(&SecretRef::new("s", "bin")).unwrap_err();
         assert!(matches!(e, SecretError::NotUtf8 { .. }), "{e:?}");
         assert!(e.to_string().contains("not UTF-8"));
@@ -310,7 +397,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         kube_secret(tmp.path(), "s", &[("k", b"v")]);
         symlink("..data/gone", tmp.path().join("s").join("gone")).unwrap();
-        let e = SecretsDir::new(tmp.path())
+        let e = Secrets::dir(tmp.path())
             .read(&SecretRef::new("s", "gone"))
             .unwrap_err();
         assert!(matches!(e, SecretError::MissingKey { .. }), "{e:?}");
@@ -319,7 +406,7 @@ mod tests {
     #[test]
     fn rejects_traversal() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = SecretsDir::new(tmp.path());
+        let dir = Secrets::dir(tmp.path());
         for r in [
             SecretRef::new("..", "k"),
             SecretRef::new("a", "../../etc/passwd"),

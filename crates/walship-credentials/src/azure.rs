@@ -1,7 +1,7 @@
 //! Azure credentials: a connection string, a shared key or a SAS token from secrets, or
 //! the pod's identity (workload identity, or the default chain).
 
-use walship_config::{AzureCredentials, SecretRef, SecretsDir};
+use walship_config::{AzureCredentials, SecretRef, Secrets};
 use walship_secret::Secret;
 
 use crate::{CredentialError, read_nonempty, read_nonempty_name};
@@ -30,7 +30,7 @@ pub enum AzureCredentialSource {
 /// Reads the secrets `creds` names.
 pub fn azure_access(
     creds: &AzureCredentials,
-    secrets: &SecretsDir,
+    secrets: &Secrets,
 ) -> Result<AzureCredentialSource, CredentialError> {
     let read = |name: &str, r: &SecretRef| read_nonempty(secrets, &format!("{FIELD}.{name}"), r);
     let account = || -> Result<String, CredentialError> {

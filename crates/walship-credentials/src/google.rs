@@ -23,7 +23,7 @@ pub enum GoogleCredentialSource {
 /// Reads the secret `creds` names.
 pub fn google_access(
     creds: &GoogleCredentials,
-    secrets: &walship_config::SecretsDir,
+    secrets: &walship_config::Secrets,
 ) -> Result<GoogleCredentialSource, CredentialError> {
     if let Some(r) = &creds.application_credentials {
         let key = read_nonempty(secrets, &format!("{FIELD}.applicationCredentials"), r)?;

@@ -48,7 +48,7 @@ pub enum CredentialError {
 /// configuration field `field`, trimmed; an empty value is an error. Unlike a secret it
 /// stays readable in logs.
 fn read_nonempty_name(
-    secrets: &walship_config::SecretsDir,
+    secrets: &walship_config::Secrets,
     field: &str,
     r: &walship_config::SecretRef,
 ) -> Result<String, CredentialError> {
@@ -74,7 +74,7 @@ fn read_nonempty_name(
 /// Reads the secret `r` for the configuration field `field`; an empty value is an error
 /// (a key that was created but never filled in).
 fn read_nonempty(
-    secrets: &walship_config::SecretsDir,
+    secrets: &walship_config::Secrets,
     field: &str,
     r: &walship_config::SecretRef,
 ) -> Result<walship_secret::Secret, CredentialError> {

@@ -2,7 +2,7 @@
 
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
-use walship_config::{S3Credentials, SecretRef, SecretsDir};
+use walship_config::{S3Credentials, SecretRef, Secrets};
 use walship_secret::Secret;
 
 use crate::{CredentialError, read_nonempty, read_nonempty_name};
@@ -38,7 +38,7 @@ pub enum S3CredentialSource {
 /// The config crate has already checked the combination of fields; this only reads them.
 pub fn s3_access(
     creds: Option<&S3Credentials>,
-    secrets: &SecretsDir,
+    secrets: &Secrets,
 ) -> Result<S3Access, CredentialError> {
     let read = |name: &str, r: &SecretRef| read_nonempty(secrets, &format!("{FIELD}.{name}"), r);
     let Some(creds) = creds else {

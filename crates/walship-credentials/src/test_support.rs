@@ -2,16 +2,16 @@
 
 use std::fs;
 
-use walship_config::{SecretRef, SecretsDir};
+use walship_config::{SecretRef, Secrets};
 
 /// A temporary secrets directory holding `(secret, key, value)` entries.
-pub fn secrets_with(entries: &[(&str, &str, &str)]) -> (tempfile::TempDir, SecretsDir) {
+pub fn secrets_with(entries: &[(&str, &str, &str)]) -> (tempfile::TempDir, Secrets) {
     let dir = tempfile::tempdir().unwrap();
     for (name, key, value) in entries {
         fs::create_dir_all(dir.path().join(name)).unwrap();
         fs::write(dir.path().join(name).join(key), value).unwrap();
     }
-    let secrets = SecretsDir::new(dir.path());
+    let secrets = Secrets::dir(dir.path());
     (dir, secrets)
 }
 

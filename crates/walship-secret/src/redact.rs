@@ -4,7 +4,7 @@
 //! still print what it was handed: the Azure SDK logs request URLs, SAS signature
 //! included, at debug level. So every log line is passed through [`scrub`] before it
 //! is written, whatever its source. Two nets:
-//! - every secret value walship reads (walship-config's `SecretsDir` registers each one,
+//! - every secret value walship reads (walship-config's `Secrets` registers each one,
 //!   and the binary registers the credential environment variables) is replaced wherever
 //!   it appears, as read, line by line, parameter by parameter and percent-encoded;
 //! - values derived from secrets, which no registry can know (request signatures,

@@ -30,6 +30,7 @@ mod metadata;
 pub mod retry;
 pub mod status;
 mod tls;
+mod unconfigured;
 mod upload;
 
 pub use error::{BoxError, ErrorKind, StoreError, error_chain};
@@ -37,6 +38,7 @@ pub use local::LocalStore;
 pub use metadata::{Metadata, metadata_from};
 pub use retry::RetryPolicy;
 pub use tls::CaBundle;
+pub use unconfigured::Unconfigured;
 pub use upload::{UploadSource, upload_nonce};
 
 use std::collections::BTreeMap;

@@ -210,7 +210,8 @@ impl Daemon {
     /// `plugins`, as CloudNativePG's pod runs the sidecar.
     pub fn start_sidecar(run: &Run<'_>, pgdata: &Path, plugins: &Path) -> Result<Daemon> {
         let mut cmd = run.walship(&[])?;
-        cmd.args(["cnpg", "instance", "--retention-interval-seconds", "0"])
+        cmd.args(["cnpg", "instance", "--config-from", "files"])
+            .args(["--retention-interval-seconds", "0"])
             .arg("--plugins-dir")
             .arg(plugins)
             .arg("--pgdata")

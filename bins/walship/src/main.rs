@@ -484,8 +484,7 @@ async fn cnpg_instance(cli: &Cli, args: &cli::CnpgInstanceArgs) -> anyhow::Resul
             // The Cluster's name is the server name unless one is given, as the plugin
             // defaults it.
             let server_name = cli.server_name.clone().or(args.cluster_name.clone());
-            let doc = walship_config::load(&cli.config)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", cli.config.display()))?;
+            let doc = walship_config::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let server = doc
                 .server_name(server_name.as_deref())
                 .map_err(|e| anyhow::anyhow!("{e}"))?;

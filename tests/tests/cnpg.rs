@@ -583,11 +583,23 @@ fn start_restore_job(
     pgdata: &Path,
     plugins: &Path,
     restore_command: &str,
+    config: Config<'_>,
 ) -> Result<(Child, PathBuf)> {
     let log = archive.dir.path().join("restore-job.log");
     let mut cmd = pg_user_command(&WalshipBin::for_pg()?, archive.dir.path())?;
-    cmd.args(archive.global_args())
-        .args(["--log-format", "text", "cnpg", "restore", "--plugins-dir"])
+    match config {
+        Config::Files => {
+            cmd.args(archive.global_args())
+                .args(["--log-format", "text", "cnpg", "restore"])
+                .args(["--config-from", "files"]);
+        }
+        Config::Kube(api, kubeconfig) => {
+            cmd.args(["--log-format", "text", "cnpg", "restore"])
+                .env("KUBECONFIG", kubeconfig)
+                .env("NAMESPACE", api.namespace());
+        }
+    }
+    cmd.arg("--plugins-dir")
         .arg(plugins)
         .arg("--pgdata")
         .arg(pgdata)
@@ -665,7 +677,13 @@ fn a_restore_job_restores_the_backup_its_target_calls_for_and_recovery_reaches_t
     );
     let dir = pg_temp_dir()?;
     let data = dir.path().join("data");
-    let (mut job, log) = start_restore_job(&archive, &data, job_plugins.path(), &restore_command)?;
+    let (mut job, log) = start_restore_job(
+        &archive,
+        &data,
+        job_plugins.path(),
+        &restore_command,
+        Config::Files,
+    )?;
     let out = Command::new(manager()?)
         .arg("--plugins-dir")
         .arg(job_plugins.path())
@@ -763,12 +781,18 @@ fn killing_the_sidecar_under_pgbench_loses_no_segment() -> Result<()> {
 
 /// The ObjectStore of [`Archive::manifest`] as the Kubernetes API serves it.
 fn object_store_json(archive: &Archive) -> serde_json::Value {
+    object_store_at(archive, "minio-store", &archive.destination())
+}
+
+/// An ObjectStore `name` with `destination` in the archive's S3 server, under the
+/// same credentials.
+fn object_store_at(archive: &Archive, name: &str, destination: &str) -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "barmancloud.cnpg.io/v1",
         "kind": "ObjectStore",
-        "metadata": {"name": "minio-store"},
+        "metadata": {"name": name},
         "spec": {"configuration": {
-            "destinationPath": archive.destination(),
+            "destinationPath": destination,
             "endpointURL": archive.s3.endpoint(),
             "s3Credentials": {
                 "accessKeyId": {"name": "aws-creds", "key": "ACCESS_KEY_ID"},
@@ -1003,5 +1027,267 @@ fn the_sidecar_reads_its_object_store_and_secrets_from_the_kubernetes_api_and_fo
         "an unselected list or watch: {requests:?}"
     );
     pg.stop()?;
+    Ok(())
+}
+
+/// A Backup resource for the Cluster, with `parameters` in its plugin configuration.
+fn backup_json(name: &str, parameters: &str) -> String {
+    format!(
+        r#"{{"apiVersion":"postgresql.cnpg.io/v1","kind":"Backup",
+        "metadata":{{"name":"{name}","namespace":"default"}},
+        "spec":{{"cluster":{{"name":"{SERVER}"}},"method":"plugin",
+          "pluginConfiguration":{{"name":"{PLUGIN}","parameters":{parameters}}}}}}}"#
+    )
+}
+
+#[test]
+fn a_backup_sent_to_an_offsite_store_carries_its_wal_there_and_a_new_cluster_recovers_from_that_store_alone()
+-> Result<()> {
+    let Setup {
+        archive,
+        mut pg,
+        plugins,
+        cluster,
+    } = setup()?;
+    // Two ObjectStores in the API: the cluster archives to minio-store; offsite-store,
+    // another prefix, takes base backups only.
+    let offsite = format!("{}-offsite", archive.destination());
+    let api = KubeApi::start("default", "sidecar-token")?;
+    let kubeconfig = api.write_kubeconfig(archive.dir.path())?;
+    make_readable_by_pg(&kubeconfig)?;
+    api.put(
+        KubeKind::Cluster,
+        SERVER,
+        serde_json::from_str(&cluster_json("minio-store", POD))?,
+    );
+    api.put_secret(
+        "aws-creds",
+        &[
+            ("ACCESS_KEY_ID", archive.s3.access_key()),
+            ("ACCESS_SECRET_KEY", archive.s3.secret_key()),
+        ],
+    );
+    api.put(
+        KubeKind::ObjectStore,
+        "minio-store",
+        object_store_json(&archive),
+    );
+    api.put(
+        KubeKind::ObjectStore,
+        "offsite-store",
+        object_store_at(&archive, "offsite-store", &offsite),
+    );
+    let sidecar = Sidecar::start_with(
+        &archive,
+        &pg,
+        plugins.path(),
+        Config::Kube(&api, &kubeconfig),
+    )?;
+    pg.start()?;
+    pg.psql("CREATE TABLE t AS SELECT generate_series(1, 20000) AS x")?;
+    let expected = pg.psql("SELECT count(*) || ':' || sum(x) FROM t")?;
+
+    // A Backup naming an ObjectStore that does not exist is refused, naming it.
+    let nowhere = archive.dir.path().join("nowhere.json");
+    fs::write(
+        &nowhere,
+        backup_json("pg-main-nowhere", r#"{"barmanObjectName":"nowhere-store"}"#),
+    )?;
+    let out = sidecar.call(&cluster, &["backup", nowhere.to_str().unwrap()])?;
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    assert!(
+        said.contains("FailedPrecondition") && said.contains("nowhere-store"),
+        "{said}"
+    );
+
+    // The Backup naming offsite-store: DONE there, with the WAL it needs.
+    let backup = archive.dir.path().join("backup.json");
+    fs::write(
+        &backup,
+        backup_json(
+            "pg-main-offsite-1",
+            r#"{"barmanObjectName":"offsite-store"}"#,
+        ),
+    )?;
+    let out = sidecar.call(&cluster, &["backup", backup.to_str().unwrap()])?;
+    ensure!(
+        out.status.success(),
+        "backup: {}\nsidecar:\n{}",
+        stderr(&out),
+        sidecar.log_contents()
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let id = result["backup_id"].as_str().context("no backup_id")?;
+    let (begin_wal, end_wal) = (
+        result["begin_wal"].as_str().context("no begin_wal")?,
+        result["end_wal"].as_str().context("no end_wal")?,
+    );
+    // WAL written after the backup goes to minio-store only.
+    pg.psql("INSERT INTO t SELECT generate_series(1, 5000)")?;
+    let later = pg.switch_wal()?;
+    pg.wait_for_archived(&later, Duration::from_secs(120))?;
+
+    // barman-cloud reads it from offsite-store, DONE, and restores its WAL from there;
+    // minio-store got no backup.
+    let list = |destination: &str| -> Result<serde_json::Value> {
+        let out = archive
+            .barman("barman-cloud-backup-list")?
+            .args(["--format", "json"])
+            .arg(destination)
+            .arg(SERVER)
+            .output()?;
+        ensure!(out.status.success(), "backup-list: {}", stderr(&out));
+        Ok(serde_json::from_slice::<serde_json::Value>(&out.stdout)?["backups_list"].clone())
+    };
+    let listed = list(&offsite)?;
+    assert_eq!(listed[0]["backup_id"], id, "{listed}");
+    assert_eq!(listed[0]["status"], "DONE", "{listed}");
+    assert_eq!(list(&archive.destination())?, serde_json::json!([]));
+    let out_dir = pg_temp_dir()?;
+    for name in [begin_wal, end_wal] {
+        let dest = out_dir.path().join(name);
+        let out = archive
+            .barman("barman-cloud-wal-restore")?
+            .arg(&offsite)
+            .arg(SERVER)
+            .arg(name)
+            .arg(&dest)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "{name} is not in offsite-store: {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            sha256_file(&dest)?,
+            sha256_file(&pg.data_dir().join("pg_wal").join(name))?,
+            "{name} differs"
+        );
+    }
+    // The recovery window is offsite-store's, in its own status; minio-store's
+    // status is not touched.
+    let status = |name: &str| -> serde_json::Value {
+        api.get(KubeKind::ObjectStore, name).unwrap_or_default()["status"].clone()
+    };
+    let window = &status("offsite-store")["serverRecoveryWindow"][SERVER];
+    assert!(
+        window["lastSuccessfulBackupTime"].is_string(),
+        "{}",
+        status("offsite-store")
+    );
+    assert!(status("minio-store")["serverRecoveryWindow"].is_null());
+
+    // A replica cluster whose source is offsite-store: its designated primary (this
+    // pod) restores from there, archiving nowhere else; a segment only minio-store
+    // holds is NOT_FOUND there.
+    let replica = archive.dir.path().join("replica.json");
+    fs::write(
+        &replica,
+        format!(
+            r#"{{"metadata":{{"name":"pg-replica","namespace":"default"}},
+            "spec":{{"replica":{{"enabled":true,"source":"offsite"}},
+              "externalClusters":[{{"name":"offsite","plugin":{{"name":"{PLUGIN}",
+                "parameters":{{"barmanObjectName":"offsite-store","serverName":"{SERVER}"}}}}}}],
+              "plugins":[{{"name":"{PLUGIN}","parameters":{{"barmanObjectName":"minio-store"}}}}]}},
+            "status":{{"currentPrimary":"{POD}"}}}}"#
+        ),
+    )?;
+    let dest = out_dir.path().join("replica-hit");
+    let out = sidecar.call(
+        &replica,
+        &["wal-restore", begin_wal, dest.to_str().unwrap()],
+    )?;
+    ensure!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        sha256_file(&dest)?,
+        sha256_file(&pg.data_dir().join("pg_wal").join(begin_wal))?
+    );
+    let dest = out_dir.path().join("replica-miss");
+    let out = sidecar.call(&replica, &["wal-restore", &later, dest.to_str().unwrap()])?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
+    pg.stop()?;
+    drop(sidecar);
+
+    // A new cluster recovers from offsite-store: the restore job reads both ObjectStores
+    // from the API, restores the backup and serves its WAL; recovery to the backup's
+    // consistent point ends there, with the rows of the backup.
+    let job_plugins = pg_temp_dir()?;
+    let recovering = archive.dir.path().join("recovering.json");
+    fs::write(
+        &recovering,
+        format!(
+            r#"{{"metadata":{{"name":"pg-restored","namespace":"default","uid":"u-3"}},
+            "spec":{{"instances":1,
+              "bootstrap":{{"recovery":{{"source":"offsite"}}}},
+              "externalClusters":[{{"name":"offsite","plugin":{{"name":"{PLUGIN}",
+                "parameters":{{"barmanObjectName":"offsite-store","serverName":"{SERVER}"}}}}}}],
+              "plugins":[{{"name":"{PLUGIN}","parameters":{{"barmanObjectName":"minio-store"}}}}]}},
+            "status":{{}}}}"#
+        ),
+    )?;
+    make_readable_by_pg(&recovering)?;
+    let restore_command = format!(
+        "{} --plugins-dir {} --cluster {} wal-restore %f %p",
+        manager()?.display(),
+        job_plugins.path().display(),
+        recovering.display()
+    );
+    let dir = pg_temp_dir()?;
+    let data = dir.path().join("data");
+    let (mut job, log) = start_restore_job(
+        &archive,
+        &data,
+        job_plugins.path(),
+        &restore_command,
+        Config::Kube(&api, &kubeconfig),
+    )?;
+    let out = Command::new(manager()?)
+        .arg("--plugins-dir")
+        .arg(job_plugins.path())
+        .arg("--cluster")
+        .arg(&recovering)
+        .arg("restore-job")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "restore-job: {}\njob:\n{}",
+        stderr(&out),
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let config = answer["restore_config"]
+        .as_str()
+        .context("no restore_config")?;
+    let mut auto = fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.auto.conf"))?;
+    write!(
+        auto,
+        "\n{config}recovery_target = 'immediate'\narchive_mode = off\n"
+    )?;
+    drop(auto);
+    fs::write(data.join("recovery.signal"), "")?;
+    let mut restored = PgCluster::restored_in(dir)?;
+    restored.start()?;
+    restored
+        .wait_for_recovery_end_within(Duration::from_secs(120))
+        .with_context(|| fs::read_to_string(&log).unwrap_or_default())?;
+    assert_eq!(
+        restored.psql("SELECT count(*) || ':' || sum(x) FROM t")?,
+        expected,
+        "table t as the backup holds it"
+    );
+    restored.stop()?;
+    let _ = job.kill();
+    let _ = job.wait();
+    // The job read offsite-store from the API, with the pod's token.
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.line.contains("/objectstores/offsite-store")),
+        "offsite-store was never read"
+    );
     Ok(())
 }

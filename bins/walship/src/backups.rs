@@ -79,7 +79,7 @@ pub async fn backup(cli: &Cli, args: &BackupArgs) -> Result<Outcome> {
     let target = target(cli).await?;
     let cancel = CancellationToken::new();
     let watch = tokio::spawn(cancel_on_signal(cancel.clone()));
-    let taken = take_backup(&target, args, cancel).await?;
+    let taken = take_backup(&target, args, cancel, None).await?;
     watch.abort();
     Ok(match taken {
         Ok(taken) => {
@@ -122,6 +122,7 @@ pub async fn take_backup(
     target: &Target,
     args: &BackupArgs,
     cancel: CancellationToken,
+    before_done: Option<take::BeforeDone>,
 ) -> Result<Result<take::Taken, BackupError>> {
     let data = target
         .doc
@@ -179,6 +180,7 @@ pub async fn take_backup(
         min_part_size: extra.min_chunk_size.unwrap_or(0),
         tags,
         archive_stall: Duration::from_secs(args.archive_stall_seconds),
+        before_done,
     };
     let mut params =
         ConnParams::from_env(&|name| std::env::var(name).ok()).map_err(anyhow::Error::msg)?;

@@ -346,6 +346,8 @@ pub(crate) struct CnpgRestoreArgs {
     /// Objects downloaded at once.
     #[arg(long, default_value_t = 4)]
     pub(crate) jobs: u32,
+    #[command(flatten)]
+    pub(crate) from: ConfigSource,
 }
 
 #[derive(Debug, Subcommand)]
@@ -376,25 +378,32 @@ pub(crate) struct CnpgInstanceArgs {
     /// manifest's serverName) says otherwise.
     #[arg(long, env = "CLUSTER_NAME")]
     pub(crate) cluster_name: Option<String>,
-    /// The pod's namespace, where the Cluster, the ObjectStore and its Secrets are read.
-    #[arg(long, env = "NAMESPACE")]
-    pub(crate) namespace: Option<String>,
+    #[command(flatten)]
+    pub(crate) from: ConfigSource,
+    #[command(flatten)]
+    pub(crate) daemon: DaemonArgs,
+}
+
+/// Where the CloudNativePG sidecars read their configuration.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ConfigSource {
     /// Where the ObjectStore and its Secrets come from: the Kubernetes API (in-cluster
     /// configuration, or KUBECONFIG when set), as the plugin's sidecar reads them, or
     /// --config and --secrets-dir.
     #[arg(long, env = "WALSHIP_CONFIG_FROM", value_enum, default_value_t = ConfigFrom::Kubernetes)]
     pub(crate) config_from: ConfigFrom,
+    /// The pod's namespace, where the Cluster, the ObjectStore and its Secrets are read.
+    #[arg(long, env = "NAMESPACE")]
+    pub(crate) namespace: Option<String>,
     /// The Cluster's API group (CloudNativePG's, or a custom build's).
     #[arg(long, env = "CUSTOM_CNPG_GROUP", default_value = walship_kube::CNPG_GROUP)]
     pub(crate) cnpg_group: String,
     /// The Cluster's API version.
     #[arg(long, env = "CUSTOM_CNPG_VERSION", default_value = walship_kube::CNPG_VERSION)]
     pub(crate) cnpg_version: String,
-    #[command(flatten)]
-    pub(crate) daemon: DaemonArgs,
 }
 
-/// Where `cnpg instance` reads its configuration.
+/// Where `cnpg instance` and `cnpg restore` read their configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum ConfigFrom {
     Kubernetes,

@@ -4,27 +4,32 @@
 //! through the prefetch spool (one file, no read-ahead, under pg_rewind), Backup the
 //! base backup `walship backup` takes, Collect the daemon's own metrics.
 //!
-//! The ObjectStore comes from `--config` and `--secrets-dir`, as for every command: a
-//! call whose Cluster names another ObjectStore or server name is refused with
-//! FAILED_PRECONDITION, naming both, rather than served from the wrong archive.
+//! The daemon ships to one store: the pod's own, from the Kubernetes API (or from
+//! `--config` and `--secrets-dir`). A call naming another ObjectStore is served from
+//! [`Stores`] under Kubernetes (a replica cluster's source, a Backup's own
+//! `barmanObjectName`), and refused with FAILED_PRECONDITION, naming both, from files.
+//! `walship cnpg restore` (the restore job) serves every call from [`Stores`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use walship_backup::take::{BeforeDone, Unfinished};
 use walship_cnpg::PLUGIN_NAME;
 use walship_cnpg::cluster::StoreRef;
 use walship_cnpg::sidecar::{ArchiveCall, BackupCall, BackupDone, CallError, RestoreCall};
 use walship_daemon::Daemon;
 use walship_daemon::socket::{FetchReply, PushReply};
-use walship_engine::FetchOutcome;
+use walship_engine::{Archiver, FetchOutcome};
 use walship_metrics::Metrics;
 use walship_store::RetryPolicy;
 
 use crate::backups::{Outcome, backup_outcome, take_backup};
 use crate::cli::BackupArgs;
 use crate::daemon::Sources;
+use crate::kubeconf::Live;
+use crate::stores::{Served, Stores};
 use crate::wiring::{self, Purpose, Source};
 
 /// Where the plugin serves and who it is.
@@ -34,9 +39,9 @@ pub struct Plugin {
     pub socket: PathBuf,
     /// `POD_NAME`.
     pub pod: String,
-    /// The manifest's `metadata.name`: the ObjectStore Clusters name.
+    /// The manifest's `metadata.name`: the ObjectStore Clusters name (from files).
     pub store: String,
-    /// The server name WAL and backups go under.
+    /// The server name WAL and backups go under (from files).
     pub server: String,
 }
 
@@ -46,45 +51,84 @@ pub struct Sidecar {
     daemon: Daemon,
     metrics: Arc<Metrics>,
     sources: Sources,
+    /// The stores besides the daemon's (from the Kubernetes API only).
+    others: Option<Stores>,
+    /// Where WAL copied to another store passes through: the daemon's spool directory.
+    scratch: PathBuf,
+}
+
+/// Which store a call is served from.
+enum Which {
+    /// The daemon's.
+    Own,
+    /// Another ObjectStore the call names.
+    Other(Arc<Served>),
 }
 
 impl Sidecar {
-    pub fn new(plugin: Plugin, daemon: Daemon, metrics: Arc<Metrics>, sources: Sources) -> Sidecar {
+    pub fn new(
+        plugin: Plugin,
+        daemon: Daemon,
+        metrics: Arc<Metrics>,
+        sources: Sources,
+        scratch: PathBuf,
+    ) -> Sidecar {
+        let others = match &sources.source {
+            Source::Kube(live) => Some(Stores::kube(live.kube().clone())),
+            Source::Files { .. } => None,
+        };
         Sidecar {
             plugin,
             daemon,
             metrics,
             sources,
+            others,
+            scratch,
         }
     }
 
-    fn check_store(&self, wanted: Option<&StoreRef>, what: &str) -> Result<(), CallError> {
+    /// The store the daemon ships to, and where that was read.
+    fn own(&self) -> Result<(StoreRef, String), CallError> {
         match &self.sources.source {
-            Source::Files { config, .. } => check_store(
-                &self.plugin.store,
-                &self.plugin.server,
-                &config.display().to_string(),
-                wanted,
-                what,
-            ),
+            Source::Files { config, .. } => Ok((
+                StoreRef {
+                    object_store: self.plugin.store.clone(),
+                    server_name: self.plugin.server.clone(),
+                },
+                config.display().to_string(),
+            )),
             // What cannot be read from the API (a missing ObjectStore or Secret, a
             // permission the Role lacks) fails the call, naming the object.
             Source::Kube(live) => {
                 let resolved = live.current().map_err(CallError::FailedPrecondition)?;
-                check_store(
-                    &resolved.store,
-                    &resolved.server,
-                    "the Kubernetes API",
-                    wanted,
-                    what,
-                )
+                Ok((
+                    StoreRef {
+                        object_store: resolved.store.clone(),
+                        server_name: resolved.server.clone(),
+                    },
+                    "the Kubernetes API".to_owned(),
+                ))
             }
         }
     }
-}
 
-impl Sidecar {
-    async fn publish_catalog(&self, target: &wiring::Target) {
+    /// The daemon's store when `wanted` is it; otherwise another store (under
+    /// Kubernetes), or FAILED_PRECONDITION naming both.
+    async fn which(&self, wanted: Option<&StoreRef>, what: &str) -> Result<Which, CallError> {
+        let (own, from) = self.own()?;
+        let wanted = wanted.ok_or_else(|| no_store(what))?;
+        if *wanted == own {
+            return Ok(Which::Own);
+        }
+        match &self.others {
+            Some(others) => Ok(Which::Other(others.get(Some(wanted), what).await?)),
+            None => check_store(&own, &from, wanted, what).map(|()| Which::Own),
+        }
+    }
+
+    /// The catalog's figures after a backup: to the metrics for the daemon's store, and
+    /// from the Kubernetes API to the ObjectStore's status, as the plugin writes them.
+    async fn publish_catalog(&self, target: &wiring::Target, to: Publish<'_>) {
         let catalog = walship_backup::catalog::Catalog::new(
             target.store.clone(),
             &target.layout,
@@ -93,9 +137,17 @@ impl Sidecar {
         match catalog.list().await {
             Ok(listing) => {
                 let summary = walship_backup::upkeep::CatalogSummary::of(&listing);
-                crate::daemon::set_catalog(&self.metrics, &summary);
-                if let Source::Kube(live) = &self.sources.source {
-                    live.publish(&summary).await;
+                match to {
+                    Publish::Own => {
+                        crate::daemon::set_catalog(&self.metrics, &summary);
+                        if let Source::Kube(live) = &self.sources.source {
+                            live.publish(&summary).await;
+                        }
+                    }
+                    // The gauges are the cluster's archive's; another store's figures
+                    // go to its own status only.
+                    Publish::Other(Some(live)) => live.publish(&summary).await,
+                    Publish::Other(None) => {}
                 }
             }
             Err(e) => tracing::warn!("after the backup, the catalog cannot be read: {e}"),
@@ -103,27 +155,162 @@ impl Sidecar {
     }
 }
 
-/// Refuses a call for another ObjectStore or server name than the one this sidecar
-/// serves, naming both.
-fn check_store(
-    store: &str,
-    server: &str,
+/// Where [`Sidecar::publish_catalog`] writes.
+enum Publish<'a> {
+    Own,
+    Other(Option<&'a Live>),
+}
+
+/// The error of a call whose Cluster names no store for it.
+pub fn no_store(what: &str) -> CallError {
+    CallError::FailedPrecondition(format!(
+        "the Cluster names no ObjectStore to {what} with: set \
+         parameters.barmanObjectName in its {PLUGIN_NAME} plugin entry"
+    ))
+}
+
+/// Refuses a call for another ObjectStore or server name than `served`, naming both.
+pub fn check_store(
+    served: &StoreRef,
     from: &str,
-    wanted: Option<&StoreRef>,
+    wanted: &StoreRef,
     what: &str,
 ) -> Result<(), CallError> {
-    let Some(wanted) = wanted else {
-        return Err(CallError::FailedPrecondition(format!(
-            "the Cluster names no ObjectStore to {what} with: set \
-             parameters.barmanObjectName in its {PLUGIN_NAME} plugin entry"
-        )));
-    };
-    if wanted.object_store != store || wanted.server_name != server {
+    if wanted != served {
         return Err(CallError::FailedPrecondition(format!(
             "the Cluster asks to {what} with ObjectStore {:?}, server name {:?}; this \
-             sidecar serves ObjectStore {store:?}, server name {server:?} (from {from})",
-            wanted.object_store, wanted.server_name,
+             sidecar serves ObjectStore {:?}, server name {:?} (from {from})",
+            wanted.object_store, wanted.server_name, served.object_store, served.server_name,
         )));
+    }
+    Ok(())
+}
+
+/// The store a Backup goes to: its own `barmanObjectName` parameter (and `serverName`,
+/// else the archive's server name) when it has one, else the Cluster's archive.
+fn backup_store(call: &BackupCall) -> Option<StoreRef> {
+    match call.parameters.get("barmanObjectName") {
+        Some(store) if !store.is_empty() => Some(StoreRef {
+            object_store: store.clone(),
+            server_name: call
+                .parameters
+                .get("serverName")
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .or_else(|| call.cluster.archive.as_ref().map(|a| a.server_name.clone()))
+                .unwrap_or_else(|| call.cluster.cluster_name.clone()),
+        }),
+        _ => call.cluster.archive.clone(),
+    }
+}
+
+/// Copies the WAL a backup needs, from its first segment to its last (and its
+/// timeline's history), from the archive `from` to `to`, passing each file through
+/// `scratch`: a backup in a store that is not the WAL archive is then restorable from
+/// that store alone. Copies are create-only: an identical copy already there is fine,
+/// a different one fails the backup.
+fn copy_wal(from: Archiver, to: Archiver, scratch: PathBuf) -> BeforeDone {
+    BeforeDone(Arc::new(move |info| {
+        let (from, to, scratch) = (from.clone(), to.clone(), scratch.clone());
+        Box::pin(async move {
+            let names = wal_needed(&info).map_err(|message| Unfinished {
+                message,
+                store: None,
+            })?;
+            let dir = scratch.join(format!(".walship-copy-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).map_err(|e| Unfinished {
+                message: format!("cannot create {}: {e}", dir.display()),
+                store: None,
+            })?;
+            let copied = copy_files(&from, &to, &dir, &names).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            copied
+        })
+    }))
+}
+
+/// The names [`copy_wal`] copies: the timeline's history (optional), then every
+/// segment from the backup's begin WAL to its end WAL.
+fn wal_needed(info: &walship_backup::BackupInfo) -> Result<Vec<(String, bool)>, String> {
+    use walship_wal::WalName;
+    let size = info.xlog_segment_size.unwrap_or(16 << 20);
+    let parse = |what: &str, name: &Option<String>| {
+        let name = name.as_deref().unwrap_or_default();
+        WalName::parse(name)
+            .ok()
+            .filter(|n| n.is_segment())
+            .ok_or_else(|| format!("the backup's {what} WAL {name:?} is not a segment name"))
+    };
+    let begin = parse("begin", &info.begin_wal)?;
+    let end = parse("end", &info.end_wal)?;
+    if begin.timeline() != end.timeline() {
+        return Err(format!(
+            "the backup's WAL spans timelines {} to {}: it cannot be copied to another store",
+            begin.timeline(),
+            end.timeline()
+        ));
+    }
+    let mut names = Vec::new();
+    if begin.timeline() > 1 {
+        names.push((format!("{:08X}.history", begin.timeline()), false));
+    }
+    let number = |n: &WalName| {
+        n.segment_number(size)
+            .ok_or_else(|| format!("{n}: not a segment of {size}-byte segments"))
+    };
+    let (first, last) = (number(&begin)?, number(&end)?);
+    if last < first {
+        return Err(format!(
+            "the backup's end WAL {end} precedes its begin WAL {begin}"
+        ));
+    }
+    for n in first..=last {
+        let name = WalName::from_segment_number(begin.timeline(), n, size)
+            .ok_or_else(|| format!("no segment {n} of timeline {}", begin.timeline()))?;
+        names.push((name.to_string(), true));
+    }
+    Ok(names)
+}
+
+/// Fetches each `(name, required)` from `from` into `dir` and pushes it to `to`.
+async fn copy_files(
+    from: &Archiver,
+    to: &Archiver,
+    dir: &std::path::Path,
+    names: &[(String, bool)],
+) -> Result<(), Unfinished> {
+    for (name, required) in names {
+        let path = dir.join(name);
+        match from.fetch(name, &path).await {
+            Ok(FetchOutcome::Restored { .. }) => {}
+            Ok(FetchOutcome::NotFound) if !required => continue,
+            Ok(FetchOutcome::NotFound) => {
+                return Err(Unfinished {
+                    message: format!("{name} is not in the WAL archive"),
+                    store: None,
+                });
+            }
+            Err(e) => {
+                return Err(Unfinished {
+                    store: match &e {
+                        walship_engine::FetchError::Store { source, .. } => Some(source.kind()),
+                        _ => None,
+                    },
+                    message: format!("reading from the WAL archive: {e}"),
+                });
+            }
+        }
+        let pushed = to.push(&path).await;
+        let _ = std::fs::remove_file(&path);
+        if let Err(e) = pushed {
+            return Err(Unfinished {
+                store: match &e {
+                    walship_engine::PushError::Store { source, .. } => Some(source.kind()),
+                    _ => None,
+                },
+                message: format!("copying to the backup's store: {e}"),
+            });
+        }
     }
     Ok(())
 }
@@ -131,7 +318,15 @@ fn check_store(
 #[tonic::async_trait]
 impl walship_cnpg::sidecar::Sidecar for Sidecar {
     async fn archive(&self, call: ArchiveCall) -> Result<(), CallError> {
-        self.check_store(call.cluster.archive.as_ref(), "archive WAL")?;
+        // WAL goes where the daemon ships it, nowhere else.
+        let (own, from) = self.own()?;
+        let wanted = call.cluster.archive.as_ref();
+        check_store(
+            &own,
+            &from,
+            wanted.ok_or_else(|| no_store("archive WAL"))?,
+            "archive WAL",
+        )?;
         if call.check_empty_archive == Some(true) {
             let checked = walship_daemon::client::check(
                 &self.daemon.archiver(),
@@ -156,7 +351,11 @@ impl walship_cnpg::sidecar::Sidecar for Sidecar {
     }
 
     async fn restore(&self, call: RestoreCall) -> Result<(), CallError> {
-        self.check_store(call.cluster.restore_store(&self.plugin.pod), "restore WAL")?;
+        let wanted = call.cluster.restore_store(&self.plugin.pod);
+        if let Which::Other(served) = self.which(wanted, "restore WAL").await? {
+            // Another store (a replica cluster's source): this file, from it.
+            return fetch_one(&served.archiver, &call.name, &call.dest).await;
+        }
         if call.rewind {
             // pg_rewind walks WAL backwards: this file only, nothing read ahead.
             return fetch_one(&self.daemon.archiver(), &call.name, &call.dest).await;
@@ -184,16 +383,22 @@ impl walship_cnpg::sidecar::Sidecar for Sidecar {
     }
 
     async fn backup(&self, call: BackupCall) -> Result<BackupDone, CallError> {
-        self.check_store(call.cluster.archive.as_ref(), "take a backup")?;
-        let target = wiring::target(
-            &self.sources.source,
-            self.sources.server_name.as_deref(),
-            None,
-            RetryPolicy::default(),
-            Purpose::Backups,
-        )
-        .await
-        .map_err(|e| CallError::FailedPrecondition(format!("{e:#}")))?;
+        let wanted = backup_store(&call);
+        let (target, other) = match self.which(wanted.as_ref(), "take a backup").await? {
+            Which::Own => {
+                let target = wiring::target(
+                    &self.sources.source,
+                    self.sources.server_name.as_deref(),
+                    None,
+                    RetryPolicy::default(),
+                    Purpose::Backups,
+                )
+                .await
+                .map_err(|e| CallError::FailedPrecondition(format!("{e:#}")))?;
+                (target, None)
+            }
+            Which::Other(served) => (served.target.clone(), Some(served)),
+        };
         let args = BackupArgs {
             name: Some(call.backup_name.clone()),
             immediate_checkpoint: false,
@@ -206,12 +411,25 @@ impl walship_cnpg::sidecar::Sidecar for Sidecar {
             dbname: None,
             archive_stall_seconds: 120,
         };
-        let taken = take_backup(&target, &args, CancellationToken::new())
+        // A backup in another store than the WAL archive is DONE only once the WAL it
+        // needs is there too.
+        let before_done = other.as_ref().map(|served| {
+            copy_wal(
+                self.daemon.archiver(),
+                served.archiver.clone(),
+                self.scratch.clone(),
+            )
+        });
+        let taken = take_backup(&target, &args, CancellationToken::new(), before_done)
             .await
             .map_err(|e| CallError::FailedPrecondition(format!("{e:#}")))?;
         // Done or failed, the catalog changed: its figures go to the metrics and, from
         // the Kubernetes API, to the ObjectStore's status, as the plugin writes them.
-        self.publish_catalog(&target).await;
+        let to = match &other {
+            None => Publish::Own,
+            Some(served) => Publish::Other(served.live.as_deref()),
+        };
+        self.publish_catalog(&target, to).await;
         let taken = taken.map_err(|e| match backup_outcome(&e) {
             Outcome::Unreachable => CallError::Unavailable(e.to_string()),
             _ => CallError::Internal(e.to_string()),
@@ -258,39 +476,24 @@ pub async fn run_restore_job(
     cli: &crate::cli::Cli,
     args: &crate::cli::CnpgRestoreArgs,
 ) -> anyhow::Result<crate::Ending> {
-    let server_name = cli.server_name.clone().or(args.cluster_name.clone());
-    let source = wiring::Source::files(&cli.config, &cli.secrets_dir);
-    let target = wiring::target(
-        &source,
-        server_name.as_deref(),
-        None,
-        RetryPolicy::default(),
-        Purpose::Backups,
-    )
-    .await?;
-    let archiver = wiring::archiver(
-        &source,
-        server_name.as_deref(),
-        None,
-        RetryPolicy::default(),
-    )
-    .await?
-    .archiver;
-    let plugin = Plugin {
-        socket: args.plugins.plugins_dir.join(PLUGIN_NAME),
-        pod: args.pod_name.clone(),
-        store: target.doc.metadata.name.clone(),
-        server: target.server.clone(),
+    let stores = match args.from.config_from {
+        crate::cli::ConfigFrom::Files => {
+            let server_name = cli.server_name.clone().or(args.cluster_name.clone());
+            let source = wiring::Source::files(&cli.config, &cli.secrets_dir);
+            Stores::files(&source, server_name.as_deref()).await?
+        }
+        // Each call's Cluster names the stores (the recovery source, the new cluster's
+        // archive); they are read from the API when first named.
+        crate::cli::ConfigFrom::Kubernetes => Stores::kube(crate::connect_kube(&args.from).await?),
     };
+    let socket = args.plugins.plugins_dir.join(PLUGIN_NAME);
     let job = RestoreJob {
-        plugin: plugin.clone(),
-        target,
-        archiver,
+        pod: args.pod_name.clone(),
+        stores,
         pgdata: args.pgdata.clone(),
         wal_dir: args.wal_dir.clone(),
         restore_command: args.restore_command.clone(),
         jobs: args.jobs.max(1) as usize,
-        source,
     };
     let shutdown = CancellationToken::new();
     let signals = crate::daemon::shut_down_on_signals(shutdown.clone());
@@ -299,13 +502,12 @@ pub async fn run_restore_job(
         pgdata: args.pgdata.clone(),
     };
     let served =
-        walship_cnpg::server::serve_restore_job(&plugin.socket, Arc::new(job), settings, shutdown)
-            .await;
+        walship_cnpg::server::serve_restore_job(&socket, Arc::new(job), settings, shutdown).await;
     signals.abort();
     Ok(match served {
         Ok(()) => crate::Ending::DaemonStopped,
         Err(e) => {
-            tracing::error!(socket = %plugin.socket.display(), "cannot serve the plugin's socket: {e}");
+            tracing::error!(socket = %socket.display(), "cannot serve the plugin's socket: {e}");
             crate::Ending::DaemonFailed
         }
     })
@@ -314,27 +516,15 @@ pub async fn run_restore_job(
 /// The restore job's calls: the data directory from the recovery store's catalog,
 /// then WAL from the same store.
 struct RestoreJob {
-    plugin: Plugin,
-    target: wiring::Target,
-    archiver: walship_engine::Archiver,
+    pod: String,
+    stores: Stores,
     pgdata: PathBuf,
     wal_dir: PathBuf,
     restore_command: String,
     jobs: usize,
-    source: wiring::Source,
 }
 
 impl RestoreJob {
-    fn check_store(&self, wanted: Option<&StoreRef>, what: &str) -> Result<(), CallError> {
-        check_store(
-            &self.plugin.store,
-            &self.plugin.server,
-            "the files it was given",
-            wanted,
-            what,
-        )
-    }
-
     /// Moves pg_wal's content to `wal_dir` and links pg_wal to it, as the plugin does
     /// for a Cluster with `spec.walStorage`.
     fn link_wal_dir(&self) -> std::io::Result<()> {
@@ -350,6 +540,35 @@ impl RestoreJob {
         std::fs::remove_dir(&pg_wal)?;
         std::os::unix::fs::symlink(&self.wal_dir, &pg_wal)
     }
+
+    /// Refuses the job when the new cluster's own archive holds WAL already (its
+    /// history would mix with another's). From files, only the store served can be
+    /// checked.
+    async fn check_empty(&self, own: Option<&StoreRef>) -> Result<(), CallError> {
+        let Some(own) = own else {
+            return Ok(());
+        };
+        if !self.stores.serves(own) {
+            tracing::warn!(
+                "the new cluster archives to ObjectStore {:?}, which this sidecar does not \
+                 serve: its emptiness is not checked",
+                own.object_store
+            );
+            return Ok(());
+        }
+        let served = self.stores.get(Some(own), "archive WAL").await?;
+        let checked =
+            walship_daemon::client::check(&served.archiver, true, None, Duration::from_secs(60))
+                .await;
+        if !checked.usable {
+            return Err(CallError::FailedPrecondition(
+                checked
+                    .problem
+                    .unwrap_or_else(|| "the new cluster's WAL archive is not empty".to_owned()),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -359,48 +578,18 @@ impl walship_cnpg::sidecar::Recovery for RestoreJob {
         call: walship_cnpg::sidecar::RestoreJobCall,
     ) -> Result<walship_cnpg::sidecar::RestoreJobDone, CallError> {
         use walship_backup::catalog::{Catalog, RecoveryPick, pick_for_recovery};
-        self.check_store(call.cluster.recovery.as_ref(), "recover")?;
-        // The new cluster's own archive must be empty when the operator asks; this
-        // sidecar can check it only when it is the store it serves.
+        let source = self
+            .stores
+            .get(call.cluster.recovery.as_ref(), "recover")
+            .await?;
+        // The new cluster's own archive must be empty when the operator asks.
         if call.check_empty_archive == Some(true) {
-            match &call.cluster.archive {
-                Some(own) if own.object_store == self.plugin.store => {
-                    let archiver = wiring::archiver(
-                        &self.source,
-                        Some(&own.server_name),
-                        None,
-                        RetryPolicy::default(),
-                    )
-                    .await
-                    .map_err(|e| CallError::FailedPrecondition(format!("{e:#}")))?
-                    .archiver;
-                    let checked = walship_daemon::client::check(
-                        &archiver,
-                        true,
-                        None,
-                        Duration::from_secs(60),
-                    )
-                    .await;
-                    if !checked.usable {
-                        return Err(CallError::FailedPrecondition(
-                            checked.problem.unwrap_or_else(|| {
-                                "the new cluster's WAL archive is not empty".to_owned()
-                            }),
-                        ));
-                    }
-                }
-                Some(own) => tracing::warn!(
-                    "the new cluster archives to ObjectStore {:?}, which this sidecar does \
-                     not serve: its emptiness is not checked",
-                    own.object_store
-                ),
-                None => {}
-            }
+            self.check_empty(call.cluster.archive.as_ref()).await?;
         }
         let catalog = Catalog::new(
-            self.target.store.clone(),
-            &self.target.layout,
-            &self.target.server,
+            source.target.store.clone(),
+            &source.target.layout,
+            &source.target.server,
         );
         let listing = catalog
             .list()
@@ -423,7 +612,7 @@ impl walship_cnpg::sidecar::Recovery for RestoreJob {
         let probe = self
             .pgdata
             .with_file_name(format!(".walship-probe-{begin_wal}"));
-        let fetched = fetch_one(&self.archiver, &begin_wal, &probe).await;
+        let fetched = fetch_one(&source.archiver, &begin_wal, &probe).await;
         let _ = std::fs::remove_file(&probe);
         match fetched {
             Ok(()) => {}
@@ -440,7 +629,7 @@ impl walship_cnpg::sidecar::Recovery for RestoreJob {
             jobs: self.jobs,
         };
         walship_backup::restore::restore(
-            self.target.store.clone(),
+            source.target.store.clone(),
             &catalog,
             &entry,
             &self.pgdata,
@@ -469,8 +658,11 @@ impl walship_cnpg::sidecar::Recovery for RestoreJob {
     }
 
     async fn restore(&self, call: RestoreCall) -> Result<(), CallError> {
-        self.check_store(call.cluster.restore_store(&self.plugin.pod), "restore WAL")?;
-        fetch_one(&self.archiver, &call.name, &call.dest).await
+        let served = self
+            .stores
+            .get(call.cluster.restore_store(&self.pod), "restore WAL")
+            .await?;
+        fetch_one(&served.archiver, &call.name, &call.dest).await
     }
 }
 
@@ -489,5 +681,97 @@ async fn fetch_one(
         }
         Err(e) if e.is_store_failure() => Err(CallError::Unavailable(e.to_string())),
         Err(e) => Err(CallError::Internal(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wal_needed;
+    use walship_backup::BackupInfo;
+
+    fn info(begin: &str, end: &str, size: u64) -> BackupInfo {
+        BackupInfo {
+            begin_wal: Some(begin.to_owned()),
+            end_wal: Some(end.to_owned()),
+            xlog_segment_size: Some(size),
+            ..BackupInfo::default()
+        }
+    }
+
+    #[test]
+    fn the_wal_an_offsite_backup_needs_is_every_segment_from_begin_to_end_and_its_timelines_history()
+     {
+        let names = |i: &BackupInfo| -> Vec<String> {
+            wal_needed(i)
+                .expect("copyable")
+                .into_iter()
+                .map(|(name, required)| format!("{name}{}", if required { "" } else { "?" }))
+                .collect()
+        };
+        // 16 MiB segments cross a log id after ...FF.
+        assert_eq!(
+            names(&info(
+                "0000000100000000000000FE",
+                "000000010000000100000000",
+                16 << 20
+            )),
+            [
+                "0000000100000000000000FE",
+                "0000000100000000000000FF",
+                "000000010000000100000000"
+            ]
+        );
+        // 1 MiB segments: ...0FFF is the last of log id 0.
+        assert_eq!(
+            names(&info(
+                "000000030000000000000FFF",
+                "000000030000000100000000",
+                1 << 20
+            )),
+            [
+                "00000003.history?",
+                "000000030000000000000FFF",
+                "000000030000000100000000"
+            ]
+        );
+        assert_eq!(
+            names(&info(
+                "000000010000000000000005",
+                "000000010000000000000005",
+                16 << 20
+            )),
+            ["000000010000000000000005"]
+        );
+    }
+
+    #[test]
+    fn wal_that_cannot_be_copied_is_refused_with_the_reason() {
+        for (begin, end, said) in [
+            (
+                "000000010000000000000005",
+                "000000020000000000000006",
+                "spans timelines",
+            ),
+            (
+                "000000010000000000000006",
+                "000000010000000000000005",
+                "precedes",
+            ),
+            (
+                "00000001.history",
+                "000000010000000000000005",
+                "not a segment name",
+            ),
+            ("000000010000000000000005", "", "not a segment name"),
+            // Segment 0x100 does not exist in 16 MiB segments.
+            (
+                "000000010000000000000100",
+                "000000010000000100000001",
+                "not a segment of",
+            ),
+        ] {
+            let error = wal_needed(&info(begin, end, 16 << 20)).expect_err(said);
+            assert!(error.contains(said), "{begin} {end}: {error}");
+        }
     }
 }

@@ -77,6 +77,7 @@ pub async fn run(
     ));
 
     let pgdata = config.pgdata.clone();
+    let spool_dir = config.spool_dir.clone();
     let daemon = Daemon::new(config, archiver, metrics.clone(), health)?;
     // CloudNativePG's sidecar: the plugin's services on its socket, answered by this
     // daemon. A socket that cannot be served stops the daemon (the pod restarts it).
@@ -86,6 +87,7 @@ pub async fn run(
             daemon.clone(),
             metrics.clone(),
             sources.clone(),
+            spool_dir,
         );
         let settings = walship_cnpg::server::Settings {
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use walship_backup::upkeep::CatalogSummary;
 use walship_cnpg::PLUGIN_NAME;
-use walship_cnpg::cluster::PluginConfig;
+use walship_cnpg::cluster::{PluginConfig, StoreRef};
 use walship_kube::{Kind, Kube, Loaded, RecoveryWindow, Watched};
 
 /// How long after a failed read the next one is tried, when no watch could be set up.
@@ -43,12 +43,20 @@ pub struct Live {
     changed: Arc<Notify>,
 }
 
-/// Where to read from.
-pub struct Wanted {
-    pub cluster: String,
-    pub pod: String,
-    /// `--server-name`, over the Cluster's.
-    pub server_override: Option<String>,
+/// What to follow.
+#[derive(Debug, Clone)]
+pub enum Wanted {
+    /// The pod's own store: the one its Cluster archives to, or where it archives
+    /// nowhere (a replica cluster), the one its WAL is restored from.
+    Pod {
+        cluster: String,
+        pod: String,
+        /// `--server-name`, over the Cluster's.
+        server_override: Option<String>,
+    },
+    /// A store a call names besides the pod's own: a recovery or replica source, a
+    /// Backup's own `barmanObjectName`.
+    Store(StoreRef),
 }
 
 impl Live {
@@ -137,6 +145,11 @@ impl Live {
         self.changed.clone()
     }
 
+    /// The client it reads with.
+    pub fn kube(&self) -> &Kube {
+        &self.kube
+    }
+
     /// The configuration as last read.
     pub fn current(&self) -> Snapshot {
         self.snapshot.borrow().clone()
@@ -167,40 +180,48 @@ impl Live {
     }
 }
 
-/// The Cluster, then the ObjectStore it names and its Secrets.
+/// The ObjectStore wanted (for the pod's own, the Cluster first) and its Secrets.
 async fn read(kube: &Kube, wanted: &Wanted, watched: &mut Watched) -> Snapshot {
-    let (cluster, version) = kube
-        .cluster(&wanted.cluster)
-        .await
-        .map_err(|e| e.to_string())?;
-    watched
-        .versions
-        .insert((Kind::Cluster, wanted.cluster.clone()), version);
-    let config = PluginConfig::from_json(&cluster)
-        .map_err(|e| format!("Cluster {:?}: {e}", wanted.cluster))?;
-    // The store archived to; where nothing is archived (a replica cluster reading its
-    // source's archive), the one WAL is restored from.
-    let Some(store) = config
-        .archive
-        .as_ref()
-        .or_else(|| config.restore_store(&wanted.pod))
-    else {
-        return Err(format!(
-            "Cluster {:?} names no ObjectStore for {PLUGIN_NAME}: set \
-             parameters.barmanObjectName in its spec.plugins entry",
-            wanted.cluster
-        ));
+    let (store, server) = match wanted {
+        Wanted::Store(store) => (store.object_store.clone(), store.server_name.clone()),
+        Wanted::Pod {
+            cluster,
+            pod,
+            server_override,
+        } => {
+            let (json, version) = kube.cluster(cluster).await.map_err(|e| e.to_string())?;
+            watched
+                .versions
+                .insert((Kind::Cluster, cluster.clone()), version);
+            let config =
+                PluginConfig::from_json(&json).map_err(|e| format!("Cluster {cluster:?}: {e}"))?;
+            // The store archived to; where nothing is archived (a replica cluster
+            // reading its source's archive), the one WAL is restored from.
+            let Some(store) = config
+                .archive
+                .as_ref()
+                .or_else(|| config.restore_store(pod))
+            else {
+                return Err(format!(
+                    "Cluster {cluster:?} names no ObjectStore for {PLUGIN_NAME}: set \
+                     parameters.barmanObjectName in its spec.plugins entry"
+                ));
+            };
+            (
+                store.object_store.clone(),
+                server_override
+                    .clone()
+                    .unwrap_or_else(|| store.server_name.clone()),
+            )
+        }
     };
     let loaded = kube
-        .object_store(&store.object_store, watched)
+        .object_store(&store, watched)
         .await
         .map_err(|e| e.to_string())?;
     Ok(Arc::new(Resolved {
-        store: store.object_store.clone(),
-        server: wanted
-            .server_override
-            .clone()
-            .unwrap_or_else(|| store.server_name.clone()),
+        store,
+        server,
         loaded,
     }))
 }

@@ -27,6 +27,7 @@ mod daemon;
 mod kubeconf;
 mod logging;
 mod progress;
+mod stores;
 mod wiring;
 
 use std::process::ExitCode;
@@ -479,7 +480,7 @@ async fn cnpg_instance(cli: &Cli, args: &cli::CnpgInstanceArgs) -> anyhow::Resul
         daemon.spool_dir = std::env::var_os("SPOOL_DIRECTORY").map(Into::into);
     }
     let socket = args.plugins.plugins_dir.join(walship_cnpg::PLUGIN_NAME);
-    match args.config_from {
+    match args.from.config_from {
         cli::ConfigFrom::Files => {
             // The Cluster's name is the server name unless one is given, as the plugin
             // defaults it.
@@ -498,19 +499,17 @@ async fn cnpg_instance(cli: &Cli, args: &cli::CnpgInstanceArgs) -> anyhow::Resul
             run_daemon(cli, &daemon, source, server_name, Some(plugin)).await
         }
         cli::ConfigFrom::Kubernetes => {
-            let (Some(namespace), Some(cluster)) = (&args.namespace, &args.cluster_name) else {
+            let Some(cluster) = &args.cluster_name else {
                 anyhow::bail!(
-                    "--config-from kubernetes needs the pod's namespace and Cluster: set \
-                     NAMESPACE and CLUSTER_NAME (CloudNativePG sets both), or use \
-                     --config-from files"
+                    "--config-from kubernetes needs the pod's Cluster: set CLUSTER_NAME \
+                     (CloudNativePG sets it), or use --config-from files"
                 );
             };
-            let kube = walship_kube::Kube::connect(namespace, &args.cnpg_group, &args.cnpg_version)
-                .await?;
+            let kube = connect_kube(&args.from).await?;
             let stop_watching = tokio_util::sync::CancellationToken::new();
             let live = kubeconf::Live::start(
                 kube,
-                kubeconf::Wanted {
+                kubeconf::Wanted::Pod {
                     cluster: cluster.clone(),
                     pod: args.pod_name.clone(),
                     server_override: cli.server_name.clone(),
@@ -536,4 +535,15 @@ async fn cnpg_instance(cli: &Cli, args: &cli::CnpgInstanceArgs) -> anyhow::Resul
             ended
         }
     }
+}
+
+/// The Kubernetes API client of a CloudNativePG sidecar, for the pod's namespace.
+pub(crate) async fn connect_kube(from: &cli::ConfigSource) -> anyhow::Result<walship_kube::Kube> {
+    let Some(namespace) = &from.namespace else {
+        anyhow::bail!(
+            "--config-from kubernetes needs the pod's namespace: set NAMESPACE \
+             (CloudNativePG sets it), or use --config-from files"
+        );
+    };
+    Ok(walship_kube::Kube::connect(namespace, &from.cnpg_group, &from.cnpg_version).await?)
 }

@@ -29,6 +29,7 @@ pub enum Purpose {
 }
 
 /// A manifest's store, where the server's objects are in it, and the manifest itself.
+#[derive(Clone)]
 pub struct Target {
     pub store: Arc<dyn Store>,
     pub layout: Layout,

@@ -69,6 +69,35 @@ pub struct BackupOptions {
     /// How long archiving may keep failing, with no success, while the backup waits
     /// for its WAL, before the backup gives up.
     pub archive_stall: Duration,
+    /// What else must be stored before the backup is DONE (an offsite copy's WAL).
+    pub before_done: Option<BeforeDone>,
+}
+
+/// Work a backup is not DONE without, beyond its own objects, given its record as it
+/// will be marked DONE (begin and end WAL known): a backup sent to another store than
+/// the WAL archive needs its WAL copied there to be restorable from that store alone.
+/// An `Err` ends the backup FAILED.
+#[derive(Clone)]
+pub struct BeforeDone(
+    pub  Arc<
+        dyn Fn(BackupInfo) -> futures::future::BoxFuture<'static, Result<(), Unfinished>>
+            + Send
+            + Sync,
+    >,
+);
+
+/// Why [`BeforeDone`] work failed.
+#[derive(Debug)]
+pub struct Unfinished {
+    pub message: String,
+    /// The store's kind of error, when a store failed.
+    pub store: Option<ErrorKind>,
+}
+
+impl std::fmt::Debug for BeforeDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeDone(..)")
+    }
 }
 
 impl Default for BackupOptions {
@@ -82,6 +111,7 @@ impl Default for BackupOptions {
             min_part_size: 0,
             tags: BTreeMap::new(),
             archive_stall: Duration::from_secs(120),
+            before_done: None,
         }
     }
 }
@@ -405,6 +435,15 @@ async fn finish(
     let size = objects.iter().map(|o| o.size).sum();
     let mut done = record::done(info, stopped, size);
     done.copy_stats = Some(copy_stats(clock.elapsed(), options.jobs));
+    if let Some(BeforeDone(work)) = &options.before_done {
+        work(done.clone())
+            .await
+            .map_err(|Unfinished { message, store }| StepError {
+                step: "storing the WAL it needs",
+                message,
+                store,
+            })?;
+    }
     store
         .put_replace(
             &catalog.info_key(id),

@@ -23,7 +23,7 @@ use crate::PLUGIN_NAME;
 pub struct BadCluster(#[from] serde_json::Error);
 
 /// An ObjectStore and the server name within it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StoreRef {
     /// The ObjectStore's name, in the Cluster's namespace.
     pub object_store: String,

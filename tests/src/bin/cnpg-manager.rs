@@ -229,11 +229,23 @@ async fn run(args: Args) -> Result<(), Failure> {
         ["backup", backup_file] => {
             let backup = std::fs::read(backup_file)
                 .map_err(|e| Failure::Sequence(format!("{backup_file}: {e}")))?;
+            // The manager sends the Backup's `spec.pluginConfiguration.parameters` as
+            // the call's parameters.
+            let resource: serde_json::Value = serde_json::from_slice(&backup)
+                .map_err(|e| Failure::Sequence(format!("{backup_file}: {e}")))?;
+            let parameters = resource["spec"]["pluginConfiguration"]["parameters"]
+                .as_object()
+                .map(|p| {
+                    p.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
             let result = pb::backup::backup_client::BackupClient::new(channel)
                 .backup(pb::backup::BackupRequest {
                     cluster_definition: cluster,
                     backup_definition: backup,
-                    parameters: Default::default(),
+                    parameters,
                 })
                 .await?
                 .into_inner();

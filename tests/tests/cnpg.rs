@@ -13,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{Archive, SERVER, archived_in_pg_wal, sha256_file, stderr};
+use common::{Archive, BUCKET, PREFIX, SERVER, archived_in_pg_wal, sha256_file, stderr};
 use walship_testkit::{
     InitOptions, KubeApi, KubeKind, PgCluster, WalshipBin, executable_by_pg, free_port,
     make_readable_by_pg, pg_temp_dir, pg_user_command, wait_until,
@@ -1072,11 +1072,32 @@ fn a_backup_sent_to_an_offsite_store_carries_its_wal_there_and_a_new_cluster_rec
         "minio-store",
         object_store_json(&archive),
     );
-    api.put(
-        KubeKind::ObjectStore,
-        "offsite-store",
-        object_store_at(&archive, "offsite-store", &offsite),
-    );
+    let mut offsite_store = object_store_at(&archive, "offsite-store", &offsite);
+    offsite_store["spec"]["retentionPolicy"] = "1d".into();
+    api.put(KubeKind::ObjectStore, "offsite-store", offsite_store);
+    // Two backups from long ago there, with WAL before the newer one's: under a window
+    // of a day the newer is kept (the window's start is recovered from it), the older
+    // goes with that WAL once a new backup is DONE there.
+    let base = format!("{PREFIX}-offsite/{SERVER}");
+    for (id, wal) in [("20200101T000000", "00"), ("20200102T000000", "01")] {
+        let day = &id[6..8];
+        let info = format!(
+            "backup_label=None\nbegin_offset=40\n\
+             begin_time=2020-01-{day} 00:00:00.000000+00:00\n\
+             begin_wal=0000000100000000000000{wal}\nbegin_xlog=0/{wal}000028\n\
+             end_offset=256\nend_time=2020-01-{day} 00:01:00.000000+00:00\n\
+             end_wal=0000000100000000000000{wal}\nend_xlog=0/{wal}000100\n\
+             mode=cloud\nserver_name=cloud\nstatus=DONE\ntablespaces=None\n\
+             timeline=1\nversion=150000\nxlog_segment_size=1048576\n"
+        );
+        archive.s3.put_object(
+            BUCKET,
+            &format!("{base}/base/{id}/backup.info"),
+            info.as_bytes(),
+        )?;
+    }
+    let expired_wal = format!("{base}/wals/0000000100000000/000000010000000000000000.gz");
+    archive.s3.put_object(BUCKET, &expired_wal, b"expired")?;
     let sidecar = Sidecar::start_with(
         &archive,
         &pg,
@@ -1141,8 +1162,21 @@ fn a_backup_sent_to_an_offsite_store_carries_its_wal_there_and_a_new_cluster_rec
         Ok(serde_json::from_slice::<serde_json::Value>(&out.stdout)?["backups_list"].clone())
     };
     let listed = list(&offsite)?;
-    assert_eq!(listed[0]["backup_id"], id, "{listed}");
-    assert_eq!(listed[0]["status"], "DONE", "{listed}");
+    let ids: Vec<&str> = listed
+        .as_array()
+        .context("no list")?
+        .iter()
+        .filter_map(|b| b["backup_id"].as_str())
+        .collect();
+    // The retention policy of offsite-store applied after the backup.
+    assert_eq!(ids, ["20200102T000000", id], "{listed}");
+    assert_eq!(listed[1]["status"], "DONE", "{listed}");
+    let keys = archive.keys()?;
+    assert!(
+        !keys.contains(&expired_wal)
+            && keys.contains(&format!("{base}/base/20200102T000000/backup.info")),
+        "{keys:?}"
+    );
     assert_eq!(list(&archive.destination())?, serde_json::json!([]));
     let out_dir = pg_temp_dir()?;
     for name in [begin_wal, end_wal] {

@@ -28,7 +28,6 @@ use walship_store::RetryPolicy;
 use crate::backups::{Outcome, backup_outcome, take_backup};
 use crate::cli::BackupArgs;
 use crate::daemon::Sources;
-use crate::kubeconf::Live;
 use crate::stores::{Served, Stores};
 use crate::wiring::{self, Purpose, Source};
 
@@ -128,7 +127,7 @@ impl Sidecar {
 
     /// The catalog's figures after a backup: to the metrics for the daemon's store, and
     /// from the Kubernetes API to the ObjectStore's status, as the plugin writes them.
-    async fn publish_catalog(&self, target: &wiring::Target, to: Publish<'_>) {
+    async fn publish_catalog(&self, target: &wiring::Target) {
         let catalog = walship_backup::catalog::Catalog::new(
             target.store.clone(),
             &target.layout,
@@ -137,17 +136,9 @@ impl Sidecar {
         match catalog.list().await {
             Ok(listing) => {
                 let summary = walship_backup::upkeep::CatalogSummary::of(&listing);
-                match to {
-                    Publish::Own => {
-                        crate::daemon::set_catalog(&self.metrics, &summary);
-                        if let Source::Kube(live) = &self.sources.source {
-                            live.publish(&summary).await;
-                        }
-                    }
-                    // The gauges are the cluster's archive's; another store's figures
-                    // go to its own status only.
-                    Publish::Other(Some(live)) => live.publish(&summary).await,
-                    Publish::Other(None) => {}
+                crate::daemon::set_catalog(&self.metrics, &summary);
+                if let Source::Kube(live) = &self.sources.source {
+                    live.publish(&summary).await;
                 }
             }
             Err(e) => tracing::warn!("after the backup, the catalog cannot be read: {e}"),
@@ -155,10 +146,55 @@ impl Sidecar {
     }
 }
 
-/// Where [`Sidecar::publish_catalog`] writes.
-enum Publish<'a> {
-    Own,
-    Other(Option<&'a Live>),
+/// After a backup to another store than the archive: that store's retention policy
+/// applied when the backup is DONE, then its figures to its own status (the gauges
+/// stay the archive's). The backups a cluster sends there are all that is written to
+/// it, so the pod that took one applies the policy, as the primary applies the
+/// archive's; nothing runs in between, when nothing there changes but the clock.
+async fn upkeep_other(served: &Served, done: bool) {
+    use walship_backup::retention::Policy;
+    use walship_backup::upkeep::{Role, round};
+    let target = &served.target;
+    let policy = target
+        .doc
+        .spec
+        .retention_policy
+        .as_deref()
+        .filter(|_| done)
+        .and_then(|text| Policy::parse(text).ok());
+    let now = chrono::Local::now().fixed_offset();
+    let name = &target.doc.metadata.name;
+    match round(
+        &target.store,
+        &target.layout,
+        &target.server,
+        policy,
+        Role::Primary,
+        now,
+    )
+    .await
+    {
+        Ok(round) => {
+            if round.deleted_backups + round.deleted_wal > 0 {
+                tracing::info!(
+                    "retention of ObjectStore {name:?} ({}): deleted {} backups and {} WAL \
+                     files",
+                    policy.map(|p| p.to_string()).unwrap_or_default(),
+                    round.deleted_backups,
+                    round.deleted_wal
+                );
+            }
+            if let Some(live) = &served.live {
+                live.publish(&round.summary).await;
+            }
+        }
+        Err(e) => tracing::warn!(
+            "retention of ObjectStore {name:?}: {e} (after deleting {} backups and {} WAL \
+             files; the next backup there tries again)",
+            e.deleted_backups,
+            e.deleted_wal
+        ),
+    }
 }
 
 /// The error of a call whose Cluster names no store for it.
@@ -425,11 +461,10 @@ impl walship_cnpg::sidecar::Sidecar for Sidecar {
             .map_err(|e| CallError::FailedPrecondition(format!("{e:#}")))?;
         // Done or failed, the catalog changed: its figures go to the metrics and, from
         // the Kubernetes API, to the ObjectStore's status, as the plugin writes them.
-        let to = match &other {
-            None => Publish::Own,
-            Some(served) => Publish::Other(served.live.as_deref()),
-        };
-        self.publish_catalog(&target, to).await;
+        match &other {
+            None => self.publish_catalog(&target).await,
+            Some(served) => upkeep_other(served, taken.is_ok()).await,
+        }
         let taken = taken.map_err(|e| match backup_outcome(&e) {
             Outcome::Unreachable => CallError::Unavailable(e.to_string()),
             _ => CallError::Internal(e.to_string()),

@@ -577,7 +577,34 @@ fn a_standby_is_told_the_end_of_wal_once_where_it_can_stream_and_a_primary_never
     Ok(())
 }
 
-/// A `walship cnpg restore` (the restore job's sidecar) as the PostgreSQL user.
+/// Stops a restore job as Kubernetes does (SIGTERM); its log, and how many WAL files
+/// it restored and read ahead of those, as it reports them when it stops.
+fn stop_restore_job(mut job: Child, log: &Path) -> Result<(String, u64, u64)> {
+    let status = Command::new("kill")
+        .args(["-TERM", &job.id().to_string()])
+        .status()?;
+    ensure!(status.success());
+    job.wait()?;
+    let log = fs::read_to_string(log)?;
+    let line = log
+        .lines()
+        .find_map(|l| {
+            l.split_once("WAL restored for recovery: ")
+                .map(|(_, r)| r.to_owned())
+        })
+        .with_context(|| format!("no WAL count in the job's log:\n{log}"))?;
+    // "<n> files, <m> of them read ahead"
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    ensure!(numbers.len() >= 2, "{line}");
+    eprintln!("the restore job restored {line}");
+    Ok((log, numbers[0], numbers[1]))
+}
+
+/// A `walship cnpg restore` (the restore job's sidecar) as the PostgreSQL user, WAL
+/// read ahead into a spool of its own.
 fn start_restore_job(
     archive: &Archive,
     pgdata: &Path,
@@ -604,6 +631,7 @@ fn start_restore_job(
         .arg("--pgdata")
         .arg(pgdata)
         .args(["--restore-command", restore_command])
+        .env("SPOOL_DIRECTORY", archive.dir.path().join("job-spool"))
         .env("POD_NAME", "pg-restored-1")
         .env("CLUSTER_NAME", "pg-restored")
         .stdout(Stdio::null())
@@ -677,7 +705,7 @@ fn a_restore_job_restores_the_backup_its_target_calls_for_and_recovery_reaches_t
     );
     let dir = pg_temp_dir()?;
     let data = dir.path().join("data");
-    let (mut job, log) = start_restore_job(
+    let (job, log) = start_restore_job(
         &archive,
         &data,
         job_plugins.path(),
@@ -738,8 +766,9 @@ fn a_restore_job_restores_the_backup_its_target_calls_for_and_recovery_reaches_t
         .arg("restore-job")
         .output()?;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let _ = job.kill();
-    let _ = job.wait();
+    // Recovery read WAL ahead through the job's spool.
+    let (log, restored, read_ahead) = stop_restore_job(job, &log)?;
+    assert!(restored >= 4 && read_ahead >= 2, "{log}");
     Ok(())
 }
 
@@ -1270,7 +1299,7 @@ fn a_backup_sent_to_an_offsite_store_carries_its_wal_there_and_a_new_cluster_rec
     );
     let dir = pg_temp_dir()?;
     let data = dir.path().join("data");
-    let (mut job, log) = start_restore_job(
+    let (job, log) = start_restore_job(
         &archive,
         &data,
         job_plugins.path(),
@@ -1314,8 +1343,8 @@ fn a_backup_sent_to_an_offsite_store_carries_its_wal_there_and_a_new_cluster_rec
         "table t as the backup holds it"
     );
     restored.stop()?;
-    let _ = job.kill();
-    let _ = job.wait();
+    let (log, restored, _) = stop_restore_job(job, &log)?;
+    assert!(restored >= 1, "{log}");
     // The job read offsite-store from the API, with the pod's token.
     assert!(
         api.requests()

@@ -346,6 +346,17 @@ pub(crate) struct CnpgRestoreArgs {
     /// Objects downloaded at once.
     #[arg(long, default_value_t = 4)]
     pub(crate) jobs: u32,
+    /// Where recovery's WAL is read ahead (a volume: the root filesystem is read-only);
+    /// without one, each file is fetched when asked.
+    #[arg(long, env = "SPOOL_DIRECTORY")]
+    pub(crate) spool_dir: Option<PathBuf>,
+    /// Segments read ahead of recovery's requests (0 disables); also bounded by
+    /// --prefetch-max-mib.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) prefetch: usize,
+    /// Upper bound on WAL held read ahead, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) prefetch_max_mib: u64,
     #[command(flatten)]
     pub(crate) from: ConfigSource,
 }

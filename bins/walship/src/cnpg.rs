@@ -28,7 +28,7 @@ use walship_store::RetryPolicy;
 use crate::backups::{Outcome, backup_outcome, take_backup};
 use crate::cli::BackupArgs;
 use crate::daemon::Sources;
-use crate::stores::{Served, Stores};
+use crate::stores::{ReadAhead, Served, Stores};
 use crate::wiring::{self, Purpose, Source};
 
 /// Where the plugin serves and who it is.
@@ -52,8 +52,9 @@ pub struct Sidecar {
     sources: Sources,
     /// The stores besides the daemon's (from the Kubernetes API only).
     others: Option<Stores>,
-    /// Where WAL copied to another store passes through: the daemon's spool directory.
-    scratch: PathBuf,
+    /// How WAL is read ahead from other stores; its directory (the daemon's spool) is
+    /// also where WAL copied to another store passes through.
+    read_ahead: ReadAhead,
 }
 
 /// Which store a call is served from.
@@ -70,10 +71,10 @@ impl Sidecar {
         daemon: Daemon,
         metrics: Arc<Metrics>,
         sources: Sources,
-        scratch: PathBuf,
+        read_ahead: ReadAhead,
     ) -> Sidecar {
         let others = match &sources.source {
-            Source::Kube(live) => Some(Stores::kube(live.kube().clone())),
+            Source::Kube(live) => Some(Stores::kube(live.kube().clone(), Some(read_ahead.clone()))),
             Source::Files { .. } => None,
         };
         Sidecar {
@@ -82,7 +83,7 @@ impl Sidecar {
             metrics,
             sources,
             others,
-            scratch,
+            read_ahead,
         }
     }
 
@@ -388,24 +389,37 @@ impl walship_cnpg::sidecar::Sidecar for Sidecar {
 
     async fn restore(&self, call: RestoreCall) -> Result<(), CallError> {
         let wanted = call.cluster.restore_store(&self.plugin.pod);
-        if let Which::Other(served) = self.which(wanted, "restore WAL").await? {
-            // Another store (a replica cluster's source): this file, from it.
-            return fetch_one(&served.archiver, &call.name, &call.dest).await;
-        }
+        // The daemon's store, or another (a replica cluster's source), read ahead in a
+        // spool of its own.
+        let other = match self.which(wanted, "restore WAL").await? {
+            Which::Own => None,
+            Which::Other(served) => Some(served),
+        };
         if call.rewind {
             // pg_rewind walks WAL backwards: this file only, nothing read ahead.
-            return fetch_one(&self.daemon.archiver(), &call.name, &call.dest).await;
+            let archiver = other
+                .as_ref()
+                .map_or_else(|| self.daemon.archiver(), |s| s.archiver.clone());
+            return fetch_one(&archiver, &call.name, &call.dest).await;
         }
         // The plugin's end-of-WAL rule: where a standby could stream instead, a file the
         // read-ahead already found missing is answered OUT_OF_RANGE once, so PostgreSQL
         // turns to streaming at once instead of asking the archive again; the next ask
         // for it goes to the store. Scoped by name (a timeline change cannot trip it),
         // never under pg_rewind, never where nothing can be streamed.
-        if call.cluster.can_stream(&self.plugin.pod) && self.daemon.take_known_missing(&call.name) {
+        if call.cluster.can_stream(&self.plugin.pod)
+            && match &other {
+                None => self.daemon.take_known_missing(&call.name),
+                Some(served) => served.known_missing(&call.name),
+            }
+        {
             return Err(CallError::OutOfRange(format!(
                 "end of WAL reached: {} was not in the archive when read ahead",
                 call.name
             )));
+        }
+        if let Some(served) = other {
+            return served.restore(&call.name, &call.dest).await;
         }
         match self.daemon.request_fetch(&call.name, &call.dest).await {
             FetchReply::Restored { .. } => Ok(()),
@@ -453,7 +467,7 @@ impl walship_cnpg::sidecar::Sidecar for Sidecar {
             copy_wal(
                 self.daemon.archiver(),
                 served.archiver.clone(),
-                self.scratch.clone(),
+                self.read_ahead.dir.clone(),
             )
         });
         let taken = take_backup(&target, &args, CancellationToken::new(), before_done)
@@ -511,15 +525,26 @@ pub async fn run_restore_job(
     cli: &crate::cli::Cli,
     args: &crate::cli::CnpgRestoreArgs,
 ) -> anyhow::Result<crate::Ending> {
+    // Recovery's WAL is read ahead into the spool volume, when there is one (the root
+    // filesystem is read-only); without, each file is fetched when asked.
+    let metrics = Arc::new(Metrics::new());
+    let read_ahead = args.spool_dir.as_ref().map(|dir| ReadAhead {
+        dir: dir.clone(),
+        window: args.prefetch,
+        max_bytes: args.prefetch_max_mib.saturating_mul(1 << 20),
+        metrics: metrics.clone(),
+    });
     let stores = match args.from.config_from {
         crate::cli::ConfigFrom::Files => {
             let server_name = cli.server_name.clone().or(args.cluster_name.clone());
             let source = wiring::Source::files(&cli.config, &cli.secrets_dir);
-            Stores::files(&source, server_name.as_deref()).await?
+            Stores::files(&source, server_name.as_deref(), read_ahead.as_ref()).await?
         }
         // Each call's Cluster names the stores (the recovery source, the new cluster's
         // archive); they are read from the API when first named.
-        crate::cli::ConfigFrom::Kubernetes => Stores::kube(crate::connect_kube(&args.from).await?),
+        crate::cli::ConfigFrom::Kubernetes => {
+            Stores::kube(crate::connect_kube(&args.from).await?, read_ahead)
+        }
     };
     let socket = args.plugins.plugins_dir.join(PLUGIN_NAME);
     let job = RestoreJob {
@@ -539,6 +564,15 @@ pub async fn run_restore_job(
     let served =
         walship_cnpg::server::serve_restore_job(&socket, Arc::new(job), settings, shutdown).await;
     signals.abort();
+    // What recovery asked of this job, for whoever reads its log afterwards.
+    let (hits, misses) = (
+        metrics.restore_hits_total.get(),
+        metrics.restore_misses_total.get(),
+    );
+    tracing::info!(
+        "WAL restored for recovery: {} files, {hits} of them read ahead",
+        hits + misses
+    );
     Ok(match served {
         Ok(()) => crate::Ending::DaemonStopped,
         Err(e) => {
@@ -697,14 +731,17 @@ impl walship_cnpg::sidecar::Recovery for RestoreJob {
             .stores
             .get(call.cluster.restore_store(&self.pod), "restore WAL")
             .await?;
-        fetch_one(&served.archiver, &call.name, &call.dest).await
+        if call.rewind {
+            return fetch_one(&served.archiver, &call.name, &call.dest).await;
+        }
+        served.restore(&call.name, &call.dest).await
     }
 }
 
 /// One file fetched from the store itself, no read-ahead: NOT_FOUND only when the
 /// archive has no such file, UNAVAILABLE when the store failed, INTERNAL otherwise (a
 /// corrupt object, a local write).
-async fn fetch_one(
+pub async fn fetch_one(
     archiver: &walship_engine::Archiver,
     name: &str,
     dest: &std::path::Path,

@@ -77,7 +77,13 @@ pub async fn run(
     ));
 
     let pgdata = config.pgdata.clone();
-    let spool_dir = config.spool_dir.clone();
+    // Other stores CloudNativePG's calls name are read ahead as the daemon's own is.
+    let read_ahead = crate::stores::ReadAhead {
+        dir: config.spool_dir.clone(),
+        window: config.prefetch_window,
+        max_bytes: config.prefetch_max_bytes,
+        metrics: metrics.clone(),
+    };
     let daemon = Daemon::new(config, archiver, metrics.clone(), health)?;
     // CloudNativePG's sidecar: the plugin's services on its socket, answered by this
     // daemon. A socket that cannot be served stops the daemon (the pod restarts it).
@@ -87,7 +93,7 @@ pub async fn run(
             daemon.clone(),
             metrics.clone(),
             sources.clone(),
-            spool_dir,
+            read_ahead.clone(),
         );
         let settings = walship_cnpg::server::Settings {
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -8,14 +8,19 @@
 //! FAILED_PRECONDITION, naming both, rather than served from the wrong archive.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use anyhow::Context;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use walship_cnpg::cluster::StoreRef;
 use walship_cnpg::sidecar::CallError;
-use walship_engine::Archiver;
+use walship_daemon::prefetch::Prefetcher;
+use walship_engine::{Archiver, FetchOutcome};
 use walship_kube::Kube;
+use walship_metrics::Metrics;
 use walship_store::RetryPolicy;
 
 use crate::kubeconf::{Live, Resolved, Wanted};
@@ -27,6 +32,60 @@ pub struct Served {
     pub archiver: Archiver,
     /// Where its recovery window is written (from the Kubernetes API only).
     pub live: Option<Arc<Live>>,
+    /// Reads WAL ahead of recovery from it, when a spool directory was given.
+    pub prefetch: Option<Arc<Prefetcher>>,
+}
+
+/// Where and how far WAL is read ahead from the stores calls name: each store gets a
+/// spool of its own inside `dir` (a spooled file is never served for another archive).
+#[derive(Clone)]
+pub struct ReadAhead {
+    pub dir: PathBuf,
+    /// Segments ahead of the latest request.
+    pub window: usize,
+    pub max_bytes: u64,
+    pub metrics: Arc<Metrics>,
+}
+
+impl ReadAhead {
+    /// A spool for one store, in a directory no other spool uses.
+    fn spool(&self, store: &StoreRef) -> std::io::Result<Arc<Prefetcher>> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = self.dir.join(format!(
+            ".walship-read-ahead-{}-{}-{n}",
+            store.object_store, store.server_name
+        ));
+        Ok(Arc::new(Prefetcher::new(
+            &dir,
+            self.window,
+            self.max_bytes,
+            self.metrics.clone(),
+        )?))
+    }
+}
+
+impl Served {
+    /// `name` restored to `dest` for recovery: through the read-ahead spool when there
+    /// is one, else fetched alone. NOT_FOUND only when the archive has no such file.
+    pub async fn restore(&self, name: &str, dest: &Path) -> Result<(), CallError> {
+        let Some(prefetch) = &self.prefetch else {
+            return crate::cnpg::fetch_one(&self.archiver, name, dest).await;
+        };
+        match prefetch.fetch(&self.archiver, name, dest).await {
+            Ok(FetchOutcome::Restored { .. }) => Ok(()),
+            Ok(FetchOutcome::NotFound) => {
+                Err(CallError::NotFound(format!("{name} is not in the archive")))
+            }
+            // Never NOT_FOUND for a failure: recovery would end early at a gap.
+            Err(e) => Err(CallError::Unavailable(e)),
+        }
+    }
+
+    /// Whether reading ahead found `name` missing (answered once per finding).
+    pub fn known_missing(&self, name: &str) -> bool {
+        self.prefetch.as_ref().is_some_and(|p| p.take_missing(name))
+    }
 }
 
 /// The stores calls name.
@@ -43,6 +102,7 @@ pub enum Stores {
         followed: Mutex<BTreeMap<StoreRef, Followed>>,
         /// Ends the watches when the registry is dropped.
         stop: CancellationToken,
+        read_ahead: Option<ReadAhead>,
     },
 }
 
@@ -55,12 +115,24 @@ pub struct Followed {
 impl Stores {
     /// The one store `source` (files) describes, under `server_override` or the
     /// manifest's server name.
-    pub async fn files(source: &Source, server_override: Option<&str>) -> anyhow::Result<Stores> {
-        let served = build(source, server_override).await?;
+    pub async fn files(
+        source: &Source,
+        server_override: Option<&str>,
+        read_ahead: Option<&ReadAhead>,
+    ) -> anyhow::Result<Stores> {
+        let mut served = build(source, server_override).await?;
         let reference = StoreRef {
             object_store: served.target.doc.metadata.name.clone(),
             server_name: served.target.server.clone(),
         };
+        if let Some(read_ahead) = read_ahead {
+            served.prefetch = Some(read_ahead.spool(&reference).with_context(|| {
+                format!(
+                    "cannot prepare a read-ahead spool in {}",
+                    read_ahead.dir.display()
+                )
+            })?);
+        }
         let from = match source {
             Source::Files { config, .. } => config.display().to_string(),
             Source::Kube(_) => "the Kubernetes API".to_owned(),
@@ -73,11 +145,12 @@ impl Stores {
     }
 
     /// Every ObjectStore a call names, read from the API at first use and followed.
-    pub fn kube(kube: Kube) -> Stores {
+    pub fn kube(kube: Kube, read_ahead: Option<ReadAhead>) -> Stores {
         Stores::Kube {
             kube: Box::new(kube),
             followed: Mutex::new(BTreeMap::new()),
             stop: CancellationToken::new(),
+            read_ahead,
         }
     }
 
@@ -111,6 +184,7 @@ impl Stores {
                 kube,
                 followed,
                 stop,
+                read_ahead,
             } => {
                 let mut followed = followed.lock().await;
                 if !followed.contains_key(wanted) {
@@ -147,6 +221,15 @@ impl Stores {
                         ))
                     })?;
                 served.live = Some(entry.live.clone());
+                // A rebuilt store may be another archive: its spool starts empty.
+                if let Some(read_ahead) = read_ahead {
+                    served.prefetch = Some(read_ahead.spool(wanted).map_err(|e| {
+                        CallError::Internal(format!(
+                            "cannot prepare a read-ahead spool in {}: {e}",
+                            read_ahead.dir.display()
+                        ))
+                    })?);
+                }
                 let served = Arc::new(served);
                 entry.built = Some((resolved, served.clone()));
                 Ok(served)
@@ -181,5 +264,6 @@ async fn build(source: &Source, server_override: Option<&str>) -> anyhow::Result
         target,
         archiver,
         live: None,
+        prefetch: None,
     })
 }

@@ -36,7 +36,7 @@
 pub mod client;
 pub mod journal;
 mod placement;
-mod prefetch;
+pub mod prefetch;
 mod queue;
 pub mod reload;
 pub mod socket;

@@ -9,6 +9,10 @@
 //! segment still downloading waits for that download instead of starting another.
 //! Spooled files were verified like any fetch (checksum, page header) and are written
 //! atomically, so a hit is as safe as a direct download.
+//!
+//! One spool serves one archive: a spooled file is never handed out for another. The
+//! daemon has one for its store; CloudNativePG's sidecars make one for each other store
+//! they restore from.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -34,7 +38,8 @@ struct Spool {
     history: Option<TimelineHistory>,
 }
 
-pub(super) struct Prefetcher {
+/// Reads segments ahead of restore requests from one archive into its spool directory.
+pub struct Prefetcher {
     dir: PathBuf,
     /// Segments ahead of the latest request to keep downloaded.
     window: usize,
@@ -50,16 +55,22 @@ pub(super) struct Prefetcher {
 impl Prefetcher {
     /// Prepares an empty spool: leftovers of an earlier run are removed, since nothing
     /// proves which archive they came from.
-    pub(super) fn new(
+    pub fn new(
         dir: &Path,
         window: usize,
         max_bytes: u64,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Prefetcher> {
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
-        }
+        // Its content, not the directory itself: that may be a volume's mount point.
         std::fs::create_dir_all(dir)?;
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if std::fs::symlink_metadata(&path)?.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
         Ok(Prefetcher {
             dir: dir.to_owned(),
             window,
@@ -73,7 +84,7 @@ impl Prefetcher {
 
     /// Serves a restore request: from the spool when prefetched, else from the store;
     /// then moves the window past `name`.
-    pub(super) async fn fetch(
+    pub async fn fetch(
         self: &Arc<Self>,
         archiver: &Archiver,
         name: &str,
@@ -108,7 +119,7 @@ impl Prefetcher {
 
     /// Whether a read-ahead found `name` missing from the archive; the answer is given
     /// once (the name is forgotten), as the file may be archived any moment.
-    pub(super) fn take_missing(&self, name: &str) -> bool {
+    pub fn take_missing(&self, name: &str) -> bool {
         self.spool.lock().expect("spool lock").missing.remove(name)
     }
 
@@ -227,6 +238,14 @@ impl Prefetcher {
                 .instrument(span),
             );
         }
+    }
+}
+
+impl Drop for Prefetcher {
+    /// Every download holds the prefetcher, so none is running now: what is spooled is
+    /// of no use to anyone else.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -185,6 +185,9 @@ impl Plan {
             }
         }
         out.push(Archiver::CnpgSidecar(self.max_parallel()));
+        if self.max_parallel() > 1 {
+            out.push(Archiver::PluginWay(self.max_parallel()));
+        }
         out.push(Archiver::WalPush);
         out.push(Archiver::Barman(1));
         for &n in self.parallels.iter().filter(|&&n| n > 1) {

@@ -284,6 +284,22 @@ impl Results {
             );
         }
 
+        // CloudNativePG: walship's sidecar against the plugin's, at the same maxParallel.
+        for row in &self.archive {
+            let Archiver::PluginWay(n) = row.archiver else {
+                continue;
+            };
+            if let Some(ours) = self.archive_row(&row.compression, Archiver::CnpgSidecar(n)) {
+                let _ = writeln!(
+                    md,
+                    "\nCloudNativePG ({}, maxParallel {n}): walship's sidecar archives the \
+                     backlog {:.1}× as fast as the Barman Cloud plugin's way.",
+                    row.compression,
+                    row.measured.seconds / ours.measured.seconds
+                );
+            }
+        }
+
         let _ = writeln!(
             md,
             "\n## Ceiling: plain concurrent PUTs, no compression, no checks\n"
@@ -342,6 +358,15 @@ impl Results {
                          already shipped"
                     ),
                     &m.preshipped_latencies,
+                ),
+                Archiver::PluginWay(n) => line(
+                    format!(
+                        "CloudNativePG's manager → the Barman Cloud plugin's sidecar \
+                         (maxParallel {n}), calls that shipped a batch (the other {} of \
+                         each batch answered from its spool, not timed)",
+                        n - 1
+                    ),
+                    &m.latencies,
                 ),
                 other => line(other.label(), &m.latencies),
             }

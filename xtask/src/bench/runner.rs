@@ -32,6 +32,12 @@ pub enum Archiver {
     /// `walship cnpg instance` at `wal.maxParallel`, asked as CloudNativePG asks the
     /// plugin's sidecar: a manager process per segment (the fake instance manager).
     CnpgSidecar(usize),
+    /// The Barman Cloud plugin's sidecar at `wal.maxParallel` N, as it archives: each
+    /// call PostgreSQL makes ships its segment and up to N-1 other `.ready` ones, one
+    /// `barman-cloud-wal-archive` process each, and answers when all have ended; the
+    /// calls for those others are answered from its spool. Its gRPC hop is left out,
+    /// which flatters it.
+    PluginWay(usize),
 }
 
 impl Archiver {
@@ -48,6 +54,10 @@ impl Archiver {
             Archiver::CnpgSidecar(n) => {
                 format!("walship cnpg instance via CNPG-I, maxParallel {n}")
             }
+            Archiver::PluginWay(n) => format!(
+                "the Barman Cloud plugin's way, maxParallel {n}: barman-cloud-wal-archive \
+                 per segment, a batch per call"
+            ),
         }
     }
 
@@ -57,7 +67,8 @@ impl Archiver {
             Archiver::Daemon(n, _)
             | Archiver::Barman(n)
             | Archiver::PgBackRest(n)
-            | Archiver::CnpgSidecar(n) => n,
+            | Archiver::CnpgSidecar(n)
+            | Archiver::PluginWay(n) => n,
             Archiver::WalPush => 1,
         }
     }
@@ -104,6 +115,20 @@ pub fn archive(run: &Run<'_>, archiver: Archiver, compression: &str) -> Result<M
             stage.mark_ready(&corpus.names)?;
             let flag = format!("--{compression}");
             per_segment(&corpus.names, parallel, |name| {
+                let mut cmd = run.barman("barman-cloud-wal-archive");
+                cmd.arg(&flag)
+                    .arg(run.destination())
+                    .arg(super::env::SERVER)
+                    .arg(stage.segment(name));
+                run_ok(&mut cmd)?;
+                stage.mark_done(name)
+            })
+        }
+        Archiver::PluginWay(parallel) => {
+            let stage = Stage::new(run, "archive", corpus, true)?;
+            stage.mark_ready(&corpus.names)?;
+            let flag = format!("--{compression}");
+            in_batches(&corpus.names, parallel, |name| {
                 let mut cmd = run.barman("barman-cloud-wal-archive");
                 cmd.arg(&flag)
                     .arg(run.destination())
@@ -186,6 +211,46 @@ pub fn per_segment(
         seconds,
         cpu_seconds: meter.cpu_seconds()?,
         latencies: latencies.into_inner().unwrap(),
+        ..Measured::default()
+    })
+}
+
+/// Calls `one` for every name in batches of `size`, the calls of a batch at once, the
+/// next batch when all of them have ended (the plugin's sidecar per archive call);
+/// times the whole and each batch (what the call that started it waited for).
+pub fn in_batches(
+    names: &[String],
+    size: usize,
+    one: impl Fn(&str) -> Result<()> + Sync,
+) -> Result<Measured> {
+    let meter = Meter::start()?;
+    let mut latencies = Vec::with_capacity(names.len() / size.max(1) + 1);
+    for batch in names.chunks(size.max(1)) {
+        let start = Instant::now();
+        let failures: Vec<anyhow::Error> = thread::scope(|s| {
+            let running: Vec<_> = batch
+                .iter()
+                .map(|name| s.spawn(|| one(name).with_context(|| name.clone())))
+                .collect();
+            running
+                .into_iter()
+                .filter_map(|t| match t.join() {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e),
+                    Err(_) => Some(anyhow::anyhow!("a batch thread panicked")),
+                })
+                .collect()
+        });
+        // The numbers of a failed run mean nothing.
+        if let Some(e) = failures.into_iter().next() {
+            return Err(e);
+        }
+        latencies.push(start.elapsed().as_secs_f64());
+    }
+    Ok(Measured {
+        seconds: meter.elapsed().as_secs_f64(),
+        cpu_seconds: meter.cpu_seconds()?,
+        latencies,
         ..Measured::default()
     })
 }

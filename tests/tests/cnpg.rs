@@ -1354,3 +1354,103 @@ fn a_backup_sent_to_an_offsite_store_carries_its_wal_there_and_a_new_cluster_rec
     );
     Ok(())
 }
+
+#[test]
+fn an_endpoint_ca_read_from_the_kubernetes_api_is_trusted_and_required() -> Result<()> {
+    // WAL in the store, which is reached through TLS signed by a private CA.
+    let archive = Archive::start(Some("gzip"))?;
+    let tls = walship_testkit::TlsProxy::start(archive.s3.port())?;
+    let (wal_dir, segments) = common::real_segments(2)?;
+    for name in &segments {
+        let path = wal_dir.path().join(name);
+        let out = archive.walship(&["wal-push", path.to_str().unwrap()])?;
+        ensure!(out.status.success(), "{}", stderr(&out));
+    }
+
+    // The ObjectStore names the CA's Secret, as the seed's MinIO example does; the
+    // plugin mounts it into its sidecar, walship reads it from the API.
+    let api = KubeApi::start("default", "job-token")?;
+    let kubeconfig = api.write_kubeconfig(archive.dir.path())?;
+    make_readable_by_pg(&kubeconfig)?;
+    api.put_secret(
+        "aws-creds",
+        &[
+            ("ACCESS_KEY_ID", archive.s3.access_key()),
+            ("ACCESS_SECRET_KEY", archive.s3.secret_key()),
+        ],
+    );
+    api.put_secret(
+        "minio-ca",
+        &[("ca.crt", &fs::read_to_string(tls.ca_pem_path())?)],
+    );
+    let mut store = object_store_json(&archive);
+    store["spec"]["configuration"]["endpointURL"] = tls.endpoint().into();
+    store["spec"]["configuration"]["endpointCA"] =
+        serde_json::json!({"name": "minio-ca", "key": "ca.crt"});
+    api.put(KubeKind::ObjectStore, "minio-store", store.clone());
+
+    let plugins = pg_temp_dir()?;
+    let recovering = archive.dir.path().join("recovering.json");
+    fs::write(
+        &recovering,
+        format!(
+            r#"{{"metadata":{{"name":"pg-restored","namespace":"default"}},
+            "spec":{{"bootstrap":{{"recovery":{{"source":"origin"}}}},
+              "externalClusters":[{{"name":"origin","plugin":{{"name":"{PLUGIN}",
+                "parameters":{{"barmanObjectName":"minio-store","serverName":"{SERVER}"}}}}}}]}},
+            "status":{{}}}}"#
+        ),
+    )?;
+    let data = pg_temp_dir()?;
+    let (job, log) = start_restore_job(
+        &archive,
+        &data.path().join("data"),
+        plugins.path(),
+        "unused",
+        Config::Kube(&api, &kubeconfig),
+    )?;
+    let restore = |name: &str, dest: &Path| -> Result<Output> {
+        Ok(Command::new(manager()?)
+            .arg("--plugins-dir")
+            .arg(plugins.path())
+            .arg("--cluster")
+            .arg(&recovering)
+            .args(["wal-restore", name, dest.to_str().unwrap()])
+            .output()?)
+    };
+    let out_dir = pg_temp_dir()?;
+    let dest = out_dir.path().join(&segments[0]);
+    let out = restore(&segments[0], &dest)?;
+    ensure!(
+        out.status.success(),
+        "{}\njob:\n{}",
+        stderr(&out),
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(
+        sha256_file(&dest)?,
+        sha256_file(&wal_dir.path().join(&segments[0]))?
+    );
+
+    // Without endpointCA the certificate is not trusted: UNAVAILABLE, naming it (never
+    // NOT_FOUND), and nothing read ahead through the trusted store is served either.
+    store["spec"]["configuration"]
+        .as_object_mut()
+        .context("no configuration")?
+        .remove("endpointCA");
+    api.put(KubeKind::ObjectStore, "minio-store", store);
+    let dest = out_dir.path().join(&segments[1]);
+    let mut said = String::new();
+    wait_until(Duration::from_secs(60), "the CA no longer trusted", || {
+        // Served while the change was not yet seen: ask again.
+        let _ = fs::remove_file(&dest);
+        let out = restore(&segments[1], &dest)?;
+        said = stderr(&out);
+        Ok(!out.status.success() && said.contains("Unavailable"))
+    })
+    .with_context(|| said.clone())?;
+    assert!(said.to_lowercase().contains("certificate"), "{said}");
+    assert!(!dest.exists());
+    stop_restore_job(job, &log)?;
+    Ok(())
+}

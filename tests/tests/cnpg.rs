@@ -68,6 +68,22 @@ impl Sidecar {
         plugins: &Path,
         config: Config<'_>,
     ) -> Result<Sidecar> {
+        Sidecar::launch(archive, pg, plugins, config, false)
+    }
+
+    /// As CloudNativePG runs it: the root filesystem read-only, only its volumes
+    /// writable (PGDATA, the plugins directory, the spool and journal).
+    fn start_read_only(archive: &Archive, pg: &PgCluster, plugins: &Path) -> Result<Sidecar> {
+        Sidecar::launch(archive, pg, plugins, Config::Files, true)
+    }
+
+    fn launch(
+        archive: &Archive,
+        pg: &PgCluster,
+        plugins: &Path,
+        config: Config<'_>,
+        read_only_root: bool,
+    ) -> Result<Sidecar> {
         // A socket left by a sidecar killed earlier must not pass for this one's.
         let socket = plugins.join(PLUGIN);
         match fs::remove_file(&socket) {
@@ -108,9 +124,11 @@ impl Sidecar {
             .env("POD_NAME", POD)
             .env("CLUSTER_NAME", SERVER)
             .env("PGHOST", "127.0.0.1")
-            .env("PGPORT", pg.port().to_string())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log)?);
+            .env("PGPORT", pg.port().to_string());
+        if read_only_root {
+            cmd = with_read_only_root(&cmd, &[archive.dir.path(), plugins, pg.data_dir()])?;
+        }
+        cmd.stdout(Stdio::null()).stderr(fs::File::create(&log)?);
         let child = cmd.spawn().context("starting walship cnpg instance")?;
         let mut sidecar = Sidecar {
             child,
@@ -149,6 +167,48 @@ impl Sidecar {
             .args(args)
             .output()?)
     }
+}
+
+/// `cmd` in a mount namespace of its own whose root filesystem is read-only, but for
+/// `writable` (each bound over itself first, so it stays writable).
+fn with_read_only_root(cmd: &Command, writable: &[&Path]) -> Result<Command> {
+    let mut script = String::from("set -e\n");
+    for i in 1..=writable.len() {
+        script.push_str(&format!("mount --bind \"${i}\" \"${i}\"\n"));
+    }
+    script.push_str(&format!(
+        "shift {}\nmount -o remount,bind,ro /\nexec \"$@\"\n",
+        writable.len()
+    ));
+    let mut wrapper = Command::new("unshare");
+    // As root (the PostgreSQL user is then switched to inside) a mount namespace is
+    // enough; otherwise a user namespace makes one possible.
+    if walship_testkit::pg_user()?.is_none() {
+        wrapper.args(["--user", "--map-root-user"]);
+    }
+    wrapper
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .args(writable)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => wrapper.env(key, value),
+            None => wrapper.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapper.current_dir(dir);
+    }
+    Ok(wrapper)
 }
 
 impl Drop for Sidecar {
@@ -227,7 +287,7 @@ fn setup() -> Result<Setup> {
 }
 
 #[test]
-fn postgresql_archives_through_the_fake_instance_manager_and_barman_reads_every_segment_back()
+fn postgresql_archives_through_the_fake_instance_manager_to_a_sidecar_on_a_read_only_root_and_barman_reads_every_segment_back()
 -> Result<()> {
     let Setup {
         archive,
@@ -235,7 +295,31 @@ fn postgresql_archives_through_the_fake_instance_manager_and_barman_reads_every_
         plugins,
         cluster,
     } = setup()?;
-    let sidecar = Sidecar::start(&archive, &pg, plugins.path())?;
+    let sidecar = Sidecar::start_read_only(&archive, &pg, plugins.path())?;
+    // The root filesystem is read-only for it indeed.
+    let proof = with_read_only_root(
+        &pg_user_command(Path::new("touch"), archive.dir.path())?,
+        &[archive.dir.path()],
+    )?
+    .arg("/walship-wrote-here")
+    .output()?;
+    assert!(
+        !proof.status.success() && stderr(&proof).contains("Read-only"),
+        "{}",
+        stderr(&proof)
+    );
+    // ...and the sidecar runs on it: its root mount is read-only.
+    let mounts = fs::read_to_string(format!("/proc/{}/mountinfo", sidecar.child.id()))?;
+    let root = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .context("no root mount")?;
+    assert!(
+        root.split(' ')
+            .nth(5)
+            .is_some_and(|o| o.split(',').any(|o| o == "ro")),
+        "{root}"
+    );
     pg.start()?;
     pg.pgbench(&["-i", "-s", "1", "-q"])?;
     pg.pgbench(&["-c", "2", "-t", "200"])?;
@@ -432,6 +516,8 @@ sidecar:
     Ok(())
 }
 
+/// The sidecar on a read-only root, as CloudNativePG runs it: a backup stages nothing
+/// on local disk.
 #[test]
 fn a_backup_call_takes_a_base_backup_whose_result_agrees_with_barman_cloud_backup_show()
 -> Result<()> {
@@ -441,7 +527,7 @@ fn a_backup_call_takes_a_base_backup_whose_result_agrees_with_barman_cloud_backu
         plugins,
         cluster,
     } = setup()?;
-    let sidecar = Sidecar::start(&archive, &pg, plugins.path())?;
+    let sidecar = Sidecar::start_read_only(&archive, &pg, plugins.path())?;
     pg.start()?;
     pg.psql("CREATE TABLE t AS SELECT generate_series(1, 20000) AS x")?;
     let backup = archive.dir.path().join("backup.json");
@@ -603,8 +689,8 @@ fn stop_restore_job(mut job: Child, log: &Path) -> Result<(String, u64, u64)> {
     Ok((log, numbers[0], numbers[1]))
 }
 
-/// A `walship cnpg restore` (the restore job's sidecar) as the PostgreSQL user, WAL
-/// read ahead into a spool of its own.
+/// A `walship cnpg restore` (the restore job's sidecar) as the PostgreSQL user on a
+/// read-only root filesystem, WAL read ahead into a spool of its own.
 fn start_restore_job(
     archive: &Archive,
     pgdata: &Path,
@@ -633,9 +719,12 @@ fn start_restore_job(
         .args(["--restore-command", restore_command])
         .env("SPOOL_DIRECTORY", archive.dir.path().join("job-spool"))
         .env("POD_NAME", "pg-restored-1")
-        .env("CLUSTER_NAME", "pg-restored")
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log)?);
+        .env("CLUSTER_NAME", "pg-restored");
+    // The root filesystem read-only, as CloudNativePG runs the job's sidecar: only its
+    // volumes are writable (PGDATA's, the plugins directory, the spool's).
+    let volume = pgdata.parent().context("PGDATA has no parent")?;
+    let mut cmd = with_read_only_root(&cmd, &[archive.dir.path(), plugins, volume])?;
+    cmd.stdout(Stdio::null()).stderr(fs::File::create(&log)?);
     let mut child = cmd.spawn().context("starting walship cnpg restore")?;
     let socket = plugins.join(PLUGIN);
     wait_until(Duration::from_secs(30), "the restore job's socket", || {
@@ -1418,7 +1507,8 @@ fn an_endpoint_ca_read_from_the_kubernetes_api_is_trusted_and_required() -> Resu
             .args(["wal-restore", name, dest.to_str().unwrap()])
             .output()?)
     };
-    let out_dir = pg_temp_dir()?;
+    // Where recovery writes: the data volume.
+    let out_dir = &data;
     let dest = out_dir.path().join(&segments[0]);
     let out = restore(&segments[0], &dest)?;
     ensure!(

@@ -916,6 +916,12 @@ fn the_daemon_applies_the_manifests_retention_policy_on_its_interval_and_reports
         daemon.log_contents()
     );
     assert_eq!(daemon.metric("walship_backups_available")?, 1.0);
+    // The policy's window beside the first recoverability point, for the
+    // WalshipRecoveryWindowShort alert.
+    assert_eq!(
+        daemon.metric("walship_retention_recovery_window_seconds")?,
+        3.0 * 86400.0
+    );
     let end = end_time_of(&archive, &new)?;
     for gauge in [
         "walship_first_recoverability_point_seconds",

@@ -152,6 +152,8 @@ fn an_outage_makes_the_daemon_unready_and_the_backlog_drains() -> Result<()> {
     let outage_seen = outage_started.elapsed();
     eprintln!("outage seen after {outage_seen:.1?} ({rounds} pgbench rounds): {observed}");
     let metrics = scrape(&daemon)?;
+    // What /readyz says is a metric too, for the WalshipNotReady alert.
+    assert_eq!(value(&metrics, "walship_ready")?, 0.0);
     let unreachable = value(
         &metrics,
         "walship_archive_failures_total{reason=\"store_unreachable\"}",
@@ -180,6 +182,7 @@ fn an_outage_makes_the_daemon_unready_and_the_backlog_drains() -> Result<()> {
     )
     .with_context(|| format!("last seen: {observed}\ndaemon:\n{}", daemon.log_contents()))?;
     let ready_again = restarted.elapsed();
+    assert_eq!(value(&scrape(&daemon)?, "walship_ready")?, 1.0);
     let last = write_and_switch(&pg)?;
     let stats = pg.wait_for_archived(&last, Duration::from_secs(180))?;
     wait_for_empty_backlog(&daemon)?;

@@ -512,6 +512,7 @@ impl walship_cnpg::sidecar::Sidecar for Sidecar {
     }
 
     fn metrics(&self) -> Vec<walship_metrics::Family> {
+        self.metrics.observe_readiness(self.daemon.health());
         self.metrics.snapshot()
     }
 

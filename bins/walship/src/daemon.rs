@@ -275,6 +275,11 @@ async fn retention_round(
     } else {
         Role::Primary
     };
+    metrics.retention_recovery_window_seconds.set(
+        policy
+            .and_then(|p| p.window())
+            .map_or(0, |w| w.num_seconds()),
+    );
     let now = chrono::Local::now().fixed_offset();
     let applies = policy.is_some() && role == Role::Primary;
     match upkeep::round(

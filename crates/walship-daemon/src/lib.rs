@@ -283,6 +283,11 @@ impl Daemon {
         self.inner.wake.notify_one();
     }
 
+    /// What `/readyz` answers from.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.inner.health
+    }
+
     /// The archiver in use now (a reload replaces it).
     pub fn archiver(&self) -> Archiver {
         self.inner.archiver.read().expect("archiver lock").clone()

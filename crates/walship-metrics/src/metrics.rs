@@ -272,6 +272,12 @@ pub struct Metrics {
     pub retention_deleted_backups_total: IntCounter,
     /// WAL files the retention loop deleted.
     pub retention_deleted_wal_total: IntCounter,
+    /// The retention policy's recovery window; 0 without one (or keeping by redundancy).
+    /// Beside the first recoverability point it tells whether the window is kept.
+    pub retention_recovery_window_seconds: IntGauge,
+    /// 1 while the daemon is ready (`/readyz` answers 200), else 0; brought up to date
+    /// at each scrape and each CNPG-I Collect ([`Metrics::observe_readiness`]).
+    pub ready: IntGauge,
 }
 
 impl Metrics {
@@ -446,6 +452,17 @@ impl Metrics {
                 "walship_retention_deleted_wal_total",
                 "WAL files the retention loop deleted.",
             ),
+            retention_recovery_window_seconds: int_gauge(
+                &r,
+                "walship_retention_recovery_window_seconds",
+                "The retention policy's recovery window; 0 without one, or when it keeps \
+                 backups by redundancy.",
+            ),
+            ready: int_gauge(
+                &r,
+                "walship_ready",
+                "1 while the daemon is ready (/readyz answers 200), else 0.",
+            ),
             registry: r,
         }
     }
@@ -496,6 +513,11 @@ impl Metrics {
             tracing::error!(%error, "encoding metrics failed");
             String::new()
         })
+    }
+
+    /// Brings `walship_ready` up to date with `health`.
+    pub fn observe_readiness(&self, health: &crate::Health) {
+        self.ready.set(i64::from(health.readiness().is_ok()));
     }
 
     /// Every counter and gauge as plain values, for another exporter (the CNPG-I
@@ -622,6 +644,8 @@ mod tests {
         ("walship_retention_runs_total", "counter"),
         ("walship_retention_deleted_backups_total", "counter"),
         ("walship_retention_deleted_wal_total", "counter"),
+        ("walship_retention_recovery_window_seconds", "gauge"),
+        ("walship_ready", "gauge"),
     ];
 
     fn families_in(text: &str) -> Vec<(String, String)> {

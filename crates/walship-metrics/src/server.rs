@@ -38,6 +38,7 @@ fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
 }
 
 async fn metrics_handler(State(state): State<AppState>) -> Response {
+    state.metrics.observe_readiness(&state.health);
     match state.metrics.encode() {
         Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
         Err(error) => {

@@ -225,19 +225,31 @@ fn barman_restores_every_archived_segment(
     pg: &PgCluster,
 ) -> Result<Vec<String>> {
     let archived = archived_in_pg_wal(pg.data_dir())?;
+    barman_restores(archive, &archive.destination(), pg, &archived)?;
+    Ok(archived)
+}
+
+/// Each of `names` read back from `destination` by barman-cloud-wal-restore, the very
+/// bytes of `pg_wal`'s copy.
+fn barman_restores(
+    archive: &Archive,
+    destination: &str,
+    pg: &PgCluster,
+    names: &[String],
+) -> Result<()> {
     let out_dir = pg_temp_dir()?;
-    for name in &archived {
+    for name in names {
         let dest = out_dir.path().join(name);
         let out = archive
             .barman("barman-cloud-wal-restore")?
-            .arg(archive.destination())
+            .arg(destination)
             .arg(SERVER)
             .arg(name)
             .arg(&dest)
             .output()?;
         ensure!(
             out.status.success(),
-            "{name} was acknowledged but barman-cloud-wal-restore cannot restore it: {}",
+            "barman-cloud-wal-restore cannot restore {name} from {destination}: {}",
             stderr(&out)
         );
         assert_eq!(
@@ -246,7 +258,7 @@ fn barman_restores_every_archived_segment(
             "{name} differs"
         );
     }
-    Ok(archived)
+    Ok(())
 }
 
 /// An archive, a plugins directory, the Cluster JSON, and PostgreSQL whose
@@ -739,6 +751,109 @@ fn start_restore_job(
     Ok((child, log))
 }
 
+/// A new cluster bootstrapped from a backup as CloudNativePG does it: the recovering
+/// Cluster's JSON, the restore job's sidecar, and the data directory it restores into.
+struct Recovery {
+    plugins: tempfile::TempDir,
+    cluster: PathBuf,
+    data: PathBuf,
+    dir: Option<tempfile::TempDir>,
+    job: Option<Child>,
+    log: PathBuf,
+}
+
+impl Recovery {
+    /// Writes `cluster_json` and starts the job's sidecar; recovery's restore_command
+    /// will be the manager's `wal-restore` against it.
+    fn start(archive: &Archive, cluster_json: &str, config: Config<'_>) -> Result<Recovery> {
+        let plugins = pg_temp_dir()?;
+        let cluster = archive.dir.path().join("recovering.json");
+        fs::write(&cluster, cluster_json)?;
+        make_readable_by_pg(&cluster)?;
+        let restore_command = format!(
+            "{} --plugins-dir {} --cluster {} wal-restore %f %p",
+            manager()?.display(),
+            plugins.path().display(),
+            cluster.display()
+        );
+        let dir = pg_temp_dir()?;
+        let data = dir.path().join("data");
+        let (job, log) =
+            start_restore_job(archive, &data, plugins.path(), &restore_command, config)?;
+        Ok(Recovery {
+            plugins,
+            cluster,
+            data,
+            dir: Some(dir),
+            job: Some(job),
+            log,
+        })
+    }
+
+    fn log_contents(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The manager's `RestoreJobHooks.Restore` call.
+    fn call(&self) -> Result<Output> {
+        Ok(Command::new(manager()?)
+            .arg("--plugins-dir")
+            .arg(self.plugins.path())
+            .arg("--cluster")
+            .arg(&self.cluster)
+            .arg("restore-job")
+            .output()?)
+    }
+
+    /// The restore job's answer: the recovery configuration it returns.
+    fn restore(&self) -> Result<String> {
+        let out = self.call()?;
+        ensure!(
+            out.status.success(),
+            "restore-job: {}\njob:\n{}",
+            stderr(&out),
+            self.log_contents()
+        );
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(answer["restore_config"]
+            .as_str()
+            .context("no restore_config")?
+            .to_owned())
+    }
+
+    /// What CloudNativePG does with the answer: appends it and `settings` to the
+    /// configuration and starts recovery, whose WAL comes through the job's sidecar;
+    /// PostgreSQL once recovery has ended.
+    fn recover(&mut self, config: &str, settings: &str) -> Result<PgCluster> {
+        let mut auto = fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.auto.conf"))?;
+        write!(auto, "\n{config}{settings}archive_mode = off\n")?;
+        drop(auto);
+        fs::write(self.data.join("recovery.signal"), "")?;
+        let mut restored = PgCluster::restored_in(self.dir.take().context("recovered twice")?)?;
+        restored.start()?;
+        restored
+            .wait_for_recovery_end_within(Duration::from_secs(120))
+            .with_context(|| self.log_contents())?;
+        Ok(restored)
+    }
+
+    /// Stops the job's sidecar: see [`stop_restore_job`].
+    fn stop(mut self) -> Result<(String, u64, u64)> {
+        stop_restore_job(self.job.take().context("stopped twice")?, &self.log)
+    }
+}
+
+impl Drop for Recovery {
+    fn drop(&mut self) {
+        if let Some(mut job) = self.job.take() {
+            let _ = job.kill();
+            let _ = job.wait();
+        }
+    }
+}
+
 #[test]
 fn a_restore_job_restores_the_backup_its_target_calls_for_and_recovery_reaches_the_target_through_grpc()
 -> Result<()> {
@@ -770,11 +885,9 @@ fn a_restore_job_restores_the_backup_its_target_calls_for_and_recovery_reaches_t
 
     // The recovering Cluster: its source is the origin's archive; its own archive is
     // a new server name in the same ObjectStore (checked empty, as asked).
-    let job_plugins = pg_temp_dir()?;
-    let recovering = archive.dir.path().join("recovering.json");
-    fs::write(
-        &recovering,
-        format!(
+    let mut recovery = Recovery::start(
+        &archive,
+        &format!(
             r#"{{"metadata":{{"name":"pg-restored","namespace":"default","uid":"u-2"}},
             "spec":{{"instances":1,
               "bootstrap":{{"recovery":{{"source":"origin",
@@ -784,61 +897,19 @@ fn a_restore_job_restores_the_backup_its_target_calls_for_and_recovery_reaches_t
               "plugins":[{{"name":"{PLUGIN}","parameters":{{"barmanObjectName":"minio-store"}}}}]}},
             "status":{{}}}}"#
         ),
-    )?;
-    make_readable_by_pg(&recovering)?;
-    let restore_command = format!(
-        "{} --plugins-dir {} --cluster {} wal-restore %f %p",
-        manager()?.display(),
-        job_plugins.path().display(),
-        recovering.display()
-    );
-    let dir = pg_temp_dir()?;
-    let data = dir.path().join("data");
-    let (job, log) = start_restore_job(
-        &archive,
-        &data,
-        job_plugins.path(),
-        &restore_command,
         Config::Files,
     )?;
-    let out = Command::new(manager()?)
-        .arg("--plugins-dir")
-        .arg(job_plugins.path())
-        .arg("--cluster")
-        .arg(&recovering)
-        .arg("restore-job")
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "restore-job: {}\njob:\n{}",
-        stderr(&out),
-        fs::read_to_string(&log).unwrap_or_default()
-    );
-    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let config = answer["restore_config"]
-        .as_str()
-        .context("no restore_config")?;
+    let config = recovery.restore()?;
     assert!(
         config.contains("recovery_target_action = promote\n")
             && config.contains("wal-restore %f %p"),
         "{config}"
     );
+    let data = recovery.data.clone();
     assert!(data.join("PG_VERSION").exists() && data.join("global/pg_control").exists());
 
-    // CloudNativePG appends the answer and the target, then starts recovery; WAL comes
-    // through the job's sidecar.
-    let mut auto = fs::OpenOptions::new()
-        .append(true)
-        .open(data.join("postgresql.auto.conf"))?;
-    write!(
-        auto,
-        "\n{config}recovery_target_time = '{target}'\narchive_mode = off\n"
-    )?;
-    drop(auto);
-    fs::write(data.join("recovery.signal"), "")?;
-    let mut restored = PgCluster::restored_in(dir)?;
-    restored.start()?;
-    restored.wait_for_recovery_end_within(Duration::from_secs(120))?;
+    // CloudNativePG appends the answer and the target, then starts recovery.
+    let restored = recovery.recover(&config, &format!("recovery_target_time = '{target}'\n"))?;
     assert_eq!(
         restored.psql("SELECT count(*) || ':' || sum(x) FROM t")?,
         expected,
@@ -847,16 +918,10 @@ fn a_restore_job_restores_the_backup_its_target_calls_for_and_recovery_reaches_t
     restored.stop()?;
 
     // A second restore job call into the now used directory is refused clearly.
-    let out = Command::new(manager()?)
-        .arg("--plugins-dir")
-        .arg(job_plugins.path())
-        .arg("--cluster")
-        .arg(&recovering)
-        .arg("restore-job")
-        .output()?;
+    let out = recovery.call()?;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     // Recovery read WAL ahead through the job's spool.
-    let (log, restored, read_ahead) = stop_restore_job(job, &log)?;
+    let (log, restored, read_ahead) = recovery.stop()?;
     assert!(restored >= 4 && read_ahead >= 2, "{log}");
     Ok(())
 }
@@ -1296,27 +1361,13 @@ fn a_backup_sent_to_an_offsite_store_carries_its_wal_there_and_a_new_cluster_rec
         "{keys:?}"
     );
     assert_eq!(list(&archive.destination())?, serde_json::json!([]));
+    barman_restores(
+        &archive,
+        &offsite,
+        &pg,
+        &[begin_wal.to_owned(), end_wal.to_owned()],
+    )?;
     let out_dir = pg_temp_dir()?;
-    for name in [begin_wal, end_wal] {
-        let dest = out_dir.path().join(name);
-        let out = archive
-            .barman("barman-cloud-wal-restore")?
-            .arg(&offsite)
-            .arg(SERVER)
-            .arg(name)
-            .arg(&dest)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "{name} is not in offsite-store: {}",
-            stderr(&out)
-        );
-        assert_eq!(
-            sha256_file(&dest)?,
-            sha256_file(&pg.data_dir().join("pg_wal").join(name))?,
-            "{name} differs"
-        );
-    }
     // The recovery window is offsite-store's, in its own status; minio-store's
     // status is not touched.
     let status = |name: &str| -> serde_json::Value {
@@ -1365,11 +1416,9 @@ fn a_backup_sent_to_an_offsite_store_carries_its_wal_there_and_a_new_cluster_rec
     // A new cluster recovers from offsite-store: the restore job reads both ObjectStores
     // from the API, restores the backup and serves its WAL; recovery to the backup's
     // consistent point ends there, with the rows of the backup.
-    let job_plugins = pg_temp_dir()?;
-    let recovering = archive.dir.path().join("recovering.json");
-    fs::write(
-        &recovering,
-        format!(
+    let mut recovery = Recovery::start(
+        &archive,
+        &format!(
             r#"{{"metadata":{{"name":"pg-restored","namespace":"default","uid":"u-3"}},
             "spec":{{"instances":1,
               "bootstrap":{{"recovery":{{"source":"offsite"}}}},
@@ -1378,61 +1427,17 @@ fn a_backup_sent_to_an_offsite_store_carries_its_wal_there_and_a_new_cluster_rec
               "plugins":[{{"name":"{PLUGIN}","parameters":{{"barmanObjectName":"minio-store"}}}}]}},
             "status":{{}}}}"#
         ),
-    )?;
-    make_readable_by_pg(&recovering)?;
-    let restore_command = format!(
-        "{} --plugins-dir {} --cluster {} wal-restore %f %p",
-        manager()?.display(),
-        job_plugins.path().display(),
-        recovering.display()
-    );
-    let dir = pg_temp_dir()?;
-    let data = dir.path().join("data");
-    let (job, log) = start_restore_job(
-        &archive,
-        &data,
-        job_plugins.path(),
-        &restore_command,
         Config::Kube(&api, &kubeconfig),
     )?;
-    let out = Command::new(manager()?)
-        .arg("--plugins-dir")
-        .arg(job_plugins.path())
-        .arg("--cluster")
-        .arg(&recovering)
-        .arg("restore-job")
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "restore-job: {}\njob:\n{}",
-        stderr(&out),
-        fs::read_to_string(&log).unwrap_or_default()
-    );
-    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let config = answer["restore_config"]
-        .as_str()
-        .context("no restore_config")?;
-    let mut auto = fs::OpenOptions::new()
-        .append(true)
-        .open(data.join("postgresql.auto.conf"))?;
-    write!(
-        auto,
-        "\n{config}recovery_target = 'immediate'\narchive_mode = off\n"
-    )?;
-    drop(auto);
-    fs::write(data.join("recovery.signal"), "")?;
-    let mut restored = PgCluster::restored_in(dir)?;
-    restored.start()?;
-    restored
-        .wait_for_recovery_end_within(Duration::from_secs(120))
-        .with_context(|| fs::read_to_string(&log).unwrap_or_default())?;
+    let config = recovery.restore()?;
+    let restored = recovery.recover(&config, "recovery_target = 'immediate'\n")?;
     assert_eq!(
         restored.psql("SELECT count(*) || ':' || sum(x) FROM t")?,
         expected,
         "table t as the backup holds it"
     );
     restored.stop()?;
-    let (log, restored, _) = stop_restore_job(job, &log)?;
+    let (log, restored, _) = recovery.stop()?;
     assert!(restored >= 1, "{log}");
     // The job read offsite-store from the API, with the pod's token.
     assert!(

@@ -110,11 +110,13 @@ pub fn archive(run: &Run<'_>, archiver: Archiver, compression: &str) -> Result<M
                 stage.mark_done(name)
             })
         }
-        Archiver::Barman(parallel) => {
+        // One barman-cloud-wal-archive per segment: N at a time as they come, or in
+        // batches of N answered together (the plugin's sidecar).
+        Archiver::Barman(parallel) | Archiver::PluginWay(parallel) => {
             let stage = Stage::new(run, "archive", corpus, true)?;
             stage.mark_ready(&corpus.names)?;
             let flag = format!("--{compression}");
-            per_segment(&corpus.names, parallel, |name| {
+            let one = |name: &str| {
                 let mut cmd = run.barman("barman-cloud-wal-archive");
                 cmd.arg(&flag)
                     .arg(run.destination())
@@ -122,21 +124,12 @@ pub fn archive(run: &Run<'_>, archiver: Archiver, compression: &str) -> Result<M
                     .arg(stage.segment(name));
                 run_ok(&mut cmd)?;
                 stage.mark_done(name)
-            })
-        }
-        Archiver::PluginWay(parallel) => {
-            let stage = Stage::new(run, "archive", corpus, true)?;
-            stage.mark_ready(&corpus.names)?;
-            let flag = format!("--{compression}");
-            in_batches(&corpus.names, parallel, |name| {
-                let mut cmd = run.barman("barman-cloud-wal-archive");
-                cmd.arg(&flag)
-                    .arg(run.destination())
-                    .arg(super::env::SERVER)
-                    .arg(stage.segment(name));
-                run_ok(&mut cmd)?;
-                stage.mark_done(name)
-            })
+            };
+            if matches!(archiver, Archiver::PluginWay(_)) {
+                in_batches(&corpus.names, parallel, one)
+            } else {
+                per_segment(&corpus.names, parallel, one)
+            }
         }
         Archiver::PgBackRest(processes) => {
             let stage = Stage::new(run, "archive", corpus, true)?;

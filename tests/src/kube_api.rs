@@ -1,8 +1,9 @@
 //! A stand-in for the Kubernetes API on 127.0.0.1, speaking its real JSON over plain
-//! HTTP/1.1: GET of Clusters, ObjectStores and Secrets in one namespace, field-selected
-//! WATCH of them (newline-delimited events, chunked, as the API server streams them),
-//! GET and PUT of an ObjectStore's status (with resourceVersion conflicts, 409), and 403
-//! for any object it is told to deny. Every request is recorded with whether it carried
+//! HTTP/1.1: GET of Clusters, ObjectStores, Secrets and Backups in one namespace, LIST
+//! and DELETE of Backups, field-selected WATCH (newline-delimited events, chunked, as
+//! the API server streams them), GET and PUT of an ObjectStore's status (with
+//! resourceVersion conflicts, 409), and 403 for any object or collection it is told to
+//! deny. Every request is recorded with whether it carried
 //! the bearer token. Stopped when dropped.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +24,7 @@ pub enum KubeKind {
     Cluster,
     ObjectStore,
     Secret,
+    Backup,
 }
 
 impl KubeKind {
@@ -35,7 +37,22 @@ impl KubeKind {
                 format!("/apis/barmancloud.cnpg.io/v1/namespaces/{namespace}/objectstores")
             }
             KubeKind::Secret => format!("/api/v1/namespaces/{namespace}/secrets"),
+            KubeKind::Backup => {
+                format!("/apis/postgresql.cnpg.io/v1/namespaces/{namespace}/backups")
+            }
         }
+    }
+
+    /// The kind a collection path is of, and its list's `kind`.
+    fn of_collection(path: &str, namespace: &str) -> Option<(KubeKind, &'static str)> {
+        [
+            (KubeKind::Cluster, "ClusterList"),
+            (KubeKind::ObjectStore, "ObjectStoreList"),
+            (KubeKind::Secret, "SecretList"),
+            (KubeKind::Backup, "BackupList"),
+        ]
+        .into_iter()
+        .find(|(kind, _)| kind.collection(namespace) == path)
     }
 }
 
@@ -190,6 +207,18 @@ impl KubeApi {
         }
     }
 
+    /// Answers 403 for every object of `kind` listed (LIST of its collection) while
+    /// `denied`.
+    pub fn deny_list(&self, kind: KubeKind, denied: bool) {
+        let path = kind.collection(&self.shared.namespace);
+        let mut state = self.shared.state.lock().expect("state");
+        if denied {
+            state.denied.insert(path);
+        } else {
+            state.denied.remove(&path);
+        }
+    }
+
     /// Answers 403 for the object (every verb) while `denied`.
     pub fn deny(&self, kind: KubeKind, name: &str, denied: bool) {
         let path = self.path(kind, name);
@@ -247,6 +276,14 @@ fn reply(mut stream: TcpStream, code: u16, body: &Value) -> std::io::Result<()> 
         },
         body.len()
     )
+}
+
+/// The group and version of a collection path (`v1` for the core group).
+fn api_version(path: &str) -> String {
+    match path.strip_prefix("/apis/") {
+        Some(rest) => rest.split('/').take(2).collect::<Vec<_>>().join("/"),
+        None => "v1".to_owned(),
+    }
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
@@ -317,6 +354,27 @@ fn serve(shared: &Shared, stream: TcpStream, request: &Request) -> std::io::Resu
         None => (path.to_owned(), false),
     };
     let mut state = shared.state.lock().expect("state");
+    if let Some((_, list_kind)) = KubeKind::of_collection(&object_path, &shared.namespace)
+        && request.method() == "GET"
+        && !state.denied.contains(&object_path)
+    {
+        // A LIST of the collection (unselected: a Role granting `list` on the kind).
+        let prefix = format!("{object_path}/");
+        let items: Vec<Value> = state
+            .objects
+            .iter()
+            .filter(|(path, _)| path.strip_prefix(&prefix).is_some_and(|n| !n.contains('/')))
+            .map(|(_, object)| object.clone())
+            .collect();
+        let version = state.version;
+        drop(state);
+        return reply(
+            stream,
+            200,
+            &json!({"kind": list_kind, "apiVersion": api_version(&object_path),
+                    "metadata": {"resourceVersion": version.to_string()}, "items": items}),
+        );
+    }
     if state.denied.contains(&object_path) {
         drop(state);
         return reply(
@@ -339,6 +397,17 @@ fn serve(shared: &Shared, stream: TcpStream, request: &Request) -> std::io::Resu
     };
     match (request.method(), subresource) {
         ("GET", _) => {
+            drop(state);
+            reply(stream, 200, &current)
+        }
+        ("DELETE", false) => {
+            state.objects.remove(&object_path);
+            state.version += 1;
+            let version = state.version;
+            state
+                .events
+                .push((version, object_path, "DELETED", current.clone()));
+            shared.changed.notify_all();
             drop(state);
             reply(stream, 200, &current)
         }

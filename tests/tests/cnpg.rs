@@ -68,13 +68,13 @@ impl Sidecar {
         plugins: &Path,
         config: Config<'_>,
     ) -> Result<Sidecar> {
-        Sidecar::launch(archive, pg, plugins, config, false)
+        Sidecar::launch(archive, pg, plugins, config, false, 0)
     }
 
     /// As CloudNativePG runs it: the root filesystem read-only, only its volumes
     /// writable (PGDATA, the plugins directory, the spool and journal).
     fn start_read_only(archive: &Archive, pg: &PgCluster, plugins: &Path) -> Result<Sidecar> {
-        Sidecar::launch(archive, pg, plugins, Config::Files, true)
+        Sidecar::launch(archive, pg, plugins, Config::Files, true, 0)
     }
 
     fn launch(
@@ -83,6 +83,7 @@ impl Sidecar {
         plugins: &Path,
         config: Config<'_>,
         read_only_root: bool,
+        retention_seconds: u64,
     ) -> Result<Sidecar> {
         // A socket left by a sidecar killed earlier must not pass for this one's.
         let socket = plugins.join(PLUGIN);
@@ -120,7 +121,8 @@ impl Sidecar {
             .arg("--spool-dir")
             .arg(archive.dir.path().join("spool"))
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .args(["--rescan-seconds", "2", "--retention-interval-seconds", "0"])
+            .args(["--rescan-seconds", "2", "--retention-interval-seconds"])
+            .arg(retention_seconds.to_string())
             .env("POD_NAME", POD)
             .env("CLUSTER_NAME", SERVER)
             .env("PGHOST", "127.0.0.1")
@@ -1213,6 +1215,149 @@ fn the_sidecar_reads_its_object_store_and_secrets_from_the_kubernetes_api_and_fo
     Ok(())
 }
 
+/// Two DONE backups of long ago under `base` (`<prefix>/<server>`), 2020-01-01 and
+/// 2020-01-02, and a WAL object older than the second's first WAL; its key. Under a
+/// window of a day the second is kept (the window's start is recovered from it) and
+/// the first goes, with that WAL.
+fn plant_old_backups(archive: &Archive, base: &str) -> Result<String> {
+    for (id, wal) in [("20200101T000000", "00"), ("20200102T000000", "01")] {
+        let day = &id[6..8];
+        let info = format!(
+            "backup_label=None\nbegin_offset=40\n\
+             begin_time=2020-01-{day} 00:00:00.000000+00:00\n\
+             begin_wal=0000000100000000000000{wal}\nbegin_xlog=0/{wal}000028\n\
+             end_offset=256\nend_time=2020-01-{day} 00:01:00.000000+00:00\n\
+             end_wal=0000000100000000000000{wal}\nend_xlog=0/{wal}000100\n\
+             mode=cloud\nserver_name=cloud\nstatus=DONE\ntablespaces=None\n\
+             timeline=1\nversion=150000\nxlog_segment_size=1048576\n"
+        );
+        archive.s3.put_object(
+            BUCKET,
+            &format!("{base}/base/{id}/backup.info"),
+            info.as_bytes(),
+        )?;
+    }
+    let expired_wal = format!("{base}/wals/0000000100000000/000000010000000000000000.gz");
+    archive.s3.put_object(BUCKET, &expired_wal, b"expired")?;
+    Ok(expired_wal)
+}
+
+/// A Backup resource as CloudNativePG leaves it once the plugin's backup completed.
+fn backup_resource(
+    cluster: &str,
+    cluster_uid: &str,
+    phase: &str,
+    backup_id: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Backup",
+        "spec": {"cluster": {"name": cluster}, "method": "plugin",
+                 "pluginConfiguration": {"name": PLUGIN}},
+        "status": {"phase": phase, "method": "plugin", "backupId": backup_id,
+                   "pluginMetadata": {"clusterUID": cluster_uid, "pluginName": PLUGIN}}
+    })
+}
+
+#[test]
+fn retention_on_the_primary_deletes_the_backup_resources_whose_backup_it_removed_and_no_others()
+-> Result<()> {
+    let Setup {
+        archive,
+        pg,
+        plugins,
+        cluster: _,
+    } = setup()?;
+    let api = KubeApi::start("default", "sidecar-token")?;
+    let kubeconfig = api.write_kubeconfig(archive.dir.path())?;
+    make_readable_by_pg(&kubeconfig)?;
+    api.put(
+        KubeKind::Cluster,
+        SERVER,
+        serde_json::from_str(&cluster_json("minio-store", POD))?,
+    );
+    // The stand-in gives each object the uid `uid-<name>`.
+    let uid = format!("uid-{SERVER}");
+    api.put_secret(
+        "aws-creds",
+        &[
+            ("ACCESS_KEY_ID", archive.s3.access_key()),
+            ("ACCESS_SECRET_KEY", archive.s3.secret_key()),
+        ],
+    );
+    let mut store = object_store_json(&archive);
+    store["spec"]["retentionPolicy"] = "1d".into();
+    api.put(KubeKind::ObjectStore, "minio-store", store);
+    let expired_wal = plant_old_backups(&archive, &format!("{PREFIX}/{SERVER}"))?;
+
+    // The Backup resources: the one retention will remove, and others it must leave
+    // (kept by the policy; another cluster's; a cluster of the same name before this
+    // one; a failed backup, never in the catalog).
+    let resources = [
+        (
+            "pg-main-old",
+            backup_resource(SERVER, &uid, "completed", "20200101T000000"),
+        ),
+        (
+            "pg-main-kept",
+            backup_resource(SERVER, &uid, "completed", "20200102T000000"),
+        ),
+        (
+            "other-old",
+            backup_resource("other", "uid-other", "completed", "20200101T000000"),
+        ),
+        (
+            "pg-main-before",
+            backup_resource(SERVER, "uid-before", "completed", "20190101T000000"),
+        ),
+        (
+            "pg-main-failed",
+            backup_resource(SERVER, &uid, "failed", "20191231T000000"),
+        ),
+    ];
+    for (name, resource) in &resources {
+        api.put(KubeKind::Backup, name, resource.clone());
+    }
+
+    let sidecar = Sidecar::launch(
+        &archive,
+        &pg,
+        plugins.path(),
+        Config::Kube(&api, &kubeconfig),
+        false,
+        1,
+    )?;
+    wait_until(Duration::from_secs(60), "pg-main-old deleted", || {
+        Ok(api.get(KubeKind::Backup, "pg-main-old").is_none())
+    })
+    .with_context(|| sidecar.log_contents())?;
+    // Another round or two changes nothing more.
+    let applied = r#"walship_retention_runs_total{result="applied"}"#;
+    let rounds = sidecar.metric(applied)?;
+    wait_until(Duration::from_secs(30), "two more rounds", || {
+        Ok(sidecar.metric(applied)? >= rounds + 2.0)
+    })?;
+    for (name, _) in &resources[1..] {
+        assert!(
+            api.get(KubeKind::Backup, name).is_some(),
+            "{name} was deleted:\n{}",
+            sidecar.log_contents()
+        );
+    }
+    // What the resource stood for is gone from the store, with the WAL only it needed.
+    let keys = archive.keys()?;
+    assert!(
+        !keys.iter().any(|k| k.contains("/base/20200101T000000/")) && !keys.contains(&expired_wal),
+        "{keys:?}"
+    );
+    assert!(
+        sidecar.log_contents().contains("pg-main-old"),
+        "{}",
+        sidecar.log_contents()
+    );
+    Ok(())
+}
+
 /// A Backup resource for the Cluster, with `parameters` in its plugin configuration.
 fn backup_json(name: &str, parameters: &str) -> String {
     format!(
@@ -1262,25 +1407,7 @@ fn a_backup_sent_to_an_offsite_store_carries_its_wal_there_and_a_new_cluster_rec
     // of a day the newer is kept (the window's start is recovered from it), the older
     // goes with that WAL once a new backup is DONE there.
     let base = format!("{PREFIX}-offsite/{SERVER}");
-    for (id, wal) in [("20200101T000000", "00"), ("20200102T000000", "01")] {
-        let day = &id[6..8];
-        let info = format!(
-            "backup_label=None\nbegin_offset=40\n\
-             begin_time=2020-01-{day} 00:00:00.000000+00:00\n\
-             begin_wal=0000000100000000000000{wal}\nbegin_xlog=0/{wal}000028\n\
-             end_offset=256\nend_time=2020-01-{day} 00:01:00.000000+00:00\n\
-             end_wal=0000000100000000000000{wal}\nend_xlog=0/{wal}000100\n\
-             mode=cloud\nserver_name=cloud\nstatus=DONE\ntablespaces=None\n\
-             timeline=1\nversion=150000\nxlog_segment_size=1048576\n"
-        );
-        archive.s3.put_object(
-            BUCKET,
-            &format!("{base}/base/{id}/backup.info"),
-            info.as_bytes(),
-        )?;
-    }
-    let expired_wal = format!("{base}/wals/0000000100000000/000000010000000000000000.gz");
-    archive.s3.put_object(BUCKET, &expired_wal, b"expired")?;
+    let expired_wal = plant_old_backups(&archive, &base)?;
     let sidecar = Sidecar::start_with(
         &archive,
         &pg,

@@ -305,6 +305,11 @@ async fn retention_round(
             set_catalog(metrics, &round.summary);
             if let wiring::Source::Kube(live) = &sources.source {
                 live.publish(&round.summary).await;
+                // The primary, with the catalog read whole: Backup resources whose
+                // backup is gone go too, as with the plugin.
+                if role == Role::Primary {
+                    live.delete_backups_not_in_catalog(&round.ids).await;
+                }
             }
             metrics.retention_runs_total.inc(if applies {
                 RetentionResult::Applied

@@ -8,6 +8,7 @@
 //! is kept as the reason, never a crash: the sidecar keeps serving, each call answers
 //! FAILED_PRECONDITION with the reason, and the watch goes on until it can be read.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ pub struct Resolved {
     /// The server name WAL and backups go under.
     pub server: String,
     pub loaded: Loaded,
+    /// The pod's Cluster: its name and uid (for the pod's own store only).
+    pub cluster: Option<(String, String)>,
 }
 
 /// The configuration as last read: [`Resolved`], or why it cannot be.
@@ -178,12 +181,36 @@ impl Live {
             warn!("cannot write the ObjectStore's status.serverRecoveryWindow: {e}");
         }
     }
+
+    /// After a retention round that read the catalog whole (`ids`, every backup in it):
+    /// the Cluster's Backup resources whose backup is gone are deleted, as the plugin's
+    /// sidecar deletes them, so `kubectl get backups` shows what can be restored.
+    pub async fn delete_backups_not_in_catalog(&self, ids: &BTreeSet<String>) {
+        let Ok(resolved) = self.current() else {
+            return;
+        };
+        let Some((cluster, uid)) = &resolved.cluster else {
+            return;
+        };
+        match self
+            .kube
+            .delete_backups_not_in_catalog(cluster, uid, PLUGIN_NAME, ids)
+            .await
+        {
+            Ok(deleted) if deleted.is_empty() => {}
+            Ok(deleted) => info!(
+                "deleted the Backup resources whose backup retention removed: {}",
+                deleted.join(", ")
+            ),
+            Err(e) => warn!("cannot delete Backup resources no longer in the catalog: {e}"),
+        }
+    }
 }
 
 /// The ObjectStore wanted (for the pod's own, the Cluster first) and its Secrets.
 async fn read(kube: &Kube, wanted: &Wanted, watched: &mut Watched) -> Snapshot {
-    let (store, server) = match wanted {
-        Wanted::Store(store) => (store.object_store.clone(), store.server_name.clone()),
+    let (store, server, identity) = match wanted {
+        Wanted::Store(store) => (store.object_store.clone(), store.server_name.clone(), None),
         Wanted::Pod {
             cluster,
             pod,
@@ -212,6 +239,7 @@ async fn read(kube: &Kube, wanted: &Wanted, watched: &mut Watched) -> Snapshot {
                 server_override
                     .clone()
                     .unwrap_or_else(|| store.server_name.clone()),
+                Some((cluster.clone(), config.cluster_uid.clone())),
             )
         }
     };
@@ -223,5 +251,6 @@ async fn read(kube: &Kube, wanted: &Wanted, watched: &mut Watched) -> Snapshot {
         store,
         server,
         loaded,
+        cluster: identity,
     }))
 }

@@ -8,6 +8,7 @@
 //! (first recoverability point, last successful and last failed backup) and the latest
 //! backup's duration and size. The daemon's metrics are that summary.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset};
@@ -93,6 +94,19 @@ pub struct Round {
     pub deleted_wal: usize,
     /// The catalog after the deletions.
     pub summary: CatalogSummary,
+    /// Every backup id left in the catalog, those whose `backup.info` cannot be read
+    /// included: what CloudNativePG's Backup resources are checked against.
+    pub ids: BTreeSet<String>,
+}
+
+/// Every backup id of `listing`, readable or not.
+fn ids(listing: &Listing) -> BTreeSet<String> {
+    listing
+        .backups
+        .iter()
+        .map(|e| e.id.clone())
+        .chain(listing.unreadable.iter().map(|(id, _)| id.clone()))
+        .collect()
 }
 
 /// A round that stopped, with what it had deleted by then (the next round finishes a
@@ -137,6 +151,7 @@ pub async fn round(
             deleted_backups: 0,
             deleted_wal: 0,
             summary: CatalogSummary::of(&listing),
+            ids: ids(&listing),
         });
     };
     let snapshot = Snapshot::read(&**store, &catalog, layout)
@@ -160,6 +175,7 @@ pub async fn round(
         deleted_backups,
         deleted_wal,
         summary: CatalogSummary::of(&left),
+        ids: ids(&left),
     })
 }
 

@@ -13,6 +13,10 @@
 //! - [`Kube::set_recovery_window`]: `status.serverRecoveryWindow.<server>`, by a read
 //!   and a replace of the status subresource (the Role grants `update` on
 //!   `objectstores/status`, not `patch`), retried on a conflict.
+//! - [`Kube::delete_backups_not_in_catalog`]: after retention, the Cluster's completed
+//!   plugin Backup resources whose backup is no longer in the catalog, as the plugin's
+//!   sidecar deletes them (with the pod's own service account: CloudNativePG's Role for
+//!   the instance grants list and delete on backups).
 //!
 //! Every error names the object (kind, namespace, name) and says whether it is missing,
 //! forbidden or unreachable; none carries a Secret value.
@@ -21,7 +25,8 @@
 //!
 //! - Write a Secret value anywhere, or put one into an error or a log line.
 //! - Write anything but the ObjectStore's `status.serverRecoveryWindow` entry of the
-//!   server it is given.
+//!   server it is given, or delete anything but a Backup resource of this Cluster, taken
+//!   by this plugin, completed, whose backup the catalog no longer has.
 //! - Ask for more than the plugin's Role grants (get, list and watch on the named
 //!   objects; update on `objectstores/status`).
 //!
@@ -72,17 +77,15 @@ pub enum KubeError {
         namespace: String,
         name: String,
     },
-    #[error(
-        "{kind} {namespace:?}/{name:?}: access forbidden to {verb} it ({message}); the Barman \
-         Cloud plugin's Role `<cluster>-barman-cloud` grants get, list and watch on the \
-         ObjectStores and Secrets the Cluster names, and update on objectstores/status"
-    )]
+    #[error("{kind} {namespace:?}/{name:?}: access forbidden to {verb} it ({message}); {grant}")]
     Forbidden {
         kind: &'static str,
         namespace: String,
         name: String,
         verb: &'static str,
         message: String,
+        /// Who grants what, for this kind.
+        grant: &'static str,
     },
     #[error("{kind} {namespace:?}/{name:?}: the Kubernetes API answered {code}: {message}")]
     Api {
@@ -142,6 +145,7 @@ pub enum Kind {
     Cluster,
     ObjectStore,
     Secret,
+    Backup,
 }
 
 impl Kind {
@@ -150,6 +154,22 @@ impl Kind {
             Kind::Cluster => "Cluster",
             Kind::ObjectStore => "ObjectStore",
             Kind::Secret => "Secret",
+            Kind::Backup => "Backup",
+        }
+    }
+
+    /// Who grants access to this kind, for an error that says what is missing.
+    fn grant(self) -> &'static str {
+        match self {
+            Kind::Backup => {
+                "CloudNativePG's Role for the instance (the pod's service account) grants \
+                 list and delete on backups"
+            }
+            _ => {
+                "the Barman Cloud plugin's Role `<cluster>-barman-cloud` grants get, list and \
+                 watch on the ObjectStores and Secrets the Cluster names, and update on \
+                 objectstores/status"
+            }
         }
     }
 }
@@ -169,6 +189,7 @@ pub struct Kube {
     namespace: String,
     cluster: ApiResource,
     object_store: ApiResource,
+    backup: ApiResource,
 }
 
 impl Kube {
@@ -204,6 +225,10 @@ impl Kube {
                 &GroupVersionKind::gvk(OBJECT_STORE_GROUP, OBJECT_STORE_VERSION, "ObjectStore"),
                 "objectstores",
             ),
+            backup: ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk(cnpg_group, cnpg_version, "Backup"),
+                "backups",
+            ),
         })
     }
 
@@ -215,13 +240,14 @@ impl Kube {
     fn dynamic(&self, kind: Kind) -> Api<DynamicObject> {
         let resource = match kind {
             Kind::Cluster => &self.cluster,
+            Kind::Backup => &self.backup,
             _ => &self.object_store,
         };
         Api::namespaced_with(self.client.clone(), &self.namespace, resource)
     }
 
-    fn error(&self, kind: Kind, name: &str, verb: &'static str, e: kube::Error) -> KubeError {
-        let (kind, namespace, name) = (kind.name(), self.namespace.clone(), name.to_owned());
+    fn error(&self, of: Kind, name: &str, verb: &'static str, e: kube::Error) -> KubeError {
+        let (kind, namespace, name) = (of.name(), self.namespace.clone(), name.to_owned());
         match e {
             kube::Error::Api(status) if status.code == 404 => KubeError::NotFound {
                 kind,
@@ -230,11 +256,12 @@ impl Kube {
             },
             kube::Error::Api(status) if status.code == 403 || status.code == 401 => {
                 KubeError::Forbidden {
-                    kind,
+                    kind: of.name(),
                     namespace,
                     name,
                     verb,
                     message: status.message,
+                    grant: of.grant(),
                 }
             }
             kube::Error::Api(status) => KubeError::Api {
@@ -424,6 +451,74 @@ impl Kube {
     }
 }
 
+impl Kube {
+    /// Deletes the Backup resources of Cluster `cluster` (uid `cluster_uid`) whose
+    /// backup `catalog` (every id in the store's catalog) no longer has, as the plugin's
+    /// sidecar does after retention: only completed ones, taken with the plugin method
+    /// by this plugin for this very Cluster (its uid in the Backup's plugin metadata),
+    /// so another cluster's, another tool's or a running backup is never touched. The
+    /// names deleted; every deletion is tried, and the first error is returned after.
+    pub async fn delete_backups_not_in_catalog(
+        &self,
+        cluster: &str,
+        cluster_uid: &str,
+        plugin: &str,
+        catalog: &BTreeSet<String>,
+    ) -> Result<Vec<String>, KubeError> {
+        let api = self.dynamic(Kind::Backup);
+        let listed = api
+            .list(&kube::api::ListParams::default())
+            .await
+            .map_err(|e| self.error(Kind::Backup, "*", "list", e))?;
+        let mut deleted = Vec::new();
+        let mut first_error = None;
+        for backup in listed.items {
+            let Some(name) = backup.metadata.name.clone() else {
+                continue;
+            };
+            if !obsolete(&backup.data, cluster, cluster_uid, plugin, catalog) {
+                continue;
+            }
+            match api.delete(&name, &Default::default()).await {
+                Ok(_) => deleted.push(name),
+                // Gone already: what was wanted.
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => {
+                    let e = self.error(Kind::Backup, &name, "delete", e);
+                    warn!("{e}");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(deleted),
+        }
+    }
+}
+
+/// Whether a Backup resource (its `spec` and `status`) stands for a backup of this
+/// Cluster by this plugin, completed, that `catalog` no longer has.
+fn obsolete(
+    backup: &serde_json::Value,
+    cluster: &str,
+    cluster_uid: &str,
+    plugin: &str,
+    catalog: &BTreeSet<String>,
+) -> bool {
+    let status = &backup["status"];
+    let metadata = &status["pluginMetadata"];
+    backup["spec"]["cluster"]["name"] == cluster
+        && status["phase"] == "completed"
+        && status["method"] == "plugin"
+        && !cluster_uid.is_empty()
+        && metadata["clusterUID"] == cluster_uid
+        && metadata["pluginName"] == plugin
+        && status["backupId"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty() && !catalog.contains(id))
+}
+
 /// What a watch event says of the watched object.
 enum Seen {
     /// Its resourceVersion now (`None` when the event has none).
@@ -575,5 +670,57 @@ mod tests {
             secret_names(&manifest).into_iter().collect::<Vec<_>>(),
             ["aws", "ca"]
         );
+    }
+
+    #[test]
+    fn only_this_clusters_completed_plugin_backups_missing_from_the_catalog_are_obsolete() {
+        let catalog: BTreeSet<String> = ["20261130T000000".to_owned()].into();
+        let backup = |change: &dyn Fn(&mut serde_json::Value)| {
+            let mut b = serde_json::json!({
+                "spec": {"cluster": {"name": "pg"}, "method": "plugin"},
+                "status": {"phase": "completed", "method": "plugin",
+                    "backupId": "20200101T000000",
+                    "pluginMetadata": {"clusterUID": "uid-1",
+                        "pluginName": "barman-cloud.cloudnative-pg.io"}}
+            });
+            change(&mut b);
+            obsolete(
+                &b,
+                "pg",
+                "uid-1",
+                "barman-cloud.cloudnative-pg.io",
+                &catalog,
+            )
+        };
+        assert!(backup(&|_| {}));
+        for (why, change) in [
+            (
+                "in the catalog",
+                &(|b: &mut serde_json::Value| b["status"]["backupId"] = "20261130T000000".into())
+                    as &dyn Fn(&mut serde_json::Value),
+            ),
+            ("another cluster", &|b| {
+                b["spec"]["cluster"]["name"] = "other".into()
+            }),
+            ("another uid (a cluster of the same name before)", &|b| {
+                b["status"]["pluginMetadata"]["clusterUID"] = "uid-0".into()
+            }),
+            ("another plugin", &|b| {
+                b["status"]["pluginMetadata"]["pluginName"] = "other.io".into()
+            }),
+            ("running", &|b| b["status"]["phase"] = "running".into()),
+            ("failed", &|b| b["status"]["phase"] = "failed".into()),
+            ("a volume snapshot", &|b| {
+                b["status"]["method"] = "volumeSnapshot".into()
+            }),
+            ("no backup id yet", &|b| {
+                b["status"].as_object_mut().unwrap().remove("backupId");
+            }),
+            ("no status", &|b| {
+                b.as_object_mut().unwrap().remove("status");
+            }),
+        ] {
+            assert!(!backup(change), "{why}");
+        }
     }
 }

@@ -2,8 +2,7 @@
 //! HTTP/1.1: GET of Clusters, ObjectStores, Secrets and Backups in one namespace, LIST
 //! and DELETE of Backups, field-selected WATCH (newline-delimited events, chunked, as
 //! the API server streams them), GET and PUT of an ObjectStore's status (with
-//! resourceVersion conflicts, 409), and 403 for any object or collection it is told to
-//! deny. Every request is recorded with whether it carried
+//! resourceVersion conflicts, 409), and 403 for any object it is told to deny. Every request is recorded with whether it carried
 //! the bearer token. Stopped when dropped.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -204,18 +203,6 @@ impl KubeApi {
             let version = state.version;
             state.events.push((version, path, "DELETED", object));
             self.shared.changed.notify_all();
-        }
-    }
-
-    /// Answers 403 for every object of `kind` listed (LIST of its collection) while
-    /// `denied`.
-    pub fn deny_list(&self, kind: KubeKind, denied: bool) {
-        let path = kind.collection(&self.shared.namespace);
-        let mut state = self.shared.state.lock().expect("state");
-        if denied {
-            state.denied.insert(path);
-        } else {
-            state.denied.remove(&path);
         }
     }
 

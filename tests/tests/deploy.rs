@@ -317,6 +317,23 @@ mod operator {
     }
 }
 
+/// The ports a monitor's endpoints scrape, each checked to scrape `/metrics` at an
+/// interval.
+fn scraped_ports(what: &str, endpoints: Vec<operator::Endpoint>) -> Result<Vec<String>> {
+    endpoints
+        .into_iter()
+        .map(|e| {
+            ensure!(
+                e.path == "/metrics" && !e.interval.is_empty(),
+                "{what}: path {:?}, interval {:?}",
+                e.path,
+                e.interval
+            );
+            Ok(e.port)
+        })
+        .collect()
+}
+
 #[test]
 fn every_manifest_under_deploy_parses_into_its_kubernetes_type_and_the_metrics_port_agrees()
 -> Result<()> {
@@ -365,15 +382,7 @@ fn every_manifest_under_deploy_parses_into_its_kubernetes_type_and_the_metrics_p
                         serde_json::from_value(document.clone()).context(what.clone())?;
                     ensure!(!monitor.metadata.name.is_empty() && monitor.kind == kind);
                     ensure!(!monitor.spec.selector.match_labels.is_empty(), "{what}");
-                    for e in monitor.spec.endpoints {
-                        ensure!(
-                            e.path == "/metrics" && !e.interval.is_empty(),
-                            "{what}: {} {}",
-                            e.path,
-                            e.interval
-                        );
-                        monitor_ports.push(e.port);
-                    }
+                    monitor_ports.extend(scraped_ports(&what, monitor.spec.endpoints)?);
                 }
                 ("monitoring.coreos.com/v1", "ServiceMonitor") => {
                     let monitor: operator::Resource<operator::ServiceMonitorSpec> =
@@ -390,15 +399,7 @@ fn every_manifest_under_deploy_parses_into_its_kubernetes_type_and_the_metrics_p
                             .all(|(k, v)| labels.get(k) == Some(v))
                     });
                     ensure!(selected, "{what} selects no Service of its file");
-                    for e in monitor.spec.endpoints {
-                        ensure!(
-                            e.path == "/metrics" && !e.interval.is_empty(),
-                            "{what}: {} {}",
-                            e.path,
-                            e.interval
-                        );
-                        monitor_ports.push(e.port);
-                    }
+                    monitor_ports.extend(scraped_ports(&what, monitor.spec.endpoints)?);
                 }
                 ("monitoring.coreos.com/v1", "PrometheusRule") => {
                     let rule: operator::Resource<operator::RuleSpec> =

@@ -254,7 +254,10 @@ fn copy_wal(from: Archiver, to: Archiver, scratch: PathBuf) -> BeforeDone {
                 message,
                 store: None,
             })?;
-            let dir = scratch.join(format!(".walship-copy-{}", std::process::id()));
+            // A directory of this copy's own: no other copy removes it under it.
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = scratch.join(format!(".walship-copy-{}-{n}", std::process::id()));
             std::fs::create_dir_all(&dir).map_err(|e| Unfinished {
                 message: format!("cannot create {}: {e}", dir.display()),
                 store: None,

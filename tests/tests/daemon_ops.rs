@@ -599,3 +599,60 @@ fn a_silent_store_is_a_retried_timeout_and_shipping_resumes_when_a_store_answers
     assert_all_archived_identical(&archive, &pg)?;
     Ok(())
 }
+
+/// A native sidecar starts before PostgreSQL's first initdb (deploy/standalone): with
+/// --wait-for-pgdata the daemon stays up and unready until the data directory is
+/// there, then archives what PostgreSQL hands it.
+#[test]
+fn with_wait_for_pgdata_the_daemon_waits_unready_for_initdb_then_archives() -> Result<()> {
+    let archive = common::Archive::start(Some("zstd"))?;
+    let socket = archive.dir.path().join("walship.sock");
+    let pg_dir = walship_testkit::pg_temp_dir()?;
+    let data_dir = pg_dir.path().join("data");
+    let daemon = DaemonProcess::start_before_initdb(&archive, &data_dir, &socket)?;
+    // Alive (the startup and liveness probes pass, so PostgreSQL's container starts),
+    // not ready, and saying why.
+    let waiting_for = data_dir.join("pg_wal/archive_status").display().to_string();
+    wait_until(Duration::from_secs(10), "/readyz to name the wait", || {
+        let (status, body) = daemon.get("/readyz")?;
+        Ok(status == 503 && body.contains(&waiting_for))
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
+    ensure!(
+        daemon.get("/healthz")?.0 == 200 && daemon.metric("walship_ready")? == 0.0,
+        "{}",
+        daemon.log_contents()
+    );
+    ensure!(
+        !socket.exists(),
+        "the socket is served before there is WAL to archive"
+    );
+
+    let mut pg = PgCluster::init(
+        pg_dir.path(),
+        walship_testkit::InitOptions {
+            wal_segsize_mb: Some(1),
+        },
+    )?;
+    let command = archive.archive_command()?.replace(
+        " wal-push ",
+        &format!(" --socket {} wal-push ", socket.display()),
+    );
+    pg.set_conf(&[("archive_mode", "on"), ("archive_command", &command)])?;
+    pg.start()?;
+    let wal = write_and_switch(&pg)?;
+    pg.wait_for_archived(&wal, Duration::from_secs(60))?;
+    wait_until(Duration::from_secs(30), "/readyz to pass", || {
+        Ok(daemon.get("/readyz")?.0 == 200)
+    })
+    .with_context(|| daemon.log_contents())?;
+    ensure!(
+        daemon.metric("walship_segments_archived_total")? >= 1.0,
+        "the daemon shipped nothing: {}",
+        daemon.log_contents()
+    );
+    let checked = assert_all_archived_identical(&archive, &pg)?;
+    ensure!(checked >= 1);
+    drop(pg_dir);
+    Ok(())
+}

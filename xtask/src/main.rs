@@ -21,10 +21,14 @@
 //!   `getrusage`/`waitpid` for the CPU time of every process a tool started), and
 //!   `geteuid` to know whether system packages can be installed.
 //! - `tempfile`: the bench's work directory, removed when the run ends.
+//! - `tar`, `flate2`, `sha2`, `hex`, `chrono`: `cargo xtask image` writes the OCI
+//!   image archive itself (no Docker daemon or registry can be had), so that every
+//!   byte of it is chosen here and the same commit gives the same digest.
 
 mod bench;
 mod cargo;
 mod demo;
+mod image;
 mod progress;
 mod services;
 mod system;
@@ -71,6 +75,9 @@ enum Command {
     /// prints ratios and writes bench/results/latest.{md,json}. Installs pgBackRest
     /// and stunnel with apt-get when root or sudo allows.
     Bench(bench::Args),
+    /// Build walship's OCI image archive (release binary, `/manager` link, CA
+    /// certificates, user 26:26) without Docker or a registry; prints its digest and size.
+    Image(image::Args),
 }
 
 /// Held by the tests that start processes: the bench's meter waits for every new
@@ -87,6 +94,7 @@ fn main() -> ExitCode {
         Command::Tidy => tidy::run(),
         Command::Demo => demo::demo(),
         Command::Bench(args) => bench::run(args),
+        Command::Image(args) => image::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -186,6 +186,14 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
         timeout_seconds: u64,
     },
+    /// Copy this binary to <DIR>/walship: an init container's way to give a PostgreSQL
+    /// container `archive_command` and `restore_command` from walship's image, which
+    /// has no shell to copy with.
+    #[command(after_help = COPY_HELP)]
+    CopyTo {
+        /// A directory shared with the PostgreSQL container (an emptyDir volume).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -434,6 +442,11 @@ pub(crate) struct DaemonArgs {
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "WALSHIP_METRICS_ADDR", default_value = "127.0.0.1:9188")]
     pub(crate) metrics_addr: std::net::SocketAddr,
+    /// Wait for <pgdata>/pg_wal/archive_status to appear instead of failing: for a
+    /// daemon started before PostgreSQL's first initdb (a native sidecar beside an
+    /// empty volume). /readyz fails while it waits.
+    #[arg(long, env = "WALSHIP_WAIT_FOR_PGDATA")]
+    pub(crate) wait_for_pgdata: bool,
     /// Where restore prefetches are spooled: same filesystem as pg_wal, outside it
     /// [default: SPOOL_DIRECTORY under CloudNativePG, else <pgdata>/../walship-spool].
     #[arg(long, env = "WALSHIP_SPOOL_DIR")]
@@ -569,6 +582,20 @@ Exit status:
   2  the store cannot be reached
   3  bad configuration or usage
   4  internal error, or a backup.info the catalog cannot read";
+
+const COPY_HELP: &str = "\
+Example (an init container of walship's image, /opt/walship an emptyDir volume):
+  walship copy-to /opt/walship
+then, in the PostgreSQL container:
+  archive_command = '/opt/walship/walship wal-push %p'
+
+The copy is written beside its destination and renamed over it, so a restarted init
+container never leaves a half-written binary behind.
+
+Exit status:
+  0  copied
+  1  not copied (the directory is missing, not writable, or full)
+  2  bad usage";
 
 const CHECK_HELP: &str = "\
 Example:

@@ -37,6 +37,8 @@ pub struct Serving {
     pub metrics_addr: SocketAddr,
     /// `/readyz` fails after uploads failed this long.
     pub unready_after_seconds: u64,
+    /// Wait for PGDATA's archive_status to appear rather than fail without it.
+    pub wait_for_pgdata: bool,
     /// CloudNativePG's plugin socket (`walship cnpg instance`).
     pub plugin: Option<crate::cnpg::Plugin>,
 }
@@ -59,6 +61,7 @@ pub async fn run(
     let Serving {
         metrics_addr,
         unready_after_seconds,
+        wait_for_pgdata,
         plugin,
     } = serving;
     let health = Arc::new(Health::new(Duration::from_secs(unready_after_seconds)));
@@ -76,6 +79,13 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    let signals = shut_down_on_signals(shutdown.clone());
+    if wait_for_pgdata && !wait_for_archive_status(&config.pgdata, &health, &shutdown).await {
+        signals.abort();
+        let _ = server.await;
+        info!("stopped before PostgreSQL's data directory appeared");
+        return Ok(());
+    }
     let pgdata = config.pgdata.clone();
     // Other stores CloudNativePG's calls name are read ahead as the daemon's own is.
     let read_ahead = crate::stores::ReadAhead {
@@ -166,7 +176,6 @@ pub async fn run(
         metrics,
         shutdown.clone(),
     ));
-    let signals = shut_down_on_signals(shutdown.clone());
     let result = daemon.run(shutdown.clone()).await;
     shutdown.cancel();
     if let Some(plugin) = plugin {
@@ -181,6 +190,35 @@ pub async fn run(
     result?;
     info!("stopped");
     Ok(())
+}
+
+/// Waits until `<pgdata>/pg_wal/archive_status` is a directory (PostgreSQL's first
+/// initdb made it), failing `/readyz` meanwhile; `false` when `shutdown` came first.
+async fn wait_for_archive_status(
+    pgdata: &std::path::Path,
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> bool {
+    let status = pgdata.join("pg_wal").join("archive_status");
+    if status.is_dir() {
+        return true;
+    }
+    info!(path = %status.display(), "waiting for PostgreSQL's data directory (--wait-for-pgdata)");
+    health.set_waiting_for(Some(format!("{} (no initdb yet)", status.display())));
+    let mut waited = Duration::ZERO;
+    while !status.is_dir() {
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        waited += Duration::from_secs(1);
+        if waited.as_secs().is_multiple_of(60) {
+            info!(path = %status.display(), waited_seconds = waited.as_secs(), "still waiting for PostgreSQL's data directory");
+        }
+    }
+    health.set_waiting_for(None);
+    info!(path = %status.display(), "PostgreSQL's data directory is there: archiving");
+    true
 }
 
 /// SIGTERM or SIGINT cancels `shutdown` (the daemon's and the sidecars' way to stop).

@@ -78,7 +78,7 @@ impl Contract {
             Command::Check { .. } => Contract::Check,
             Command::Daemon(_)
             | Command::Cnpg(CnpgCommand::Instance(_) | CnpgCommand::Restore(_)) => Contract::Daemon,
-            Command::Cnpg(CnpgCommand::Healthcheck(_)) => Contract::Check,
+            Command::Cnpg(CnpgCommand::Healthcheck(_)) | Command::CopyTo { .. } => Contract::Check,
             Command::Backup(_)
             | Command::BackupList { .. }
             | Command::BackupShow { .. }
@@ -97,7 +97,7 @@ impl Contract {
                 Some("wal-push") => Some(Contract::Push),
                 Some("wal-fetch") => Some(Contract::Fetch),
                 Some("daemon" | "cnpg") => Some(Contract::Daemon),
-                Some("check") => Some(Contract::Check),
+                Some("check" | "copy-to") => Some(Contract::Check),
                 Some(
                     "backup" | "backup-list" | "backup-show" | "backup-delete" | "backup-keep"
                     | "restore",
@@ -334,6 +334,7 @@ async fn run(cli: Cli) -> Ending {
                     .inspect(|problem| eprintln!("walship: {problem}")),
             }))
         }
+        Command::CopyTo { dir } => Ok(Ending::Checked(copy_to(dir))),
         Command::Backup(args) => backups::backup(&cli, args).await.map(Ending::Cataloged),
         Command::BackupList { format } => backups::list(&cli, *format).await.map(Ending::Cataloged),
         Command::BackupShow { backup, format } => backups::show(&cli, backup, *format)
@@ -370,6 +371,52 @@ async fn run(cli: Cli) -> Ending {
     })
 }
 
+/// `walship copy-to DIR`: this executable copied to `DIR/walship`, written under another
+/// name, flushed and renamed, so the destination is whole or absent.
+fn copy_to(dir: &std::path::Path) -> CheckResult {
+    use std::os::unix::fs::PermissionsExt;
+    let dest = dir.join("walship");
+    let partial = dir.join(".walship.partial");
+    let copied = std::env::current_exe()
+        .map_err(|e| format!("cannot find this executable: {e}"))
+        .and_then(|exe| {
+            let step = |what: &str, e: std::io::Error| {
+                format!(
+                    "copying {} to {}: {what}: {e}",
+                    exe.display(),
+                    dest.display()
+                )
+            };
+            std::fs::copy(&exe, &partial).map_err(|e| step("writing", e))?;
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| step("making it executable", e))?;
+            std::fs::File::open(&partial)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| step("flushing", e))?;
+            std::fs::rename(&partial, &dest).map_err(|e| step("renaming", e))?;
+            Ok(format!("copied {} to {}", exe.display(), dest.display()))
+        });
+    match copied {
+        Ok(report) => {
+            println!("{report}");
+            CheckResult {
+                usable: true,
+                report: None,
+                problem: None,
+            }
+        }
+        Err(problem) => {
+            let _ = std::fs::remove_file(&partial);
+            eprintln!("walship: {problem}");
+            CheckResult {
+                usable: false,
+                report: None,
+                problem: Some(problem),
+            }
+        }
+    }
+}
+
 /// `walship daemon`: its configuration from the arguments, then [`daemon::run`] until
 /// shutdown. `Err` is a bad configuration.
 async fn run_daemon(
@@ -388,6 +435,7 @@ async fn run_daemon(
         metrics_addr,
         shutdown_grace_seconds,
         unready_after_seconds,
+        wait_for_pgdata,
         rescan_seconds,
         retention_interval_seconds,
         retention_policy,
@@ -458,6 +506,7 @@ async fn run_daemon(
         daemon::Serving {
             metrics_addr: *metrics_addr,
             unready_after_seconds: *unready_after_seconds,
+            wait_for_pgdata: *wait_for_pgdata,
             plugin,
         },
     )

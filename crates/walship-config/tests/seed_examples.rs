@@ -1,5 +1,6 @@
 //! Every ObjectStore example from the plugin's "Object Store Providers" page,
-//! completed as users write them (see `testdata/seed/README.md`), must load,
+//! completed as users write them (see `deploy/cnpg/object-stores/README.md`, where
+//! operators find them beside the manifests), must load,
 //! validate and point at the right place.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use walship_config::{Destination, load};
 
 fn seed(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/seed")
+        .join("../../deploy/cnpg/object-stores")
         .join(name)
 }
 

@@ -17,6 +17,8 @@ struct State {
     store: StoreState,
     /// When the current run of failed uploads began; `None` while uploads succeed.
     failing_since: Option<Instant>,
+    /// What the daemon waits for before it can archive (PostgreSQL's first initdb).
+    waiting_for: Option<String>,
 }
 
 /// Liveness and readiness of the daemon.
@@ -43,6 +45,7 @@ impl Health {
                 config_loaded: false,
                 store: StoreState::NotProbed,
                 failing_since: None,
+                waiting_for: None,
             }),
         }
     }
@@ -56,6 +59,12 @@ impl Health {
     /// Whether a valid configuration is loaded.
     pub fn set_config_loaded(&self, ok: bool) {
         self.state().config_loaded = ok;
+    }
+
+    /// What the daemon waits for before it can archive, a reason not to be ready;
+    /// `None` once it has it.
+    pub fn set_waiting_for(&self, what: Option<String>) {
+        self.state().waiting_for = what;
     }
 
     /// An upload succeeded: the failing clock stops, and the store is evidently reachable.
@@ -93,6 +102,9 @@ impl Health {
         let mut reasons = Vec::new();
         if !state.config_loaded {
             reasons.push("configuration not loaded".to_owned());
+        }
+        if let Some(what) = &state.waiting_for {
+            reasons.push(format!("waiting for {what}"));
         }
         match state.store {
             StoreState::Reachable => {}

@@ -38,6 +38,29 @@ impl DaemonProcess {
         socket: &Path,
         extra: &[&str],
     ) -> Result<DaemonProcess> {
+        let mut daemon = Self::spawn(archive, pg.data_dir(), socket, extra)?;
+        daemon.wait_until_serving(|| socket.exists(), "the daemon's socket and /healthz")?;
+        Ok(daemon)
+    }
+
+    /// A daemon with `--wait-for-pgdata` on a data directory `initdb` has not made
+    /// yet; returns once /healthz answers (its socket comes with the data directory).
+    pub fn start_before_initdb(
+        archive: &dyn ArchiveHarness,
+        data_dir: &Path,
+        socket: &Path,
+    ) -> Result<DaemonProcess> {
+        let mut daemon = Self::spawn(archive, data_dir, socket, &["--wait-for-pgdata"])?;
+        daemon.wait_until_serving(|| true, "the daemon's /healthz")?;
+        Ok(daemon)
+    }
+
+    fn spawn(
+        archive: &dyn ArchiveHarness,
+        data_dir: &Path,
+        socket: &Path,
+        extra: &[&str],
+    ) -> Result<DaemonProcess> {
         let metrics_port = free_port()?;
         let log = archive.dir().join(format!("daemon-{metrics_port}.log"));
         let log_file = fs::File::create(&log)?;
@@ -46,7 +69,7 @@ impl DaemonProcess {
             .arg("--socket")
             .arg(socket)
             .args(["--log-format", "text", "daemon", "--pgdata"])
-            .arg(pg.data_dir())
+            .arg(data_dir)
             .arg("--journal-dir")
             .arg(archive.dir().join("journal"))
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
@@ -56,22 +79,20 @@ impl DaemonProcess {
             .stdout(Stdio::null())
             .stderr(log_file);
         let child = cmd.spawn().context("starting walship daemon")?;
-        let mut daemon = DaemonProcess {
+        Ok(DaemonProcess {
             child,
             metrics_port,
             log,
-        };
-        wait_until(
-            Duration::from_secs(30),
-            "the daemon's socket and /healthz",
-            || {
-                if let Some(status) = daemon.child.try_wait()? {
-                    bail!("the daemon exited with {status}: {}", daemon.log_contents());
-                }
-                Ok(socket.exists() && daemon.get("/healthz").is_ok())
-            },
-        )?;
-        Ok(daemon)
+        })
+    }
+
+    fn wait_until_serving(&mut self, also: impl Fn() -> bool, what: &str) -> Result<()> {
+        wait_until(Duration::from_secs(30), what, || {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the daemon exited with {status}: {}", self.log_contents());
+            }
+            Ok(also() && self.get("/healthz").is_ok())
+        })
     }
 
     pub fn get(&self, path: &str) -> Result<(u16, String)> {

@@ -12,6 +12,10 @@
 //! manager, and nothing the binary writes to (CloudNativePG mounts its root
 //! filesystem read-only; every path walship writes is a volume).
 //!
+//! The binary goes in as cargo's release profile leaves it: without debug information
+//! but with its symbols, so a panic's backtrace names functions (stripping them would
+//! save about 2 of the 18 MB a node pulls).
+//!
 //! Reproducible: every entry's time is the commit's time (or `SOURCE_DATE_EPOCH`),
 //! owners are 0:0, entries are sorted, and gzip's header carries no time or name,
 //! so the same binary and libraries give the same digest.

@@ -640,6 +640,13 @@ fn with_wait_for_pgdata_the_daemon_waits_unready_for_initdb_then_archives() -> R
     );
     pg.set_conf(&[("archive_mode", "on"), ("archive_command", &command)])?;
     pg.start()?;
+    // The daemon looks for the data directory once a second: PostgreSQL may archive
+    // its first segment before that, by itself (wal-push finds no daemon yet), which
+    // is what wal-push is for. Once the socket is there, the daemon archives.
+    wait_until(Duration::from_secs(10), "the daemon's socket", || {
+        Ok(socket.exists())
+    })
+    .with_context(|| daemon.log_contents())?;
     let wal = write_and_switch(&pg)?;
     pg.wait_for_archived(&wal, Duration::from_secs(60))?;
     wait_until(Duration::from_secs(30), "/readyz to pass", || {
@@ -648,8 +655,9 @@ fn with_wait_for_pgdata_the_daemon_waits_unready_for_initdb_then_archives() -> R
     .with_context(|| daemon.log_contents())?;
     ensure!(
         daemon.metric("walship_segments_archived_total")? >= 1.0,
-        "the daemon shipped nothing: {}",
-        daemon.log_contents()
+        "the daemon shipped nothing: {}\n--- postgres ---\n{}",
+        daemon.log_contents(),
+        pg.log_contents()
     );
     let checked = assert_all_archived_identical(&archive, &pg)?;
     ensure!(checked >= 1);

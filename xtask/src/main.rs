@@ -27,6 +27,7 @@
 
 mod bench;
 mod cargo;
+mod dashboard;
 mod demo;
 mod image;
 mod progress;
@@ -78,6 +79,10 @@ enum Command {
     /// Build walship's OCI image archive (release binary, `/manager` link, CA
     /// certificates, user 26:26) without Docker or a registry; prints its digest and size.
     Image(image::Args),
+    /// Draw deploy/monitoring's Grafana dashboard from a five-minute run of walship
+    /// scraped by a real Prometheus (load, a backup, an outage, restores), as
+    /// deploy/monitoring/dashboard.png.
+    Dashboard,
 }
 
 /// Held by the tests that start processes: the bench's meter waits for every new
@@ -95,6 +100,7 @@ fn main() -> ExitCode {
         Command::Demo => demo::demo(),
         Command::Bench(args) => bench::run(args),
         Command::Image(args) => image::run(args),
+        Command::Dashboard => dashboard::run(),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -28,12 +28,15 @@
 //! - `base64`: Azure Shared Key and SAS signatures (the kit creates containers, lists
 //!   blobs and makes SAS tokens for Azurite) decode the key and encode the signature in
 //!   base64; the Azure AD stand-in's JWTs are base64url.
+//! - `socket2`: the fault proxy's resets (SO_LINGER 0, so closing sends RST as a
+//!   dropped connection does; std cannot set it).
 //! - `sha2` and `hex`: the few signed S3 requests the kit makes itself (creating a
 //!   bucket on MinIO, checking that a bucket exists) need SigV4, which is
 //!   SHA-256 and HMAC-SHA-256.
 
 mod aad;
 mod azurite;
+mod fault;
 mod gcs;
 mod kube_api;
 mod paths;
@@ -48,6 +51,7 @@ mod util;
 
 pub use aad::{AadOptions, AadStub};
 pub use azurite::{AZURITE_ACCOUNT, AZURITE_KEY, AzuriteOptions, AzuriteServer, azurite_path};
+pub use fault::{Fault, FaultProxy, Rule};
 pub use gcs::{GcsServer, GoogleTokenServer, MetadataServer, TokenMode, fake_gcs_path};
 pub use kube_api::{KubeApi, KubeKind, KubeRequest};
 pub use paths::{

@@ -1,0 +1,112 @@
+//! Faults between walship and its store: a proxy (`walship_testkit::FaultProxy`) in
+//! front of the test servers answers a share of requests with errors, resets
+//! connections before, during and after requests, and stalls them; walship must lose
+//! nothing, acknowledge nothing the store did not confirm, and drain its backlog once
+//! the faults stop.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use common::daemon::{DaemonProcess, assert_all_archived_identical, setup};
+use walship_testkit::{Fault, FaultProxy, Rule, wait_until};
+
+/// Writes a little WAL and switches to a new segment.
+fn write_and_switch(pg: &walship_testkit::PgCluster) -> Result<String> {
+    pg.psql("CREATE TABLE IF NOT EXISTS filler (x int)")?;
+    pg.psql("INSERT INTO filler SELECT generate_series(1, 2000)")?;
+    pg.switch_wal()
+}
+
+#[test]
+fn archiving_through_failing_and_resetting_s3_requests_loses_nothing_and_acknowledges_only_what_was_stored()
+-> Result<()> {
+    let (archive, mut pg, socket) = setup()?;
+    let proxy = FaultProxy::start(archive.s3.port())?;
+    archive.write_manifest(
+        &archive
+            .manifest()
+            .replace(&archive.s3.endpoint(), &proxy.endpoint()),
+    )?;
+    let daemon = DaemonProcess::start(&archive, &pg, &socket)?;
+    pg.start()?;
+
+    // Every kind of upload failure at once, on different shares of the uploads; the
+    // lookups before an upload fail too.
+    proxy.set(vec![
+        Rule::every(
+            3,
+            Fault::Status {
+                code: 503,
+                retry_after: None,
+            },
+        )
+        .on("PUT"),
+        Rule::every(
+            4,
+            Fault::Status {
+                code: 429,
+                retry_after: Some(1),
+            },
+        )
+        .on("PUT"),
+        Rule::every(5, Fault::ResetAfterRequest).on("PUT"),
+        Rule::every(7, Fault::ResetBeforeBody).on("PUT"),
+        Rule::every(11, Fault::ResetDuringBody).on("PUT"),
+        Rule::every(
+            3,
+            Fault::Status {
+                code: 500,
+                retry_after: None,
+            },
+        )
+        .on("HEAD"),
+    ]);
+    let mut last = String::new();
+    for _ in 0..15 {
+        last = write_and_switch(&pg)?;
+    }
+    // PostgreSQL keeps retrying what failed; everything gets archived while the faults
+    // last (each rule lets most requests through).
+    pg.wait_for_archived(&last, Duration::from_secs(120))
+        .with_context(|| daemon.log_contents())?;
+    let faults = proxy.faults();
+    ensure!(
+        faults.len() >= 5,
+        "the schedule injected too few kinds of fault: {faults:?}"
+    );
+
+    // The faults stop: the backlog drains.
+    proxy.clear();
+    let stopped = Instant::now();
+    let last = write_and_switch(&pg)?;
+    pg.wait_for_archived(&last, Duration::from_secs(60))?;
+    wait_until(Duration::from_secs(30), "an empty backlog", || {
+        Ok(daemon.metric("walship_ready_backlog_files")? == 0.0)
+    })?;
+    let recovered = stopped.elapsed();
+
+    // Every segment PostgreSQL marked done is in the store, byte for byte: no
+    // acknowledgement without a stored object.
+    let checked = assert_all_archived_identical(&archive, &pg)?;
+    ensure!(checked >= 16, "only {checked} segments archived");
+    // No retry inside a layer that also retries: a segment's PUTs stay few.
+    let puts = proxy.requests();
+    let most = puts
+        .iter()
+        .filter(|((method, path), _)| method == "PUT" && path.contains("/wals/"))
+        .map(|(_, n)| *n)
+        .max()
+        .unwrap_or(0);
+    ensure!(
+        (1..=12).contains(&most),
+        "a segment took {most} PUTs: {puts:?}"
+    );
+    eprintln!(
+        "faults {faults:?}; {checked} segments archived, 0 lost, 0 differing; at most \
+         {most} PUTs for one segment; backlog drained {recovered:.1?} after the faults stopped"
+    );
+    drop(daemon);
+    Ok(())
+}

@@ -77,6 +77,8 @@ pub struct Rule {
     pub path_contains: Option<String>,
     /// Every n-th matching request (1: all of them).
     pub every: u32,
+    /// At most this many faults from this rule; unbounded when `None`.
+    pub at_most: Option<u64>,
 }
 
 impl Rule {
@@ -87,7 +89,14 @@ impl Rule {
             method: None,
             path_contains: None,
             every: every.max(1),
+            at_most: None,
         }
+    }
+
+    /// No more than `n` faults from this rule.
+    pub fn at_most(mut self, n: u64) -> Rule {
+        self.at_most = Some(n);
+        self
     }
 
     /// Only requests of `method`.
@@ -113,7 +122,8 @@ impl Rule {
 
 #[derive(Default)]
 struct State {
-    rules: Vec<(Rule, u64)>,
+    /// Each rule with the requests it matched and the faults it injected.
+    rules: Vec<(Rule, u64, u64)>,
     requests: BTreeMap<(String, String), u64>,
     faults: BTreeMap<String, u64>,
 }
@@ -170,7 +180,7 @@ impl FaultProxy {
     /// Applies `rules` from now on. Each rule counts the requests it matches; when it is
     /// the turn of several, the first in `rules` decides.
     pub fn set(&self, rules: Vec<Rule>) {
-        self.lock().rules = rules.into_iter().map(|r| (r, 0)).collect();
+        self.lock().rules = rules.into_iter().map(|r| (r, 0, 0)).collect();
     }
 
     /// No faults from now on.
@@ -337,10 +347,14 @@ fn serve(
             .or_default() += 1;
         // Every rule counts the requests it matches; the first whose turn it is decides.
         let mut fault = None;
-        for (rule, seen) in &mut state.rules {
+        for (rule, seen, injected) in &mut state.rules {
             if rule.matches(&head.method, &head.path) {
                 *seen += 1;
-                if fault.is_none() && *seen % u64::from(rule.every) == 0 {
+                if fault.is_none()
+                    && *seen % u64::from(rule.every) == 0
+                    && rule.at_most.is_none_or(|n| *injected < n)
+                {
+                    *injected += 1;
                     fault = Some(rule.fault.clone());
                 }
             }

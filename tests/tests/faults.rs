@@ -110,3 +110,75 @@ fn archiving_through_failing_and_resetting_s3_requests_loses_nothing_and_acknowl
     drop(daemon);
     Ok(())
 }
+
+#[test]
+fn a_copy_damaged_on_the_wire_is_downloaded_again_and_only_damage_every_download_repeats_stops_recovery()
+-> Result<()> {
+    let archive = common::Archive::start(Some("gzip"))?;
+    let proxy = FaultProxy::start(archive.s3.port())?;
+    archive.write_manifest(
+        &archive
+            .manifest()
+            .replace(&archive.s3.endpoint(), &proxy.endpoint()),
+    )?;
+    let mut pg = walship_testkit::PgCluster::init_temp(walship_testkit::InitOptions {
+        wal_segsize_mb: Some(1),
+    })?;
+    pg.set_conf(&[
+        ("archive_mode", "on"),
+        ("archive_command", &archive.archive_command()?),
+    ])?;
+    pg.start()?;
+    let segment = write_and_switch(&pg)?;
+    pg.wait_for_archived(&segment, Duration::from_secs(60))?;
+    let original = std::fs::read(pg.data_dir().join("pg_wal").join(&segment))?;
+    let dest_dir = tempfile::tempdir()?;
+    let dest = dest_dir.path().join("RECOVERYXLOG");
+    let fetch = || archive.walship(&["wal-fetch", &segment, &dest.display().to_string()]);
+    let gets = || proxy.requests_for("GET", &segment);
+
+    // One download flipped on the wire: the next one is good, and that is what
+    // recovery gets.
+    proxy.set(vec![
+        Rule::every(1, Fault::CorruptResponse)
+            .on("GET")
+            .path(&segment)
+            .at_most(1),
+    ]);
+    let out = fetch()?;
+    ensure!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        common::stderr(&out)
+    );
+    ensure!(
+        std::fs::read(&dest)? == original,
+        "the restored segment differs"
+    );
+    ensure!(gets() == 2, "{} GETs", gets());
+    std::fs::remove_file(&dest)?;
+
+    // Every download damaged: that is an archived copy that cannot be used, and
+    // recovery must stop (126) rather than take the segment as missing.
+    proxy.set(vec![
+        Rule::every(1, Fault::CorruptResponse)
+            .on("GET")
+            .path(&segment),
+    ]);
+    let out = fetch()?;
+    ensure!(
+        out.status.code() == Some(126),
+        "exit {:?}: {}",
+        out.status.code(),
+        common::stderr(&out)
+    );
+    let stderr = common::stderr(&out);
+    ensure!(
+        stderr.contains("corrupt") && stderr.contains("in each of 3 downloads"),
+        "{stderr}"
+    );
+    ensure!(!dest.exists(), "a copy that failed its check was written");
+    ensure!(gets() == 5, "{} GETs", gets());
+    Ok(())
+}

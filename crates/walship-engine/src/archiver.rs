@@ -371,43 +371,48 @@ impl Archiver {
                 return Ok(FetchOutcome::NotFound);
             }
         };
-        let (body, info) = match self.store.get(&key).await {
-            Ok(found) => found,
-            // Listed a moment ago: deleted in between (retention) counts as not found.
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(FetchOutcome::NotFound),
-            Err(source) => return Err(store_err(source)),
-        };
-        let corrupt = |problem: String| FetchError::Corrupt {
-            name: wanted.to_owned(),
-            key: key.clone(),
-            problem,
-        };
-        // Decompress, hash and validate in one pass off the async threads, at most one
-        // per CPU at a time as on the way out: a prefetch window of many segments must
-        // not run that many decompressions at once.
-        let expected = info.metadata.get(META_SHA256).cloned();
-        let content = on_cpu(move || -> Result<Vec<u8>, String> {
-            let content = match compression {
-                None => body.to_vec(),
-                Some(codec) => codec.decompress(&body).map_err(|e| e.to_string())?,
+        // A copy that fails its check may have been damaged on the way (a flipped bit,
+        // a cut body): it is downloaded again, and only a failure that every download
+        // repeats is reported as a corrupt archived copy, which stops recovery.
+        let mut problems = Vec::new();
+        let content = loop {
+            let (body, info) = match self.store.get(&key).await {
+                Ok(found) => found,
+                // Listed a moment ago: deleted in between (retention) counts as not found.
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(FetchOutcome::NotFound),
+                Err(source) => return Err(store_err(source)),
             };
-            if let Some(expected) = expected {
-                let actual = sha256_hex(&content);
-                if actual != expected {
-                    return Err(format!(
-                        "content sha256 {actual} does not match the sha256 recorded at upload, \
-                         {expected}"
-                    ));
+            match verified(
+                name,
+                compression,
+                body,
+                info.metadata.get(META_SHA256).cloned(),
+            )
+            .await
+            {
+                Ok(content) => break content,
+                Err(problem) if problems.len() + 1 < DOWNLOADS_OF_A_FAILING_COPY => {
+                    warn!(
+                        key = %key,
+                        attempt = problems.len() + 1,
+                        "the downloaded copy failed its check ({problem}); downloading it again"
+                    );
+                    problems.push(problem);
+                }
+                Err(problem) => {
+                    problems.push(problem);
+                    return Err(FetchError::Corrupt {
+                        name: wanted.to_owned(),
+                        key: key.clone(),
+                        problem: format!(
+                            "{} (in each of {} downloads)",
+                            problems.join("; then "),
+                            problems.len()
+                        ),
+                    });
                 }
             }
-            if name.has_page_headers() {
-                validate_segment(&name, content.len() as u64, &content)
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(content)
-        })
-        .await
-        .map_err(corrupt)?;
+        };
         let bytes = content.len() as u64;
         let dest_owned = dest.to_owned();
         tokio::task::spawn_blocking(move || write_atomically(&dest_owned, &content))
@@ -449,6 +454,41 @@ impl Archiver {
                 .map(|n| n.to_string()),
         })
     }
+}
+
+/// Downloads of one archived copy before its failing check is believed: a damaged
+/// transfer rarely repeats, a damaged object always does.
+const DOWNLOADS_OF_A_FAILING_COPY: usize = 3;
+
+/// Decompresses, hashes and validates a downloaded copy in one pass off the async
+/// threads, at most one per CPU at a time as on the way out: a prefetch window of many
+/// segments must not run that many decompressions at once. `Err` says what failed.
+async fn verified(
+    name: WalName,
+    compression: Option<Compression>,
+    body: Bytes,
+    expected: Option<String>,
+) -> Result<Vec<u8>, String> {
+    on_cpu(move || -> Result<Vec<u8>, String> {
+        let content = match compression {
+            None => body.to_vec(),
+            Some(codec) => codec.decompress(&body).map_err(|e| e.to_string())?,
+        };
+        if let Some(expected) = expected {
+            let actual = sha256_hex(&content);
+            if actual != expected {
+                return Err(format!(
+                    "content sha256 {actual} does not match the sha256 recorded at upload, \
+                     {expected}"
+                ));
+            }
+        }
+        if name.has_page_headers() {
+            validate_segment(&name, content.len() as u64, &content).map_err(|e| e.to_string())?;
+        }
+        Ok(content)
+    })
+    .await
 }
 
 /// What one pass over a file to archive yields.

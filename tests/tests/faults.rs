@@ -19,16 +19,23 @@ fn write_and_switch(pg: &walship_testkit::PgCluster) -> Result<String> {
     pg.switch_wal()
 }
 
-#[test]
-fn archiving_through_failing_and_resetting_s3_requests_loses_nothing_and_acknowledges_only_what_was_stored()
--> Result<()> {
-    let (archive, mut pg, socket) = setup()?;
+/// A fault proxy in front of `archive`'s S3 server, and the archive's manifest pointing
+/// at the proxy.
+fn behind_proxy(archive: &common::Archive) -> Result<FaultProxy> {
     let proxy = FaultProxy::start(archive.s3.port())?;
     archive.write_manifest(
         &archive
             .manifest()
             .replace(&archive.s3.endpoint(), &proxy.endpoint()),
     )?;
+    Ok(proxy)
+}
+
+#[test]
+fn archiving_through_failing_and_resetting_s3_requests_loses_nothing_and_acknowledges_only_what_was_stored()
+-> Result<()> {
+    let (archive, mut pg, socket) = setup()?;
+    let proxy = behind_proxy(&archive)?;
     let daemon = DaemonProcess::start(&archive, &pg, &socket)?;
     pg.start()?;
 
@@ -115,12 +122,7 @@ fn archiving_through_failing_and_resetting_s3_requests_loses_nothing_and_acknowl
 fn a_copy_damaged_on_the_wire_is_downloaded_again_and_only_damage_every_download_repeats_stops_recovery()
 -> Result<()> {
     let archive = common::Archive::start(Some("gzip"))?;
-    let proxy = FaultProxy::start(archive.s3.port())?;
-    archive.write_manifest(
-        &archive
-            .manifest()
-            .replace(&archive.s3.endpoint(), &proxy.endpoint()),
-    )?;
+    let proxy = behind_proxy(&archive)?;
     let mut pg = walship_testkit::PgCluster::init_temp(walship_testkit::InitOptions {
         wal_segsize_mb: Some(1),
     })?;

@@ -40,12 +40,23 @@ pub enum Fault {
     /// The request is forwarded (the upstream carries it out) and the connection reset
     /// instead of the answer: the client cannot know whether it happened.
     ResetAfterRequest,
-    /// The request held this long before it is forwarded (past a client's deadline).
+    /// The request held this long before it is forwarded (past a client's deadline); a
+    /// client that gives up first ends it ([`FaultProxy::stalls_held`] counts those
+    /// still held, [`FaultProxy::stalls_abandoned`] those the client gave up).
     Stall(Duration),
     /// The answer cut off halfway through its body.
     TruncateResponse,
     /// One byte of the answer's body flipped (corruption on the wire).
     CorruptResponse,
+    /// The answer's `Content-Length` says half its body, and only that half is sent: a
+    /// short answer that HTTP itself cannot tell from a whole one.
+    ShortContentLength,
+    /// The answer sent at this many bytes per second (a slow link).
+    Slow { bytes_per_second: u64 },
+    /// Answered `200 OK` with this body by the proxy, the upstream never sees the
+    /// request: an answer that is well-formed and wrong, as a listing that lags behind
+    /// the writes.
+    Stale(String),
 }
 
 impl Fault {
@@ -63,6 +74,9 @@ impl Fault {
             Fault::Stall(_) => "stall".into(),
             Fault::TruncateResponse => "truncated-response".into(),
             Fault::CorruptResponse => "corrupt-response".into(),
+            Fault::ShortContentLength => "short-content-length".into(),
+            Fault::Slow { .. } => "slow".into(),
+            Fault::Stale(_) => "stale".into(),
         }
     }
 }
@@ -73,7 +87,8 @@ pub struct Rule {
     pub fault: Fault,
     /// Only requests of this method (`PUT`, `GET`, …); any when `None`.
     pub method: Option<String>,
-    /// Only requests whose path (without the query) contains this.
+    /// Only requests whose target (path and query, percent-decoded: GCS names the
+    /// object of an upload in its query) contains this.
     pub path_contains: Option<String>,
     /// Every n-th matching request (1: all of them).
     pub every: u32,
@@ -105,7 +120,7 @@ impl Rule {
         self
     }
 
-    /// Only requests whose path contains `part`.
+    /// Only requests whose target (path and query, percent-decoded) contains `part`.
     pub fn path(mut self, part: &str) -> Rule {
         self.path_contains = Some(part.to_owned());
         self
@@ -120,12 +135,28 @@ impl Rule {
     }
 }
 
+/// One request as the proxy saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// When its head had been read.
+    pub at: Instant,
+    pub method: String,
+    /// The target: path and query, percent-decoded; for a GCS multipart upload,
+    /// followed by `#name=<object>` from the body's JSON part.
+    pub path: String,
+    /// The kind ([`Fault::kind`]) of the fault it got, if any.
+    pub fault: Option<String>,
+}
+
 #[derive(Default)]
 struct State {
     /// Each rule with the requests it matched and the faults it injected.
     rules: Vec<(Rule, u64, u64)>,
     requests: BTreeMap<(String, String), u64>,
     faults: BTreeMap<String, u64>,
+    log: Vec<Seen>,
+    stalls_held: u64,
+    stalls_abandoned: u64,
 }
 
 /// The proxy; stops when dropped.
@@ -188,7 +219,8 @@ impl FaultProxy {
         self.set(Vec::new());
     }
 
-    /// Requests seen for `method` on paths containing `path_part`.
+    /// Requests seen for `method` on targets (path and query, percent-decoded)
+    /// containing `path_part`.
     pub fn requests_for(&self, method: &str, path_part: &str) -> u64 {
         self.lock()
             .requests
@@ -198,7 +230,7 @@ impl FaultProxy {
             .sum()
     }
 
-    /// Every request seen, by method and path.
+    /// Every request seen, by method and target (path and query, percent-decoded).
     pub fn requests(&self) -> BTreeMap<(String, String), u64> {
         self.lock().requests.clone()
     }
@@ -206,6 +238,21 @@ impl FaultProxy {
     /// Faults injected, by [`Fault::kind`].
     pub fn faults(&self) -> BTreeMap<String, u64> {
         self.lock().faults.clone()
+    }
+
+    /// Every request so far, in the order their heads were read.
+    pub fn log(&self) -> Vec<Seen> {
+        self.lock().log.clone()
+    }
+
+    /// Stalled requests held now, their client still waiting.
+    pub fn stalls_held(&self) -> u64 {
+        self.lock().stalls_held
+    }
+
+    /// Stalled requests whose client gave up (closed the connection) while held.
+    pub fn stalls_abandoned(&self) -> u64 {
+        self.lock().stalls_abandoned
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -251,6 +298,39 @@ impl Head {
         out.push_str("Connection: close\r\n\r\n");
         out.into_bytes()
     }
+}
+
+/// `%XX` escapes decoded, so that a rule matches an object name however it is written
+/// (S3 and Azure put it in the path, GCS in the query, escaped).
+fn percent_decoded(target: &str) -> String {
+    let bytes = target.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The `"name"` of the JSON object in `peeked`, if it is there whole.
+fn named_in(peeked: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(peeked);
+    let start = text.find("\"name\":\"")? + "\"name\":\"".len();
+    let len = text[start..].find('"')?;
+    Some(text[start..start + len].to_owned())
 }
 
 fn reset(stream: &TcpStream) {
@@ -307,6 +387,40 @@ fn reason(code: u16) -> &'static str {
     }
 }
 
+/// Holds a stalled request for `duration`, or until its client gives up (false) or the
+/// proxy stops.
+fn hold(
+    client: &TcpStream,
+    duration: Duration,
+    state: &Mutex<State>,
+    stop: &AtomicBool,
+) -> std::io::Result<bool> {
+    let lock = || state.lock().unwrap_or_else(PoisonError::into_inner);
+    lock().stalls_held += 1;
+    client.set_nonblocking(true)?;
+    let until = Instant::now() + duration;
+    let mut waiting = true;
+    while waiting && Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        // The whole request has been read: a readable end now means the client closed
+        // it (or reset it).
+        waiting = match client.peek(&mut [0u8; 1]) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            Err(_) => false,
+        };
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut state = lock();
+    state.stalls_held -= 1;
+    if !waiting {
+        state.stalls_abandoned += 1;
+    }
+    drop(state);
+    client.set_nonblocking(false)?;
+    Ok(waiting)
+}
+
 fn serve(
     client: TcpStream,
     upstream: u16,
@@ -331,13 +445,22 @@ fn serve(
     }
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or_default().to_owned();
-    let target = parts.next().unwrap_or_default();
-    let path = target.split('?').next().unwrap_or_default().to_owned();
-    let head = Head {
+    let path = percent_decoded(parts.next().unwrap_or_default());
+    let mut head = Head {
         method,
         path,
         lines,
     };
+    // A GCS multipart upload names its object in the JSON part that opens its body, not
+    // in its target: peeked at (not consumed, so a reset still comes before the body is
+    // read) and added as `#name=<object>`, so that rules and counts see the object.
+    if head
+        .header("content-type")
+        .is_some_and(|v| v.starts_with("multipart/related"))
+        && let Some(name) = named_in(reader.fill_buf()?)
+    {
+        head.path = format!("{}#name={name}", head.path);
+    }
 
     let fault = {
         let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -362,6 +485,12 @@ fn serve(
         if let Some(fault) = &fault {
             *state.faults.entry(fault.kind()).or_default() += 1;
         }
+        state.log.push(Seen {
+            at: Instant::now(),
+            method: head.method.clone(),
+            path: head.path.clone(),
+            fault: fault.as_ref().map(Fault::kind),
+        });
         fault
     };
     let mut client_w = client.try_clone()?;
@@ -386,6 +515,15 @@ fn serve(
     }
     let body = read_body(&mut reader, &head, None)?;
     match &fault {
+        Some(Fault::Stale(text)) => {
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{text}",
+                text.len()
+            );
+            client_w.write_all(answer.as_bytes())?;
+            return Ok(());
+        }
         Some(Fault::Status { code, retry_after }) => {
             let message = format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code>\
@@ -412,11 +550,9 @@ fn serve(
             client_w.write_all(answer.as_bytes())?;
             return Ok(());
         }
-        Some(Fault::Stall(duration)) => {
-            let until = Instant::now() + *duration;
-            while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        // Held; a client that gave up meanwhile gets nothing.
+        Some(Fault::Stall(duration)) if !hold(&client, *duration, state, stop)? => {
+            return Ok(());
         }
         _ => {}
     }
@@ -436,16 +572,19 @@ fn serve(
     }
     // The upstream was asked to close; the client is told so too.
     let head_text = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let mut body = answer[split..].to_vec();
     let mut out = String::new();
     for line in head_text.split("\r\n").filter(|l| !l.is_empty()) {
         let name = line.split(':').next().unwrap_or_default().trim();
-        if !name.eq_ignore_ascii_case("connection") {
+        if name.eq_ignore_ascii_case("content-length") && fault == Some(Fault::ShortContentLength) {
+            body.truncate(body.len() / 2);
+            out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        } else if !name.eq_ignore_ascii_case("connection") {
             out.push_str(line);
             out.push_str("\r\n");
         }
     }
     out.push_str("Connection: close\r\n\r\n");
-    let mut body = answer[split..].to_vec();
     match fault {
         Some(Fault::TruncateResponse) => body.truncate(body.len() / 2),
         Some(Fault::CorruptResponse) if !body.is_empty() => {
@@ -455,7 +594,17 @@ fn serve(
         _ => {}
     }
     client_w.write_all(out.as_bytes())?;
-    client_w.write_all(&body)?;
+    match fault {
+        Some(Fault::Slow { bytes_per_second }) => {
+            // Tenths of a second's worth at a time.
+            let step = usize::try_from((bytes_per_second / 10).max(1)).unwrap_or(usize::MAX);
+            for chunk in body.chunks(step) {
+                client_w.write_all(chunk)?;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        _ => client_w.write_all(&body)?,
+    }
     client_w.flush()?;
     let _ = client.shutdown(Shutdown::Write);
     Ok(())
@@ -525,6 +674,9 @@ mod tests {
         assert_eq!(proxy.requests_for("PUT", "/bucket/a"), 3);
         assert_eq!(proxy.requests_for("GET", "/bucket"), 1);
         assert!(proxy.faults().is_empty());
+        // Object names in the query count too, escaped or not.
+        send(&proxy, "POST", "/upload/b/o?name=pg%2Fwals%2F0001").unwrap();
+        assert_eq!(proxy.requests_for("POST", "pg/wals/0001"), 1);
     }
 
     #[test]
@@ -597,6 +749,48 @@ mod tests {
         let started = Instant::now();
         assert_eq!(send(&proxy, "GET", "/object").unwrap(), intact);
         assert!(started.elapsed() >= Duration::from_millis(600));
+
+        // A client that gives up ends its stall.
+        proxy.set(vec![Rule::every(1, Fault::Stall(Duration::from_secs(60)))]);
+        let mut gave_up = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+        write!(gave_up, "GET /object HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        crate::wait_until(Duration::from_secs(5), "a held stall", || {
+            Ok(proxy.stalls_held() == 1)
+        })
+        .unwrap();
+        drop(gave_up);
+        crate::wait_until(Duration::from_secs(5), "the stall abandoned", || {
+            Ok(proxy.stalls_held() == 0 && proxy.stalls_abandoned() == 1)
+        })
+        .unwrap();
+
+        proxy.set(vec![Rule::every(1, Fault::ShortContentLength)]);
+        let short = text(&send(&proxy, "GET", "/object").unwrap());
+        let body = "body:GET /object?q=1";
+        assert!(
+            short.contains(&format!("Content-Length: {}\r\n", body.len() / 2)),
+            "{short}"
+        );
+        assert!(
+            short.ends_with(&format!("\r\n\r\n{}", &body[..body.len() / 2])),
+            "{short}"
+        );
+
+        proxy.set(vec![Rule::every(
+            1,
+            Fault::Slow {
+                bytes_per_second: 100,
+            },
+        )]);
+        let started = Instant::now();
+        assert_eq!(send(&proxy, "GET", "/object").unwrap(), intact);
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "20 bytes at 100 B/s"
+        );
+        let log = proxy.log();
+        assert_eq!(log.last().map(|s| s.fault.as_deref()), Some(Some("slow")));
+        assert!(log.windows(2).all(|w| w[0].at <= w[1].at));
 
         proxy.set(vec![Rule::every(1, Fault::TruncateResponse)]);
         let cut = send(&proxy, "GET", "/object").unwrap();

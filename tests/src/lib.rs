@@ -51,7 +51,7 @@ mod util;
 
 pub use aad::{AadOptions, AadStub};
 pub use azurite::{AZURITE_ACCOUNT, AZURITE_KEY, AzuriteOptions, AzuriteServer, azurite_path};
-pub use fault::{Fault, FaultProxy, Rule};
+pub use fault::{Fault, FaultProxy, Rule, Seen};
 pub use gcs::{GcsServer, GoogleTokenServer, MetadataServer, TokenMode, fake_gcs_path};
 pub use kube_api::{KubeApi, KubeKind, KubeRequest};
 pub use paths::{

@@ -9,8 +9,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use common::daemon::{DaemonProcess, assert_all_archived_identical, setup};
-use walship_testkit::{Fault, FaultProxy, Rule, wait_until};
+use common::azure::{AzureArchive, AzureCredential};
+use common::daemon::{DaemonProcess, assert_all_archived_identical, setup, setup_for};
+use common::gcs::GcsArchive;
+use common::{ArchiveHarness, PREFIX, SERVER};
+use walship_testkit::{AzuriteServer, Fault, FaultProxy, Rule, wait_until};
 
 /// Writes a little WAL and switches to a new segment.
 fn write_and_switch(pg: &walship_testkit::PgCluster) -> Result<String> {
@@ -19,56 +22,116 @@ fn write_and_switch(pg: &walship_testkit::PgCluster) -> Result<String> {
     pg.switch_wal()
 }
 
+/// The segment after `name` (these tests stay far from a log file's last segment).
+fn next_segment(name: &str) -> Result<String> {
+    let low = u32::from_str_radix(&name[16..], 16)?;
+    Ok(format!("{}{:08X}", &name[..16], low + 1))
+}
+
 /// A fault proxy in front of `archive`'s S3 server, and the archive's manifest pointing
 /// at the proxy.
 fn behind_proxy(archive: &common::Archive) -> Result<FaultProxy> {
-    let proxy = FaultProxy::start(archive.s3.port())?;
-    archive.write_manifest(
-        &archive
-            .manifest()
-            .replace(&archive.s3.endpoint(), &proxy.endpoint()),
-    )?;
+    route_through_proxy(archive, archive.s3.port())
+}
+
+/// A fault proxy in front of the server on `upstream`, and `archive`'s manifest sending
+/// walship through it: its endpoint rewritten (S3, Azure), or an `endpointURL` added
+/// (GCS, whose emulator the manifest does not name).
+fn route_through_proxy(archive: &dyn ArchiveHarness, upstream: u16) -> Result<FaultProxy> {
+    let proxy = FaultProxy::start(upstream)?;
+    let path = archive.dir().join("objectstore.yaml");
+    let manifest = std::fs::read_to_string(&path)?;
+    let direct = format!("127.0.0.1:{upstream}");
+    let routed = if manifest.contains(&direct) {
+        manifest.replace(&direct, &format!("127.0.0.1:{}", proxy.port()))
+    } else {
+        let (head, tail) = manifest
+            .split_once("    destinationPath:")
+            .context("no destinationPath in the manifest")?;
+        format!(
+            "{head}    endpointURL: \"{}\"\n    destinationPath:{tail}",
+            proxy.endpoint()
+        )
+    };
+    // Rewritten in place: the file keeps the mode the PostgreSQL user reads it with.
+    std::fs::write(&path, routed)?;
     Ok(proxy)
 }
 
-#[test]
-fn archiving_through_failing_and_resetting_s3_requests_loses_nothing_and_acknowledges_only_what_was_stored()
--> Result<()> {
-    let (archive, mut pg, socket) = setup()?;
-    let proxy = behind_proxy(&archive)?;
-    let daemon = DaemonProcess::start(&archive, &pg, &socket)?;
-    pg.start()?;
+/// How one cloud's requests look at the proxy.
+struct Wire {
+    cloud: &'static str,
+    /// The method of an object upload (GCS uploads with POST).
+    upload: &'static str,
+    /// The method of a metadata lookup.
+    lookup: &'static str,
+}
 
-    // Every kind of upload failure at once, on different shares of the uploads; the
-    // lookups before an upload fail too.
+const S3: Wire = Wire {
+    cloud: "S3",
+    upload: "PUT",
+    lookup: "HEAD",
+};
+const AZURE: Wire = Wire {
+    cloud: "Azure",
+    upload: "PUT",
+    lookup: "HEAD",
+};
+const GCS: Wire = Wire {
+    cloud: "GCS",
+    upload: "POST",
+    lookup: "GET",
+};
+
+/// What one run under faults gave, for the README's table.
+#[derive(Debug)]
+struct Figures {
+    archived: usize,
+    faults: std::collections::BTreeMap<String, u64>,
+    most_uploads_per_segment: u64,
+    drained: Duration,
+}
+
+impl Figures {
+    /// A row of the README's reliability table; lost, differing and false acks are
+    /// 0, or the scenario would have failed before.
+    fn row(&self, cloud: &str) -> String {
+        let faults: Vec<String> = self
+            .faults
+            .iter()
+            .map(|(k, n)| format!("{k} ×{n}"))
+            .collect();
+        format!(
+            "| {cloud} | {} | {} | 0 | 0 | 0 | {:.1} | ≤ {} |",
+            faults.join(", "),
+            self.archived,
+            self.drained.as_secs_f64(),
+            self.most_uploads_per_segment
+        )
+    }
+}
+
+/// The archiving scenario every store must pass under faults: real PostgreSQL through
+/// the daemon (`archive` compresses with zstd), behind `proxy`, with every kind of
+/// upload failure at once on shares of the uploads and lookups; then the faults stop.
+/// Every segment PostgreSQL marked done is stored byte for byte, a segment's uploads
+/// stay few (no retry inside a retry), and a store's `Retry-After` is waited out.
+fn archives_through_failing_and_resetting_requests(
+    archive: &dyn ArchiveHarness,
+    proxy: &FaultProxy,
+    wire: &Wire,
+) -> Result<Figures> {
+    let (mut pg, socket) = setup_for(archive)?;
+    let daemon = DaemonProcess::start(archive, &pg, &socket)?;
+    pg.start()?;
+    let status = |code, retry_after| Fault::Status { code, retry_after };
     proxy.set(vec![
-        Rule::every(
-            3,
-            Fault::Status {
-                code: 503,
-                retry_after: None,
-            },
-        )
-        .on("PUT"),
-        Rule::every(
-            4,
-            Fault::Status {
-                code: 429,
-                retry_after: Some(1),
-            },
-        )
-        .on("PUT"),
-        Rule::every(5, Fault::ResetAfterRequest).on("PUT"),
-        Rule::every(7, Fault::ResetBeforeBody).on("PUT"),
-        Rule::every(11, Fault::ResetDuringBody).on("PUT"),
-        Rule::every(
-            3,
-            Fault::Status {
-                code: 500,
-                retry_after: None,
-            },
-        )
-        .on("HEAD"),
+        Rule::every(3, status(503, None)).on(wire.upload),
+        Rule::every(4, status(429, Some(1))).on(wire.upload),
+        Rule::every(5, Fault::ResetAfterRequest).on(wire.upload),
+        Rule::every(7, Fault::ResetBeforeBody).on(wire.upload),
+        Rule::every(11, Fault::ResetDuringBody).on(wire.upload),
+        Rule::every(3, status(500, None)).on(wire.lookup),
     ]);
     let mut last = String::new();
     for _ in 0..15 {
@@ -79,9 +142,11 @@ fn archiving_through_failing_and_resetting_s3_requests_loses_nothing_and_acknowl
     pg.wait_for_archived(&last, Duration::from_secs(120))
         .with_context(|| daemon.log_contents())?;
     let faults = proxy.faults();
+    let upload_faults = faults.keys().filter(|k| !k.starts_with("500")).count();
     ensure!(
-        faults.len() >= 5,
-        "the schedule injected too few kinds of fault: {faults:?}"
+        upload_faults >= 5,
+        "{}: the schedule injected too few kinds of fault: {faults:?}",
+        wire.cloud
     );
 
     // The faults stop: the backlog drains.
@@ -92,29 +157,336 @@ fn archiving_through_failing_and_resetting_s3_requests_loses_nothing_and_acknowl
     wait_until(Duration::from_secs(30), "an empty backlog", || {
         Ok(daemon.metric("walship_ready_backlog_files")? == 0.0)
     })?;
-    let recovered = stopped.elapsed();
+    let drained = stopped.elapsed();
 
     // Every segment PostgreSQL marked done is in the store, byte for byte: no
     // acknowledgement without a stored object.
-    let checked = assert_all_archived_identical(&archive, &pg)?;
-    ensure!(checked >= 16, "only {checked} segments archived");
-    // No retry inside a layer that also retries: a segment's PUTs stay few.
-    let puts = proxy.requests();
-    let most = puts
+    let archived = assert_all_archived_identical(archive, &pg)?;
+    ensure!(archived >= 16, "only {archived} segments archived");
+
+    // No retry inside a layer that also retries: a segment's uploads stay few.
+    let log = proxy.log();
+    let mut uploads = std::collections::BTreeMap::<&str, u64>::new();
+    for seen in log
         .iter()
-        .filter(|((method, path), _)| method == "PUT" && path.contains("/wals/"))
-        .map(|(_, n)| *n)
-        .max()
-        .unwrap_or(0);
+        .filter(|s| s.method == wire.upload && s.path.contains("/wals/"))
+    {
+        *uploads.entry(&seen.path).or_default() += 1;
+    }
+    let most = uploads.values().copied().max().unwrap_or(0);
     ensure!(
         (1..=12).contains(&most),
-        "a segment took {most} PUTs: {puts:?}"
+        "{}: a segment took {most} uploads: {uploads:?}",
+        wire.cloud
     );
-    eprintln!(
-        "faults {faults:?}; {checked} segments archived, 0 lost, 0 differing; at most \
-         {most} PUTs for one segment; backlog drained {recovered:.1?} after the faults stopped"
-    );
+
+    // A store that asked for a wait got it: nothing asked again for the same object
+    // sooner than its Retry-After (1 s) said.
+    for (i, throttled) in log.iter().enumerate() {
+        if throttled.fault.as_deref() != Some("429+retry-after") {
+            continue;
+        }
+        if let Some(next) = log[i + 1..]
+            .iter()
+            .find(|s| s.method == throttled.method && s.path == throttled.path)
+        {
+            let waited = next.at - throttled.at;
+            ensure!(
+                waited >= Duration::from_secs(1),
+                "{}: {} {} asked again {waited:?} after a Retry-After of 1 s\ndaemon:\n{}\npostgres:\n{}",
+                wire.cloud,
+                next.method,
+                next.path,
+                daemon.log_contents(),
+                pg.log_contents()
+            );
+        }
+    }
+
+    // The retries are counted by the kind of failure.
+    for reason in ["throttled", "server_error", "connection"] {
+        let counted = daemon.metric(&format!("walship_retries_total{{reason=\"{reason}\"}}"))?;
+        ensure!(
+            counted > 0.0,
+            "{}: no retry counted as {reason}; faults {faults:?}",
+            wire.cloud
+        );
+    }
+    let figures = Figures {
+        archived,
+        faults,
+        most_uploads_per_segment: most,
+        drained,
+    };
+    eprintln!("{}", figures.row(wire.cloud));
     drop(daemon);
+    Ok(figures)
+}
+
+#[test]
+fn archiving_through_failing_and_resetting_s3_requests_loses_nothing_and_acknowledges_only_what_was_stored()
+-> Result<()> {
+    let archive = common::Archive::start(Some("zstd"))?;
+    let proxy = behind_proxy(&archive)?;
+    archives_through_failing_and_resetting_requests(&archive, &proxy, &S3)?;
+    Ok(())
+}
+
+#[test]
+fn archiving_through_failing_and_resetting_azure_requests_loses_nothing_and_acknowledges_only_what_was_stored()
+-> Result<()> {
+    let archive = AzureArchive::on(
+        AzuriteServer::start()?,
+        AzureCredential::SharedKey,
+        "zstd",
+        "",
+    )?;
+    let proxy = route_through_proxy(&archive, archive.azurite.port())?;
+    archives_through_failing_and_resetting_requests(&archive, &proxy, &AZURE)?;
+    Ok(())
+}
+
+#[test]
+fn archiving_through_failing_and_resetting_gcs_requests_loses_nothing_and_acknowledges_only_what_was_stored()
+-> Result<()> {
+    let archive = GcsArchive::for_scenarios("zstd", 4)?;
+    let proxy = route_through_proxy(&archive, archive.gcs.port())?;
+    archives_through_failing_and_resetting_requests(&archive, &proxy, &GCS)?;
+    Ok(())
+}
+
+#[test]
+fn stalled_uploads_give_their_slots_up_and_later_segments_are_stored_while_they_hang() -> Result<()>
+{
+    let (archive, mut pg, socket) = setup()?;
+    let proxy = behind_proxy(&archive)?;
+    let daemon = DaemonProcess::start(&archive, &pg, &socket)?;
+    pg.start()?;
+    // The next four uploads (maxParallel is 4) hang past any deadline.
+    proxy.set(vec![
+        Rule::every(1, Fault::Stall(Duration::from_secs(300)))
+            .on("PUT")
+            .path("/wals/")
+            .at_most(4),
+    ]);
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(write_and_switch(&pg)?);
+    }
+    wait_until(Duration::from_secs(30), "four stalled uploads", || {
+        Ok(proxy.stalls_held() == 4)
+    })?;
+    let mut later = Vec::new();
+    for _ in 0..4 {
+        later.push(write_and_switch(&pg)?);
+    }
+    let key = |name: &str| format!("{PREFIX}/{SERVER}/wals/{}/{name}.zst", &name[..16]);
+    // The later segments are stored while the four stalled uploads still hang: those
+    // gave their slots up instead of holding archiving until their deadline.
+    wait_until(Duration::from_secs(60), "the later segments stored", || {
+        let keys = archive.keys()?;
+        Ok(later.iter().all(|name| keys.contains(&key(name))))
+    })
+    .with_context(|| daemon.log_contents())?;
+    let held = proxy.stalls_held();
+    ensure!(
+        held == 4,
+        "only {held} stalled uploads still hung when the later segments were stored: \
+         the stalled ones held their slots"
+    );
+    ensure!(
+        !archive
+            .keys()?
+            .iter()
+            .any(|k| stalled.iter().any(|n| *k == key(n))),
+        "a stalled upload was stored"
+    );
+
+    // The stalled requests reach their deadline, are given up and tried again; nothing
+    // is lost and PostgreSQL gets through the whole backlog.
+    pg.wait_for_archived(
+        later.last().context("no segment")?,
+        Duration::from_secs(120),
+    )
+    .with_context(|| daemon.log_contents())?;
+    ensure!(
+        proxy.stalls_abandoned() == 4,
+        "{} stalls abandoned",
+        proxy.stalls_abandoned()
+    );
+    let checked = assert_all_archived_identical(&archive, &pg)?;
+    let timeouts = daemon.metric("walship_retries_total{reason=\"timeout\"}")?;
+    ensure!(timeouts >= 4.0, "{timeouts} timeouts counted");
+    eprintln!(
+        "4 uploads stalled; 4 later segments stored while they hung; {checked} archived, 0 lost"
+    );
+    Ok(())
+}
+
+/// A valid S3 listing with nothing in it: what a store whose listings lag behind its
+/// writes answers for a file it holds.
+const EMPTY_S3_LISTING: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+    <ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+    <Name>walship-e2e</Name><KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys>\
+    <IsTruncated>false</IsTruncated></ListBucketResult>";
+
+/// Faults on the reads of a restore from S3 that leave the archive whole: every other
+/// listing stale (empty), statuses, resets, cut answers, a stall past the deadline,
+/// and (`damage`) a few answers whose bytes differ from the object.
+fn read_faults(damage: bool) -> Vec<Rule> {
+    let status = |code, retry_after| Fault::Status { code, retry_after };
+    let mut rules = vec![
+        Rule::every(2, Fault::Stale(EMPTY_S3_LISTING.to_owned()))
+            .on("GET")
+            .path("list-type=2")
+            .at_most(3),
+        Rule::every(1, Fault::Stall(Duration::from_secs(300)))
+            .on("GET")
+            .at_most(1),
+        Rule::every(5, status(503, None)).on("GET"),
+        Rule::every(7, status(429, Some(1))).on("GET"),
+        Rule::every(6, Fault::ResetBeforeBody).on("GET"),
+        Rule::every(9, Fault::ResetAfterRequest).on("GET"),
+        Rule::every(8, Fault::TruncateResponse).on("GET"),
+        Rule::every(3, status(500, None)).on("HEAD"),
+    ];
+    if damage {
+        rules.push(
+            Rule::every(11, Fault::ShortContentLength)
+                .on("GET")
+                .at_most(2),
+        );
+        rules.push(Rule::every(13, Fault::CorruptResponse).on("GET").at_most(2));
+    }
+    rules
+}
+
+#[test]
+fn reads_that_fail_reset_stall_or_come_back_damaged_never_make_an_archived_segment_not_found()
+-> Result<()> {
+    let (archive, mut pg, _) = setup()?;
+    // PostgreSQL archives directly, without faults; the proxy is there for the reads.
+    pg.set_conf(&[("archive_command", &archive.archive_command()?)])?;
+    let proxy = behind_proxy(&archive)?;
+    pg.start()?;
+    let mut names = Vec::new();
+    for _ in 0..8 {
+        names.push(write_and_switch(&pg)?);
+    }
+    pg.wait_for_archived(names.last().context("no segment")?, Duration::from_secs(60))?;
+    pg.stop()?;
+    let beyond = next_segment(names.last().context("no segment")?)?;
+    let original = |name: &str| std::fs::read(pg.data_dir().join("pg_wal").join(name));
+    let dest_dir = walship_testkit::pg_temp_dir()?;
+    let mut exits = std::collections::BTreeMap::<i32, u32>::new();
+
+    // wal-fetch on its own: every archived segment comes back whole, and the one after
+    // the last is still not found (1), after the faults on its reads.
+    proxy.set(read_faults(true));
+    for name in names.iter().chain([&beyond]) {
+        let dest = dest_dir.path().join(name);
+        let started = Instant::now();
+        let before = proxy.log().len();
+        let out = archive.walship(&["wal-fetch", name, &dest.display().to_string()])?;
+        let code = out.status.code().unwrap_or(-1);
+        *exits.entry(code).or_default() += 1;
+        let how = || {
+            let seen: Vec<String> = proxy.log()[before..]
+                .iter()
+                .map(|s| format!("{:?} {} {} {:?}", s.at - started, s.method, s.path, s.fault))
+                .collect();
+            format!(
+                "exit {code} after {:?}: {}\nrequests:\n{}",
+                started.elapsed(),
+                common::stderr(&out),
+                seen.join("\n")
+            )
+        };
+        if *name == beyond {
+            ensure!(code == 1, "{name}, not archived: {}", how());
+            ensure!(
+                !dest.exists(),
+                "something was written for a missing segment"
+            );
+        } else {
+            ensure!(code == 0, "{name}: {}", how());
+            ensure!(std::fs::read(&dest)? == original(name)?, "{name} differs");
+        }
+    }
+    let direct_faults = proxy.faults();
+    ensure!(
+        direct_faults.len() >= 9 && direct_faults.contains_key("stale"),
+        "too few kinds of fault on the reads: {direct_faults:?}"
+    );
+    ensure!(
+        proxy.stalls_abandoned() == 1,
+        "the stalled read was not given up"
+    );
+
+    // Through the daemon, reading ahead: the same, with reads in parallel.
+    proxy.set(read_faults(true));
+    let socket = archive.dir.path().join("restore.sock");
+    let daemon = DaemonProcess::start(&archive, &pg, &socket)?;
+    let through_daemon = dest_dir.path().join("via-daemon");
+    std::fs::create_dir_all(&through_daemon)?;
+    walship_testkit::make_readable_by_pg(dest_dir.path())?;
+    for name in names.iter().chain([&beyond]) {
+        let dest = through_daemon.join(name);
+        let out = archive.walship(&[
+            "--socket",
+            &socket.display().to_string(),
+            "wal-fetch",
+            name,
+            &dest.display().to_string(),
+        ])?;
+        let code = out.status.code().unwrap_or(-1);
+        if *name == beyond {
+            ensure!(
+                code == 1,
+                "{name}, not archived: exit {code}: {}",
+                common::stderr(&out)
+            );
+        } else {
+            ensure!(
+                code == 0,
+                "{name}: exit {code}: {}\ndaemon:\n{}",
+                common::stderr(&out),
+                daemon.log_contents()
+            );
+            ensure!(std::fs::read(&dest)? == original(name)?, "{name} differs");
+        }
+    }
+    let hits = daemon.metric("walship_restore_hits_total")?;
+    eprintln!(
+        "reads under faults: direct exits {exits:?} with faults {direct_faults:?}; through \
+         the daemon {hits} read-ahead hits, faults {:?}; 0 false not-found",
+        proxy.faults()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_point_in_time_recovery_under_a_fault_schedule_reaches_its_target() -> Result<()> {
+    let archive = common::Archive::start(Some("gzip"))?;
+    let proxy = behind_proxy(&archive)?;
+    let status = |code, retry_after| Fault::Status { code, retry_after };
+    let mut rules = read_faults(true);
+    rules.extend([
+        Rule::every(3, status(503, None)).on("PUT"),
+        Rule::every(5, Fault::ResetAfterRequest).on("PUT"),
+        Rule::every(7, Fault::ResetBeforeBody).on("PUT"),
+    ]);
+    // The archive is written cleanly; the recovery, and the promoted server's
+    // archiving, run under the faults.
+    common::pitr::recovers_to_a_target_time_after(&archive, &|| proxy.set(rules.clone()))?;
+    let faults = proxy.faults();
+    ensure!(
+        ["stale", "stall", "503", "reset-before-body"]
+            .iter()
+            .all(|kind| faults.contains_key(*kind)),
+        "the recovery met too few faults: {faults:?}"
+    );
+    eprintln!("PITR under faults: {faults:?}");
     Ok(())
 }
 
@@ -137,14 +509,16 @@ fn a_copy_damaged_on_the_wire_is_downloaded_again_and_only_damage_every_download
     let dest_dir = tempfile::tempdir()?;
     let dest = dest_dir.path().join("RECOVERYXLOG");
     let fetch = || archive.walship(&["wal-fetch", &segment, &dest.display().to_string()]);
-    let gets = || proxy.requests_for("GET", &segment);
+    // The object's reads, not the listings that find it.
+    let object = format!("{segment}.gz");
+    let gets = || proxy.requests_for("GET", &object);
 
     // One download flipped on the wire: the next one is good, and that is what
     // recovery gets.
     proxy.set(vec![
         Rule::every(1, Fault::CorruptResponse)
             .on("GET")
-            .path(&segment)
+            .path(&object)
             .at_most(1),
     ]);
     let out = fetch()?;
@@ -166,7 +540,7 @@ fn a_copy_damaged_on_the_wire_is_downloaded_again_and_only_damage_every_download
     proxy.set(vec![
         Rule::every(1, Fault::CorruptResponse)
             .on("GET")
-            .path(&segment),
+            .path(&object),
     ]);
     let out = fetch()?;
     ensure!(

@@ -5,7 +5,8 @@
 //! Components, composed in [`Daemon::run`]:
 //! - a notify watcher on `archive_status` (plus a periodic rescan as a safety net) that
 //!   wakes the dispatcher, and the scan itself ([`status`]);
-//! - the queue (`queue.rs`), pure bookkeeping: up to `max_parallel` uploads, oldest
+//! - the queue (`queue.rs`), pure bookkeeping: up to `max_parallel` uploads (one that
+//!   stalls gives its slot up after [`STALLED_UPLOAD`], up to twice as many), oldest
 //!   first (history files before segments, as PostgreSQL orders them), a failing file
 //!   backed off with jittered exponential delays, and the acks;
 //! - the upload-and-ack step (`upload.rs`): one file through the archiver, then the ack
@@ -61,6 +62,12 @@ use placement::outside_data_directory;
 use queue::{Claim, Queue, Ticket, backoff_delay};
 use socket::{FetchReply, PushReply};
 use upload::Uploader;
+
+/// How long an upload holds one of the `max_parallel` slots. Far more than a healthy
+/// segment upload takes (a 16 MiB segment needs 1.6 s at 10 MiB/s), far less than a
+/// silent request's deadline (`walship_store::deadline`, 25 s and more): after it, the
+/// next file starts beside the stalled one.
+const STALLED_UPLOAD: Duration = Duration::from_secs(10);
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -194,13 +201,20 @@ impl Daemon {
             path: config.spool_dir.clone(),
             source,
         })?;
+        // Every request a store of this process tries again counts, not only the files
+        // the dispatcher retries: the store's own retries are where throttling and
+        // resets show first.
+        walship_store::retry::observe_retries({
+            let metrics = metrics.clone();
+            move |kind| metrics.retries_total.inc(upload::retry_reason_of(kind))
+        });
         Ok(Daemon {
             inner: Arc::new(Inner {
                 max_parallel: AtomicUsize::new(config.max_parallel.max(1)),
                 config,
                 pg_wal: pg_wal.clone(),
                 archiver: RwLock::new(archiver),
-                queue: Mutex::new(Queue::new(acked, backoff_delay)),
+                queue: Mutex::new(Queue::new(acked, backoff_delay, STALLED_UPLOAD)),
                 uploader: Uploader {
                     pg_wal,
                     journal,
@@ -421,16 +435,24 @@ impl Daemon {
         self.inner.tracker.spawn(
             async move {
                 let inner = &daemon.inner;
+                if let Some(not_before) = ticket.not_before() {
+                    tokio::time::sleep_until(not_before.into()).await;
+                }
                 let archiver = daemon.archiver();
                 let result = inner.uploader.upload(&archiver, ticket.name()).await;
-                let attempts =
-                    daemon
-                        .queue()
-                        .finish(&ticket, result.as_ref().ok().cloned(), Instant::now());
+                let outcome = match &result {
+                    Ok(record) => Ok(record.clone()),
+                    Err(failed) => Err(failed.retry_after),
+                };
+                let attempts = daemon.queue().finish(&ticket, outcome, Instant::now());
                 if let Some(attempts) = attempts {
                     debug!(attempts, "will retry");
                 }
-                ticket.complete(result.map(|record| record.sha256));
+                ticket.complete(
+                    result
+                        .map(|record| record.sha256)
+                        .map_err(|failed| failed.message),
+                );
                 inner.wake.notify_one();
             }
             .instrument(span),
@@ -494,7 +516,7 @@ impl Daemon {
             Ok(id) => id,
             Err(e) => return PushReply::Failed(format!("{}: {e}", ours.display())),
         };
-        let claim = self.queue().claim(name, &identity);
+        let claim = self.queue().claim(name, &identity, Instant::now());
         let mut rx = match claim {
             Claim::Acked { sha256 } => return PushReply::Archived { sha256 },
             Claim::Running(rx) => rx,

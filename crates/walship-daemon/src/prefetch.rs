@@ -218,7 +218,7 @@ impl Prefetcher {
             self.tracker.spawn(
                 async move {
                     let path = this.dir.join(&name);
-                    let result = archiver.fetch(&name, &path).await;
+                    let result = archiver.fetch_ahead(&name, &path).await;
                     {
                         let mut spool = this.spool.lock().expect("spool lock");
                         spool.running.remove(&name);

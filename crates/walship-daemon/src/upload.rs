@@ -15,6 +15,24 @@ use walship_store::ErrorKind;
 
 use crate::journal::{AckRecord, FileIdentity, Journal};
 
+/// Why an upload ended without an ack.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    /// What waiters and logs see.
+    pub(crate) message: String,
+    /// The wait the store asked for (`Retry-After`): the file is not tried again sooner.
+    pub(crate) retry_after: Option<std::time::Duration>,
+}
+
+impl Failed {
+    fn new(message: String) -> Failed {
+        Failed {
+            message,
+            retry_after: None,
+        }
+    }
+}
+
 pub(crate) struct Uploader {
     pub(crate) pg_wal: PathBuf,
     pub(crate) journal: Journal,
@@ -24,15 +42,15 @@ pub(crate) struct Uploader {
 
 impl Uploader {
     /// Uploads `pg_wal/<name>` with `archiver` and journals the ack. The file's identity
-    /// is taken before and after, so a file that changed meanwhile is never acked. The
-    /// error is the message waiters and logs see.
+    /// is taken before and after, so a file that changed meanwhile is never acked.
     pub(crate) async fn upload(
         &self,
         archiver: &Archiver,
         name: &str,
-    ) -> Result<AckRecord, String> {
+    ) -> Result<AckRecord, Failed> {
         let path = self.pg_wal.join(name);
-        let before = FileIdentity::of(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let before =
+            FileIdentity::of(&path).map_err(|e| Failed::new(format!("{}: {e}", path.display())))?;
         let started = Instant::now();
         let outcome = archiver.push(&path).await;
         self.metrics
@@ -49,7 +67,14 @@ impl Uploader {
                     self.metrics.conflicts_total.inc();
                 }
                 warn!("upload failed: {e}");
-                return Err(e.to_string());
+                let retry_after = match &e {
+                    PushError::Store { source, .. } => source.retry_after(),
+                    _ => None,
+                };
+                return Err(Failed {
+                    message: e.to_string(),
+                    retry_after,
+                });
             }
         };
         let sha256 = match outcome {
@@ -75,7 +100,7 @@ impl Uploader {
         self.metrics.set_last_archived(name, unix);
         if FileIdentity::of(&path).ok() != Some(before) {
             warn!("the file changed during the upload; not acknowledging it");
-            return Err("the file changed during the upload".to_owned());
+            return Err(Failed::new("the file changed during the upload".to_owned()));
         }
         let record = AckRecord {
             identity: before,
@@ -111,20 +136,24 @@ fn failure_reason(e: &PushError) -> FailureReason {
 /// The label of a failed push's retry: the store error's kind, never its text.
 fn retry_reason(e: &PushError) -> RetryReason {
     match e {
-        PushError::Store { source, .. } => match source.kind() {
-            ErrorKind::TimedOut => RetryReason::Timeout,
-            ErrorKind::Connection => RetryReason::Connection,
-            ErrorKind::Throttled => RetryReason::Throttled,
-            ErrorKind::Server | ErrorKind::Conflict | ErrorKind::Response => {
-                RetryReason::ServerError
-            }
-            ErrorKind::AlreadyExists
-            | ErrorKind::NotFound
-            | ErrorKind::ContainerMissing
-            | ErrorKind::Denied
-            | ErrorKind::Rejected
-            | ErrorKind::Source => RetryReason::Other,
-        },
+        PushError::Store { source, .. } => retry_reason_of(source.kind()),
         _ => RetryReason::Other,
+    }
+}
+
+/// The label of a retry after a store error of `kind` (the daemon's retry of a file, or
+/// a store's retry of one request, heard through `walship_store::retry::observe_retries`).
+pub(crate) fn retry_reason_of(kind: ErrorKind) -> RetryReason {
+    match kind {
+        ErrorKind::TimedOut => RetryReason::Timeout,
+        ErrorKind::Connection => RetryReason::Connection,
+        ErrorKind::Throttled => RetryReason::Throttled,
+        ErrorKind::Server | ErrorKind::Conflict | ErrorKind::Response => RetryReason::ServerError,
+        ErrorKind::AlreadyExists
+        | ErrorKind::NotFound
+        | ErrorKind::ContainerMissing
+        | ErrorKind::Denied
+        | ErrorKind::Rejected
+        | ErrorKind::Source => RetryReason::Other,
     }
 }

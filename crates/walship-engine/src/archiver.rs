@@ -337,12 +337,32 @@ impl Archiver {
     }
 
     /// Restores the archived file `name` (PostgreSQL's `%f`) to `dest` (`%p`).
+    /// [`FetchOutcome::NotFound`] is answered only after every key the file can have
+    /// was asked for by name, beyond the listing: not found ends a recovery.
     pub async fn fetch(&self, name: &str, dest: &Path) -> Result<FetchOutcome, FetchError> {
         let span = info_span!("wal_fetch", wal = %name);
-        self.fetch_inner(name, dest).instrument(span).await
+        self.fetch_inner(name, dest, Missing::Confirmed)
+            .instrument(span)
+            .await
     }
 
-    async fn fetch_inner(&self, wanted: &str, dest: &Path) -> Result<FetchOutcome, FetchError> {
+    /// [`Archiver::fetch`] for a read-ahead, where not found means only "not fetched
+    /// ahead" (the restore itself asks again, and confirms): the listing decides it,
+    /// so a window of files not yet archived costs one listing each, not seven more
+    /// requests.
+    pub async fn fetch_ahead(&self, name: &str, dest: &Path) -> Result<FetchOutcome, FetchError> {
+        let span = info_span!("wal_fetch_ahead", wal = %name);
+        self.fetch_inner(name, dest, Missing::Listed)
+            .instrument(span)
+            .await
+    }
+
+    async fn fetch_inner(
+        &self,
+        wanted: &str,
+        dest: &Path,
+        missing: Missing,
+    ) -> Result<FetchOutcome, FetchError> {
         let name = WalName::parse(wanted).map_err(|source| FetchError::BadName {
             name: wanted.to_owned(),
             source,
@@ -357,8 +377,35 @@ impl Archiver {
             .await
             .map_err(store_err)?;
         let keys: Vec<String> = listing.into_iter().map(|o| o.key).collect();
-        let (key, compression) = match self.layout.pick_restore(&name, &keys, PartialPolicy::Never)
-        {
+        let pick = match self.layout.pick_restore(&name, &keys, PartialPolicy::Never) {
+            found @ RestorePick::Found { .. } => found,
+            not_found @ RestorePick::NotFound { .. } if missing == Missing::Listed => not_found,
+            // "Not found" ends a recovery, so a listing alone never decides it: a store
+            // whose listings lag behind its writes, or an answer damaged on the way that
+            // still parses, would end it at a gap. Each key the file can have is asked
+            // for by name, which every store answers from the object itself.
+            RestorePick::NotFound { .. } => {
+                let mut held = Vec::new();
+                for compression in std::iter::once(None).chain(Compression::ALL.map(Some)) {
+                    let key = self.layout.wal_key(&name, compression);
+                    if self.store.head(&key).await.map_err(store_err)?.is_some() {
+                        held.push(key);
+                    }
+                }
+                let pick = self.layout.pick_restore(&name, &held, PartialPolicy::Never);
+                if let RestorePick::Found { key, .. } = &pick {
+                    warn!(key = %key, "the archive's listing missed this file; found by its name");
+                }
+                match pick {
+                    RestorePick::NotFound { .. } => {
+                        // What the listing said about a .partial copy still holds.
+                        self.layout.pick_restore(&name, &keys, PartialPolicy::Never)
+                    }
+                    found => found,
+                }
+            }
+        };
+        let (key, compression) = match pick {
             RestorePick::Found {
                 key, compression, ..
             } => (key, compression),
@@ -454,6 +501,15 @@ impl Archiver {
                 .map(|n| n.to_string()),
         })
     }
+}
+
+/// How sure a fetch must be before it answers not found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// The listing and then every possible key asked for by name.
+    Confirmed,
+    /// The listing.
+    Listed,
 }
 
 /// Downloads of one archived copy before its failing check is believed: a damaged

@@ -353,7 +353,7 @@ impl Metrics {
             retries_total: LabeledCounter::register(
                 &r,
                 "walship_retries_total",
-                "Object store requests retried, by reason.",
+                "Object store requests tried again, by the kind of failure: by the store's retry policy within one operation, or by the daemon's backoff of a file.",
             ),
             duplicates_total: counter(
                 &r,

@@ -43,6 +43,68 @@ pub(crate) fn http_client(
     Ok(Arc::new(client))
 }
 
+/// The blob requests' transport: `inner`, except that an error answer carrying a
+/// `Retry-After` becomes the SDK's error for that answer with the wait attached
+/// ([`AskedToWait`]), since the SDK's own error keeps no header a caller can read. The
+/// one retry layer then waits as long as the service asked.
+#[derive(Debug)]
+pub(crate) struct KeepsRetryAfter(pub(crate) Arc<dyn azure_core::HttpClient>);
+
+/// The wait an error answer asked for, attached to the SDK's error by
+/// [`KeepsRetryAfter`] and read back by `errors::classify`.
+#[derive(Debug)]
+pub(crate) struct AskedToWait {
+    pub(crate) wait: std::time::Duration,
+    status: u16,
+}
+
+impl AskedToWait {
+    #[cfg(test)]
+    pub(crate) fn for_test(wait: std::time::Duration, status: u16) -> AskedToWait {
+        AskedToWait { wait, status }
+    }
+}
+
+impl std::fmt::Display for AskedToWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {}, retry after {:?}", self.status, self.wait)
+    }
+}
+
+impl std::error::Error for AskedToWait {}
+
+#[async_trait::async_trait]
+impl azure_core::HttpClient for KeepsRetryAfter {
+    async fn execute_request(
+        &self,
+        request: &azure_core::Request,
+    ) -> azure_core::Result<azure_core::Response> {
+        let response = self.0.execute_request(request).await?;
+        let status = response.status();
+        let wait = walship_store::status::retry_after(
+            response
+                .headers()
+                .get_optional_str(&azure_core::headers::RETRY_AFTER),
+        );
+        match wait {
+            Some(wait) if !status.is_success() => {
+                let (status, headers, body) = response.deconstruct();
+                let body = body.collect().await.unwrap_or_default();
+                let kind =
+                    azure_core::error::ErrorKind::http_response_from_parts(status, &headers, &body);
+                Err(azure_core::Error::new(
+                    kind,
+                    AskedToWait {
+                        wait,
+                        status: u16::from(status),
+                    },
+                ))
+            }
+            _ => Ok(response),
+        }
+    }
+}
+
 pub(crate) fn resolve(
     config: &AzureStoreConfig,
     http: &Arc<dyn azure_core::HttpClient>,

@@ -89,6 +89,26 @@ pub(crate) fn classify(
     err: &azure_core::Error,
     scrubber: &Scrubber,
 ) -> StoreError {
+    // Found wherever it sits in the chain: the SDK wraps a transport error in context.
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut asked = None;
+    while let Some(e) = next {
+        if let Some(a) = e.downcast_ref::<crate::config::AskedToWait>() {
+            asked = Some(a.wait);
+            break;
+        }
+        next = e.source();
+    }
+    classify_kind(store, key, request, err, scrubber).with_retry_after(asked)
+}
+
+fn classify_kind(
+    store: &str,
+    key: &str,
+    request: Request,
+    err: &azure_core::Error,
+    scrubber: &Scrubber,
+) -> StoreError {
     use walship_store::ErrorKind as Kind;
     match err.kind() {
         ErrorKind::HttpResponse { status, error_code } => {

@@ -198,7 +198,9 @@ impl AzureStore {
         // multiply the attempts and stretch the deadlines.
         let container = ClientBuilder::with_location(location, resolved.credentials)
             .retry(RetryOptions::none())
-            .transport(azure_core::TransportOptions::new(http))
+            .transport(azure_core::TransportOptions::new(Arc::new(
+                config::KeepsRetryAfter(http),
+            )))
             .container_client(config.container.clone());
         let describe = describe(&resolved.account, &config.container, &resolved.endpoint);
         Ok(AzureStore {

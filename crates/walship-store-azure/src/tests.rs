@@ -429,3 +429,81 @@ fn block_ids_have_one_length_and_differ_between_uploads() {
     let len = block_id(&a, 0).len();
     assert!((0..walship_store::MAX_PARTS).all(|index| block_id(&a, index).len() == len));
 }
+
+#[test]
+fn a_wait_the_service_asked_for_is_kept_with_the_error() {
+    let asked = azure_core::Error::new(
+        ErrorKind::HttpResponse {
+            status: StatusCode::try_from(503).unwrap(),
+            error_code: Some("ServerBusy".to_owned()),
+        },
+        config::AskedToWait::for_test(Duration::from_secs(4), 503),
+    );
+    // As the SDK passes it on: wrapped in context.
+    let asked = asked.context("put blob");
+    let scrubber = Scrubber::default();
+    let err = errors::classify("azure://wal", "k", Request::Create, &asked, &scrubber);
+    assert_eq!(kind(&err), "Throttled");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(4)));
+    let plain = errors::classify(
+        "azure://wal",
+        "k",
+        Request::Create,
+        &http_error(503, Some("ServerBusy")),
+        &scrubber,
+    );
+    assert_eq!(plain.retry_after(), None);
+}
+
+/// A transport that answers every request 503 with `Retry-After: 3`.
+#[derive(Debug)]
+struct Busy;
+
+#[async_trait::async_trait]
+impl azure_core::HttpClient for Busy {
+    async fn execute_request(
+        &self,
+        _request: &azure_core::Request,
+    ) -> azure_core::Result<azure_core::Response> {
+        let mut headers = azure_core::headers::Headers::new();
+        headers.insert("retry-after", "3");
+        headers.insert("x-ms-error-code", "ServerBusy");
+        let body: Bytes = Bytes::from_static(b"<Error><Code>ServerBusy</Code></Error>");
+        Ok(azure_core::Response::new(
+            StatusCode::ServiceUnavailable,
+            headers,
+            Box::pin(futures::stream::once(async move { Ok(body) })),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn the_wait_a_busy_service_asks_for_reaches_the_store_error_through_the_sdk() {
+    let container = ClientBuilder::with_location(
+        CloudLocation::Custom {
+            account: "walship".to_owned(),
+            uri: "http://127.0.0.1:9".to_owned(),
+        },
+        StorageCredentials::anonymous(),
+    )
+    .retry(RetryOptions::none())
+    .transport(azure_core::TransportOptions::new(Arc::new(
+        config::KeepsRetryAfter(Arc::new(Busy)),
+    )))
+    .container_client("wal");
+    let err = container
+        .blob_client("k")
+        .put_block_blob(Bytes::from_static(b"x"))
+        .into_future()
+        .await
+        .expect_err("the service is busy");
+    let err = errors::classify(
+        "azure://wal",
+        "k",
+        Request::Create,
+        &err,
+        &Scrubber::default(),
+    );
+    assert_eq!(kind(&err), "Throttled");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(3)), "{err}");
+}

@@ -15,11 +15,36 @@
 //! not for attempts × deadline.
 
 use std::future::Future;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::{StoreError, deadline};
+use crate::{ErrorKind, StoreError, deadline};
+
+type Observer = Arc<dyn Fn(ErrorKind) + Send + Sync>;
+
+/// Told of every retry in the process. One, as the retry layer is one: the daemon
+/// counts retries by kind in its metrics, without each of the many places that build a
+/// policy (one per store and command) having to carry it.
+static OBSERVER: RwLock<Option<Observer>> = RwLock::new(None);
+
+/// From now on, `observer` is told the kind of failure of every request a
+/// [`RetryPolicy`] tries again, in any store of this process; it replaces the one
+/// before. It runs on the retrying task: it must be quick (a counter).
+pub fn observe_retries(observer: impl Fn(ErrorKind) + Send + Sync + 'static) {
+    *OBSERVER.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(observer));
+}
+
+fn retrying(kind: ErrorKind) {
+    let observer = OBSERVER
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    if let Some(observer) = observer {
+        observer(kind);
+    }
+}
 
 /// How a store retries one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +127,7 @@ impl RetryPolicy {
                 return Err(err);
             }
             tracing::debug!(what, attempt = tried, kind = %err.kind(), ?wait, error = %err, "retrying");
+            retrying(err.kind());
             tokio::time::sleep(wait).await;
             tried += 1;
         }
@@ -228,5 +254,25 @@ mod tests {
         // 0.5, 1, 2, 4, 8 and 10 s apart: the attempt at 25.5 s is the last to start.
         assert_eq!(calls.load(Ordering::SeqCst), 7);
         assert_eq!(started.elapsed(), Duration::from_millis(25_500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_observer_hears_the_kind_of_each_retry_and_not_of_the_last_failure() {
+        // Other tests run beside this one in the process: count only this test's kind.
+        let heard = Arc::new(AtomicU32::new(0));
+        let counter = heard.clone();
+        observe_retries(move |kind| {
+            if kind == ErrorKind::Response {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let result: Result<(), _> = RetryPolicy::default()
+            .run("get k", Duration::from_secs(30), || async {
+                Err(failing(ErrorKind::Response))
+            })
+            .await;
+        assert!(result.is_err());
+        // Four attempts: three retries; the fourth failure is the caller's to count.
+        assert_eq!(heard.load(Ordering::SeqCst), 3);
     }
 }

@@ -12,6 +12,15 @@ use super::{ArchiveHarness, PREFIX, SERVER};
 
 /// Runs the scenario against `archive`, whose manifest compresses with gzip.
 pub fn recovers_to_a_target_time(archive: &dyn ArchiveHarness) -> Result<()> {
+    recovers_to_a_target_time_after(archive, &|| {})
+}
+
+/// [`recovers_to_a_target_time`], calling `before_recovery` once the archive is
+/// written and before the restored server starts (a fault schedule starts there).
+pub fn recovers_to_a_target_time_after(
+    archive: &dyn ArchiveHarness,
+    before_recovery: &dyn Fn(),
+) -> Result<()> {
     let mut primary = PgCluster::init_temp(InitOptions {
         wal_segsize_mb: Some(1),
     })?;
@@ -45,6 +54,7 @@ pub fn recovers_to_a_target_time(archive: &dyn ArchiveHarness) -> Result<()> {
         ("archive_command", &archive.archive_command()?),
     ])?;
     restored.create_recovery_signal()?;
+    before_recovery();
     restored.start()?;
     restored.wait_for_recovery_end_within(Duration::from_secs(120))?;
 

@@ -330,6 +330,7 @@ pub struct GoogleTokenServer {
     mode: Arc<Mutex<TokenMode>>,
     granted: Arc<AtomicUsize>,
     refused: Arc<Mutex<Vec<String>>>,
+    expires_in: Arc<AtomicUsize>,
 }
 
 impl GoogleTokenServer {
@@ -340,12 +341,14 @@ impl GoogleTokenServer {
         let mode = Arc::new(Mutex::new(TokenMode::Grant));
         let granted = Arc::new(AtomicUsize::new(0));
         let refused = Arc::new(Mutex::new(Vec::new()));
+        let expires_in = Arc::new(AtomicUsize::new(3599));
         let public = dir.path().join("public.pem");
-        let (m, g, r, e) = (
+        let (m, g, r, e, x) = (
             mode.clone(),
             granted.clone(),
             refused.clone(),
             email.clone(),
+            expires_in.clone(),
         );
         // The port is known only once bound; the audience check reads it from the Host.
         let server = Server::start(move |request| {
@@ -368,8 +371,9 @@ impl GoogleTokenServer {
                 Ok(()) if mode == TokenMode::Grant => {
                     g.fetch_add(1, Ordering::SeqCst);
                     let body = format!(
-                        "{{\"access_token\":\"ya29.test-{}\",\"expires_in\":3599,\"token_type\":\"Bearer\"}}",
-                        random_token(24)
+                        "{{\"access_token\":\"ya29.test-{}\",\"expires_in\":{},\"token_type\":\"Bearer\"}}",
+                        random_token(24),
+                        x.load(Ordering::SeqCst)
                     );
                     (200, vec![("Content-Type", "application/json".into())], body)
                 }
@@ -395,7 +399,14 @@ impl GoogleTokenServer {
             mode,
             granted,
             refused,
+            expires_in,
         })
+    }
+
+    /// Tokens granted from now on expire after `lifetime` (`expires_in`).
+    pub fn tokens_valid_for(&self, lifetime: std::time::Duration) {
+        let seconds = usize::try_from(lifetime.as_secs()).unwrap_or(usize::MAX);
+        self.expires_in.store(seconds, Ordering::SeqCst);
     }
 
     pub fn token_uri(&self) -> String {

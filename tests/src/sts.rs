@@ -1,11 +1,12 @@
 //! A stand-in for AWS STS on 127.0.0.1 that answers `AssumeRoleWithWebIdentity` (the
-//! call behind IRSA) with fixed credentials, or with an error status while told to, and
-//! records what it was sent.
+//! call behind IRSA) with fixed credentials (valid for as long as it is told), or with
+//! an error status while told to, and records what it was sent.
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Result;
 
@@ -17,6 +18,8 @@ pub struct StsStub {
     requests: Arc<Mutex<Vec<String>>>,
     /// 0: answer with credentials; otherwise the HTTP status to fail with.
     failing: Arc<AtomicU16>,
+    /// How long the credentials it hands out are valid; `None`: until 2099.
+    lifetime: Arc<Mutex<Option<Duration>>>,
 }
 
 impl StsStub {
@@ -25,9 +28,23 @@ impl StsStub {
     pub fn start(access_key: &str, secret_key: &str, session_token: &str) -> Result<StsStub> {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let failing = Arc::new(AtomicU16::new(0));
-        let body = response_body(access_key, secret_key, session_token);
-        let (seen, status) = (requests.clone(), failing.clone());
+        let lifetime: Arc<Mutex<Option<Duration>>> = Arc::new(Mutex::new(None));
+        let keys = (
+            access_key.to_owned(),
+            secret_key.to_owned(),
+            session_token.to_owned(),
+        );
+        let (seen, status, valid_for) = (requests.clone(), failing.clone(), lifetime.clone());
         let server = LoopbackServer::start(move |stream| {
+            let lifetime: Option<Duration> = *valid_for.lock().expect("lifetime lock");
+            let expiration = match lifetime {
+                Some(lifetime) => (chrono::Utc::now()
+                    + chrono::TimeDelta::from_std(lifetime).unwrap_or(chrono::TimeDelta::MAX))
+                .format("%Y-%m-%dT%H:%M:%SZ")
+                .to_string(),
+                None => "2099-01-01T00:00:00Z".to_owned(),
+            };
+            let body = response_body(&keys.0, &keys.1, &keys.2, &expiration);
             if let Ok(request) = serve(stream, &body, status.load(Ordering::SeqCst)) {
                 seen.lock().expect("requests lock").push(request);
             }
@@ -36,7 +53,13 @@ impl StsStub {
             server,
             requests,
             failing,
+            lifetime,
         })
+    }
+
+    /// Credentials handed out from now on expire `lifetime` after they are.
+    pub fn credentials_valid_for(&self, lifetime: Duration) {
+        *self.lifetime.lock().expect("lifetime lock") = Some(lifetime);
     }
 
     /// From now on answers every request with `status` and STS's error document
@@ -77,7 +100,12 @@ fn serve(stream: TcpStream, body: &str, failing: u16) -> std::io::Result<String>
     Ok(String::from_utf8_lossy(&request.body).into_owned())
 }
 
-fn response_body(access_key: &str, secret_key: &str, session_token: &str) -> String {
+fn response_body(
+    access_key: &str,
+    secret_key: &str,
+    session_token: &str,
+    expiration: &str,
+) -> String {
     format!(
         r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
   <AssumeRoleWithWebIdentityResult>
@@ -90,7 +118,7 @@ fn response_body(access_key: &str, secret_key: &str, session_token: &str) -> Str
       <AccessKeyId>{access_key}</AccessKeyId>
       <SecretAccessKey>{secret_key}</SecretAccessKey>
       <SessionToken>{session_token}</SessionToken>
-      <Expiration>2099-01-01T00:00:00Z</Expiration>
+      <Expiration>{expiration}</Expiration>
     </Credentials>
     <Audience>sts.amazonaws.com</Audience>
   </AssumeRoleWithWebIdentityResult>

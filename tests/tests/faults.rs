@@ -15,6 +15,16 @@ use common::gcs::GcsArchive;
 use common::{ArchiveHarness, PREFIX, SERVER};
 use walship_testkit::{AzuriteServer, Fault, FaultProxy, Rule, wait_until};
 
+/// `ci` rounds of a schedule, or `long` with `WALSHIP_FAULTS_LONG=1` (the long schedule,
+/// not run in CI).
+fn rounds(ci: usize, long: usize) -> usize {
+    if std::env::var("WALSHIP_FAULTS_LONG").is_ok_and(|v| v == "1") {
+        long
+    } else {
+        ci
+    }
+}
+
 /// Writes a little WAL and switches to a new segment.
 fn write_and_switch(pg: &walship_testkit::PgCluster) -> Result<String> {
     pg.psql("CREATE TABLE IF NOT EXISTS filler (x int)")?;
@@ -133,13 +143,14 @@ fn archives_through_failing_and_resetting_requests(
         Rule::every(11, Fault::ResetDuringBody).on(wire.upload),
         Rule::every(3, status(500, None)).on(wire.lookup),
     ]);
+    let segments = rounds(15, 300);
     let mut last = String::new();
-    for _ in 0..15 {
+    for _ in 0..segments {
         last = write_and_switch(&pg)?;
     }
     // PostgreSQL keeps retrying what failed; everything gets archived while the faults
     // last (each rule lets most requests through).
-    pg.wait_for_archived(&last, Duration::from_secs(120))
+    pg.wait_for_archived(&last, Duration::from_secs(120 + 4 * segments as u64))
         .with_context(|| daemon.log_contents())?;
     let faults = proxy.faults();
     let upload_faults = faults.keys().filter(|k| !k.starts_with("500")).count();
@@ -162,7 +173,7 @@ fn archives_through_failing_and_resetting_requests(
     // Every segment PostgreSQL marked done is in the store, byte for byte: no
     // acknowledgement without a stored object.
     let archived = assert_all_archived_identical(archive, &pg)?;
-    ensure!(archived >= 16, "only {archived} segments archived");
+    ensure!(archived > segments, "only {archived} segments archived");
 
     // No retry inside a layer that also retries: a segment's uploads stay few.
     let log = proxy.log();
@@ -370,10 +381,13 @@ fn reads_that_fail_reset_stall_or_come_back_damaged_never_make_an_archived_segme
     let proxy = behind_proxy(&archive)?;
     pg.start()?;
     let mut names = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..rounds(8, 60) {
         names.push(write_and_switch(&pg)?);
     }
-    pg.wait_for_archived(names.last().context("no segment")?, Duration::from_secs(60))?;
+    pg.wait_for_archived(
+        names.last().context("no segment")?,
+        Duration::from_secs(300),
+    )?;
     pg.stop()?;
     let beyond = next_segment(names.last().context("no segment")?)?;
     let original = |name: &str| std::fs::read(pg.data_dir().join("pg_wal").join(name));
@@ -556,5 +570,210 @@ fn a_copy_damaged_on_the_wire_is_downloaded_again_and_only_damage_every_download
     );
     ensure!(!dest.exists(), "a copy that failed its check was written");
     ensure!(gets() == 5, "{} GETs", gets());
+    Ok(())
+}
+
+/// An S3 archive reached with IRSA's web identity: `inheritFromIAMRole: true`, the
+/// environment the IRSA webhook injects (for the daemon and for `archive_command`),
+/// and an STS stand-in handing out the archive's keys.
+struct IrsaArchive {
+    archive: common::Archive,
+    sts: walship_testkit::StsStub,
+}
+
+impl IrsaArchive {
+    fn start() -> Result<IrsaArchive> {
+        let archive = common::Archive::start(Some("zstd"))?;
+        let manifest = archive.manifest();
+        let (head, _) = manifest
+            .split_once("    s3Credentials:")
+            .context("no s3Credentials in the manifest")?;
+        let (_, wal) = manifest
+            .split_once("    wal:")
+            .context("no wal section in the manifest")?;
+        archive.write_manifest(&format!(
+            "{head}    s3Credentials:\n      inheritFromIAMRole: true\n    wal:{wal}"
+        ))?;
+        let token = archive.dir.path().join("token");
+        std::fs::write(&token, "projected-service-account-jwt")?;
+        walship_testkit::make_readable_by_pg(&token)?;
+        let sts = walship_testkit::StsStub::start(
+            archive.s3.access_key(),
+            archive.s3.secret_key(),
+            "session-token-from-sts",
+        )?;
+        Ok(IrsaArchive { archive, sts })
+    }
+}
+
+impl ArchiveHarness for IrsaArchive {
+    fn dir(&self) -> &std::path::Path {
+        self.archive.dir.path()
+    }
+
+    fn global_args(&self) -> Vec<String> {
+        self.archive.global_args()
+    }
+
+    fn walship(&self, args: &[&str]) -> Result<std::process::Output> {
+        std::process::Command::new(walship_testkit::WalshipBin::path()?)
+            .args(self.global_args())
+            .args(args)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE")
+            .envs(self.env())
+            .output()
+            .context("running walship")
+    }
+
+    fn keys(&self) -> Result<Vec<String>> {
+        self.archive.keys()
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "AWS_ROLE_ARN",
+                "arn:aws:iam::123456789012:role/walship".into(),
+            ),
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                self.dir().join("token").display().to_string(),
+            ),
+            ("AWS_ROLE_SESSION_NAME", "walship-session".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL_STS", self.sts.endpoint()),
+            // Away from the instance metadata service and shared files.
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("AWS_CONFIG_FILE", "/nonexistent".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
+        ]
+    }
+
+    fn archive_command(&self) -> Result<String> {
+        let env: Vec<String> = self.env().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        Ok(format!(
+            "{} {} {} wal-push %p",
+            env.join(" "),
+            walship_testkit::WalshipBin::for_pg()?.display(),
+            self.global_args().join(" ")
+        ))
+    }
+}
+
+/// What the scenario of a failing token endpoint needs to know of one identity.
+struct TokenEndpoint<'a> {
+    /// Makes the endpoint fail (503) or answer again.
+    fail: &'a dyn Fn(bool),
+    /// What the daemon logs when it keeps the credentials in hand.
+    kept: &'a str,
+    /// What an upload's error says once they expired: the endpoint and its answer.
+    failing: &'a [&'a str],
+}
+
+/// The scenario every identity with expiring credentials must pass: the credentials
+/// handed out live [`TOKEN_LIFETIME`] (refreshed from a minute before they expire);
+/// the endpoint fails while they are due for a refresh, and the ones in hand still
+/// archive; once they expired, uploads fail and name the endpoint, not "access denied";
+/// when it answers again, archiving resumes by itself and nothing is lost.
+fn archives_on_the_credentials_in_hand_while_the_token_endpoint_fails(
+    archive: &dyn ArchiveHarness,
+    endpoint: &TokenEndpoint,
+) -> Result<usize> {
+    let (mut pg, socket) = setup_for(archive)?;
+    let issued = Instant::now();
+    let daemon = DaemonProcess::start(archive, &pg, &socket)?;
+    pg.start()?;
+    let first = write_and_switch(&pg)?;
+    pg.wait_for_archived(&first, Duration::from_secs(30))
+        .with_context(|| daemon.log_contents())?;
+
+    (endpoint.fail)(true);
+    let until = |at: Duration| {
+        std::thread::sleep((issued + at).saturating_duration_since(Instant::now()));
+    };
+    // Due for a refresh by then: the S3 SDK's cache refreshes between 30 and 60 s before
+    // the expiry (a random share of its minute), walship's Google tokens 60 s before.
+    until(TOKEN_LIFETIME - Duration::from_secs(25));
+    let second = write_and_switch(&pg)?;
+    pg.wait_for_archived(&second, Duration::from_secs(30))
+        .with_context(|| daemon.log_contents())?;
+    ensure!(
+        issued.elapsed() < TOKEN_LIFETIME - Duration::from_secs(5),
+        "too slow to tell the credentials in hand from fresh ones"
+    );
+    ensure!(
+        daemon.log_contents().contains(endpoint.kept),
+        "no refresh failed: {}",
+        daemon.log_contents()
+    );
+
+    until(TOKEN_LIFETIME + Duration::from_secs(2));
+    let third = write_and_switch(&pg)?;
+    wait_until(
+        Duration::from_secs(60),
+        "an upload failing on the endpoint",
+        || {
+            let log = daemon.log_contents();
+            Ok(endpoint.failing.iter().all(|part| log.contains(part)))
+        },
+    )
+    .with_context(|| daemon.log_contents())?;
+    let log = daemon.log_contents();
+    ensure!(!log.contains("access denied"), "{log}");
+    ensure!(
+        pg.archiver_stats()?.last_archived_wal.as_deref() != Some(third.as_str()),
+        "archived without credentials"
+    );
+
+    (endpoint.fail)(false);
+    pg.wait_for_archived(&third, Duration::from_secs(90))
+        .with_context(|| daemon.log_contents())?;
+    assert_all_archived_identical(archive, &pg)
+}
+
+/// How long the credentials of the token endpoint scenario live: refreshed at the latest
+/// 30 s before they expire (35 s after they are handed out), kept while a refresh fails
+/// until 5 s before (60 s).
+const TOKEN_LIFETIME: Duration = Duration::from_secs(65);
+
+#[test]
+fn sts_failing_leaves_archiving_on_the_credentials_in_hand_until_they_expire_then_names_sts_and_recovers_by_itself()
+-> Result<()> {
+    let irsa = IrsaArchive::start()?;
+    irsa.sts.credentials_valid_for(TOKEN_LIFETIME);
+    let checked = archives_on_the_credentials_in_hand_while_the_token_endpoint_fails(
+        &irsa,
+        &TokenEndpoint {
+            fail: &|failing| irsa.sts.fail_with(failing.then_some(503)),
+            kept: "signing with the current ones until they expire",
+            failing: &["STS answered AssumeRoleWithWebIdentity with HTTP 503"],
+        },
+    )?;
+    eprintln!("STS down: {checked} segments archived, 0 lost");
+    Ok(())
+}
+
+#[test]
+fn a_failing_google_token_endpoint_leaves_archiving_on_the_token_in_hand_until_it_expires_then_names_it_and_recovers()
+-> Result<()> {
+    let archive = GcsArchive::for_scenarios("zstd", 4)?;
+    archive.tokens().tokens_valid_for(TOKEN_LIFETIME);
+    let checked = archives_on_the_credentials_in_hand_while_the_token_endpoint_fails(
+        &archive,
+        &TokenEndpoint {
+            fail: &|failing| {
+                archive.tokens().set_mode(if failing {
+                    walship_testkit::TokenMode::Fail(503)
+                } else {
+                    walship_testkit::TokenMode::Grant
+                })
+            },
+            kept: "using the current one until it expires",
+            failing: &["the token endpoint", "answered HTTP 503"],
+        },
+    )?;
+    eprintln!("Google token endpoint down: {checked} segments archived, 0 lost");
     Ok(())
 }

@@ -178,12 +178,15 @@ async fn store_for(
                 endpoint_url: configuration.endpoint_url.clone(),
                 ca_bundle,
                 region: access.region.clone(),
-                credentials: match on_credentials {
+                // A refresh that fails while the credentials in hand still sign must not
+                // stop archiving: they are kept until they expire (outside the observer,
+                // which counts the failed refresh as one).
+                credentials: walship_credentials::held_until_expiry(match on_credentials {
                     Some(observer) => {
                         walship_credentials::observed_s3_provider(access.provider().await, observer)
                     }
                     None => access.provider().await,
-                },
+                }),
                 sse,
                 retry: retry.clone(),
             })

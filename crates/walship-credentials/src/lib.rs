@@ -10,7 +10,8 @@
 //!
 //! Expiring tokens are refreshed by the providers handed to the SDKs: for S3 that is
 //! aws-config's default chain, whose web-identity provider re-assumes the role before the
-//! session expires, behind the SDK's identity cache.
+//! session expires, behind the SDK's identity cache, and behind [`held_until_expiry`],
+//! which keeps the credentials in hand while they still sign when a refresh fails.
 //!
 //! Dependencies: `walship-config` (secret references and the secrets directory),
 //! `aws-config` (the default credential chain: environment, web identity/IRSA, ECS,
@@ -19,6 +20,7 @@
 
 mod azure;
 mod google;
+mod held;
 mod observe;
 mod s3;
 #[cfg(test)]
@@ -26,6 +28,7 @@ mod test_support;
 
 pub use azure::{AzureCredentialSource, azure_access};
 pub use google::{GoogleCredentialSource, google_access};
+pub use held::{STILL_VALID_FOR, held_until_expiry};
 pub use observe::{RefreshObserver, observed_s3_provider};
 pub use s3::{S3Access, S3CredentialSource, s3_access};
 

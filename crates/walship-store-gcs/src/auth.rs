@@ -31,6 +31,13 @@ pub const DEFAULT_METADATA_HOST: &str = "metadata.google.internal";
 /// server itself hands out tokens with at least five minutes left.
 pub const METADATA_REFRESH_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
+/// Whether a cached token may still be used when its refresh failed: a token endpoint
+/// failing must not stop archiving while the token in hand signs, so it is kept until
+/// five seconds before it expires (enough for one request).
+pub(crate) fn still_signs(token: &Token) -> bool {
+    token.expires_at() - chrono::TimeDelta::seconds(5) > Utc::now()
+}
+
 /// The fields of a key file walship checks before handing it to gcp_auth, so that a
 /// wrong file is reported by what is wrong with it.
 #[derive(Deserialize)]
@@ -300,7 +307,20 @@ impl TokenProvider for MetadataServer {
         {
             return Ok(token.clone());
         }
-        let token = Arc::new(self.fetch_token().await.map_err(metadata_error)?);
+        let token = match self.fetch_token().await {
+            Ok(token) => Arc::new(token),
+            Err(e) => match cache.as_ref() {
+                Some(token) if still_signs(token) => {
+                    tracing::warn!(
+                        expires_at = %token.expires_at(),
+                        "cannot refresh the access token from the metadata server ({e}); \
+                         using the current one until it expires"
+                    );
+                    return Ok(token.clone());
+                }
+                _ => return Err(metadata_error(e)),
+            },
+        };
         *cache = Some(token.clone());
         Ok(token)
     }

@@ -26,7 +26,8 @@ const REFRESH_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 const ASSERTION_LIFETIME: i64 = 3600;
 
 /// Tokens for one service account's key, cached until [`REFRESH_MARGIN`] before they
-/// expire; one request at a time refreshes.
+/// expire (and, while the token endpoint fails, until `auth::still_signs` says no); one
+/// request at a time refreshes.
 pub(crate) struct ServiceAccount {
     account: CustomServiceAccount,
     client_email: String,
@@ -183,12 +184,28 @@ impl TokenProvider for ServiceAccount {
         {
             return Ok(token.clone());
         }
-        let token = Arc::new(self.fetch(&wanted).await.map_err(|e| {
-            gcp_auth::Error::Other(
-                "no token from the service account's token endpoint",
-                Box::new(e),
-            )
-        })?);
+        let token = match self.fetch(&wanted).await {
+            Ok(token) => Arc::new(token),
+            // The endpoint failing must not stop archiving while the token in hand
+            // still signs: it is kept until it expires.
+            Err(e) => match cache.as_ref() {
+                Some((cached_scopes, token))
+                    if *cached_scopes == wanted && crate::auth::still_signs(token) =>
+                {
+                    tracing::warn!(
+                        expires_at = %token.expires_at(),
+                        "cannot refresh the access token ({e}); using the current one until it expires"
+                    );
+                    return Ok(token.clone());
+                }
+                _ => {
+                    return Err(gcp_auth::Error::Other(
+                        "no token from the service account's token endpoint",
+                        Box::new(e),
+                    ));
+                }
+            },
+        };
         *cache = Some((wanted, token.clone()));
         Ok(token)
     }

@@ -62,6 +62,10 @@ pub enum Sse {
     AwsKms,
 }
 
+/// How long before expiring credentials expire they are refreshed (less a random share
+/// of up to half, the SDK's jitter).
+const CREDENTIALS_REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
 /// How to reach a bucket.
 #[derive(Clone)]
 pub struct S3StoreConfig {
@@ -165,7 +169,17 @@ impl S3Store {
             return Err(S3ConfigError::BadEndpoint(url.clone()));
         }
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .credentials_provider(config.credentials.clone());
+            .credentials_provider(config.credentials.clone())
+            // Expiring credentials (IRSA's, an instance role's) are refreshed 30 to 60 s
+            // before they expire (the SDK takes off a random share of the buffer), not
+            // 5 to 10 s: a slow or failing STS then has half a minute or more in which
+            // the credentials in hand still sign (`walship_credentials::held_until_expiry`
+            // keeps them).
+            .identity_cache(
+                aws_config::identity::IdentityCache::lazy()
+                    .buffer_time(CREDENTIALS_REFRESH_MARGIN)
+                    .build(),
+            );
         loader = match (&config.region, custom_endpoint) {
             (Some(region), _) => loader.region(Region::new(region.clone())),
             // Custom endpoints ignore the region, and probing the instance metadata for

@@ -777,3 +777,179 @@ fn a_failing_google_token_endpoint_leaves_archiving_on_the_token_in_hand_until_i
     eprintln!("Google token endpoint down: {checked} segments archived, 0 lost");
     Ok(())
 }
+
+/// A tmpfs of `kib` KiB mounted at `dir` (created), writable by everyone (the daemon runs
+/// as the PostgreSQL user), to be filled to the last byte; unmounted when dropped.
+struct FullFilesystem {
+    dir: std::path::PathBuf,
+}
+
+impl FullFilesystem {
+    fn mount(dir: &std::path::Path, kib: u32) -> Result<FullFilesystem> {
+        std::fs::create_dir_all(dir)?;
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={kib}k,mode=0777"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .context("running mount")?;
+        ensure!(
+            status.success(),
+            "cannot mount a tmpfs at {} (these tests run as root, as CI does)",
+            dir.display()
+        );
+        Ok(FullFilesystem {
+            dir: dir.to_owned(),
+        })
+    }
+
+    fn filler(&self) -> std::path::PathBuf {
+        self.dir.join("filler")
+    }
+
+    /// Writes until the filesystem is full.
+    fn fill(&self) -> Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.filler())?;
+        let block = vec![0u8; 4096];
+        loop {
+            match file.write_all(&block) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let _ = file.sync_all();
+        Ok(())
+    }
+
+    /// Space again.
+    fn free(&self) -> Result<()> {
+        std::fs::remove_file(self.filler())?;
+        Ok(())
+    }
+}
+
+impl Drop for FullFilesystem {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_ack_journal_never_stops_archiving_or_acknowledges_anything_not_stored_and_journals_again_with_space()
+-> Result<()> {
+    let (archive, mut pg, socket) = setup()?;
+    // The daemon's journal directory (common::daemon puts it there), full.
+    let journal = archive.dir.path().join("journal");
+    let full = FullFilesystem::mount(&journal, 64)?;
+    full.fill()?;
+    let daemon = DaemonProcess::start(&archive, &pg, &socket)?;
+    pg.start()?;
+    let mut last = String::new();
+    for _ in 0..3 {
+        last = write_and_switch(&pg)?;
+    }
+    // Every segment PostgreSQL was told is archived is in the store: the ack rests on
+    // the store's confirmation; the journal only spares a restarted daemon the
+    // comparison, so a journal that cannot be written must not stop archiving (a
+    // pg_wal filling up would stop PostgreSQL).
+    pg.wait_for_archived(&last, Duration::from_secs(60))
+        .with_context(|| daemon.log_contents())?;
+    // Each of those acks went unjournaled, and said so.
+    let unjournaled = |name: &str| {
+        daemon
+            .log_contents()
+            .lines()
+            .any(|l| l.contains(name) && l.contains("cannot journal the ack"))
+    };
+    ensure!(unjournaled(&last), "{}", daemon.log_contents());
+
+    // Space again: the next acks are journaled (records go once PostgreSQL marks the
+    // segment done, so the log tells).
+    full.free()?;
+    let next = write_and_switch(&pg)?;
+    pg.wait_for_archived(&next, Duration::from_secs(60))?;
+    ensure!(!unjournaled(&next), "{}", daemon.log_contents());
+    let checked = assert_all_archived_identical(&archive, &pg)?;
+
+    // Restarted with what the journal holds: the segments acked without a record are
+    // compared with the store again, not lost.
+    drop(daemon);
+    let daemon = DaemonProcess::start(&archive, &pg, &socket)?;
+    let after = write_and_switch(&pg)?;
+    pg.wait_for_archived(&after, Duration::from_secs(60))
+        .with_context(|| daemon.log_contents())?;
+    assert_all_archived_identical(&archive, &pg)?;
+    eprintln!(
+        "journal full: {checked} segments archived and stored, 0 lost; journaled again with space"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_full_prefetch_spool_is_bypassed_and_every_segment_is_restored_from_the_store() -> Result<()> {
+    let (archive, mut pg, _) = setup()?;
+    pg.set_conf(&[("archive_command", &archive.archive_command()?)])?;
+    pg.start()?;
+    let mut names = Vec::new();
+    for _ in 0..6 {
+        names.push(write_and_switch(&pg)?);
+    }
+    pg.wait_for_archived(names.last().context("no segment")?, Duration::from_secs(60))?;
+    pg.stop()?;
+
+    let spool = archive.dir.path().join("spool");
+    let full = FullFilesystem::mount(&spool, 64)?;
+    let socket = archive.dir.path().join("restore.sock");
+    let daemon = DaemonProcess::start_with(
+        &archive,
+        &pg,
+        &socket,
+        &["--spool-dir", &spool.display().to_string()],
+    )?;
+    // Filled once the daemon started (it empties its spool at start).
+    full.fill()?;
+    let dest_dir = walship_testkit::pg_temp_dir()?;
+    for name in &names {
+        let dest = dest_dir.path().join(name);
+        let out = archive.walship(&[
+            "--socket",
+            &socket.display().to_string(),
+            "wal-fetch",
+            name,
+            &dest.display().to_string(),
+        ])?;
+        ensure!(
+            out.status.success(),
+            "{name}: exit {:?}: {}\ndaemon:\n{}",
+            out.status.code(),
+            common::stderr(&out),
+            daemon.log_contents()
+        );
+        ensure!(
+            std::fs::read(&dest)? == std::fs::read(pg.data_dir().join("pg_wal").join(name))?,
+            "{name} differs"
+        );
+    }
+    let hits = daemon.metric("walship_restore_hits_total")?;
+    ensure!(hits == 0.0, "{hits} hits from a full spool");
+    ensure!(
+        daemon.log_contents().contains("prefetch failed"),
+        "{}",
+        daemon.log_contents()
+    );
+    eprintln!(
+        "spool full: {} segments restored from the store, 0 from the spool",
+        names.len()
+    );
+    Ok(())
+}

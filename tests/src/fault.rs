@@ -53,6 +53,9 @@ pub enum Fault {
     ShortContentLength,
     /// The answer sent at this many bytes per second (a slow link).
     Slow { bytes_per_second: u64 },
+    /// Answered by the proxy with this status and an S3 error document carrying this
+    /// `<Code>` (`RequestTimeTooSkewed`, `AccessDenied`, …).
+    ErrorCode { status: u16, code: String },
     /// Answered `200 OK` with this body by the proxy, the upstream never sees the
     /// request: an answer that is well-formed and wrong, as a listing that lags behind
     /// the writes.
@@ -60,6 +63,24 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// The status, `Retry-After` and error code the proxy answers with itself, for the
+    /// faults that are such an answer.
+    fn error_answer(&self) -> Option<(u16, Option<u32>, &str)> {
+        match self {
+            Fault::Status { code, retry_after } => Some((
+                *code,
+                *retry_after,
+                match code {
+                    429 => "SlowDown",
+                    503 => "ServiceUnavailable",
+                    _ => "InternalError",
+                },
+            )),
+            Fault::ErrorCode { status, code } => Some((*status, None, code)),
+            _ => None,
+        }
+    }
+
     /// A short, stable name for counting.
     pub fn kind(&self) -> String {
         match self {
@@ -77,6 +98,7 @@ impl Fault {
             Fault::ShortContentLength => "short-content-length".into(),
             Fault::Slow { .. } => "slow".into(),
             Fault::Stale(_) => "stale".into(),
+            Fault::ErrorCode { status, code } => format!("{status} {code}"),
         }
     }
 }
@@ -379,6 +401,7 @@ fn read_body(
 
 fn reason(code: u16) -> &'static str {
     match code {
+        403 => "Forbidden",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
@@ -514,6 +537,27 @@ fn serve(
         return Ok(());
     }
     let body = read_body(&mut reader, &head, None)?;
+    if let Some((code, retry_after, text)) = fault.as_ref().and_then(Fault::error_answer) {
+        let message = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{text}</Code>\
+             <Message>injected by the test's fault proxy</Message></Error>"
+        );
+        let mut answer = format!(
+            "HTTP/1.1 {code} {}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n",
+            reason(code),
+            message.len()
+        );
+        if let Some(seconds) = retry_after {
+            answer.push_str(&format!("Retry-After: {seconds}\r\n"));
+        }
+        answer.push_str("Connection: close\r\n\r\n");
+        // A HEAD's answer has the length of a body but no body.
+        if head.method != "HEAD" {
+            answer.push_str(&message);
+        }
+        client_w.write_all(answer.as_bytes())?;
+        return Ok(());
+    }
     match &fault {
         Some(Fault::Stale(text)) => {
             let answer = format!(
@@ -521,32 +565,6 @@ fn serve(
                  Connection: close\r\n\r\n{text}",
                 text.len()
             );
-            client_w.write_all(answer.as_bytes())?;
-            return Ok(());
-        }
-        Some(Fault::Status { code, retry_after }) => {
-            let message = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code>\
-                 <Message>injected by the test's fault proxy</Message></Error>",
-                match code {
-                    429 => "SlowDown",
-                    503 => "ServiceUnavailable",
-                    _ => "InternalError",
-                }
-            );
-            let mut answer = format!(
-                "HTTP/1.1 {code} {}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n",
-                reason(*code),
-                message.len()
-            );
-            if let Some(seconds) = retry_after {
-                answer.push_str(&format!("Retry-After: {seconds}\r\n"));
-            }
-            answer.push_str("Connection: close\r\n\r\n");
-            // A HEAD's answer has the length of a body but no body.
-            if head.method != "HEAD" {
-                answer.push_str(&message);
-            }
             client_w.write_all(answer.as_bytes())?;
             return Ok(());
         }

@@ -953,3 +953,44 @@ fn a_full_prefetch_spool_is_bypassed_and_every_segment_is_restored_from_the_stor
     );
     Ok(())
 }
+
+#[test]
+fn a_store_refusing_the_request_time_is_reported_as_clock_skew_not_access_denied_and_tried_again()
+-> Result<()> {
+    let archive = common::Archive::start(Some("gzip"))?;
+    let proxy = behind_proxy(&archive)?;
+    let (wal_dir, segments) = common::real_segments(2)?;
+    let push = |name: &str| {
+        let path = wal_dir.path().join(name);
+        archive.walship(&["wal-push", &path.display().to_string()])
+    };
+    let skewed = || Fault::ErrorCode {
+        status: 403,
+        code: "RequestTimeTooSkewed".to_owned(),
+    };
+
+    // Every request refused for its time: not archived, and the error says why.
+    proxy.set(vec![Rule::every(1, skewed()).on("PUT")]);
+    let out = push(&segments[0])?;
+    let err = common::stderr(&out);
+    ensure!(
+        out.status.code() == Some(1),
+        "exit {:?}: {err}",
+        out.status.code()
+    );
+    ensure!(
+        err.contains("RequestTimeTooSkewed") && err.contains("clock"),
+        "the error does not name the clock: {err}"
+    );
+    ensure!(!err.contains("access denied"), "{err}");
+    // Tried again like any transient failure (the SDK corrects its clock from the
+    // store's answer), within one request's budget.
+    let puts = proxy.requests_for("PUT", &segments[0]);
+    ensure!(puts > 1, "{puts} PUTs: a clock skew was not tried again");
+
+    // Refused once: the next attempt goes through.
+    proxy.set(vec![Rule::every(1, skewed()).on("PUT").at_most(1)]);
+    let out = push(&segments[1])?;
+    ensure!(out.status.success(), "{}", common::stderr(&out));
+    Ok(())
+}

@@ -154,6 +154,7 @@ pub(crate) fn retry_reason_of(kind: ErrorKind) -> RetryReason {
         | ErrorKind::ContainerMissing
         | ErrorKind::Denied
         | ErrorKind::Rejected
-        | ErrorKind::Source => RetryReason::Other,
+        | ErrorKind::Source
+        | ErrorKind::ClockSkew => RetryReason::Other,
     }
 }

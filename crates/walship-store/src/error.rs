@@ -42,11 +42,16 @@ pub enum ErrorKind {
     Rejected,
     /// The local file to upload could not be read, or changed while it was read.
     Source,
+    /// The store refused the request's time: this machine's clock and the store's differ
+    /// by more than it allows (S3's `RequestTimeTooSkewed`, 15 minutes). Tried again:
+    /// the S3 SDK corrects its signing time from the store's answer, and a clock put
+    /// right by its time service heals it too.
+    ClockSkew,
 }
 
 impl ErrorKind {
     /// Every kind, for closed metric label sets and tests.
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::AlreadyExists,
         ErrorKind::NotFound,
         ErrorKind::ContainerMissing,
@@ -59,6 +64,7 @@ impl ErrorKind {
         ErrorKind::Response,
         ErrorKind::Rejected,
         ErrorKind::Source,
+        ErrorKind::ClockSkew,
     ];
 
     /// Whether the same request may succeed later without anything being changed.
@@ -71,6 +77,7 @@ impl ErrorKind {
                 | ErrorKind::Connection
                 | ErrorKind::TimedOut
                 | ErrorKind::Response
+                | ErrorKind::ClockSkew
         )
     }
 
@@ -89,6 +96,7 @@ impl ErrorKind {
             ErrorKind::Response => "response",
             ErrorKind::Rejected => "rejected",
             ErrorKind::Source => "source",
+            ErrorKind::ClockSkew => "clock_skew",
         }
     }
 }
@@ -120,6 +128,11 @@ impl StoreError {
                 "{store}: access denied ({detail}); check the credentials and their permissions"
             ),
             ErrorKind::Connection => format!("{store}: cannot reach the store: {detail}"),
+            ErrorKind::ClockSkew => format!(
+                "{store}: the store refused the request's time ({detail}): this machine's \
+                 clock differs from the store's by more than it allows; check the time \
+                 synchronisation (NTP) of the node"
+            ),
             _ => format!("{store}: {detail}"),
         };
         StoreError {
@@ -304,6 +317,16 @@ mod tests {
                 StoreError::new(ErrorKind::Server, "s3://b", "wals/x: HTTP 503"),
                 "s3://b: wals/x: HTTP 503",
             ),
+            (
+                StoreError::new(
+                    ErrorKind::ClockSkew,
+                    "s3://b",
+                    "HTTP 403 RequestTimeTooSkewed",
+                ),
+                "s3://b: the store refused the request's time (HTTP 403 RequestTimeTooSkewed): \
+                 this machine's clock differs from the store's by more than it allows; check \
+                 the time synchronisation (NTP) of the node",
+            ),
         ];
         for (err, text) in cases {
             assert_eq!(err.to_string(), text);
@@ -324,7 +347,8 @@ mod tests {
                 ErrorKind::Conflict,
                 ErrorKind::Connection,
                 ErrorKind::TimedOut,
-                ErrorKind::Response
+                ErrorKind::Response,
+                ErrorKind::ClockSkew
             ]
         );
     }

@@ -55,6 +55,9 @@ pub fn kind_of(request: Request, status: u16, code: &str) -> ErrorKind {
         (429, _) | (_, "SlowDown" | "ServerBusy" | "rateLimitExceeded" | "TooManyRequests") => {
             ErrorKind::Throttled
         }
+        // A 403 that is not about the credentials: the request's signed time is too far
+        // from the store's clock.
+        (_, "RequestTimeTooSkewed") => ErrorKind::ClockSkew,
         (401 | 403, _)
         | (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied")
         | (_, "AuthenticationFailed" | "AuthorizationFailure") => ErrorKind::Denied,
@@ -95,11 +98,12 @@ mod tests {
             (Read, 404, "NoSuchBucket", ContainerMissing),
             (Read, 403, "AccessDenied", Denied),
             (Read, 403, "SignatureDoesNotMatch", Denied),
-            (Read, 403, "RequestTimeTooSkewed", Denied),
             (Create, 503, "SlowDown", Throttled),
             (Create, 409, "ConditionalRequestConflict", Conflict),
             (Create, 409, "OperationAborted", Conflict),
             (Create, 400, "RequestTimeout", Server),
+            (Create, 403, "RequestTimeTooSkewed", ClockSkew),
+            (Read, 403, "RequestTimeTooSkewed", ClockSkew),
             (Create, 500, "InternalError", Server),
             (Create, 400, "InvalidArgument", Rejected),
             // Azure

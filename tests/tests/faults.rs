@@ -994,3 +994,37 @@ fn a_store_refusing_the_request_time_is_reported_as_clock_skew_not_access_denied
     ensure!(out.status.success(), "{}", common::stderr(&out));
     Ok(())
 }
+
+#[test]
+fn an_unwritable_or_removed_ack_journal_never_stops_archiving() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let (archive, mut pg, socket) = setup()?;
+    let daemon = DaemonProcess::start(&archive, &pg, &socket)?;
+    pg.start()?;
+    let journal = archive.dir.path().join("journal");
+    let unjournaled = |name: &str| {
+        daemon
+            .log_contents()
+            .lines()
+            .any(|l| l.contains(name) && l.contains("cannot journal the ack"))
+    };
+
+    // Unwritable (the daemon runs as the PostgreSQL user, not root).
+    std::fs::set_permissions(&journal, std::fs::Permissions::from_mode(0o555))?;
+    let first = write_and_switch(&pg)?;
+    pg.wait_for_archived(&first, Duration::from_secs(60))
+        .with_context(|| daemon.log_contents())?;
+    ensure!(unjournaled(&first), "{}", daemon.log_contents());
+
+    // Removed under the running daemon.
+    std::fs::set_permissions(&journal, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::remove_dir_all(&journal)?;
+    let second = write_and_switch(&pg)?;
+    pg.wait_for_archived(&second, Duration::from_secs(60))
+        .with_context(|| daemon.log_contents())?;
+    ensure!(unjournaled(&second), "{}", daemon.log_contents());
+
+    let checked = assert_all_archived_identical(&archive, &pg)?;
+    eprintln!("journal unwritable, then removed: {checked} segments archived, 0 lost");
+    Ok(())
+}

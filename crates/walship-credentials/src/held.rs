@@ -50,19 +50,14 @@ impl ProvideCredentials for Held {
                     Ok(fresh)
                 }
                 Err(e) => {
-                    let kept = last().clone().filter(|kept| {
-                        kept.expiry().is_some_and(|expiry| {
-                            expiry
-                                .duration_since(SystemTime::now())
-                                .is_ok_and(|left| left >= STILL_VALID_FOR)
-                        })
-                    });
-                    match kept {
-                        Some(kept) => {
-                            let left = kept
-                                .expiry()
-                                .and_then(|x| x.duration_since(SystemTime::now()).ok())
-                                .unwrap_or_default();
+                    let kept = last().clone();
+                    let left = kept
+                        .as_ref()
+                        .and_then(Credentials::expiry)
+                        .and_then(|expiry| expiry.duration_since(SystemTime::now()).ok())
+                        .filter(|left| *left >= STILL_VALID_FOR);
+                    match (kept, left) {
+                        (Some(kept), Some(left)) => {
                             tracing::warn!(
                                 valid_for = ?Duration::from_secs(left.as_secs()),
                                 "cannot refresh the credentials ({}); signing with the current ones until they expire",
@@ -70,7 +65,7 @@ impl ProvideCredentials for Held {
                             );
                             Ok(kept)
                         }
-                        None => Err(e),
+                        _ => Err(e),
                     }
                 }
             }

@@ -384,7 +384,7 @@ impl Archiver {
             // whose listings lag behind its writes, or an answer damaged on the way that
             // still parses, would end it at a gap. Each key the file can have is asked
             // for by name, which every store answers from the object itself.
-            RestorePick::NotFound { .. } => {
+            listed @ RestorePick::NotFound { .. } => {
                 let mut held = Vec::new();
                 for compression in std::iter::once(None).chain(Compression::ALL.map(Some)) {
                     let key = self.layout.wal_key(&name, compression);
@@ -392,16 +392,13 @@ impl Archiver {
                         held.push(key);
                     }
                 }
-                let pick = self.layout.pick_restore(&name, &held, PartialPolicy::Never);
-                if let RestorePick::Found { key, .. } = &pick {
-                    warn!(key = %key, "the archive's listing missed this file; found by its name");
-                }
-                match pick {
-                    RestorePick::NotFound { .. } => {
-                        // What the listing said about a .partial copy still holds.
-                        self.layout.pick_restore(&name, &keys, PartialPolicy::Never)
+                match self.layout.pick_restore(&name, &held, PartialPolicy::Never) {
+                    found @ RestorePick::Found { .. } => {
+                        warn!("the archive's listing missed this file; found by its name");
+                        found
                     }
-                    found => found,
+                    // Missing indeed; what the listing said of a .partial copy holds.
+                    RestorePick::NotFound { .. } => listed,
                 }
             }
         };

@@ -804,6 +804,9 @@ fn a_store_that_fails_mid_backup_never_leaves_it_done_and_the_session_ends() -> 
             "--jobs",
             "1",
             "--immediate-checkpoint",
+            // A store down fails the backup after 3 s, not the default minute.
+            "--retry-seconds",
+            "3",
         ]
         .map(str::to_owned),
     );

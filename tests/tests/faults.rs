@@ -4,6 +4,8 @@
 //! nothing, acknowledge nothing the store did not confirm, and drain its backlog once
 //! the faults stop.
 
+#[path = "faults/backups.rs"]
+mod backups;
 mod common;
 
 use std::time::{Duration, Instant};

@@ -41,12 +41,12 @@ pub enum Outcome {
     General,
 }
 
-async fn target(cli: &Cli) -> Result<Target> {
+async fn target(cli: &Cli, retry: RetryPolicy) -> Result<Target> {
     wiring::target(
         &wiring::Source::files(&cli.config, &cli.secrets_dir),
         cli.server_name.as_deref(),
         None,
-        RetryPolicy::default(),
+        retry,
         Purpose::Backups,
     )
     .await
@@ -76,7 +76,7 @@ fn store_outcome(e: &StoreError) -> Outcome {
 
 /// `walship backup`. `Err` is a bad configuration.
 pub async fn backup(cli: &Cli, args: &BackupArgs) -> Result<Outcome> {
-    let target = target(cli).await?;
+    let target = target(cli, wiring::retry_within(args.retry_seconds)).await?;
     let cancel = CancellationToken::new();
     let watch = tokio::spawn(cancel_on_signal(cancel.clone()));
     let taken = take_backup(&target, args, cancel, None).await?;
@@ -242,7 +242,7 @@ async fn cancel_on_signal(cancel: CancellationToken) {
 
 /// `walship backup-list`.
 pub async fn list(cli: &Cli, format: OutputFormat) -> Result<Outcome> {
-    let target = target(cli).await?;
+    let target = target(cli, RetryPolicy::default()).await?;
     let catalog = Catalog::new(target.store.clone(), &target.layout, &target.server);
     let listing = match catalog.list().await {
         Ok(listing) => listing,
@@ -280,8 +280,12 @@ pub async fn list(cli: &Cli, format: OutputFormat) -> Result<Outcome> {
 /// The manifest's store and catalog, and the backup `which` names (an id, a name,
 /// `latest`, …); `Err(outcome)` when the catalog cannot be listed or nothing matches.
 /// `Err` outside is a bad configuration.
-async fn resolve(cli: &Cli, which: &str) -> Result<Result<(Target, Catalog, Entry), Outcome>> {
-    let target = target(cli).await?;
+async fn resolve(
+    cli: &Cli,
+    which: &str,
+    retry: RetryPolicy,
+) -> Result<Result<(Target, Catalog, Entry), Outcome>> {
+    let target = target(cli, retry).await?;
     let catalog = Catalog::new(target.store.clone(), &target.layout, &target.server);
     let listing = match catalog.list().await {
         Ok(listing) => listing,
@@ -299,7 +303,7 @@ async fn resolve(cli: &Cli, which: &str) -> Result<Result<(Target, Catalog, Entr
 
 /// `walship backup-show`.
 pub async fn show(cli: &Cli, which: &str, format: OutputFormat) -> Result<Outcome> {
-    let (_, catalog, entry) = match resolve(cli, which).await? {
+    let (_, catalog, entry) = match resolve(cli, which, RetryPolicy::default()).await? {
         Ok(found) => found,
         Err(outcome) => return Ok(outcome),
     };
@@ -319,7 +323,8 @@ pub async fn show(cli: &Cli, which: &str, format: OutputFormat) -> Result<Outcom
 
 /// `walship restore`. `Err` is a bad configuration.
 pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<Outcome> {
-    let (target, catalog, entry) = match resolve(cli, &args.backup).await? {
+    let retry = wiring::retry_within(args.retry_seconds);
+    let (target, catalog, entry) = match resolve(cli, &args.backup, retry).await? {
         Ok(found) => found,
         Err(outcome) => return Ok(outcome),
     };
@@ -462,7 +467,7 @@ pub async fn delete(
     minimum_redundancy: u32,
     dry_run: bool,
 ) -> Result<Outcome> {
-    let target = target(cli).await?;
+    let target = target(cli, RetryPolicy::default()).await?;
     let policy = match (backup_id, policy) {
         (Some(_), _) => None,
         (None, Some(text)) => Some(Policy::parse(text).map_err(anyhow::Error::msg)?),
@@ -551,7 +556,7 @@ pub async fn keep(
     release: bool,
     status: bool,
 ) -> Result<Outcome> {
-    let (target, catalog, entry) = match resolve(cli, which).await? {
+    let (target, catalog, entry) = match resolve(cli, which, RetryPolicy::default()).await? {
         Ok(found) => found,
         Err(outcome) => return Ok(outcome),
     };

@@ -249,7 +249,16 @@ pub(crate) struct BackupArgs {
     /// archiving has failed, with no success, for this many seconds.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) archive_stall_seconds: u64,
+    /// How long each request to the store is tried again while it fails (a 503, a
+    /// reset, a store down): a store failing for longer fails the backup. With 0, a
+    /// request is retried only within its own deadline.
+    #[arg(long, env = "WALSHIP_BACKUP_RETRY_SECONDS", default_value_t = LONG_OPERATION_RETRY_SECONDS)]
+    pub(crate) retry_seconds: u64,
 }
+
+/// How long a backup's or a restore's requests are retried by default: a store's
+/// minute of trouble must not throw away hours of copying.
+pub(crate) const LONG_OPERATION_RETRY_SECONDS: u64 = 60;
 
 // `restore`'s options.
 #[derive(Debug, Args)]
@@ -285,6 +294,11 @@ pub(crate) struct RestoreArgs {
     /// Ranged reads (16 MiB each) in flight at once, one large tar or many.
     #[arg(long, short = 'J', default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub(crate) jobs: u32,
+    /// How long each request to the store is tried again while it fails: a store
+    /// failing for longer fails the restore. With 0, a request is retried only within
+    /// its own deadline.
+    #[arg(long, env = "WALSHIP_BACKUP_RETRY_SECONDS", default_value_t = LONG_OPERATION_RETRY_SECONDS)]
+    pub(crate) retry_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

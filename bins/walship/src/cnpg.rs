@@ -23,7 +23,6 @@ use walship_daemon::Daemon;
 use walship_daemon::socket::{FetchReply, PushReply};
 use walship_engine::{Archiver, FetchOutcome};
 use walship_metrics::Metrics;
-use walship_store::RetryPolicy;
 
 use crate::backups::{Outcome, backup_outcome, take_backup};
 use crate::cli::BackupArgs;
@@ -443,7 +442,7 @@ impl walship_cnpg::sidecar::Sidecar for Sidecar {
                     &self.sources.source,
                     self.sources.server_name.as_deref(),
                     None,
-                    RetryPolicy::default(),
+                    wiring::retry_within(crate::cli::LONG_OPERATION_RETRY_SECONDS),
                     Purpose::Backups,
                 )
                 .await
@@ -463,6 +462,7 @@ impl walship_cnpg::sidecar::Sidecar for Sidecar {
             user: None,
             dbname: None,
             archive_stall_seconds: 120,
+            retry_seconds: crate::cli::LONG_OPERATION_RETRY_SECONDS,
         };
         // A backup in another store than the WAL archive is DONE only once the WAL it
         // needs is there too.

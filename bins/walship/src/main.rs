@@ -291,10 +291,7 @@ async fn run(cli: Cli) -> Ending {
         } => {
             // The store retries each request for as long as --retry-seconds allows; with
             // zero, as the other commands do.
-            let retry = match *retry_seconds {
-                0 => RetryPolicy::default(),
-                n => RetryPolicy::within(Duration::from_secs(n)),
-            };
+            let retry = wiring::retry_within(*retry_seconds);
             Client::new(&cli.socket)
                 .fetch(name, dest, Duration::from_secs(*retry_seconds), wire(retry))
                 .await

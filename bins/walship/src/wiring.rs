@@ -88,6 +88,15 @@ impl Source {
 /// Loads the manifest and builds its store. `on_credentials` (the daemon's metrics) is
 /// told of every credential load the store's SDK makes; `retry` is the one retry policy
 /// of every request the store makes.
+/// The retry policy of a command given `seconds` to retry each request in: with 0,
+/// retries only within one request's own deadline.
+pub fn retry_within(seconds: u64) -> RetryPolicy {
+    match seconds {
+        0 => RetryPolicy::default(),
+        n => RetryPolicy::within(std::time::Duration::from_secs(n)),
+    }
+}
+
 pub async fn target(
     source: &Source,
     server_override: Option<&str>,

@@ -1,9 +1,14 @@
 //! `walship backup-delete` and `backup-keep`: the [`retention`](crate::retention)
 //! rules applied to a store, in barman-cloud-backup-delete's order. A plan is made
-//! first from one reading of the catalog and the WAL listing, so `--dry-run` prints
+//! first from one snapshot of the catalog and the WAL listing, so `--dry-run` prints
 //! exactly what a real run deletes; each backup's tars go first, `walship.json` next
 //! and `backup.info` last (a deletion that fails half-way is finished by the next
 //! run), then the WAL its deletion left unneeded.
+//!
+//! The snapshot's catalog is one that two readings in a row agreed on ([`agreed`]):
+//! a listing that lags behind the store's writes, or an answer damaged on the way that
+//! still parses, seen once, would plan on a catalog without a kept backup, or with its
+//! `begin_wal` later than it is, and delete the WAL it needs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,6 +68,35 @@ pub enum DeleteError {
     Unreadable(String),
     #[error("{0}")]
     Refused(String),
+    #[error(
+        "the catalog read differently on each of {0} readings in a row (a listing lagging \
+         behind the store's writes, or answers damaged on the way); refusing to delete \
+         anything until two readings agree"
+    )]
+    Unsettled(usize),
+}
+
+/// How many times a catalog is read at most for two readings in a row to agree.
+const READINGS: usize = 4;
+
+/// What `read` gives twice in a row, within [`READINGS`] readings. What a deletion is
+/// planned on must be what the store holds, not one answer of it: a stale or damaged
+/// answer is seen once, not twice in a row.
+pub(crate) async fn agreed<T, F, Fut>(mut read: F) -> Result<T, DeleteError>
+where
+    T: PartialEq,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DeleteError>>,
+{
+    let mut last = read().await?;
+    for _ in 1..READINGS {
+        let next = read().await?;
+        if next == last {
+            return Ok(next);
+        }
+        last = next;
+    }
+    Err(DeleteError::Unsettled(READINGS))
 }
 
 /// The catalog as a deletion sees it: every backup, their keep annotations, and the
@@ -76,13 +110,26 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads the catalog, the keeps and the WAL listing.
+    /// Reads the catalog with its keeps until two readings agree, then the WAL
+    /// listing. The WAL listing is read once: a name missing from it is only not
+    /// deleted, and a damaged name is judged by the same rule as the rest (older than
+    /// what the remaining backups need), so it cannot take WAL a backup needs.
     pub async fn read(
         store: &dyn Store,
         catalog: &Catalog,
         layout: &Layout,
     ) -> Result<Snapshot, DeleteError> {
-        let listing = catalog.list().await?;
+        let (listing, keeps) = agreed(|| async {
+            let listing = catalog.list().await?;
+            let mut keeps = BTreeMap::new();
+            for entry in &listing.backups {
+                if let Some(keep) = catalog.keep_target(&entry.id).await? {
+                    keeps.insert(entry.id.clone(), keep);
+                }
+            }
+            Ok((listing, keeps))
+        })
+        .await?;
         if !listing.unreadable.is_empty() {
             let ids: Vec<&str> = listing
                 .unreadable
@@ -90,12 +137,6 @@ impl Snapshot {
                 .map(|(id, _)| id.as_str())
                 .collect();
             return Err(DeleteError::Unreadable(ids.join(", ")));
-        }
-        let mut keeps = BTreeMap::new();
-        for entry in &listing.backups {
-            if let Some(keep) = catalog.keep_target(&entry.id).await? {
-                keeps.insert(entry.id.clone(), keep);
-            }
         }
         let wal = store
             .list(&layout.wals_prefix())
@@ -312,5 +353,42 @@ mod tests {
         assert_eq!(plan.tally(6), (2, 2));
         assert_eq!(plan.tally(7), (2, 3));
         assert_eq!(plan.tally(99), (2, 3));
+    }
+
+    /// Readings handed out in turn; past the end, the last one again.
+    fn readings(
+        answers: &[&'static str],
+    ) -> impl FnMut() -> std::future::Ready<Result<&'static str, DeleteError>> {
+        let mut answers = answers.iter().copied();
+        let mut last = None;
+        move || {
+            last = answers.next().or(last);
+            std::future::ready(Ok(last.expect("an answer")))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_catalog_is_taken_only_when_two_readings_in_a_row_agree() {
+        assert_eq!(agreed(readings(&["whole"])).await.unwrap(), "whole");
+        assert_eq!(
+            agreed(readings(&["stale", "whole", "whole"]))
+                .await
+                .unwrap(),
+            "whole"
+        );
+        // Agreeing with an earlier reading, not the one before, is not agreeing.
+        let flapping = agreed(readings(&["stale", "whole", "stale", "whole", "whole"])).await;
+        assert!(
+            matches!(flapping, Err(DeleteError::Unsettled(READINGS))),
+            "{flapping:?}"
+        );
+        let mut calls = 0;
+        let failed = agreed(|| {
+            calls += 1;
+            std::future::ready(Err::<(), _>(DeleteError::Refused("store down".into())))
+        })
+        .await;
+        assert!(matches!(failed, Err(DeleteError::Refused(_))));
+        assert_eq!(calls, 1, "a failed reading is not read again here");
     }
 }

@@ -26,7 +26,8 @@
 //! reads), `flate2`, `bzip2`, `snap`, `lz4_flex` (the compressions barman-cloud-restore
 //! reads for base backups), `bytes`, `sha2` and `hex` (parts and their hash), `serde_json` (`walship.json`,
 //! walship's record of each object's hash), `tokio` and `tokio-util` (uploads in flight,
-//! cancellation), `thiserror`.
+//! cancellation), `thiserror`, `tracing` (a restore downloading a damaged backup
+//! again says so while it runs).
 
 pub mod catalog;
 pub mod compress;

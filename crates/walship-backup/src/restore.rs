@@ -7,6 +7,12 @@
 //! A restore that fails, or whose objects do not match their recorded hashes, leaves a
 //! directory PostgreSQL refuses to start on: `global/pg_control` is unpacked under
 //! another name and put in place only once every object is unpacked and verified.
+//!
+//! Bytes damaged on the way are not a damaged backup: a restore whose download came
+//! back damaged (a SHA-256 other than the recorded one, fewer bytes than listed, a tar
+//! or compressed stream that does not read when no hash is recorded) empties what it
+//! unpacked and downloads the backup again, [`DOWNLOADS`] times in all; only damage
+//! that every download repeats is reported, as the same rule reports a WAL file.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -33,6 +39,9 @@ use crate::take::MANIFEST_NAME;
 const RANGE: u64 = 16 << 20;
 /// Where `global/pg_control` waits until everything else is in place.
 const PG_CONTROL_PENDING: &str = "global/pg_control.walship-restore";
+/// Downloads of a backup whose bytes keep arriving damaged before the damage is
+/// reported as the backup's.
+pub const DOWNLOADS: usize = 3;
 
 /// How one restore runs.
 #[derive(Debug, Clone, Default)]
@@ -81,10 +90,30 @@ pub enum RestoreError {
         expected: String,
         actual: String,
     },
+    /// An object's bytes, with no hash recorded, that do not read as its tar.
+    #[error("{0}")]
+    Damaged(String),
+    /// The damage of the last of several downloads, each damaged.
+    #[error("{last} (in each of {downloads} downloads)")]
+    DamagedEveryTime {
+        downloads: usize,
+        last: Box<RestoreError>,
+    },
     #[error("backup {id}: {problem}")]
     Incomplete { id: String, problem: String },
     #[error("the restore was cancelled")]
     Cancelled,
+}
+
+impl RestoreError {
+    /// Whether the download came back damaged, which a fresh download may not be.
+    fn is_damage(&self) -> bool {
+        match self {
+            RestoreError::Corrupt { .. } | RestoreError::Damaged(_) => true,
+            RestoreError::Store(e) => e.kind() == ErrorKind::Response,
+            _ => false,
+        }
+    }
 }
 
 fn local(what: impl std::fmt::Display, path: &Path, e: io::Error) -> RestoreError {
@@ -121,6 +150,26 @@ fn prepare(what: &str, path: &Path) -> Result<(), RestoreError> {
     }
     fs::set_permissions(path, fs::Permissions::from_mode(0o700))
         .map_err(|e| local("setting the mode of", path, e))
+}
+
+/// Removes everything in `path`, which [`prepare`] found missing or empty: only what
+/// this restore unpacked.
+fn empty(path: &Path) -> Result<(), RestoreError> {
+    let entries = match fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(local("reading", path, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| local("reading", path, e))?;
+        let found = entry.path();
+        let removed = match entry.file_type() {
+            Ok(kind) if kind.is_dir() => fs::remove_dir_all(&found),
+            _ => fs::remove_file(&found),
+        };
+        removed.map_err(|e| local("removing", &found, e))?;
+    }
+    Ok(())
 }
 
 /// The hashes `walship.json` records, by object name within the backup.
@@ -266,21 +315,48 @@ pub async fn restore(
     let count = parts.len();
     let verified = parts.iter().all(|p| p.expected.is_some());
     let jobs = options.jobs.max(1);
-    let reads = Arc::new(Semaphore::new(jobs));
-    futures::stream::iter(parts)
-        .map(|part| {
-            unpack_object(
-                store.clone(),
-                part,
-                reads.clone(),
-                jobs,
-                progress.clone(),
-                cancel.clone(),
-            )
-        })
-        .buffer_unordered(jobs)
-        .try_collect::<Vec<()>>()
-        .await?;
+    let mut downloads = 0;
+    loop {
+        downloads += 1;
+        let reads = Arc::new(Semaphore::new(jobs));
+        let unpacked = futures::stream::iter(parts.clone())
+            .map(|part| {
+                unpack_object(
+                    store.clone(),
+                    part,
+                    reads.clone(),
+                    jobs,
+                    progress.clone(),
+                    cancel.clone(),
+                )
+            })
+            .buffer_unordered(jobs)
+            .try_collect::<Vec<()>>()
+            .await;
+        match unpacked {
+            Ok(_) => break,
+            Err(e) if e.is_damage() && downloads < DOWNLOADS => {
+                tracing::warn!(
+                    "{e}; downloading backup {} again ({} of {DOWNLOADS} downloads)",
+                    entry.id,
+                    downloads + 1
+                );
+                progress.fetched.store(0, Ordering::Relaxed);
+                empty(dest)?;
+                for (ts, location) in &locations {
+                    empty(location)?;
+                    prepare(&format!("tablespace {}'s location", ts.name), location)?;
+                }
+            }
+            Err(e) if e.is_damage() => {
+                return Err(RestoreError::DamagedEveryTime {
+                    downloads,
+                    last: Box::new(e),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
 
     // Everything is in place and verified: the tablespaces' links, then pg_control.
     let tblspc = dest.join("pg_tblspc");
@@ -486,13 +562,8 @@ fn unpack_stream(
             actual,
         });
     }
-    unpacked.map_err(|e| {
-        RestoreError::Local(format!(
-            "unpacking {}: {}",
-            part.key,
-            walship_store::error_chain(&e)
-        ))
-    })?;
+    // Fewer bytes than listed is the cause of whatever the unpacking made of them:
+    // the decoding reads every byte that arrives, whether the unpacking needed it or not.
     if read != part.size {
         return Err(RestoreError::Store(StoreError::new(
             ErrorKind::Response,
@@ -500,6 +571,24 @@ fn unpack_stream(
             format!("{read} of its {} bytes arrived", part.size),
         )));
     }
+    unpacked.map_err(|e| {
+        let message = format!("unpacking {}: {}", part.key, walship_store::error_chain(&e));
+        // With the hash recorded and matching, the bytes were the backup's: the failure
+        // is here. Without one, a stream that does not read may have been damaged on
+        // the way; the file system's own failures (no space, no permission) keep
+        // their kinds.
+        let unreadable = matches!(
+            e.kind(),
+            io::ErrorKind::InvalidData
+                | io::ErrorKind::InvalidInput
+                | io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::Other
+        );
+        match part.expected.is_none() && unreadable {
+            true => RestoreError::Damaged(message),
+            false => RestoreError::Local(message),
+        }
+    })?;
     Ok(())
 }
 

@@ -143,10 +143,10 @@ pub async fn round(
 ) -> Result<Round, RoundError> {
     let catalog = Catalog::new(store.clone(), layout, server);
     let Some(policy) = policy.filter(|_| role == Role::Primary) else {
-        let listing = catalog
-            .list()
+        // Agreed on, as for a deletion: the ids decide which Backup resources go.
+        let listing = delete::agreed(|| async { Ok(catalog.list().await?) })
             .await
-            .map_err(|e| RoundError::before_deleting(e.into()))?;
+            .map_err(RoundError::before_deleting)?;
         return Ok(Round {
             deleted_backups: 0,
             deleted_wal: 0,

@@ -867,16 +867,15 @@ impl MultipartUpload for S3Upload {
             .await;
         match completed {
             Ok(_) => Ok(()),
-            // A retry after a first attempt that succeeded unseen finds the key taken
-            // (412) or the upload gone (NoSuchUpload): it succeeded if the object is
-            // this upload's.
-            Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::NotFound) => {
-                match self.is_ours().await? {
-                    true => Ok(()),
-                    false => Err(e),
-                }
-            }
-            Err(e) => Err(e),
+            // A retry after an attempt that succeeded unseen (its answer lost) finds the
+            // key taken (412) or the upload gone (S3's NoSuchUpload; s3s-fs answers
+            // 403), and an attempt that timed out may have succeeded too: whatever the
+            // last answer, the upload is complete if the object under the key is this
+            // upload's. Only the nonce says so; any other object is not ours.
+            Err(e) => match self.is_ours().await {
+                Ok(true) => Ok(()),
+                _ => Err(e),
+            },
         }
     }
 

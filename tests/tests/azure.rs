@@ -11,15 +11,15 @@ use std::fs;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Result, ensure};
-use common::azure::{AzureArchive, AzureCredential, CONTAINER};
+use common::azure::{
+    AzureArchive, AzureCredential, CONTAINER, ENDPOINT_CA, WorkloadIdentity, rotate,
+};
 use common::daemon::{DaemonProcess, assert_all_archived_identical, setup_for};
 use common::{
     ArchiveHarness, PREFIX, SERVER, assert_changed_copy_refused,
     assert_walship_restores_what_barman_archived, real_segments, sha256_file, stderr,
 };
-use walship_testkit::{
-    AZURITE_KEY, AadOptions, AadStub, AzuriteOptions, AzuriteServer, pg_temp_dir,
-};
+use walship_testkit::{AZURITE_KEY, AzuriteOptions, AzuriteServer, pg_temp_dir};
 
 /// `wal-fetch` retries a failing store for a minute by default (credentials may be
 /// rotating); the bad-input tests want the final answer at once.
@@ -240,79 +240,6 @@ fn malformed_destination_paths_are_config_errors_naming_the_field() -> Result<()
         assert_eq!(out.status.code(), Some(126), "{bad}: {}", stderr(&out));
     }
     Ok(())
-}
-
-/// Workload identity as AKS sets it up: the webhook's variables, a federated token
-/// file, a local Azure AD token endpoint, and Azurite over HTTPS with OAuth whose CA
-/// the manifest names in `endpointCA`.
-struct WorkloadIdentity {
-    archive: AzureArchive,
-    aad: AadStub,
-    token_file: std::path::PathBuf,
-    /// Where the kubelet would project the token: outside the directories the daemon
-    /// watches for configuration changes, whose reloads would read the file anew anyway.
-    _token_dir: tempfile::TempDir,
-}
-
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-const CLIENT: &str = "0f7c2d3e-5a6b-4c8d-9e0f-1a2b3c4d5e6f";
-const ENDPOINT_CA: &str = "    endpointCA:\n      name: azure-ca\n      key: ca.crt\n";
-
-impl WorkloadIdentity {
-    /// `lifetime`: how long the endpoint's access tokens are valid.
-    fn start(compression: &str, lifetime: Duration) -> Result<WorkloadIdentity> {
-        let azurite = AzuriteServer::start_with(AzuriteOptions {
-            https_oauth: true,
-            ..AzuriteOptions::default()
-        })?;
-        let ca = fs::read_to_string(azurite.ca_pem_path().expect("an HTTPS Azurite"))?;
-        let mut archive = AzureArchive::on(
-            azurite,
-            AzureCredential::WorkloadIdentity,
-            compression,
-            ENDPOINT_CA,
-        )?;
-        archive.write_secret_in("azure-ca", "ca.crt", &ca)?;
-        let token_dir = pg_temp_dir()?;
-        let token_file = token_dir.path().join("azure-identity-token");
-        rotate(&token_file)?;
-        let aad = AadStub::start(AadOptions {
-            tenant_id: TENANT.to_owned(),
-            client_id: CLIENT.to_owned(),
-            token_file: token_file.clone(),
-            lifetime,
-        })?;
-        archive.env = vec![
-            ("AZURE_CLIENT_ID", CLIENT.to_owned()),
-            ("AZURE_TENANT_ID", TENANT.to_owned()),
-            (
-                "AZURE_FEDERATED_TOKEN_FILE",
-                token_file.display().to_string(),
-            ),
-            ("AZURE_AUTHORITY_HOST", aad.authority_host()),
-            no_fetch_retries(),
-        ];
-        Ok(WorkloadIdentity {
-            archive,
-            aad,
-            token_file,
-            _token_dir: token_dir,
-        })
-    }
-}
-
-/// Writes a new projected service-account token, as the kubelet does when it rotates
-/// it (a new file renamed over the old one).
-fn rotate(token_file: &std::path::Path) -> Result<String> {
-    let token = format!(
-        "eyJhbGciOiJSUzI1NiJ9.{}.sig",
-        walship_testkit::random_token(24)
-    );
-    let tmp = token_file.with_extension("new");
-    fs::write(&tmp, &token)?;
-    walship_testkit::make_readable_by_pg(&tmp)?;
-    fs::rename(&tmp, token_file)?;
-    Ok(token)
 }
 
 #[test]

@@ -780,6 +780,48 @@ fn a_failing_google_token_endpoint_leaves_archiving_on_the_token_in_hand_until_i
     Ok(())
 }
 
+#[test]
+fn a_failing_azure_ad_leaves_archiving_on_the_token_in_hand_until_it_expires_then_names_it_and_recovers()
+-> Result<()> {
+    let mut wi = common::azure::WorkloadIdentity::start("zstd", TOKEN_LIFETIME)?;
+    let aad_port: u16 = wi
+        .aad
+        .authority_host()
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .context("no port in the authority host")?
+        .parse()?;
+    let proxy = FaultProxy::start(aad_port)?;
+    for (name, value) in &mut wi.archive.env {
+        if *name == "AZURE_AUTHORITY_HOST" {
+            *value = format!("{}/", proxy.endpoint());
+        }
+    }
+    let checked = archives_on_the_credentials_in_hand_while_the_token_endpoint_fails(
+        &wi.archive,
+        &TokenEndpoint {
+            fail: &|failing| match failing {
+                true => proxy.set(vec![Rule::every(
+                    1,
+                    Fault::Status {
+                        code: 503,
+                        retry_after: None,
+                    },
+                )]),
+                false => proxy.clear(),
+            },
+            kept: "using the current one until it expires",
+            failing: &["Azure AD", "503"],
+        },
+    )?;
+    eprintln!(
+        "Azure AD down: {checked} segments archived, 0 lost; {} token requests failed",
+        proxy.faults().values().sum::<u64>()
+    );
+    Ok(())
+}
+
 /// A tmpfs of `kib` KiB mounted at `dir` (created), writable by everyone (the daemon runs
 /// as the PostgreSQL user), to be filled to the last byte; unmounted when dropped.
 struct FullFilesystem {

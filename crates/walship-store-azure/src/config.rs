@@ -150,7 +150,9 @@ pub(crate) fn resolve(
                     .map_err(AzureConfigError::WorkloadIdentity)?;
             Ok(Resolved {
                 endpoint: endpoint_or_public(&config.endpoint, &account)?,
-                credentials: StorageCredentials::token_credential(Arc::new(credential)),
+                credentials: StorageCredentials::token_credential(Arc::new(HeldToken::new(
+                    Arc::new(credential),
+                ))),
                 account,
                 secrets: Vec::new(),
             })
@@ -173,7 +175,9 @@ pub(crate) fn resolve(
                 };
             Ok(Resolved {
                 endpoint: endpoint_or_public(&config.endpoint, &account)?,
-                credentials: StorageCredentials::token_credential(credential),
+                credentials: StorageCredentials::token_credential(Arc::new(HeldToken::new(
+                    credential,
+                ))),
                 account,
                 secrets: Vec::new(),
             })

@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use tempfile::TempDir;
 use walship_testkit::{
-    AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer, WalshipBin, make_readable_by_pg, pg_temp_dir,
+    AZURITE_ACCOUNT, AZURITE_KEY, AadOptions, AadStub, AzuriteOptions, AzuriteServer, WalshipBin,
+    make_readable_by_pg, pg_temp_dir,
 };
 
 use super::{ArchiveHarness, PREFIX, SERVER};
@@ -186,4 +187,77 @@ impl ArchiveHarness for AzureArchive {
     fn env(&self) -> Vec<(&'static str, String)> {
         self.env.clone()
     }
+}
+
+/// Workload identity as AKS sets it up: the webhook's variables, a federated token
+/// file, a local Azure AD token endpoint, and Azurite over HTTPS with OAuth whose CA
+/// the manifest names in `endpointCA`.
+pub struct WorkloadIdentity {
+    pub archive: AzureArchive,
+    pub aad: AadStub,
+    pub token_file: std::path::PathBuf,
+    /// Where the kubelet would project the token: outside the directories the daemon
+    /// watches for configuration changes, whose reloads would read the file anew anyway.
+    _token_dir: tempfile::TempDir,
+}
+
+pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+pub const CLIENT: &str = "0f7c2d3e-5a6b-4c8d-9e0f-1a2b3c4d5e6f";
+pub const ENDPOINT_CA: &str = "    endpointCA:\n      name: azure-ca\n      key: ca.crt\n";
+
+impl WorkloadIdentity {
+    /// `lifetime`: how long the endpoint's access tokens are valid.
+    pub fn start(compression: &str, lifetime: Duration) -> Result<WorkloadIdentity> {
+        let azurite = AzuriteServer::start_with(AzuriteOptions {
+            https_oauth: true,
+            ..AzuriteOptions::default()
+        })?;
+        let ca = fs::read_to_string(azurite.ca_pem_path().expect("an HTTPS Azurite"))?;
+        let mut archive = AzureArchive::on(
+            azurite,
+            AzureCredential::WorkloadIdentity,
+            compression,
+            ENDPOINT_CA,
+        )?;
+        archive.write_secret_in("azure-ca", "ca.crt", &ca)?;
+        let token_dir = pg_temp_dir()?;
+        let token_file = token_dir.path().join("azure-identity-token");
+        rotate(&token_file)?;
+        let aad = AadStub::start(AadOptions {
+            tenant_id: TENANT.to_owned(),
+            client_id: CLIENT.to_owned(),
+            token_file: token_file.clone(),
+            lifetime,
+        })?;
+        archive.env = vec![
+            ("AZURE_CLIENT_ID", CLIENT.to_owned()),
+            ("AZURE_TENANT_ID", TENANT.to_owned()),
+            (
+                "AZURE_FEDERATED_TOKEN_FILE",
+                token_file.display().to_string(),
+            ),
+            ("AZURE_AUTHORITY_HOST", aad.authority_host()),
+            ("WALSHIP_FETCH_RETRY_SECONDS", "0".to_owned()),
+        ];
+        Ok(WorkloadIdentity {
+            archive,
+            aad,
+            token_file,
+            _token_dir: token_dir,
+        })
+    }
+}
+
+/// Writes a new projected service-account token, as the kubelet does when it rotates
+/// it (a new file renamed over the old one).
+pub fn rotate(token_file: &std::path::Path) -> Result<String> {
+    let token = format!(
+        "eyJhbGciOiJSUzI1NiJ9.{}.sig",
+        walship_testkit::random_token(24)
+    );
+    let tmp = token_file.with_extension("new");
+    fs::write(&tmp, &token)?;
+    walship_testkit::make_readable_by_pg(&tmp)?;
+    fs::rename(&tmp, token_file)?;
+    Ok(token)
 }

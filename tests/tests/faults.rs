@@ -940,19 +940,21 @@ fn a_full_ack_journal_never_stops_archiving_or_acknowledges_anything_not_stored_
 }
 
 #[test]
-fn a_full_prefetch_spool_is_bypassed_and_every_segment_is_restored_from_the_store() -> Result<()> {
+fn a_full_unwritable_or_removed_prefetch_spool_is_bypassed_and_every_segment_is_restored_from_the_store()
+-> Result<()> {
     let (archive, mut pg, _) = setup()?;
     pg.set_conf(&[("archive_command", &archive.archive_command()?)])?;
     pg.start()?;
     let mut names = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..12 {
         names.push(write_and_switch(&pg)?);
     }
     pg.wait_for_archived(names.last().context("no segment")?, Duration::from_secs(60))?;
     pg.stop()?;
 
     let spool = archive.dir.path().join("spool");
-    let full = FullFilesystem::mount(&spool, 64)?;
+    // Room for the read-ahead's window of 1 MiB segments once it is emptied.
+    let full = FullFilesystem::mount(&spool, 16 * 1024)?;
     let socket = archive.dir.path().join("restore.sock");
     let daemon = DaemonProcess::start_with(
         &archive,
@@ -960,39 +962,59 @@ fn a_full_prefetch_spool_is_bypassed_and_every_segment_is_restored_from_the_stor
         &socket,
         &["--spool-dir", &spool.display().to_string()],
     )?;
-    // Filled once the daemon started (it empties its spool at start).
-    full.fill()?;
+    // A recovery moving on: the next three segments fetched through the daemon,
+    // whole.
     let dest_dir = walship_testkit::pg_temp_dir()?;
-    for name in &names {
-        let dest = dest_dir.path().join(name);
-        let out = archive.walship(&[
-            "--socket",
-            &socket.display().to_string(),
-            "wal-fetch",
-            name,
-            &dest.display().to_string(),
-        ])?;
-        ensure!(
-            out.status.success(),
-            "{name}: exit {:?}: {}\ndaemon:\n{}",
-            out.status.code(),
-            common::stderr(&out),
-            daemon.log_contents()
-        );
-        ensure!(
-            std::fs::read(&dest)? == std::fs::read(pg.data_dir().join("pg_wal").join(name))?,
-            "{name} differs"
-        );
-    }
-    let hits = daemon.metric("walship_restore_hits_total")?;
-    ensure!(hits == 0.0, "{hits} hits from a full spool");
+    let mut next = names.chunks(3);
+    let mut fetch_next = |what: &str| -> Result<()> {
+        for name in next.next().context("no segments left")? {
+            let dest = dest_dir.path().join(name);
+            let out = archive.walship(&[
+                "--socket",
+                &socket.display().to_string(),
+                "wal-fetch",
+                name,
+                &dest.display().to_string(),
+            ])?;
+            ensure!(
+                out.status.success(),
+                "{what}: {name}: exit {:?}: {}\ndaemon:\n{}",
+                out.status.code(),
+                common::stderr(&out),
+                daemon.log_contents()
+            );
+            ensure!(
+                std::fs::read(&dest)? == std::fs::read(pg.data_dir().join("pg_wal").join(name))?,
+                "{what}: {name} differs"
+            );
+        }
+        Ok(())
+    };
+    let hits = || daemon.metric("walship_restore_hits_total");
+
+    // Full (filled once the daemon started: it empties its spool at start).
+    full.fill()?;
+    fetch_next("spool full")?;
+    ensure!(hits()? == 0.0, "{} hits from a full spool", hits()?);
     ensure!(
         daemon.log_contents().contains("prefetch failed"),
         "{}",
         daemon.log_contents()
     );
+    // Space again: the read-ahead works again by itself.
+    full.free()?;
+    fetch_next("space again")?;
+    let after_space = hits()?;
+    ensure!(after_space > 0.0, "no hits once the spool had space again");
+    // Unwritable, then removed under the running daemon: bypassed each time.
+    std::fs::set_permissions(&spool, std::os::unix::fs::PermissionsExt::from_mode(0o555))?;
+    fetch_next("spool unwritable")?;
+    drop(full);
+    std::fs::remove_dir_all(&spool)?;
+    fetch_next("spool removed")?;
     eprintln!(
-        "spool full: {} segments restored from the store, 0 from the spool",
+        "spool full, unwritable, removed: {} segments restored, 0 lost; {after_space} hits \
+         once it had space again",
         names.len()
     );
     Ok(())

@@ -666,6 +666,8 @@ impl ArchiveHarness for IrsaArchive {
 
 /// What the scenario of a failing token endpoint needs to know of one identity.
 struct TokenEndpoint<'a> {
+    /// How long the credentials it hands out live.
+    lifetime: Duration,
     /// Makes the endpoint fail (503) or answer again.
     fail: &'a dyn Fn(bool),
     /// What the daemon logs when it keeps the credentials in hand.
@@ -675,7 +677,7 @@ struct TokenEndpoint<'a> {
 }
 
 /// The scenario every identity with expiring credentials must pass: the credentials
-/// handed out live [`TOKEN_LIFETIME`] (refreshed from a minute before they expire);
+/// handed out live `endpoint.lifetime` (and are due for a refresh 25 s before that);
 /// the endpoint fails while they are due for a refresh, and the ones in hand still
 /// archive; once they expired, uploads fail and name the endpoint, not "access denied";
 /// when it answers again, archiving resumes by itself and nothing is lost.
@@ -697,12 +699,13 @@ fn archives_on_the_credentials_in_hand_while_the_token_endpoint_fails(
     };
     // Due for a refresh by then: the S3 SDK's cache refreshes between 30 and 60 s before
     // the expiry (a random share of its minute), walship's Google tokens 60 s before.
-    until(TOKEN_LIFETIME - Duration::from_secs(25));
+    let lifetime = endpoint.lifetime;
+    until(lifetime - Duration::from_secs(25));
     let second = write_and_switch(&pg)?;
     pg.wait_for_archived(&second, Duration::from_secs(30))
         .with_context(|| daemon.log_contents())?;
     ensure!(
-        issued.elapsed() < TOKEN_LIFETIME - Duration::from_secs(5),
+        issued.elapsed() < lifetime - Duration::from_secs(5),
         "too slow to tell the credentials in hand from fresh ones"
     );
     ensure!(
@@ -711,7 +714,7 @@ fn archives_on_the_credentials_in_hand_while_the_token_endpoint_fails(
         daemon.log_contents()
     );
 
-    until(TOKEN_LIFETIME + Duration::from_secs(2));
+    until(lifetime + Duration::from_secs(2));
     let third = write_and_switch(&pg)?;
     wait_until(
         Duration::from_secs(60),
@@ -735,10 +738,13 @@ fn archives_on_the_credentials_in_hand_while_the_token_endpoint_fails(
     assert_all_archived_identical(archive, &pg)
 }
 
-/// How long the credentials of the token endpoint scenario live: refreshed at the latest
-/// 30 s before they expire (35 s after they are handed out), kept while a refresh fails
-/// until 5 s before (60 s).
+/// How long STS's credentials live in the token endpoint scenario: the S3 SDK refreshes
+/// them at the latest 30 s before they expire (35 s after they are handed out), and
+/// they are kept while a refresh fails until 5 s before (60 s).
 const TOKEN_LIFETIME: Duration = Duration::from_secs(65);
+/// How long the Google and Azure AD tokens live there: they are refreshed a minute
+/// (Google) or five (Azure AD) before they expire, so a shorter life is always due.
+const SHORT_TOKEN_LIFETIME: Duration = Duration::from_secs(35);
 
 #[test]
 fn sts_failing_leaves_archiving_on_the_credentials_in_hand_until_they_expire_then_names_sts_and_recovers_by_itself()
@@ -748,6 +754,7 @@ fn sts_failing_leaves_archiving_on_the_credentials_in_hand_until_they_expire_the
     let checked = archives_on_the_credentials_in_hand_while_the_token_endpoint_fails(
         &irsa,
         &TokenEndpoint {
+            lifetime: TOKEN_LIFETIME,
             fail: &|failing| irsa.sts.fail_with(failing.then_some(503)),
             kept: "signing with the current ones until they expire",
             failing: &["STS answered AssumeRoleWithWebIdentity with HTTP 503"],
@@ -761,10 +768,11 @@ fn sts_failing_leaves_archiving_on_the_credentials_in_hand_until_they_expire_the
 fn a_failing_google_token_endpoint_leaves_archiving_on_the_token_in_hand_until_it_expires_then_names_it_and_recovers()
 -> Result<()> {
     let archive = GcsArchive::for_scenarios("zstd", 4)?;
-    archive.tokens().tokens_valid_for(TOKEN_LIFETIME);
+    archive.tokens().tokens_valid_for(SHORT_TOKEN_LIFETIME);
     let checked = archives_on_the_credentials_in_hand_while_the_token_endpoint_fails(
         &archive,
         &TokenEndpoint {
+            lifetime: SHORT_TOKEN_LIFETIME,
             fail: &|failing| {
                 archive.tokens().set_mode(if failing {
                     walship_testkit::TokenMode::Fail(503)
@@ -781,9 +789,53 @@ fn a_failing_google_token_endpoint_leaves_archiving_on_the_token_in_hand_until_i
 }
 
 #[test]
+fn a_failing_gke_metadata_server_leaves_archiving_on_the_token_in_hand_until_it_expires_then_names_it_and_recovers()
+-> Result<()> {
+    let mut archive = GcsArchive::gke_for_scenarios("zstd", 4)?;
+    let common::gcs::Identity::Gke(metadata) = &archive.identity else {
+        anyhow::bail!("not a GKE archive");
+    };
+    metadata.set_expires_in(SHORT_TOKEN_LIFETIME.as_secs() as usize);
+    let port: u16 = metadata
+        .host()
+        .rsplit(':')
+        .next()
+        .context("no port in the metadata host")?
+        .parse()?;
+    let proxy = FaultProxy::start(port)?;
+    archive.metadata_host = Some(format!("127.0.0.1:{}", proxy.port()));
+    let checked = archives_on_the_credentials_in_hand_while_the_token_endpoint_fails(
+        &archive,
+        &TokenEndpoint {
+            lifetime: SHORT_TOKEN_LIFETIME,
+            fail: &|failing| match failing {
+                true => proxy.set(vec![
+                    Rule::every(
+                        1,
+                        Fault::Status {
+                            code: 503,
+                            retry_after: None,
+                        },
+                    )
+                    .path("/token"),
+                ]),
+                false => proxy.clear(),
+            },
+            kept: "using the current one until it expires",
+            failing: &["metadata", "503"],
+        },
+    )?;
+    eprintln!(
+        "GKE metadata server down: {checked} segments archived, 0 lost; {} token requests failed",
+        proxy.faults().values().sum::<u64>()
+    );
+    Ok(())
+}
+
+#[test]
 fn a_failing_azure_ad_leaves_archiving_on_the_token_in_hand_until_it_expires_then_names_it_and_recovers()
 -> Result<()> {
-    let mut wi = common::azure::WorkloadIdentity::start("zstd", TOKEN_LIFETIME)?;
+    let mut wi = common::azure::WorkloadIdentity::start("zstd", SHORT_TOKEN_LIFETIME)?;
     let aad_port: u16 = wi
         .aad
         .authority_host()
@@ -801,6 +853,7 @@ fn a_failing_azure_ad_leaves_archiving_on_the_token_in_hand_until_it_expires_the
     let checked = archives_on_the_credentials_in_hand_while_the_token_endpoint_fails(
         &wi.archive,
         &TokenEndpoint {
+            lifetime: SHORT_TOKEN_LIFETIME,
             fail: &|failing| match failing {
                 true => proxy.set(vec![Rule::every(
                     1,

@@ -59,6 +59,9 @@ pub enum Identity {
 pub struct GcsArchive {
     pub gcs: GcsServer,
     pub identity: Identity,
+    /// Where `GCE_METADATA_HOST` points instead of the metadata server itself (a fault
+    /// proxy in front of it).
+    pub metadata_host: Option<String>,
     pub dir: tempfile::TempDir,
     folder: &'static str,
     server: &'static str,
@@ -94,6 +97,27 @@ impl GcsArchive {
         )
     }
 
+    /// The same with GKE workload identity: tokens from the metadata server.
+    pub fn gke_for_scenarios(compression: &str, max_parallel: u32) -> Result<GcsArchive> {
+        let archive = GcsArchive::new(
+            Identity::Gke(MetadataServer::start()?),
+            super::PREFIX,
+            super::SERVER,
+        )?;
+        fs::write(
+            archive.dir.path().join("objectstore.yaml"),
+            format!(
+                "apiVersion: barmancloud.cnpg.io/v1\nkind: ObjectStore\nmetadata:\n  name: \
+                 google-store\nspec:\n  configuration:\n    destinationPath: \
+                 \"gs://{BUCKET}/{}\"\n    googleCredentials:\n      gkeEnvironment: true\n    \
+                 wal:\n      compression: {compression}\n      maxParallel: {max_parallel}\n",
+                super::PREFIX
+            ),
+        )?;
+        make_readable_by_pg(archive.dir.path())?;
+        Ok(archive)
+    }
+
     fn with_key(folder: &'static str, server: &'static str, extra: &str) -> Result<GcsArchive> {
         let tokens = GoogleTokenServer::start()?;
         let key = tokens.key_json()?;
@@ -115,6 +139,7 @@ impl GcsArchive {
         Ok(GcsArchive {
             gcs,
             identity,
+            metadata_host: None,
             dir: pg_temp_dir()?,
             folder,
             server,
@@ -131,7 +156,11 @@ impl GcsArchive {
     pub fn env_vars(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![("STORAGE_EMULATOR_HOST", self.gcs.host())];
         if let Identity::Gke(metadata) = &self.identity {
-            env.push(("GCE_METADATA_HOST", metadata.host()));
+            let host = self
+                .metadata_host
+                .clone()
+                .unwrap_or_else(|| metadata.host());
+            env.push(("GCE_METADATA_HOST", host));
         }
         env
     }

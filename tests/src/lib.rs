@@ -3,7 +3,7 @@
 //! This crate starts and stops the things walship talks to — an S3-compatible
 //! object store (`s3s-fs`, or `minio` when one is on `PATH`; moto's server where a
 //! test needs atomic create-only puts), Azurite (plain HTTP, or
-//! HTTPS with a throwaway CA and OAuth), stand-ins for AWS STS and Azure AD's token
+//! HTTPS with a throwaway CA and OAuth), stand-ins for AWS STS, the EC2 instance metadata service and Azure AD's token
 //! endpoint that speak their real protocols, a stand-in for the Kubernetes API (the
 //! Cluster, ObjectStore and Secrets CloudNativePG's sidecar reads), and throwaway PostgreSQL 15 clusters — and
 //! finds the tools and binaries the tests drive
@@ -38,6 +38,7 @@ mod aad;
 mod azurite;
 mod fault;
 mod gcs;
+mod imds;
 mod kube_api;
 mod paths;
 mod pg;
@@ -53,6 +54,7 @@ pub use aad::{AadOptions, AadStub};
 pub use azurite::{AZURITE_ACCOUNT, AZURITE_KEY, AzuriteOptions, AzuriteServer, azurite_path};
 pub use fault::{Fault, FaultProxy, Rule, Seen};
 pub use gcs::{GcsServer, GoogleTokenServer, MetadataServer, TokenMode, fake_gcs_path};
+pub use imds::{IMDS_ROLE, ImdsStub};
 pub use kube_api::{KubeApi, KubeKind, KubeRequest};
 pub use paths::{
     WalshipBin, barman_bin_for_pg, barman_system_venv, barman_venv, executable_by_pg,

@@ -1,4 +1,4 @@
-//! The plumbing of the protocol stand-ins (`sts`, `aad`): an accept loop on 127.0.0.1
+//! The plumbing of the protocol stand-ins (`sts`, `aad`, `imds`): an accept loop on 127.0.0.1
 //! that hands each connection to the stub, stopped when dropped, and a reader for one
 //! HTTP/1.1 request.
 

@@ -575,16 +575,23 @@ fn a_copy_damaged_on_the_wire_is_downloaded_again_and_only_damage_every_download
     Ok(())
 }
 
-/// An S3 archive reached with IRSA's web identity: `inheritFromIAMRole: true`, the
-/// environment the IRSA webhook injects (for the daemon and for `archive_command`),
-/// and an STS stand-in handing out the archive's keys.
-struct IrsaArchive {
+/// An S3 archive reached with the ambient identity (`inheritFromIAMRole: true`): IRSA's
+/// web identity with an STS stand-in handing out the archive's keys, or an instance
+/// profile with an instance metadata stand-in doing so, each with the environment its
+/// webhook or node gives (for the daemon and for `archive_command`).
+struct AmbientArchive {
     archive: common::Archive,
-    sts: walship_testkit::StsStub,
+    identity: Identity,
 }
 
-impl IrsaArchive {
-    fn start() -> Result<IrsaArchive> {
+enum Identity {
+    Irsa(walship_testkit::StsStub),
+    /// The metadata service, and where its endpoint is reached (a proxy in front).
+    InstanceProfile(walship_testkit::ImdsStub, String),
+}
+
+impl AmbientArchive {
+    fn archive() -> Result<common::Archive> {
         let archive = common::Archive::start(Some("zstd"))?;
         let manifest = archive.manifest();
         let (head, _) = manifest
@@ -596,6 +603,11 @@ impl IrsaArchive {
         archive.write_manifest(&format!(
             "{head}    s3Credentials:\n      inheritFromIAMRole: true\n    wal:{wal}"
         ))?;
+        Ok(archive)
+    }
+
+    fn irsa() -> Result<AmbientArchive> {
+        let archive = Self::archive()?;
         let token = archive.dir.path().join("token");
         std::fs::write(&token, "projected-service-account-jwt")?;
         walship_testkit::make_readable_by_pg(&token)?;
@@ -604,11 +616,36 @@ impl IrsaArchive {
             archive.s3.secret_key(),
             "session-token-from-sts",
         )?;
-        Ok(IrsaArchive { archive, sts })
+        Ok(AmbientArchive {
+            archive,
+            identity: Identity::Irsa(sts),
+        })
+    }
+
+    /// An instance profile whose metadata service is reached at `reached_at(port)`.
+    fn instance_profile(reached_at: impl FnOnce(u16) -> Result<String>) -> Result<AmbientArchive> {
+        let archive = Self::archive()?;
+        let imds = walship_testkit::ImdsStub::start(
+            archive.s3.access_key(),
+            archive.s3.secret_key(),
+            "session-token-from-imds",
+        )?;
+        let endpoint = reached_at(imds.port())?;
+        Ok(AmbientArchive {
+            archive,
+            identity: Identity::InstanceProfile(imds, endpoint),
+        })
+    }
+
+    fn sts(&self) -> &walship_testkit::StsStub {
+        match &self.identity {
+            Identity::Irsa(sts) => sts,
+            Identity::InstanceProfile(..) => panic!("not an IRSA archive"),
+        }
     }
 }
 
-impl ArchiveHarness for IrsaArchive {
+impl ArchiveHarness for AmbientArchive {
     fn dir(&self) -> &std::path::Path {
         self.archive.dir.path()
     }
@@ -634,23 +671,32 @@ impl ArchiveHarness for IrsaArchive {
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            (
-                "AWS_ROLE_ARN",
-                "arn:aws:iam::123456789012:role/walship".into(),
-            ),
-            (
-                "AWS_WEB_IDENTITY_TOKEN_FILE",
-                self.dir().join("token").display().to_string(),
-            ),
-            ("AWS_ROLE_SESSION_NAME", "walship-session".into()),
+        let mut env: Vec<(&'static str, String)> = vec![
             ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ENDPOINT_URL_STS", self.sts.endpoint()),
-            // Away from the instance metadata service and shared files.
-            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            // Away from shared files.
             ("AWS_CONFIG_FILE", "/nonexistent".into()),
             ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
-        ]
+        ];
+        match &self.identity {
+            Identity::Irsa(sts) => env.extend([
+                (
+                    "AWS_ROLE_ARN",
+                    "arn:aws:iam::123456789012:role/walship".into(),
+                ),
+                (
+                    "AWS_WEB_IDENTITY_TOKEN_FILE",
+                    self.dir().join("token").display().to_string(),
+                ),
+                ("AWS_ROLE_SESSION_NAME", "walship-session".into()),
+                ("AWS_ENDPOINT_URL_STS", sts.endpoint()),
+                // Away from the instance metadata service.
+                ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ]),
+            Identity::InstanceProfile(_, endpoint) => {
+                env.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint.clone()))
+            }
+        }
+        env
     }
 
     fn archive_command(&self) -> Result<String> {
@@ -749,13 +795,13 @@ const SHORT_TOKEN_LIFETIME: Duration = Duration::from_secs(35);
 #[test]
 fn sts_failing_leaves_archiving_on_the_credentials_in_hand_until_they_expire_then_names_sts_and_recovers_by_itself()
 -> Result<()> {
-    let irsa = IrsaArchive::start()?;
-    irsa.sts.credentials_valid_for(TOKEN_LIFETIME);
+    let irsa = AmbientArchive::irsa()?;
+    irsa.sts().credentials_valid_for(TOKEN_LIFETIME);
     let checked = archives_on_the_credentials_in_hand_while_the_token_endpoint_fails(
         &irsa,
         &TokenEndpoint {
             lifetime: TOKEN_LIFETIME,
-            fail: &|failing| irsa.sts.fail_with(failing.then_some(503)),
+            fail: &|failing| irsa.sts().fail_with(failing.then_some(503)),
             kept: "signing with the current ones until they expire",
             failing: &["STS answered AssumeRoleWithWebIdentity with HTTP 503"],
         },
@@ -785,6 +831,81 @@ fn a_failing_google_token_endpoint_leaves_archiving_on_the_token_in_hand_until_i
         },
     )?;
     eprintln!("Google token endpoint down: {checked} segments archived, 0 lost");
+    Ok(())
+}
+
+#[test]
+fn a_failing_instance_metadata_service_leaves_archiving_on_the_credentials_in_hand_and_it_goes_on_by_itself()
+-> Result<()> {
+    let mut proxy = None;
+    let ambient = AmbientArchive::instance_profile(|port| {
+        let started = FaultProxy::start(port)?;
+        let endpoint = started.endpoint();
+        proxy = Some(started);
+        Ok(endpoint)
+    })?;
+    let proxy = proxy.context("no proxy")?;
+    let Identity::InstanceProfile(imds, _) = &ambient.identity else {
+        anyhow::bail!("not an instance profile");
+    };
+    imds.credentials_valid_for(SHORT_TOKEN_LIFETIME);
+    let (mut pg, socket) = setup_for(&ambient)?;
+    let issued = Instant::now();
+    let daemon = DaemonProcess::start(&ambient, &pg, &socket)?;
+    pg.start()?;
+    let first = write_and_switch(&pg)?;
+    pg.wait_for_archived(&first, Duration::from_secs(30))
+        .with_context(|| daemon.log_contents())?;
+    let handed_out = imds.credentials_handed_out();
+    ensure!(handed_out > 0, "no credentials from the metadata service");
+
+    // The service fails (every request, the session token's included) while the
+    // credentials are due for a refresh, and past their expiry. The SDK's instance
+    // profile provider keeps the credentials it has through a failing service, past
+    // their expiry too (AWS's "static stability"; S3 itself then decides whether they
+    // still sign): archiving goes on, with nothing lost.
+    proxy.set(vec![Rule::every(
+        1,
+        Fault::Status {
+            code: 503,
+            retry_after: None,
+        },
+    )]);
+    let until = |at: Duration| {
+        std::thread::sleep((issued + at).saturating_duration_since(Instant::now()));
+    };
+    until(SHORT_TOKEN_LIFETIME - Duration::from_secs(25));
+    let second = write_and_switch(&pg)?;
+    pg.wait_for_archived(&second, Duration::from_secs(30))
+        .with_context(|| daemon.log_contents())?;
+    until(SHORT_TOKEN_LIFETIME + Duration::from_secs(2));
+    let third = write_and_switch(&pg)?;
+    pg.wait_for_archived(&third, Duration::from_secs(60))
+        .with_context(|| daemon.log_contents())?;
+    let failed = proxy.faults().values().sum::<u64>();
+    ensure!(
+        failed > 0,
+        "the metadata service was never asked while it failed"
+    );
+    let log = daemon.log_contents();
+    ensure!(!log.contains("access denied"), "{log}");
+
+    // It answers again: fresh credentials, and archiving goes on.
+    proxy.clear();
+    let fourth = write_and_switch(&pg)?;
+    pg.wait_for_archived(&fourth, Duration::from_secs(60))
+        .with_context(|| daemon.log_contents())?;
+    wait_until(Duration::from_secs(30), "fresh credentials", || {
+        if imds.credentials_handed_out() == handed_out {
+            let _ = write_and_switch(&pg)?;
+        }
+        Ok(imds.credentials_handed_out() > handed_out)
+    })?;
+    let checked = assert_all_archived_identical(&ambient, &pg)?;
+    eprintln!(
+        "instance metadata service down past the credentials' expiry: {checked} segments \
+         archived, 0 lost; {failed} metadata requests failed"
+    );
     Ok(())
 }
 

@@ -910,6 +910,17 @@ impl MultipartUpload for S3Upload {
     }
 }
 
+/// The length a `Content-Range: bytes <first>-<last>/<size>` answer carries.
+fn content_range_len(header: &str) -> Option<u64> {
+    let (first, last) = header
+        .strip_prefix("bytes ")?
+        .split_once('/')?
+        .0
+        .split_once('-')?;
+    let (first, last): (u64, u64) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+    last.checked_sub(first)?.checked_add(1)
+}
+
 impl S3Store {
     /// One GetObject (of `range` only, when given), its body included.
     async fn get_once(
@@ -942,7 +953,12 @@ impl S3Store {
             }
         };
         let metadata = metadata_of(out.metadata());
-        let expected = out.content_length().map(|l| l.max(0) as u64);
+        // A range's length is what `Content-Range` says was sent; a `Content-Length`
+        // cut short on the way agrees with a body cut short, this does not.
+        let expected = out
+            .content_range()
+            .and_then(content_range_len)
+            .or_else(|| out.content_length().map(|l| l.max(0) as u64));
         // The SDK's timeouts end with the response's headers; the body gets its own
         // deadline, sized by its announced length.
         let body_deadline = deadline::for_body(expected.unwrap_or(0));
@@ -1055,5 +1071,18 @@ mod tests {
             "a%20b=c%26d%3De&backupRetentionPolicy=expire"
         );
         assert_eq!(tagging(&BTreeMap::new()), None);
+    }
+
+    #[test]
+    fn a_ranges_length_is_read_from_its_content_range() {
+        assert_eq!(
+            content_range_len("bytes 0-16777215/51589120"),
+            Some(16 << 20)
+        );
+        assert_eq!(content_range_len("bytes 5-5/6"), Some(1));
+        // Not a range S3 would answer: the Content-Length decides.
+        assert_eq!(content_range_len("bytes */6"), None);
+        assert_eq!(content_range_len("bytes 9-3/6"), None);
+        assert_eq!(content_range_len("items 0-1/2"), None);
     }
 }

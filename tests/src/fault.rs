@@ -560,10 +560,18 @@ fn serve(
     }
     match &fault {
         Some(Fault::Stale(text)) => {
+            // The headers each cloud's client requires of an answer (Azure's SDK refuses
+            // one without a request id), and the body's type.
+            let kind = match text.starts_with('{') {
+                true => "application/json",
+                false => "application/xml",
+            };
             let answer = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n{text}",
-                text.len()
+                "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
+                 x-ms-request-id: 00000000-0000-0000-0000-000000000000\r\n\
+                 x-ms-version: 2021-08-06\r\nDate: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len(),
+                chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT")
             );
             client_w.write_all(answer.as_bytes())?;
             return Ok(());

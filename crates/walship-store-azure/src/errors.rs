@@ -156,6 +156,16 @@ fn classify_kind(
             };
             StoreError::credentials(kind, store, detail)
         }
+        // An answer that does not read (a listing or a header damaged on the way, cut
+        // short) says nothing of the object: tried again like any bad answer.
+        ErrorKind::DataConversion => StoreError::new(
+            Kind::Response,
+            store,
+            format!(
+                "{key}: the store's answer cannot be read: {}",
+                scrubber.scrub(&error_chain(err))
+            ),
+        ),
         _ => StoreError::new(
             Kind::Rejected,
             store,

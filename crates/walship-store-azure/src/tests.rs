@@ -126,6 +126,28 @@ fn io_errors_are_unreachable_and_scrubbed() {
 }
 
 #[test]
+fn an_answer_that_does_not_read_is_a_bad_answer_tried_again_not_a_refusal() {
+    // What the SDK says of a listing damaged on the way.
+    let err = azure_core::Error::message(
+        ErrorKind::DataConversion,
+        "failed to deserialize the following xml into a ListBlobsResponseInternal",
+    );
+    let mapped = classify(
+        "azure://a/c",
+        "wals/",
+        Request::Read,
+        &err,
+        &Scrubber::default(),
+    );
+    assert_eq!(kind(&mapped), "Response");
+    assert!(mapped.is_transient());
+    assert!(
+        mapped.to_string().contains("answer cannot be read"),
+        "{mapped}"
+    );
+}
+
+#[test]
 fn unknown_sas_signatures_are_scrubbed_too() {
     let text = Scrubber::default()
         .scrub("GET http://h/c/k?sv=1&sig=abc%2Bdef&se=2 failed (url http://h/?sig=xyz)");

@@ -7,10 +7,10 @@
 mod common;
 
 use std::fs;
-use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use common::backups::{backup, spawn_backup};
 use common::{Archive, ArchiveHarness, BUCKET, PREFIX, SERVER, stderr};
 use walship_testkit::{InitOptions, PgCluster, make_readable_by_pg, pg_temp_dir};
 
@@ -22,13 +22,6 @@ const COMPRESSIONS: [(&str, &str); 5] = [
     ("snappy", ".snappy"),
     ("lz4", ".lz4"),
 ];
-
-fn backup(archive: &Archive, cluster: &PgCluster, extra: &[&str]) -> Result<Output> {
-    let port = cluster.port().to_string();
-    let mut args = vec!["backup", "--host", "127.0.0.1", "--port", &port];
-    args.extend_from_slice(extra);
-    archive.walship(&args)
-}
 
 /// A primary archiving through walship, with a table in a tablespace of its own.
 fn primary(archive: &Archive) -> Result<(PgCluster, tempfile::TempDir)> {
@@ -711,27 +704,17 @@ fn a_backup_interrupted_by_sigterm_ends_failed_and_its_session_ends() -> Result<
     primary.psql(
         "CREATE TABLE big AS SELECT g, md5(g::text) AS m FROM generate_series(1, 1500000) g",
     )?;
-    let port = primary.port().to_string();
-    let mut global = archive.global_args();
-    global.extend(
-        [
-            "backup",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
+    let child = spawn_backup(
+        &archive,
+        &primary,
+        &[
             "--compression",
             "bzip2",
             "--jobs",
             "1",
             "--immediate-checkpoint",
-        ]
-        .map(str::to_owned),
-    );
-    let child = std::process::Command::new(walship_testkit::WalshipBin::path()?)
-        .args(&global)
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
+        ],
+    )?;
     // Wait until the backup is running (PostgreSQL sees its session), then signal.
     walship_testkit::wait_until(Duration::from_secs(60), "the backup's session", || {
         Ok(primary
@@ -790,30 +773,20 @@ fn a_store_that_fails_mid_backup_never_leaves_it_done_and_the_session_ends() -> 
     primary.psql(
         "CREATE TABLE big AS SELECT g, md5(g::text) AS m FROM generate_series(1, 1500000) g",
     )?;
-    let port = primary.port().to_string();
-    let mut global = archive.global_args();
-    global.extend(
-        [
-            "backup",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
+    // A store down fails the backup after 3 s, not the default minute.
+    let child = spawn_backup(
+        &archive,
+        &primary,
+        &[
             "--compression",
             "bzip2",
             "--jobs",
             "1",
             "--immediate-checkpoint",
-            // A store down fails the backup after 3 s, not the default minute.
             "--retry-seconds",
             "3",
-        ]
-        .map(str::to_owned),
-    );
-    let child = std::process::Command::new(walship_testkit::WalshipBin::path()?)
-        .args(&global)
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
+        ],
+    )?;
     walship_testkit::wait_until(Duration::from_secs(60), "the backup to start", || {
         let out = archive.walship(&["backup-list", "--format", "json"])?;
         Ok(String::from_utf8(out.stdout)?.contains("\"status\": \"STARTED\""))

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod azure;
+pub mod backups;
 pub mod daemon;
 pub mod gcs;
 pub mod pitr;

@@ -4,13 +4,13 @@
 //! downloads a part damaged on the way again, and fails clearly when every download
 //! of it is damaged.
 
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use walship_testkit::{Fault, InitOptions, PgCluster, Rule, WalshipBin, pg_temp_dir, wait_until};
+use walship_testkit::{Fault, InitOptions, PgCluster, Rule, pg_temp_dir, wait_until};
 
 use super::behind_proxy;
+use crate::common::backups::{backup, spawn_backup};
 use crate::common::{Archive, BUCKET, PREFIX, SERVER, stderr};
 
 /// A primary archiving through `wal-push`, with a table `t` holding some rows.
@@ -26,21 +26,6 @@ fn primary(archive: &Archive) -> Result<PgCluster> {
     primary.psql("CREATE TABLE t (x int)")?;
     primary.psql("INSERT INTO t SELECT generate_series(1, 20000)")?;
     Ok(primary)
-}
-
-/// `walship backup` of `cluster` with `extra` arguments.
-fn backup(archive: &Archive, cluster: &PgCluster, extra: &[&str]) -> Result<Output> {
-    let port = cluster.port().to_string();
-    let mut args = vec![
-        "backup",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--immediate-checkpoint",
-    ];
-    args.extend_from_slice(extra);
-    archive.walship(&args)
 }
 
 /// Two more WAL segments with rows in `t`.
@@ -171,7 +156,11 @@ fn retention_reading_a_stale_listing_or_damaged_answers_never_deletes_a_kept_bac
     let primary = primary(&archive)?;
     for name in ["oldest-one", "kept", "newest-one"] {
         more_wal(&primary)?;
-        let out = backup(&archive, &primary, &["--name", name])?;
+        let out = backup(
+            &archive,
+            &primary,
+            &["--immediate-checkpoint", "--name", name],
+        )?;
         ensure!(out.status.success(), "backup {name}: {}", stderr(&out));
     }
     let last = primary.switch_wal()?;
@@ -318,30 +307,6 @@ fn retention_reading_a_stale_listing_or_damaged_answers_never_deletes_a_kept_bac
     Ok(())
 }
 
-/// Runs `walship backup` of `cluster` in the background.
-fn spawn_backup(archive: &Archive, cluster: &PgCluster) -> Result<std::process::Child> {
-    let port = cluster.port().to_string();
-    let mut args = archive.global_args();
-    args.extend(
-        [
-            "backup",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--jobs",
-            "2",
-            "--immediate-checkpoint",
-        ]
-        .map(str::to_owned),
-    );
-    Ok(Command::new(WalshipBin::path()?)
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?)
-}
-
 /// Whether PostgreSQL still has walship's backup session.
 fn backup_session_open(cluster: &PgCluster) -> Result<bool> {
     Ok(cluster
@@ -368,7 +333,11 @@ fn a_backup_killed_or_starved_of_its_store_mid_upload_is_never_done_and_the_next
             .on("PUT")
             .path(parts),
     ]);
-    let mut child = spawn_backup(&archive, &primary)?;
+    let mut child = spawn_backup(
+        &archive,
+        &primary,
+        &["--jobs", "2", "--immediate-checkpoint"],
+    )?;
     wait_until(Duration::from_secs(60), "an upload to hang", || {
         ensure!(
             child.try_wait()?.is_none(),
@@ -414,7 +383,17 @@ fn a_backup_killed_or_starved_of_its_store_mid_upload_is_never_done_and_the_next
         .on("PUT")
         .path(parts),
     ]);
-    let out = backup(&archive, &primary, &["--jobs", "2", "--retry-seconds", "2"])?;
+    let out = backup(
+        &archive,
+        &primary,
+        &[
+            "--immediate-checkpoint",
+            "--jobs",
+            "2",
+            "--retry-seconds",
+            "2",
+        ],
+    )?;
     ensure!(
         !out.status.success(),
         "a backup with every part refused succeeded"
@@ -451,7 +430,11 @@ fn a_backup_killed_or_starved_of_its_store_mid_upload_is_never_done_and_the_next
             .path("/base/"),
     ]);
     let before = proxy.faults();
-    let out = backup(&archive, &primary, &["--jobs", "2", "--name", "whole"])?;
+    let out = backup(
+        &archive,
+        &primary,
+        &["--immediate-checkpoint", "--jobs", "2", "--name", "whole"],
+    )?;
     ensure!(
         out.status.success(),
         "backup under faults: {}",

@@ -56,18 +56,44 @@ pub enum Fault {
     /// Answered by the proxy with this status and an S3 error document carrying this
     /// `<Code>` (`RequestTimeTooSkewed`, `AccessDenied`, …).
     ErrorCode { status: u16, code: String },
+    /// Answered by the proxy with this status and error code, from a server whose clock
+    /// is `server_clock` seconds ahead of this machine's (behind when negative): its
+    /// `Date` header says so. `oauth` answers as an OAuth token endpoint does (JSON,
+    /// `{"error": code}`); otherwise as S3 and Azure do (an XML error document, and
+    /// Azure's `x-ms-error-code`).
+    Refused {
+        status: u16,
+        code: String,
+        server_clock: i64,
+        oauth: bool,
+    },
     /// Answered `200 OK` with this body by the proxy, the upstream never sees the
     /// request: an answer that is well-formed and wrong, as a listing that lags behind
     /// the writes.
     Stale(String),
 }
 
+/// An answer the proxy gives itself instead of the upstream's.
+struct ErrorAnswer<'a> {
+    status: u16,
+    retry_after: Option<u32>,
+    code: &'a str,
+    server_clock: i64,
+    oauth: bool,
+}
+
 impl Fault {
-    /// The status, `Retry-After` and error code the proxy answers with itself, for the
-    /// faults that are such an answer.
-    fn error_answer(&self) -> Option<(u16, Option<u32>, &str)> {
+    /// The answer the proxy gives itself, for the faults that are such an answer.
+    fn error_answer(&self) -> Option<ErrorAnswer<'_>> {
+        let plain = |status: u16, retry_after, code| ErrorAnswer {
+            status,
+            retry_after,
+            code,
+            server_clock: 0,
+            oauth: false,
+        };
         match self {
-            Fault::Status { code, retry_after } => Some((
+            Fault::Status { code, retry_after } => Some(plain(
                 *code,
                 *retry_after,
                 match code {
@@ -76,7 +102,19 @@ impl Fault {
                     _ => "InternalError",
                 },
             )),
-            Fault::ErrorCode { status, code } => Some((*status, None, code)),
+            Fault::ErrorCode { status, code } => Some(plain(*status, None, code)),
+            Fault::Refused {
+                status,
+                code,
+                server_clock,
+                oauth,
+            } => Some(ErrorAnswer {
+                status: *status,
+                retry_after: None,
+                code,
+                server_clock: *server_clock,
+                oauth: *oauth,
+            }),
             _ => None,
         }
     }
@@ -99,6 +137,12 @@ impl Fault {
             Fault::Slow { .. } => "slow".into(),
             Fault::Stale(_) => "stale".into(),
             Fault::ErrorCode { status, code } => format!("{status} {code}"),
+            Fault::Refused {
+                status,
+                code,
+                server_clock,
+                ..
+            } => format!("{status} {code} at {server_clock:+} s"),
         }
     }
 }
@@ -537,17 +581,37 @@ fn serve(
         return Ok(());
     }
     let body = read_body(&mut reader, &head, None)?;
-    if let Some((code, retry_after, text)) = fault.as_ref().and_then(Fault::error_answer) {
-        let message = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{text}</Code>\
-             <Message>injected by the test's fault proxy</Message></Error>"
-        );
+    if let Some(error) = fault.as_ref().and_then(Fault::error_answer) {
+        let (kind, message) = match error.oauth {
+            true => (
+                "application/json",
+                format!(
+                    "{{\"error\":\"{}\",\"error_description\":\"injected by the test's \
+                     fault proxy\"}}",
+                    error.code
+                ),
+            ),
+            false => (
+                "application/xml",
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code>\
+                     <Message>injected by the test's fault proxy</Message></Error>",
+                    error.code
+                ),
+            ),
+        };
+        let date = chrono::Utc::now() + chrono::Duration::seconds(error.server_clock);
         let mut answer = format!(
-            "HTTP/1.1 {code} {}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n",
-            reason(code),
-            message.len()
+            "HTTP/1.1 {} {}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
+             x-ms-error-code: {}\r\nx-ms-request-id: 00000000-0000-0000-0000-000000000000\r\n\
+             Date: {}\r\n",
+            error.status,
+            reason(error.status),
+            message.len(),
+            error.code,
+            date.format("%a, %d %b %Y %H:%M:%S GMT"),
         );
-        if let Some(seconds) = retry_after {
+        if let Some(seconds) = error.retry_after {
             answer.push_str(&format!("Retry-After: {seconds}\r\n"));
         }
         answer.push_str("Connection: close\r\n\r\n");

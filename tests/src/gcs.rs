@@ -316,6 +316,12 @@ pub enum TokenMode {
     Refuse,
     /// Answer every request with this status (a 5xx: the endpoint failing).
     Fail(u16),
+    /// Grant, by a clock this many seconds ahead of the machine's (behind when
+    /// negative): the assertion's `iat` and `exp`, which the client sets by its own
+    /// clock, are checked against it, an assertion out of its time is refused with
+    /// Google's `400 invalid_grant` "Check your iat and exp values", and every answer's
+    /// `Date` gives this clock.
+    ClockOffBy(i64),
 }
 
 /// Google's OAuth 2.0 token endpoint for service accounts (the JWT-bearer grant, RFC
@@ -357,37 +363,61 @@ impl GoogleTokenServer {
                 request.header("host").unwrap_or_default()
             );
             let mode = *m.lock().expect("mode");
+            let clock = match mode {
+                TokenMode::ClockOffBy(seconds) => seconds,
+                _ => 0,
+            };
+            let now = now().saturating_add_signed(clock);
+            let headers = |kind: &str| {
+                vec![
+                    ("Content-Type", kind.to_owned()),
+                    (
+                        "Date",
+                        httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_secs(now)),
+                    ),
+                ]
+            };
             if let TokenMode::Fail(status) = mode {
                 r.lock()
                     .expect("refused")
                     .push(format!("failed with {status}"));
                 return (
                     status,
-                    vec![("Content-Type", "application/json".into())],
+                    headers("application/json"),
                     "{\"error\":\"internal_failure\"}".to_owned(),
                 );
             }
-            match check_assertion(request, &e, &audience, &public) {
-                Ok(()) if mode == TokenMode::Grant => {
+            match check_assertion(request, &e, &audience, &public, now) {
+                Ok(()) if matches!(mode, TokenMode::Grant | TokenMode::ClockOffBy(_)) => {
                     g.fetch_add(1, Ordering::SeqCst);
                     let body = format!(
                         "{{\"access_token\":\"ya29.test-{}\",\"expires_in\":{},\"token_type\":\"Bearer\"}}",
                         random_token(24),
                         x.load(Ordering::SeqCst)
                     );
-                    (200, vec![("Content-Type", "application/json".into())], body)
+                    (200, headers("application/json"), body)
                 }
                 outcome => {
                     let reason = match outcome {
                         Ok(()) => "refused by the test".to_owned(),
                         Err(e) => format!("{e:#}"),
                     };
+                    // Google's own descriptions of the two refusals.
+                    let description = match reason.starts_with(OUT_OF_TIME) {
+                        true => {
+                            "Invalid JWT: Token must be a short-lived token (60 minutes) and in \
+                             a reasonable timeframe. Check your iat and exp values in the JWT \
+                             claim."
+                        }
+                        false => "Invalid JWT Signature.",
+                    };
                     r.lock().expect("refused").push(reason);
                     (
                         400,
-                        vec![("Content-Type", "application/json".into())],
-                        "{\"error\":\"invalid_grant\",\"error_description\":\"Invalid JWT Signature.\"}"
-                            .to_owned(),
+                        headers("application/json"),
+                        format!(
+                            "{{\"error\":\"invalid_grant\",\"error_description\":\"{description}\"}}"
+                        ),
                     )
                 }
             }
@@ -528,7 +558,17 @@ fn b64url(text: &str) -> Result<Vec<u8>> {
     Ok(URL_SAFE_NO_PAD.decode(text.trim_end_matches('='))?)
 }
 
-fn check_assertion(request: &Request, email: &str, audience: &str, public: &Path) -> Result<()> {
+/// How a refusal for the assertion's time starts.
+const OUT_OF_TIME: &str = "out of time";
+
+/// Checks a JWT-bearer grant; `now` is the server's clock.
+fn check_assertion(
+    request: &Request,
+    email: &str,
+    audience: &str,
+    public: &Path,
+    now: u64,
+) -> Result<()> {
     ensure!(
         request.method() == "POST" && request.path() == "/token",
         "{} {}: expected POST /token",
@@ -562,10 +602,10 @@ fn check_assertion(request: &Request, email: &str, audience: &str, public: &Path
         claims["iat"].as_u64().context("no iat")?,
         claims["exp"].as_u64().context("no exp")?,
     );
-    let t = now();
+    let t = now;
     ensure!(
         iat <= t + 300 && exp > t && exp > iat && exp - iat <= 3600,
-        "iat {iat} exp {exp} now {t}"
+        "{OUT_OF_TIME}: iat {iat} exp {exp} now {t}"
     );
     let signature = b64url(parts[2])?;
     let dir = tempfile::tempdir()?;

@@ -53,12 +53,7 @@ fn pitr_with_a_sas_token() -> Result<()> {
 
 #[test]
 fn the_daemon_archives_to_azure_byte_identical() -> Result<()> {
-    let archive = AzureArchive::on(
-        AzuriteServer::start()?,
-        AzureCredential::SharedKey,
-        "zstd",
-        "",
-    )?;
+    let archive = AzureArchive::shared_key("zstd")?;
     common::daemon::ships_every_segment_and_wal_push_only_asks_it(&archive)
 }
 

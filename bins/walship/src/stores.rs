@@ -249,11 +249,15 @@ impl Drop for Stores {
 /// A store's target for base backups and its archiver for WAL (their server-side
 /// encryption may differ).
 async fn build(source: &Source, server_override: Option<&str>) -> anyhow::Result<Served> {
+    // Base backups, their restores and the WAL copied for them are long operations: each
+    // of their requests is retried for a minute, as `walship backup`'s are, so a store's
+    // hiccup does not throw away hours of work. WAL restores keep the default policy:
+    // recovery asks again by itself.
     let target = wiring::target(
         source,
         server_override,
         None,
-        RetryPolicy::default(),
+        wiring::retry_within(crate::cli::LONG_OPERATION_RETRY_SECONDS),
         Purpose::Backups,
     )
     .await?;

@@ -85,9 +85,6 @@ impl Source {
     }
 }
 
-/// Loads the manifest and builds its store. `on_credentials` (the daemon's metrics) is
-/// told of every credential load the store's SDK makes; `retry` is the one retry policy
-/// of every request the store makes.
 /// The retry policy of a command given `seconds` to retry each request in: with 0,
 /// retries only within one request's own deadline.
 pub fn retry_within(seconds: u64) -> RetryPolicy {
@@ -97,6 +94,9 @@ pub fn retry_within(seconds: u64) -> RetryPolicy {
     }
 }
 
+/// Loads the manifest and builds its store. `on_credentials` (the daemon's metrics) is
+/// told of every credential load the store's SDK makes; `retry` is the one retry policy
+/// of every request the store makes.
 pub async fn target(
     source: &Source,
     server_override: Option<&str>,

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -318,23 +318,8 @@ pub async fn restore(
     let mut downloads = 0;
     loop {
         downloads += 1;
-        let reads = Arc::new(Semaphore::new(jobs));
-        let unpacked = futures::stream::iter(parts.clone())
-            .map(|part| {
-                unpack_object(
-                    store.clone(),
-                    part,
-                    reads.clone(),
-                    jobs,
-                    progress.clone(),
-                    cancel.clone(),
-                )
-            })
-            .buffer_unordered(jobs)
-            .try_collect::<Vec<()>>()
-            .await;
-        match unpacked {
-            Ok(_) => break,
+        match download(&store, &parts, jobs, &progress, &cancel).await {
+            Ok(()) => break,
             Err(e) if e.is_damage() && downloads < DOWNLOADS => {
                 tracing::warn!(
                     "{e}; downloading backup {} again ({} of {DOWNLOADS} downloads)",
@@ -342,11 +327,19 @@ pub async fn restore(
                     downloads + 1
                 );
                 progress.fetched.store(0, Ordering::Relaxed);
-                empty(dest)?;
-                for (ts, location) in &locations {
-                    empty(location)?;
-                    prepare(&format!("tablespace {}'s location", ts.name), location)?;
-                }
+                // Every part of the attempt has ended (see `download`), so nothing
+                // writes into what is being emptied.
+                let (dest, locations) = (dest.to_owned(), locations.clone());
+                tokio::task::spawn_blocking(move || {
+                    empty(&dest)?;
+                    for (ts, location) in &locations {
+                        empty(location)?;
+                        prepare(&format!("tablespace {}'s location", ts.name), location)?;
+                    }
+                    Ok::<(), RestoreError>(())
+                })
+                .await
+                .map_err(|e| RestoreError::Local(format!("emptying the destination: {e}")))??;
             }
             Err(e) if e.is_damage() => {
                 return Err(RestoreError::DamagedEveryTime {
@@ -382,6 +375,42 @@ pub async fn restore(
         bytes,
         verified,
     })
+}
+
+/// One download of every part, `jobs` objects at a time. At the first failure the
+/// other parts are told to stop, and this returns only once every one of them has
+/// ended, its unpacking thread included: a download tried again empties the
+/// destination first, which must not race a thread still writing into it.
+async fn download(
+    store: &Arc<dyn Store>,
+    parts: &[Part],
+    jobs: usize,
+    progress: &Arc<RestoreProgress>,
+    cancel: &CancellationToken,
+) -> Result<(), RestoreError> {
+    let attempt = cancel.child_token();
+    let reads = Arc::new(Semaphore::new(jobs));
+    let mut unpacked = futures::stream::iter(parts.iter().cloned())
+        .map(|part| {
+            unpack_object(
+                store.clone(),
+                part,
+                reads.clone(),
+                jobs,
+                progress.clone(),
+                attempt.clone(),
+            )
+        })
+        .buffer_unordered(jobs);
+    let mut first = None;
+    while let Some(result) = unpacked.next().await {
+        if let Err(e) = result {
+            attempt.cancel();
+            // The first failure is the cause; the others are its `Cancelled` echoes.
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 /// Downloads one object in ranges (in order, as many in flight as `reads` allows)
@@ -433,10 +462,15 @@ async fn unpack_object(
             Ok::<(), StoreError>(())
         }
     };
-    let unpack = tokio::task::spawn_blocking(move || unpack_stream(&part, rx));
+    let mut unpack = tokio::task::spawn_blocking(move || unpack_stream(&part, rx));
     let (fetched, unpacked) = tokio::select! {
-        both = async { tokio::join!(fetch, unpack) } => both,
-        () = cancel.cancelled() => return Err(RestoreError::Cancelled),
+        both = async { tokio::join!(fetch, &mut unpack) } => both,
+        () = cancel.cancelled() => {
+            // The download is dropped with its sender, so the unpacking sees its
+            // stream end and stops; wait for it, as it may still be writing files.
+            let _ = unpack.await;
+            return Err(RestoreError::Cancelled);
+        }
     };
     let unpacked = unpacked.map_err(|e| RestoreError::Local(format!("unpacking: {e}")))?;
     // A failed download ends the stream early, which the unpacking sees as a short

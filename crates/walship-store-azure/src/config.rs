@@ -44,64 +44,92 @@ pub(crate) fn http_client(
 }
 
 /// The blob requests' transport: `inner`, except that an error answer carrying a
-/// `Retry-After` becomes the SDK's error for that answer with the wait attached
-/// ([`AskedToWait`]), since the SDK's own error keeps no header a caller can read. The
-/// one retry layer then waits as long as the service asked.
+/// `Retry-After`, or a `Date` further from this machine's clock than
+/// [`walship_store::status::CLOCK_TOLERANCE`], becomes the SDK's error for that answer
+/// with what the headers said attached ([`ErrorAnswer`]), since the SDK's own error
+/// keeps no header a caller can read. The one retry layer then waits as long as the
+/// service asked, and a refusal from a server whose clock is far off is named as clock
+/// skew (Azure answers a request signed too long ago with its plain
+/// `AuthenticationFailed`).
 #[derive(Debug)]
-pub(crate) struct KeepsRetryAfter(pub(crate) Arc<dyn azure_core::HttpClient>);
+pub(crate) struct KeepsAnswerHeaders(pub(crate) Arc<dyn azure_core::HttpClient>);
 
-/// The wait an error answer asked for, attached to the SDK's error by
-/// [`KeepsRetryAfter`] and read back by `errors::classify`.
+/// What an error answer's headers said, attached to the SDK's error by
+/// [`KeepsAnswerHeaders`] and read back by `errors::classify`.
 #[derive(Debug)]
-pub(crate) struct AskedToWait {
-    pub(crate) wait: std::time::Duration,
+pub(crate) struct ErrorAnswer {
+    /// The wait its `Retry-After` asked for.
+    pub(crate) wait: Option<std::time::Duration>,
+    /// How far the server's clock (its `Date`) was from this machine's, when further
+    /// than the tolerance.
+    pub(crate) clock: Option<walship_store::status::ClockOffset>,
     status: u16,
 }
 
-impl AskedToWait {
+impl ErrorAnswer {
     #[cfg(test)]
-    pub(crate) fn for_test(wait: std::time::Duration, status: u16) -> AskedToWait {
-        AskedToWait { wait, status }
+    pub(crate) fn for_test(
+        wait: Option<std::time::Duration>,
+        clock: Option<walship_store::status::ClockOffset>,
+        status: u16,
+    ) -> ErrorAnswer {
+        ErrorAnswer {
+            wait,
+            clock,
+            status,
+        }
     }
 }
 
-impl std::fmt::Display for AskedToWait {
+impl std::fmt::Display for ErrorAnswer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HTTP {}, retry after {:?}", self.status, self.wait)
+        write!(f, "HTTP {}", self.status)?;
+        if let Some(wait) = self.wait {
+            write!(f, ", retry after {wait:?}")?;
+        }
+        if let Some(clock) = self.clock {
+            write!(f, "; {clock}")?;
+        }
+        Ok(())
     }
 }
 
-impl std::error::Error for AskedToWait {}
+impl std::error::Error for ErrorAnswer {}
 
 #[async_trait::async_trait]
-impl azure_core::HttpClient for KeepsRetryAfter {
+impl azure_core::HttpClient for KeepsAnswerHeaders {
     async fn execute_request(
         &self,
         request: &azure_core::Request,
     ) -> azure_core::Result<azure_core::Response> {
         let response = self.0.execute_request(request).await?;
         let status = response.status();
-        let wait = walship_store::status::retry_after(
-            response
-                .headers()
-                .get_optional_str(&azure_core::headers::RETRY_AFTER),
-        );
-        match wait {
-            Some(wait) if !status.is_success() => {
-                let (status, headers, body) = response.deconstruct();
-                let body = body.collect().await.unwrap_or_default();
-                let kind =
-                    azure_core::error::ErrorKind::http_response_from_parts(status, &headers, &body);
-                Err(azure_core::Error::new(
-                    kind,
-                    AskedToWait {
-                        wait,
-                        status: u16::from(status),
-                    },
-                ))
-            }
-            _ => Ok(response),
+        if status.is_success() {
+            return Ok(response);
         }
+        let headers = response.headers();
+        let wait = walship_store::status::retry_after(
+            headers.get_optional_str(&azure_core::headers::RETRY_AFTER),
+        );
+        let clock = walship_store::status::clock_offset(
+            headers.get_optional_str(&azure_core::headers::DATE),
+            std::time::SystemTime::now(),
+        )
+        .filter(|offset| offset.is_skew());
+        if wait.is_none() && clock.is_none() {
+            return Ok(response);
+        }
+        let (status, headers, body) = response.deconstruct();
+        let body = body.collect().await.unwrap_or_default();
+        let kind = azure_core::error::ErrorKind::http_response_from_parts(status, &headers, &body);
+        Err(azure_core::Error::new(
+            kind,
+            ErrorAnswer {
+                wait,
+                clock,
+                status: u16::from(status),
+            },
+        ))
     }
 }
 

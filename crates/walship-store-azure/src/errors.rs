@@ -91,15 +91,17 @@ pub(crate) fn classify(
 ) -> StoreError {
     // Found wherever it sits in the chain: the SDK wraps a transport error in context.
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    let mut asked = None;
+    let mut answer = None;
     while let Some(e) = next {
-        if let Some(a) = e.downcast_ref::<crate::config::AskedToWait>() {
-            asked = Some(a.wait);
+        if let Some(a) = e.downcast_ref::<crate::config::ErrorAnswer>() {
+            answer = Some(a);
             break;
         }
         next = e.source();
     }
-    classify_kind(store, key, request, err, scrubber).with_retry_after(asked)
+    let clock = answer.and_then(|a| a.clock);
+    classify_kind(store, key, request, err, clock, scrubber)
+        .with_retry_after(answer.and_then(|a| a.wait))
 }
 
 fn classify_kind(
@@ -107,6 +109,7 @@ fn classify_kind(
     key: &str,
     request: Request,
     err: &azure_core::Error,
+    clock: Option<status::ClockOffset>,
     scrubber: &Scrubber,
 ) -> StoreError {
     use walship_store::ErrorKind as Kind;
@@ -126,13 +129,17 @@ fn classify_kind(
             } else {
                 format!("{short}: {message}")
             };
-            match status::kind_of(request, status, &code) {
+            match status::with_clock(status::kind_of(request, status, &code), clock) {
                 Kind::AlreadyExists => StoreError::already_exists(store, key),
                 Kind::NotFound => StoreError::not_found(store, key),
                 Kind::ContainerMissing => StoreError::new(Kind::ContainerMissing, store, detail),
                 // The service's own message for authentication failures can quote the
                 // string it signed; the code says enough.
                 Kind::Denied => StoreError::new(Kind::Denied, store, format!("{key}: {short}")),
+                Kind::ClockSkew => {
+                    let clock = clock.map(|c| format!("; {c}")).unwrap_or_default();
+                    StoreError::new(Kind::ClockSkew, store, format!("{key}: {short}{clock}"))
+                }
                 kind => StoreError::new(kind, store, format!("{key}: {detail}")),
             }
         }

@@ -199,7 +199,7 @@ impl AzureStore {
         let container = ClientBuilder::with_location(location, resolved.credentials)
             .retry(RetryOptions::none())
             .transport(azure_core::TransportOptions::new(Arc::new(
-                config::KeepsRetryAfter(http),
+                config::KeepsAnswerHeaders(http),
             )))
             .container_client(config.container.clone());
         let describe = describe(&resolved.account, &config.container, &resolved.endpoint);

@@ -459,7 +459,7 @@ fn a_wait_the_service_asked_for_is_kept_with_the_error() {
             status: StatusCode::try_from(503).unwrap(),
             error_code: Some("ServerBusy".to_owned()),
         },
-        config::AskedToWait::for_test(Duration::from_secs(4), 503),
+        config::ErrorAnswer::for_test(Some(Duration::from_secs(4)), None, 503),
     );
     // As the SDK passes it on: wrapped in context.
     let asked = asked.context("put blob");
@@ -510,7 +510,7 @@ async fn the_wait_a_busy_service_asks_for_reaches_the_store_error_through_the_sd
     )
     .retry(RetryOptions::none())
     .transport(azure_core::TransportOptions::new(Arc::new(
-        config::KeepsRetryAfter(Arc::new(Busy)),
+        config::KeepsAnswerHeaders(Arc::new(Busy)),
     )))
     .container_client("wal");
     let err = container
@@ -528,4 +528,77 @@ async fn the_wait_a_busy_service_asks_for_reaches_the_store_error_through_the_sd
     );
     assert_eq!(kind(&err), "Throttled");
     assert_eq!(err.retry_after(), Some(Duration::from_secs(3)), "{err}");
+}
+
+/// A transport that refuses every request as Azure refuses a request signed too far
+/// from its clock (`403 AuthenticationFailed`), from a server whose clock is `ahead`
+/// seconds ahead of this machine's.
+#[derive(Debug)]
+struct RefusesAt {
+    ahead: u64,
+}
+
+#[async_trait::async_trait]
+impl azure_core::HttpClient for RefusesAt {
+    async fn execute_request(
+        &self,
+        _request: &azure_core::Request,
+    ) -> azure_core::Result<azure_core::Response> {
+        let mut headers = azure_core::headers::Headers::new();
+        let server = std::time::SystemTime::now() + Duration::from_secs(self.ahead);
+        headers.insert("date", httpdate::fmt_http_date(server));
+        headers.insert("x-ms-error-code", "AuthenticationFailed");
+        let body: Bytes = Bytes::from_static(
+            b"<Error><Code>AuthenticationFailed</Code><AuthenticationErrorDetail>Request date \
+              header too old</AuthenticationErrorDetail></Error>",
+        );
+        Ok(azure_core::Response::new(
+            StatusCode::Forbidden,
+            headers,
+            Box::pin(futures::stream::once(async move { Ok(body) })),
+        ))
+    }
+}
+
+async fn refusal_from_a_server_ahead_by(ahead: u64) -> StoreError {
+    let container = ClientBuilder::with_location(
+        CloudLocation::Custom {
+            account: "walship".to_owned(),
+            uri: "http://127.0.0.1:9".to_owned(),
+        },
+        StorageCredentials::anonymous(),
+    )
+    .retry(RetryOptions::none())
+    .transport(azure_core::TransportOptions::new(Arc::new(
+        config::KeepsAnswerHeaders(Arc::new(RefusesAt { ahead })),
+    )))
+    .container_client("wal");
+    let err = container
+        .blob_client("k")
+        .put_block_blob(Bytes::from_static(b"x"))
+        .into_future()
+        .await
+        .expect_err("refused");
+    errors::classify(
+        "azure://wal",
+        "k",
+        Request::Create,
+        &err,
+        &Scrubber::default(),
+    )
+}
+
+#[tokio::test]
+async fn a_refusal_from_a_server_whose_clock_is_far_off_is_clock_skew_and_from_one_on_time_is_denied()
+ {
+    let skewed = refusal_from_a_server_ahead_by(20 * 60).await;
+    assert_eq!(kind(&skewed), "ClockSkew");
+    let text = skewed.to_string();
+    assert!(
+        text.contains("HTTP 403 AuthenticationFailed")
+            && text.contains("the server's clock is 20 minutes ahead of this machine's"),
+        "{text}"
+    );
+    let on_time = refusal_from_a_server_ahead_by(0).await;
+    assert_eq!(kind(&on_time), "Denied", "{on_time}");
 }

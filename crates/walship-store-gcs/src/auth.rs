@@ -188,6 +188,24 @@ impl TokenEndpointError {
         }
     }
 
+    /// The endpoint answered `status` at `date` (its `Date` header): a refusal from an
+    /// endpoint whose clock is far from this machine's is clock skew. Google's token
+    /// endpoint refuses an assertion whose `iat` and `exp` (this machine's clock) are
+    /// out of its time with a plain `400 invalid_grant`.
+    pub(crate) fn answered_at(
+        status: u16,
+        date: Option<&str>,
+        detail: String,
+    ) -> TokenEndpointError {
+        let clock = status::clock_offset(date, std::time::SystemTime::now());
+        let kind = status::with_clock(status::kind_of(Request::Token, status, ""), clock);
+        let detail = match (kind, clock) {
+            (ErrorKind::ClockSkew, Some(clock)) => format!("{detail}; {clock}"),
+            _ => detail,
+        };
+        TokenEndpointError { kind, detail }
+    }
+
     /// No usable answer: the endpoint could not be reached, or its answer not read.
     pub(crate) fn unreachable(detail: String) -> TokenEndpointError {
         TokenEndpointError {

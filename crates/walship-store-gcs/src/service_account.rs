@@ -116,6 +116,11 @@ impl ServiceAccount {
                 ))
             })?;
         let status = response.status();
+        let date = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|d| d.to_str().ok())
+            .map(str::to_owned);
         let bytes = response.bytes().await.map_err(|e| {
             TokenEndpointError::unreachable(format!(
                 "reading the token endpoint's answer failed: {}",
@@ -135,8 +140,9 @@ impl ServiceAccount {
                         .join(": ")
                 })
                 .filter(|r| !r.is_empty());
-            return Err(TokenEndpointError::answered(
+            return Err(TokenEndpointError::answered_at(
                 status.as_u16(),
+                date.as_deref(),
                 format!(
                     "the token endpoint {} answered HTTP {}{}",
                     self.token_uri,

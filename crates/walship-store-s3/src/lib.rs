@@ -280,9 +280,21 @@ impl S3Store {
                     format!("HTTP {status} {code}: {message}")
                 };
                 let retry_after = status::retry_after(service.raw().header("retry-after"));
-                match status::kind_of(request, status, &code) {
+                let clock = status::clock_offset(
+                    service.raw().header("date"),
+                    std::time::SystemTime::now(),
+                );
+                match status::with_clock(status::kind_of(request, status, &code), clock) {
                     ErrorKind::AlreadyExists => StoreError::already_exists(store, key),
                     ErrorKind::NotFound => StoreError::not_found(store, key),
+                    ErrorKind::Denied if status::is_expired_credentials(&code) => {
+                        StoreError::expired_credentials(store, detail)
+                    }
+                    // A refusal from a server whose clock is far off: the clocks say why.
+                    ErrorKind::ClockSkew if code != "RequestTimeTooSkewed" => {
+                        let clock = clock.map(|c| format!("; {c}")).unwrap_or_default();
+                        StoreError::new(ErrorKind::ClockSkew, store, format!("{detail}{clock}"))
+                    }
                     kind => StoreError::new(kind, store, detail),
                 }
                 .with_retry_after(retry_after)

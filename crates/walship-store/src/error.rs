@@ -42,10 +42,12 @@ pub enum ErrorKind {
     Rejected,
     /// The local file to upload could not be read, or changed while it was read.
     Source,
-    /// The store refused the request's time: this machine's clock and the store's differ
-    /// by more than it allows (S3's `RequestTimeTooSkewed`, 15 minutes). Tried again:
-    /// the S3 SDK corrects its signing time from the store's answer, and a clock put
-    /// right by its time service heals it too.
+    /// A request was refused for its time: this machine's clock and the server's differ
+    /// by more than it allows (S3's `RequestTimeTooSkewed`, 15 minutes; or a refusal
+    /// from a server whose `Date` is further than [`crate::status::CLOCK_TOLERANCE`]
+    /// from this machine's clock, [`crate::status::with_clock`]). Tried again: the S3
+    /// SDK corrects its signing time from the store's answer, and a clock put right by
+    /// its time service heals it too.
     ClockSkew,
 }
 
@@ -129,8 +131,8 @@ impl StoreError {
             ),
             ErrorKind::Connection => format!("{store}: cannot reach the store: {detail}"),
             ErrorKind::ClockSkew => format!(
-                "{store}: the store refused the request's time ({detail}): this machine's \
-                 clock differs from the store's by more than it allows; check the time \
+                "{store}: a request was refused for its time ({detail}): this machine's \
+                 clock differs from the server's by more than it allows; check the time \
                  synchronisation (NTP) of the node"
             ),
             _ => format!("{store}: {detail}"),
@@ -152,12 +154,30 @@ impl StoreError {
         store: impl fmt::Display,
         detail: impl fmt::Display,
     ) -> Self {
-        if kind == ErrorKind::Denied {
+        // Their own wording: the credentials are refused, or the clock is off.
+        if matches!(kind, ErrorKind::Denied | ErrorKind::ClockSkew) {
             return Self::new(kind, store, detail);
         }
         StoreError {
             kind,
             message: format!("{store}: cannot obtain credentials: {detail}"),
+            source: None,
+            retry_after: None,
+        }
+    }
+
+    /// The store refused the temporary credentials as expired
+    /// ([`crate::status::is_expired_credentials`]): [`ErrorKind::Denied`], worded for
+    /// what it is, since the identity and its permissions are fine and only fresh
+    /// credentials are missing.
+    pub fn expired_credentials(store: impl fmt::Display, detail: impl fmt::Display) -> Self {
+        StoreError {
+            kind: ErrorKind::Denied,
+            message: format!(
+                "{store}: the temporary credentials in hand have expired and no fresh ones \
+                 came ({detail}); check that their source (STS, the instance metadata \
+                 service) answers: archiving goes on once it hands out fresh ones"
+            ),
             source: None,
             retry_after: None,
         }
@@ -323,9 +343,15 @@ mod tests {
                     "s3://b",
                     "HTTP 403 RequestTimeTooSkewed",
                 ),
-                "s3://b: the store refused the request's time (HTTP 403 RequestTimeTooSkewed): \
-                 this machine's clock differs from the store's by more than it allows; check \
+                "s3://b: a request was refused for its time (HTTP 403 RequestTimeTooSkewed): \
+                 this machine's clock differs from the server's by more than it allows; check \
                  the time synchronisation (NTP) of the node",
+            ),
+            (
+                StoreError::expired_credentials("s3://b", "HTTP 400 ExpiredToken"),
+                "s3://b: the temporary credentials in hand have expired and no fresh ones came \
+                 (HTTP 400 ExpiredToken); check that their source (STS, the instance metadata \
+                 service) answers: archiving goes on once it hands out fresh ones",
             ),
         ];
         for (err, text) in cases {

@@ -17,6 +17,9 @@
 //! before any HTTP client sees it ([`CaBundle`]): some SDKs panic on what they cannot
 //! decode. `reqwest`, with the feature `http` only: the one client builder (bounded
 //! connect, `endpointCA` trusted) of the stores that run on reqwest (Azure, GCS).
+//! `httpdate` reads an error answer's `Date` header, the server's clock, so that a
+//! refusal from a server whose clock is far from this machine's is named as clock
+//! skew ([`status::clock_offset`]) without reading the answer's text.
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

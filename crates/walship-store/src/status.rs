@@ -58,6 +58,9 @@ pub fn kind_of(request: Request, status: u16, code: &str) -> ErrorKind {
         // A 403 that is not about the credentials: the request's signed time is too far
         // from the store's clock.
         (_, "RequestTimeTooSkewed") => ErrorKind::ClockSkew,
+        // Temporary credentials past their expiry (S3 answers 400): refused until their
+        // source hands out fresh ones, see [`is_expired_credentials`].
+        (_, code) if is_expired_credentials(code) => ErrorKind::Denied,
         (401 | 403, _)
         | (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied")
         | (_, "AuthenticationFailed" | "AuthorizationFailure") => ErrorKind::Denied,
@@ -70,6 +73,86 @@ pub fn kind_of(request: Request, status: u16, code: &str) -> ErrorKind {
         }
         _ => ErrorKind::Rejected,
     }
+}
+
+/// How far a server's clock may be from this machine's before a refusal from it is
+/// put down to the clock. Servers allow 5 minutes (Azure AD, Google's token endpoint
+/// checking a signed assertion's `iat` and `exp`) to 15 (S3's and Azure's signed
+/// requests); two clocks kept by NTP differ by well under a second, so a refusal from a
+/// server 5 minutes away is named for the clock first.
+pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+
+/// How far a server's clock was from this machine's when it answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockOffset {
+    /// Whether the server's clock is ahead of this machine's (else behind).
+    pub server_ahead: bool,
+    /// By how much, to the second of the `Date` header.
+    pub by: Duration,
+}
+
+impl ClockOffset {
+    /// Whether the clocks differ by more than [`CLOCK_TOLERANCE`].
+    pub fn is_skew(&self) -> bool {
+        self.by > CLOCK_TOLERANCE
+    }
+}
+
+impl std::fmt::Display for ClockOffset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let seconds = self.by.as_secs();
+        let amount = match seconds {
+            0..120 => format!("{seconds} s"),
+            // To the nearest minute: the `Date` has whole seconds, and came a moment ago.
+            _ => format!("{} minutes", (seconds + 30) / 60),
+        };
+        let way = if self.server_ahead {
+            "ahead of"
+        } else {
+            "behind"
+        };
+        write!(f, "the server's clock is {amount} {way} this machine's")
+    }
+}
+
+/// The offset between the server's clock, as an answer's `Date` header gives it, and
+/// `now`; `None` without a header, or with one that is not an HTTP date.
+pub fn clock_offset(date: Option<&str>, now: std::time::SystemTime) -> Option<ClockOffset> {
+    let server = httpdate::parse_http_date(date?.trim()).ok()?;
+    Some(match server.duration_since(now) {
+        Ok(by) => ClockOffset {
+            server_ahead: true,
+            by,
+        },
+        Err(behind) => ClockOffset {
+            server_ahead: false,
+            by: behind.duration(),
+        },
+    })
+}
+
+/// The kind of a refusal once the server's clock is known: a refusal of the
+/// credentials ([`ErrorKind::Denied`]) from a server whose clock is further than
+/// [`CLOCK_TOLERANCE`] from this machine's is [`ErrorKind::ClockSkew`]. Azure answers a
+/// request signed too long ago with its plain `403 AuthenticationFailed`, and Google's
+/// token endpoint an assertion out of its time with its plain `400 invalid_grant`: the
+/// cause is only in their text, which no kind is decided from, and in the clocks, which
+/// are compared instead. Any other kind stays: a 5xx is the server failing, whatever
+/// its clock.
+pub fn with_clock(kind: ErrorKind, offset: Option<ClockOffset>) -> ErrorKind {
+    match (kind, offset) {
+        (ErrorKind::Denied, Some(offset)) if offset.is_skew() => ErrorKind::ClockSkew,
+        _ => kind,
+    }
+}
+
+/// Whether an error code says the request's temporary credentials have expired
+/// (S3's `ExpiredToken` and `TokenRefreshRequired`): a refusal of the credentials
+/// ([`ErrorKind::Denied`]) with its own wording, as nothing is wrong with the identity
+/// and its permissions; their source (STS, the instance metadata service) has handed
+/// out no fresh ones.
+pub fn is_expired_credentials(code: &str) -> bool {
+    matches!(code, "ExpiredToken" | "TokenRefreshRequired")
 }
 
 /// The wait a `Retry-After` header asks for, in its delay-seconds form (the form S3,
@@ -88,6 +171,47 @@ mod tests {
     use Request::{Create, List, Read};
 
     #[test]
+    fn a_refusal_from_a_server_whose_clock_is_far_from_ours_is_clock_skew() {
+        let now = httpdate::parse_http_date("Tue, 01 Dec 2026 12:00:00 GMT").unwrap();
+        let ahead = clock_offset(Some("Tue, 01 Dec 2026 12:20:00 GMT"), now).unwrap();
+        assert_eq!(
+            ahead,
+            ClockOffset {
+                server_ahead: true,
+                by: Duration::from_secs(1200)
+            }
+        );
+        assert_eq!(
+            ahead.to_string(),
+            "the server's clock is 20 minutes ahead of this machine's"
+        );
+        let behind = clock_offset(Some("Tue, 01 Dec 2026 11:54:59 GMT"), now).unwrap();
+        assert!(!behind.server_ahead && behind.is_skew(), "{behind:?}");
+        assert_eq!(with_clock(Denied, Some(ahead)), ClockSkew);
+        assert_eq!(with_clock(Denied, Some(behind)), ClockSkew);
+
+        // Within the tolerance, or no readable date: the refusal stands.
+        let near = clock_offset(Some("Tue, 01 Dec 2026 12:04:59 GMT"), now).unwrap();
+        assert!(!near.is_skew());
+        assert_eq!(
+            near.to_string(),
+            "the server's clock is 5 minutes ahead of this machine's"
+        );
+        let close = clock_offset(Some("Tue, 01 Dec 2026 12:00:07 GMT"), now).unwrap();
+        assert_eq!(
+            close.to_string(),
+            "the server's clock is 7 s ahead of this machine's"
+        );
+        assert_eq!(with_clock(Denied, Some(near)), Denied);
+        assert_eq!(clock_offset(Some("yesterday"), now), None);
+        assert_eq!(clock_offset(None, now), None);
+        assert_eq!(with_clock(Denied, None), Denied);
+        // A server failing is failing, whatever its clock says.
+        assert_eq!(with_clock(Server, Some(ahead)), Server);
+        assert_eq!(with_clock(NotFound, Some(ahead)), NotFound);
+    }
+
+    #[test]
     fn each_clouds_answers_map_onto_the_same_kinds() {
         let table: &[(Request, u16, &str, ErrorKind)] = &[
             // S3
@@ -98,6 +222,8 @@ mod tests {
             (Read, 404, "NoSuchBucket", ContainerMissing),
             (Read, 403, "AccessDenied", Denied),
             (Read, 403, "SignatureDoesNotMatch", Denied),
+            (Create, 400, "ExpiredToken", Denied),
+            (Read, 400, "TokenRefreshRequired", Denied),
             (Create, 503, "SlowDown", Throttled),
             (Create, 409, "ConditionalRequestConflict", Conflict),
             (Create, 409, "OperationAborted", Conflict),

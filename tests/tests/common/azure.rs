@@ -65,6 +65,17 @@ impl AzureArchive {
         Self::on(AzuriteServer::start()?, credential, "gzip", "")
     }
 
+    /// Plain-HTTP Azurite, the storage account's shared key, `compression`: the
+    /// archive the scenarios that are not about credentials run on.
+    pub fn shared_key(compression: &str) -> Result<AzureArchive> {
+        Self::on(
+            AzuriteServer::start()?,
+            AzureCredential::SharedKey,
+            compression,
+            "",
+        )
+    }
+
     /// On a given Azurite; `extra` is added to `spec.configuration` as it is (indented
     /// four spaces), for `endpointCA` and the like.
     pub fn on(

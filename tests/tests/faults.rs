@@ -1191,6 +1191,9 @@ fn a_full_ack_journal_never_stops_archiving_or_acknowledges_anything_not_stored_
             .any(|l| l.contains(name) && l.contains("cannot journal the ack"))
     };
     ensure!(unjournaled(&last), "{}", daemon.log_contents());
+    // And counted, for an operator who watches metrics rather than logs.
+    let counted = daemon.metric("walship_unjournaled_acks_total")?;
+    ensure!(counted >= 3.0, "{counted} unjournaled acks counted");
 
     // Space again: the next acks are journaled (records go once PostgreSQL marks the
     // segment done, so the log tells).
@@ -1198,6 +1201,11 @@ fn a_full_ack_journal_never_stops_archiving_or_acknowledges_anything_not_stored_
     let next = write_and_switch(&pg)?;
     pg.wait_for_archived(&next, Duration::from_secs(60))?;
     ensure!(!unjournaled(&next), "{}", daemon.log_contents());
+    let still = daemon.metric("walship_unjournaled_acks_total")?;
+    ensure!(
+        still == counted,
+        "{still} unjournaled acks counted after space came back"
+    );
     let checked = assert_all_archived_identical(&archive, &pg)?;
 
     // Restarted with what the journal holds: the segments acked without a record are
@@ -1333,6 +1341,59 @@ fn a_store_refusing_the_request_time_is_reported_as_clock_skew_not_access_denied
     proxy.set(vec![Rule::every(1, skewed()).on("PUT").at_most(1)]);
     let out = push(&segments[1])?;
     ensure!(out.status.success(), "{}", common::stderr(&out));
+    Ok(())
+}
+
+#[test]
+fn restores_over_a_slow_link_are_not_cut_and_come_back_whole() -> Result<()> {
+    // Uncompressed, so each read carries a whole 1 MiB segment.
+    let archive = common::Archive::start(None)?;
+    let proxy = behind_proxy(&archive)?;
+    let (wal_dir, segments) = common::real_segments(2)?;
+    for name in &segments {
+        let path = wal_dir.path().join(name);
+        let out = archive.walship(&["wal-push", &path.display().to_string()])?;
+        ensure!(out.status.success(), "{}", common::stderr(&out));
+    }
+    // A quarter of the floor rate a deadline allows for (1 MiB/s): each read takes
+    // about 4 s, well within its deadline (25 s and 1 s per MiB), and must not be cut.
+    proxy.set(vec![
+        Rule::every(
+            1,
+            Fault::Slow {
+                bytes_per_second: 256 * 1024,
+            },
+        )
+        .on("GET"),
+    ]);
+    let dest = tempfile::tempdir()?;
+    for name in &segments {
+        let into = dest.path().join(name);
+        let out = archive.walship(&["wal-fetch", name, &into.display().to_string()])?;
+        ensure!(out.status.success(), "{name}: {}", common::stderr(&out));
+        ensure!(
+            std::fs::read(&into)? == std::fs::read(wal_dir.path().join(name))?,
+            "{name} differs from what was archived"
+        );
+    }
+    let slow = proxy.faults().get("slow").copied().unwrap_or(0);
+    ensure!(slow >= 2, "{slow} answers slowed: the link was not slow");
+    // The object reads (listings, which find the file's name, carry no body worth
+    // slowing).
+    let gets: u64 = segments
+        .iter()
+        .map(|n| proxy.requests_for("GET", &format!("{n}?x-id=GetObject")))
+        .sum();
+    ensure!(
+        gets == segments.len() as u64,
+        "{gets} GETs for {} segments: a slow read was cut and tried again: {:?}",
+        segments.len(),
+        proxy.requests()
+    );
+    eprintln!(
+        "{} segments restored over a 256 KiB/s link, one read each",
+        segments.len()
+    );
     Ok(())
 }
 
@@ -1504,15 +1565,23 @@ fn an_unwritable_or_removed_ack_journal_never_stops_archiving() -> Result<()> {
         .with_context(|| daemon.log_contents())?;
     ensure!(unjournaled(&first), "{}", daemon.log_contents());
 
-    // Removed under the running daemon.
+    // Removed under the running daemon: created again, as a restart would, and the
+    // next ack journaled in it.
     std::fs::set_permissions(&journal, std::fs::Permissions::from_mode(0o755))?;
     std::fs::remove_dir_all(&journal)?;
     let second = write_and_switch(&pg)?;
     pg.wait_for_archived(&second, Duration::from_secs(60))
         .with_context(|| daemon.log_contents())?;
-    ensure!(unjournaled(&second), "{}", daemon.log_contents());
+    ensure!(!unjournaled(&second), "{}", daemon.log_contents());
+    ensure!(
+        daemon.log_contents().contains("was gone; created it again") && journal.is_dir(),
+        "the journal directory was not made again: {}",
+        daemon.log_contents()
+    );
 
     let checked = assert_all_archived_identical(&archive, &pg)?;
-    eprintln!("journal unwritable, then removed: {checked} segments archived, 0 lost");
+    eprintln!(
+        "journal unwritable, then removed and made again: {checked} segments archived, 0 lost"
+    );
     Ok(())
 }

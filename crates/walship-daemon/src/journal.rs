@@ -66,19 +66,35 @@ impl Journal {
         ))
     }
 
-    /// Durably records that `name` is stored ([`walship_store::durable`]).
+    /// Durably records that `name` is stored ([`walship_store::durable`]); a journal
+    /// directory removed meanwhile is created again.
     pub fn record(&self, name: &str, record: &AckRecord) -> io::Result<()> {
         let id = record.identity;
         let text = format!(
             "{} {} {} {} {}\n",
             record.sha256, id.dev, id.ino, id.size, id.mtime_ns
         );
-        durable::write(
-            &self.dir.join(format!("{name}{SUFFIX}")),
-            durable::Publish::Replace,
-            |file| file.write_all(text.as_bytes()),
-            |e| e,
-        )
+        let write = || {
+            durable::write(
+                &self.dir.join(format!("{name}{SUFFIX}")),
+                durable::Publish::Replace,
+                |file| file.write_all(text.as_bytes()),
+                |e| e,
+            )
+        };
+        match write() {
+            // The directory was removed under the daemon: made again, as a restart
+            // would, so one removal does not leave every later ack unjournaled.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !self.dir.exists() => {
+                fs::create_dir_all(&self.dir)?;
+                tracing::warn!(
+                    "the ack journal's directory {} was gone; created it again",
+                    self.dir.display()
+                );
+                write()
+            }
+            written => written,
+        }
     }
 
     /// Drops the record of `name` (PostgreSQL has marked it done).

@@ -36,6 +36,32 @@ struct Spool {
     missing: HashSet<String>,
     /// The newest timeline history restored so far: where the window crosses timelines.
     history: Option<TimelineHistory>,
+    /// How often failed downloads are warned about.
+    failures: Quieted,
+}
+
+/// How long after a warning about failed read-ahead downloads the next ones are only
+/// counted: with the spool full or the store failing, every file of the window fails
+/// for every restore request, about ten lines a segment, which would drown the log.
+const QUIET_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Lets one warning through per [`QUIET_FOR`], counting the ones held back meanwhile.
+#[derive(Default)]
+struct Quieted {
+    quiet_until: Option<std::time::Instant>,
+    held_back: u64,
+}
+
+impl Quieted {
+    /// Whether to warn now; if so, how many warnings were held back since the last one.
+    fn admit(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self.quiet_until.is_some_and(|until| now < until) {
+            self.held_back += 1;
+            return None;
+        }
+        self.quiet_until = Some(now + QUIET_FOR);
+        Some(std::mem::take(&mut self.held_back))
+    }
 }
 
 /// Reads segments ahead of restore requests from one archive into its spool directory.
@@ -230,7 +256,15 @@ impl Prefetcher {
                             Ok(FetchOutcome::NotFound) => {
                                 spool.missing.insert(name);
                             }
-                            Err(e) => warn!("prefetch failed (will fetch on demand): {e}"),
+                            Err(e) => match spool.failures.admit(std::time::Instant::now()) {
+                                Some(0) => warn!("prefetch failed (will fetch on demand): {e}"),
+                                Some(held_back) => warn!(
+                                    "prefetch failed (will fetch on demand): {e}; {held_back} \
+                                     more failed in the last {} s",
+                                    QUIET_FOR.as_secs()
+                                ),
+                                None => debug!("prefetch failed (will fetch on demand): {e}"),
+                            },
                         }
                     }
                     this.finished.notify_waiters();
@@ -284,6 +318,28 @@ mod tests {
     use walship_wal::Layout;
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../walship-wal/testdata/pg15");
+
+    #[test]
+    fn failed_downloads_are_warned_about_once_per_quiet_period_with_the_count_held_back() {
+        let mut failures = Quieted::default();
+        let start = std::time::Instant::now();
+        assert_eq!(
+            failures.admit(start),
+            Some(0),
+            "the first one is warned about"
+        );
+        for i in 1..=9 {
+            let at = start + std::time::Duration::from_secs(i);
+            assert_eq!(failures.admit(at), None, "held back at {i} s");
+        }
+        assert_eq!(
+            failures.admit(start + QUIET_FOR),
+            Some(9),
+            "the next warning says how many were held back"
+        );
+        assert_eq!(failures.admit(start + QUIET_FOR), None);
+        assert_eq!(failures.admit(start + 2 * QUIET_FOR), Some(1));
+    }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn the_window_crosses_into_the_timeline_of_the_restored_history() {

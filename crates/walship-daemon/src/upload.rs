@@ -113,6 +113,7 @@ impl Uploader {
         if let Ok(Err(e)) | Err(e) = journaled.map_err(std::io::Error::other) {
             // Still stored; the ack just is not remembered across restarts.
             warn!("cannot journal the ack: {e}");
+            self.metrics.unjournaled_acks_total.inc();
         }
         Ok(record)
     }

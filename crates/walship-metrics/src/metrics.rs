@@ -236,6 +236,10 @@ pub struct Metrics {
     pub duplicates_total: IntCounter,
     /// Files refused because an object with different content exists under the key.
     pub conflicts_total: IntCounter,
+    /// Acknowledgements (the store confirmed the copy) the ack journal could not
+    /// record: harmless for the data, but a restarted daemon compares those files with
+    /// the store instead of its journal, and the journal's filesystem needs a look.
+    pub unjournaled_acks_total: IntCounter,
     /// Files `wal-push` uploaded itself because no daemon answered.
     pub wal_push_fallback_uploads_total: IntCounter,
     /// Time from an `archive_command` request to its acknowledgement.
@@ -364,6 +368,11 @@ impl Metrics {
                 &r,
                 "walship_conflicts_total",
                 "Files refused because different content is archived under the same name.",
+            ),
+            unjournaled_acks_total: counter(
+                &r,
+                "walship_unjournaled_acks_total",
+                "Files archived and acknowledged that the ack journal could not record (its filesystem full, unwritable or gone).",
             ),
             wal_push_fallback_uploads_total: counter(
                 &r,
@@ -627,6 +636,7 @@ mod tests {
         ("walship_retries_total", "counter"),
         ("walship_duplicates_total", "counter"),
         ("walship_conflicts_total", "counter"),
+        ("walship_unjournaled_acks_total", "counter"),
         ("walship_wal_push_fallback_uploads_total", "counter"),
         ("walship_archive_command_ack_seconds", "histogram"),
         ("walship_restore_hits_total", "counter"),

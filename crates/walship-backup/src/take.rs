@@ -235,12 +235,7 @@ pub async fn take(
     let info = record::started(&facts, &started, options.name.as_deref());
     let info_key = catalog.info_key(&id);
     // Create-only: of two backups given one id, the second stops here.
-    store
-        .put_create(
-            &info_key,
-            Bytes::from(info.render()),
-            &PutOptions::default(),
-        )
+    put_once(&*store, &info_key, Bytes::from(info.render()))
         .await
         .map_err(BackupError::Start)?;
     let clock = Instant::now();
@@ -411,6 +406,23 @@ async fn watch_archiving(params: &ConnParams, stall: Duration) -> String {
     }
 }
 
+/// `body` stored under `key`, create-only. An object already there with exactly these
+/// bytes is this backup's own earlier attempt whose answer was lost (the connection
+/// reset after the store had done it, and the retry found the key taken): stored. Any
+/// other object under the key stays an [`ErrorKind::AlreadyExists`] error, untouched.
+async fn put_once(store: &dyn Store, key: &str, body: Bytes) -> Result<(), StoreError> {
+    match store
+        .put_create(key, body.clone(), &PutOptions::default())
+        .await
+    {
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => match store.get(key).await {
+            Ok((existing, _)) if existing == body => Ok(()),
+            _ => Err(e),
+        },
+        stored => stored,
+    }
+}
+
 /// Stores `walship.json` and `backup.info` DONE.
 #[allow(clippy::too_many_arguments)]
 async fn finish(
@@ -424,14 +436,13 @@ async fn finish(
     clock: Instant,
 ) -> Result<BackupInfo, StepError> {
     let manifest = manifest(objects, &catalog.backup_prefix(id));
-    store
-        .put_create(
-            &format!("{}{MANIFEST_NAME}", catalog.backup_prefix(id)),
-            Bytes::from(manifest),
-            &PutOptions::default(),
-        )
-        .await
-        .map_err(step("uploading data"))?;
+    put_once(
+        store,
+        &format!("{}{MANIFEST_NAME}", catalog.backup_prefix(id)),
+        Bytes::from(manifest),
+    )
+    .await
+    .map_err(step("uploading data"))?;
     let size = objects.iter().map(|o| o.size).sum();
     let mut done = record::done(info, stopped, size);
     done.copy_stats = Some(copy_stats(clock.elapsed(), options.jobs));
@@ -741,5 +752,31 @@ mod tests {
         assert_eq!(python_float(0.0), "0.0");
         assert_eq!(python_float(12.3456789), "12.345679");
         assert_eq!(python_float(0.00005), "5e-05");
+    }
+
+    #[tokio::test]
+    async fn a_key_found_holding_exactly_our_bytes_is_our_lost_answer_and_anything_else_is_refused()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = walship_store::LocalStore::new(dir.path());
+        let ours = Bytes::from_static(b"status=STARTED\n");
+        put_once(&store, "base/x/backup.info", ours.clone())
+            .await
+            .unwrap();
+        // The same put again, as a retry after a reset finds it: stored.
+        put_once(&store, "base/x/backup.info", ours.clone())
+            .await
+            .unwrap();
+        // Another writer's object under the key: refused, and left as it was.
+        let err = put_once(
+            &store,
+            "base/x/backup.info",
+            Bytes::from_static(b"status=DONE\n"),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+        let (kept, _) = store.get("base/x/backup.info").await.unwrap();
+        assert_eq!(kept, ours);
     }
 }

@@ -19,7 +19,7 @@ use tempfile::TempDir;
 use crate::paths::target_dir;
 use crate::sigv4::{civil_from_days, hmac};
 use crate::tls::make_certificates;
-use crate::util::{free_port, port_is_open, wait_until};
+use crate::util::{on_a_free_port, port_is_open, wait_until};
 
 /// Azurite's well-known development account and key (documented by Microsoft; not a
 /// secret).
@@ -78,54 +78,55 @@ impl AzuriteServer {
 
     pub fn start_with(options: AzuriteOptions) -> Result<AzuriteServer> {
         let program = azurite_path()?;
-        let dir = tempfile::tempdir()?;
-        let log = options
-            .log
-            .clone()
-            .unwrap_or_else(|| dir.path().join("azurite.log"));
-        let port = free_port()?;
-        let log_file = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(&program);
-        cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-            .args(["--loose", "--skipApiVersionCheck", "--disableTelemetry"]);
-        match &options.location {
-            Some(location) => cmd.arg("--location").arg(location),
-            None => cmd.arg("--inMemoryPersistence"),
-        };
-        if options.https_oauth {
-            make_certificates(dir.path())?;
-            cmd.arg("--cert")
-                .arg(dir.path().join("server.pem"))
-                .arg("--key")
-                .arg(dir.path().join("server.key"))
-                .args(["--oauth", "basic"]);
-        }
-        let child = cmd
-            // Anything Azurite still writes lands in the server's own directory.
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("starting {}", program.display()))?;
-        let mut server = AzuriteServer {
-            child: Some(child),
-            port,
-            dir,
-            log,
-            https: options.https_oauth,
-        };
-        wait_until(Duration::from_secs(30), "Azurite to listen", || {
-            if let Some(status) = server
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                bail!("Azurite exited ({status}): {}", server.log_contents());
+        on_a_free_port(|port| {
+            let dir = tempfile::tempdir()?;
+            let log = options
+                .log
+                .clone()
+                .unwrap_or_else(|| dir.path().join("azurite.log"));
+            let log_file = std::fs::File::create(&log)?;
+            let mut cmd = Command::new(&program);
+            cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+                .args(["--loose", "--skipApiVersionCheck", "--disableTelemetry"]);
+            match &options.location {
+                Some(location) => cmd.arg("--location").arg(location),
+                None => cmd.arg("--inMemoryPersistence"),
+            };
+            if options.https_oauth {
+                make_certificates(dir.path())?;
+                cmd.arg("--cert")
+                    .arg(dir.path().join("server.pem"))
+                    .arg("--key")
+                    .arg(dir.path().join("server.key"))
+                    .args(["--oauth", "basic"]);
             }
-            Ok(port_is_open(port))
-        })?;
-        Ok(server)
+            let child = cmd
+                // Anything Azurite still writes lands in the server's own directory.
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone()?)
+                .stderr(log_file)
+                .spawn()
+                .with_context(|| format!("starting {}", program.display()))?;
+            let mut server = AzuriteServer {
+                child: Some(child),
+                port,
+                dir,
+                log,
+                https: options.https_oauth,
+            };
+            wait_until(Duration::from_secs(30), "Azurite to listen", || {
+                if let Some(status) = server
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    bail!("Azurite exited ({status}): {}", server.log_contents());
+                }
+                Ok(port_is_open(port))
+            })?;
+            Ok(server)
+        })
     }
 
     /// The PEM of the CA that signed an HTTPS server's certificate (what a manifest's

@@ -19,7 +19,7 @@ use tempfile::TempDir;
 
 use crate::paths::target_dir;
 use crate::stub::{LoopbackServer, Request, read_request};
-use crate::util::{free_port, port_is_open, random_token, wait_until};
+use crate::util::{on_a_free_port, port_is_open, random_token, wait_until};
 
 /// The fake-gcs-server binary: `$WALSHIP_FAKE_GCS`, else `fake-gcs-server` on `PATH`,
 /// else where `cargo xtask install-tools` puts it (`<target>/tools/bin/fake-gcs-server`,
@@ -61,63 +61,64 @@ impl GcsServer {
     /// log goes next to it, so both outlive the handle; without, in memory.
     pub fn start_with(data: Option<&Path>) -> Result<GcsServer> {
         let program = fake_gcs_path()?;
-        let dir = tempfile::tempdir()?;
-        let log = match data {
-            Some(data) => {
-                std::fs::create_dir_all(data)?;
-                data.with_extension("log")
-            }
-            None => dir.path().join("fake-gcs.log"),
-        };
-        let backend: Vec<String> = match data {
-            Some(data) => vec![
-                "-backend".into(),
-                "filesystem".into(),
-                "-filesystem-root".into(),
-                data.display().to_string(),
-            ],
-            None => vec!["-backend".into(), "memory".into()],
-        };
-        let port = free_port()?;
-        let log_file = std::fs::File::create(&log)?;
-        let url = format!("http://127.0.0.1:{port}");
-        let child = Command::new(&program)
-            .args(["-scheme", "http", "-host", "127.0.0.1"])
-            .args(&backend)
-            .args(["-port", &port.to_string(), "-log-level", "warn"])
-            // Resumable session URIs point back here, not at storage.googleapis.com.
-            .args([
-                "-external-url",
-                &url,
-                "-public-host",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("starting {}", program.display()))?;
-        let mut server = GcsServer {
-            child: Some(child),
-            port,
-            _dir: dir,
-            log,
-        };
-        wait_until(Duration::from_secs(30), "fake-gcs-server to listen", || {
-            if let Some(status) = server
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                bail!(
-                    "fake-gcs-server exited ({status}): {}",
-                    server.log_contents()
-                );
-            }
-            Ok(port_is_open(port))
-        })?;
-        Ok(server)
+        on_a_free_port(|port| {
+            let dir = tempfile::tempdir()?;
+            let log = match data {
+                Some(data) => {
+                    std::fs::create_dir_all(data)?;
+                    data.with_extension("log")
+                }
+                None => dir.path().join("fake-gcs.log"),
+            };
+            let backend: Vec<String> = match data {
+                Some(data) => vec![
+                    "-backend".into(),
+                    "filesystem".into(),
+                    "-filesystem-root".into(),
+                    data.display().to_string(),
+                ],
+                None => vec!["-backend".into(), "memory".into()],
+            };
+            let log_file = std::fs::File::create(&log)?;
+            let url = format!("http://127.0.0.1:{port}");
+            let child = Command::new(&program)
+                .args(["-scheme", "http", "-host", "127.0.0.1"])
+                .args(&backend)
+                .args(["-port", &port.to_string(), "-log-level", "warn"])
+                // Resumable session URIs point back here, not at storage.googleapis.com.
+                .args([
+                    "-external-url",
+                    &url,
+                    "-public-host",
+                    &format!("127.0.0.1:{port}"),
+                ])
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone()?)
+                .stderr(log_file)
+                .spawn()
+                .with_context(|| format!("starting {}", program.display()))?;
+            let mut server = GcsServer {
+                child: Some(child),
+                port,
+                _dir: dir,
+                log,
+            };
+            wait_until(Duration::from_secs(30), "fake-gcs-server to listen", || {
+                if let Some(status) = server
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    bail!(
+                        "fake-gcs-server exited ({status}): {}",
+                        server.log_contents()
+                    );
+                }
+                Ok(port_is_open(port))
+            })?;
+            Ok(server)
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -19,6 +19,20 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// Starts a server with `start(port)` on a [`free_port`], and on another one (three
+/// tries in all) when it failed because something took the port meanwhile: its error
+/// then says "address already in use", as Go's and Node's servers word it.
+pub fn on_a_free_port<T>(mut start: impl FnMut(u16) -> Result<T>) -> Result<T> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match start(free_port()?) {
+            Err(e) if tries < 3 && format!("{e:#}").contains("address already in use") => {}
+            started => return started,
+        }
+    }
+}
+
 /// Whether something accepts TCP connections on 127.0.0.1:`port` right now.
 pub fn port_is_open(port: u16) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -116,6 +130,38 @@ pub(crate) fn tail(text: &str, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_whose_port_was_taken_meanwhile_is_started_on_another_three_times_at_most() {
+        let taken = || anyhow::anyhow!("server exited: bind: address already in use");
+        let mut ports = Vec::new();
+        let started = on_a_free_port(|port| {
+            ports.push(port);
+            match ports.len() {
+                1 => Err(taken()),
+                _ => Ok(port),
+            }
+        })
+        .unwrap();
+        assert_eq!(ports.len(), 2);
+        assert_eq!(started, ports[1]);
+
+        let mut tries = 0;
+        let err = on_a_free_port(|_| -> Result<()> {
+            tries += 1;
+            Err(taken())
+        })
+        .unwrap_err();
+        assert_eq!(tries, 3, "{err:#}");
+        // Any other failure is not tried again.
+        let mut tries = 0;
+        on_a_free_port(|_| -> Result<()> {
+            tries += 1;
+            anyhow::bail!("no such program")
+        })
+        .unwrap_err();
+        assert_eq!(tries, 1);
+    }
 
     #[test]
     fn random_tokens_have_the_asked_length_and_differ() {

@@ -40,6 +40,16 @@ fn next_segment(name: &str) -> Result<String> {
     Ok(format!("{}{:08X}", &name[..16], low + 1))
 }
 
+/// `wal-push` of the segment `name` in `dir`, as archive_command runs it.
+fn wal_push(
+    archive: &dyn ArchiveHarness,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<std::process::Output> {
+    let path = dir.join(name);
+    archive.walship(&["wal-push", &path.display().to_string()])
+}
+
 /// A fault proxy in front of `archive`'s S3 server, and the archive's manifest pointing
 /// at the proxy.
 fn behind_proxy(archive: &common::Archive) -> Result<FaultProxy> {
@@ -1309,10 +1319,7 @@ fn a_store_refusing_the_request_time_is_reported_as_clock_skew_not_access_denied
     let archive = common::Archive::start(Some("gzip"))?;
     let proxy = behind_proxy(&archive)?;
     let (wal_dir, segments) = common::real_segments(2)?;
-    let push = |name: &str| {
-        let path = wal_dir.path().join(name);
-        archive.walship(&["wal-push", &path.display().to_string()])
-    };
+    let push = |name: &str| wal_push(&archive, wal_dir.path(), name);
     let skewed = || Fault::ErrorCode {
         status: 403,
         code: "RequestTimeTooSkewed".to_owned(),
@@ -1351,8 +1358,7 @@ fn restores_over_a_slow_link_are_not_cut_and_come_back_whole() -> Result<()> {
     let proxy = behind_proxy(&archive)?;
     let (wal_dir, segments) = common::real_segments(2)?;
     for name in &segments {
-        let path = wal_dir.path().join(name);
-        let out = archive.walship(&["wal-push", &path.display().to_string()])?;
+        let out = wal_push(&archive, wal_dir.path(), name)?;
         ensure!(out.status.success(), "{}", common::stderr(&out));
     }
     // A quarter of the floor rate a deadline allows for (1 MiB/s): each read takes
@@ -1414,8 +1420,7 @@ fn credentials_refused_as_expired_are_reported_as_expired_not_as_access_denied()
         )
         .on("PUT"),
     ]);
-    let path = wal_dir.path().join(&segments[0]);
-    let out = archive.walship(&["wal-push", &path.display().to_string()])?;
+    let out = wal_push(&archive, wal_dir.path(), &segments[0])?;
     let err = common::stderr(&out);
     ensure!(
         out.status.code() == Some(1),
@@ -1438,10 +1443,7 @@ fn an_azure_refusal_from_a_server_whose_clock_is_minutes_away_is_reported_as_clo
     let archive = AzureArchive::shared_key("gzip")?;
     let proxy = route_through_proxy(&archive, archive.azurite.port())?;
     let (wal_dir, segments) = common::real_segments(3)?;
-    let push = |name: &str| {
-        let path = wal_dir.path().join(name);
-        archive.walship(&["wal-push", &path.display().to_string()])
-    };
+    let push = |name: &str| wal_push(&archive, wal_dir.path(), name);
     // Azure's answer to a request signed too far from its clock is its plain
     // `403 AuthenticationFailed` (the cause only in a detail of the body); its `Date`
     // says where its clock is.
@@ -1505,10 +1507,7 @@ fn a_google_token_endpoint_refusing_an_assertion_made_by_a_clock_minutes_off_is_
     use walship_testkit::TokenMode;
     let archive = GcsArchive::for_scenarios("gzip", 4)?;
     let (wal_dir, segments) = common::real_segments(2)?;
-    let push = |name: &str| {
-        let path = wal_dir.path().join(name);
-        archive.walship(&["wal-push", &path.display().to_string()])
-    };
+    let push = |name: &str| wal_push(&archive, wal_dir.path(), name);
 
     // This machine's clock 20 minutes ahead of Google's: the assertion walship signs is
     // issued in the endpoint's future, which it refuses with a plain `400 invalid_grant`.

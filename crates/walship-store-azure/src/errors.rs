@@ -136,10 +136,7 @@ fn classify_kind(
                 // The service's own message for authentication failures can quote the
                 // string it signed; the code says enough.
                 Kind::Denied => StoreError::new(Kind::Denied, store, format!("{key}: {short}")),
-                Kind::ClockSkew => {
-                    let clock = clock.map(|c| format!("; {c}")).unwrap_or_default();
-                    StoreError::new(Kind::ClockSkew, store, format!("{key}: {short}{clock}"))
-                }
+                Kind::ClockSkew => StoreError::clock_skew(store, format!("{key}: {short}"), clock),
                 kind => StoreError::new(kind, store, format!("{key}: {detail}")),
             }
         }

@@ -499,8 +499,9 @@ impl azure_core::HttpClient for Busy {
     }
 }
 
-#[tokio::test]
-async fn the_wait_a_busy_service_asks_for_reaches_the_store_error_through_the_sdk() {
+/// What a create-only put of one blob becomes through the SDK (its retries off) when
+/// `transport`, behind [`config::KeepsAnswerHeaders`], answers it.
+async fn put_answered_by(transport: impl azure_core::HttpClient + 'static) -> StoreError {
     let container = ClientBuilder::with_location(
         CloudLocation::Custom {
             account: "walship".to_owned(),
@@ -510,7 +511,7 @@ async fn the_wait_a_busy_service_asks_for_reaches_the_store_error_through_the_sd
     )
     .retry(RetryOptions::none())
     .transport(azure_core::TransportOptions::new(Arc::new(
-        config::KeepsAnswerHeaders(Arc::new(Busy)),
+        config::KeepsAnswerHeaders(Arc::new(transport)),
     )))
     .container_client("wal");
     let err = container
@@ -518,14 +519,19 @@ async fn the_wait_a_busy_service_asks_for_reaches_the_store_error_through_the_sd
         .put_block_blob(Bytes::from_static(b"x"))
         .into_future()
         .await
-        .expect_err("the service is busy");
-    let err = errors::classify(
+        .expect_err("the transport answers with an error");
+    errors::classify(
         "azure://wal",
         "k",
         Request::Create,
         &err,
         &Scrubber::default(),
-    );
+    )
+}
+
+#[tokio::test]
+async fn the_wait_a_busy_service_asks_for_reaches_the_store_error_through_the_sdk() {
+    let err = put_answered_by(Busy).await;
     assert_eq!(kind(&err), "Throttled");
     assert_eq!(err.retry_after(), Some(Duration::from_secs(3)), "{err}");
 }
@@ -560,38 +566,10 @@ impl azure_core::HttpClient for RefusesAt {
     }
 }
 
-async fn refusal_from_a_server_ahead_by(ahead: u64) -> StoreError {
-    let container = ClientBuilder::with_location(
-        CloudLocation::Custom {
-            account: "walship".to_owned(),
-            uri: "http://127.0.0.1:9".to_owned(),
-        },
-        StorageCredentials::anonymous(),
-    )
-    .retry(RetryOptions::none())
-    .transport(azure_core::TransportOptions::new(Arc::new(
-        config::KeepsAnswerHeaders(Arc::new(RefusesAt { ahead })),
-    )))
-    .container_client("wal");
-    let err = container
-        .blob_client("k")
-        .put_block_blob(Bytes::from_static(b"x"))
-        .into_future()
-        .await
-        .expect_err("refused");
-    errors::classify(
-        "azure://wal",
-        "k",
-        Request::Create,
-        &err,
-        &Scrubber::default(),
-    )
-}
-
 #[tokio::test]
 async fn a_refusal_from_a_server_whose_clock_is_far_off_is_clock_skew_and_from_one_on_time_is_denied()
  {
-    let skewed = refusal_from_a_server_ahead_by(20 * 60).await;
+    let skewed = put_answered_by(RefusesAt { ahead: 20 * 60 }).await;
     assert_eq!(kind(&skewed), "ClockSkew");
     let text = skewed.to_string();
     assert!(
@@ -599,6 +577,6 @@ async fn a_refusal_from_a_server_whose_clock_is_far_off_is_clock_skew_and_from_o
             && text.contains("the server's clock is 20 minutes ahead of this machine's"),
         "{text}"
     );
-    let on_time = refusal_from_a_server_ahead_by(0).await;
+    let on_time = put_answered_by(RefusesAt { ahead: 0 }).await;
     assert_eq!(kind(&on_time), "Denied", "{on_time}");
 }

@@ -290,11 +290,7 @@ impl S3Store {
                     ErrorKind::Denied if status::is_expired_credentials(&code) => {
                         StoreError::expired_credentials(store, detail)
                     }
-                    // A refusal from a server whose clock is far off: the clocks say why.
-                    ErrorKind::ClockSkew if code != "RequestTimeTooSkewed" => {
-                        let clock = clock.map(|c| format!("; {c}")).unwrap_or_default();
-                        StoreError::new(ErrorKind::ClockSkew, store, format!("{detail}{clock}"))
-                    }
+                    ErrorKind::ClockSkew => StoreError::clock_skew(store, detail, clock),
                     kind => StoreError::new(kind, store, detail),
                 }
                 .with_retry_after(retry_after)

@@ -166,6 +166,20 @@ impl StoreError {
         }
     }
 
+    /// A request refused for its time ([`ErrorKind::ClockSkew`]); `offset`, the server's
+    /// clock as its answer's `Date` gave it, is named after `detail` when it is beyond
+    /// [`crate::status::CLOCK_TOLERANCE`].
+    pub fn clock_skew(
+        store: impl fmt::Display,
+        detail: impl fmt::Display,
+        offset: Option<crate::status::ClockOffset>,
+    ) -> Self {
+        match offset.filter(crate::status::ClockOffset::is_skew) {
+            Some(offset) => Self::new(ErrorKind::ClockSkew, store, format!("{detail}; {offset}")),
+            None => Self::new(ErrorKind::ClockSkew, store, detail),
+        }
+    }
+
     /// The store refused the temporary credentials as expired
     /// ([`crate::status::is_expired_credentials`]): [`ErrorKind::Denied`], worded for
     /// what it is, since the identity and its permissions are fine and only fresh
